@@ -196,7 +196,8 @@ pub fn set_base_offset(buf: &mut [u8], base_offset: i64) {
 
 /// Overwrites the partition leader epoch (the Raft term, once we replicate). Not CRC-covered.
 pub fn set_partition_leader_epoch(buf: &mut [u8], epoch: i32) {
-    buf[PARTITION_LEADER_EPOCH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET + 4].copy_from_slice(&epoch.to_be_bytes());
+    buf[PARTITION_LEADER_EPOCH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET + 4]
+        .copy_from_slice(&epoch.to_be_bytes());
 }
 
 /// CRC32C of the batch's CRC-covered range (attributes to the end).
@@ -782,7 +783,10 @@ mod tests {
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
             proptest::collection::vec(
-                ("[a-z]{0,8}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16))),
+                (
+                    "[a-z]{0,8}",
+                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
+                ),
                 0..3,
             ),
         )

@@ -33,11 +33,7 @@ pub enum BatchError {
     #[error("record {index} is malformed: {reason}")]
     BadRecord { index: usize, reason: &'static str },
     #[error("record {index} has offset delta {found}, expected {expected}")]
-    BadOffsetDelta {
-        index: usize,
-        expected: i32,
-        found: i32,
-    },
+    BadOffsetDelta { index: usize, expected: i32, found: i32 },
     #[error("records end at byte {consumed} of a {length}-byte record section")]
     TrailingBytes { consumed: usize, length: usize },
     #[error("compression codec {0} is not supported yet")]

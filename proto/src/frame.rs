@@ -45,7 +45,11 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame_bytes: usize) -> Result<Option
 }
 
 /// Appends `message` to `out` as one frame.
-pub fn encode_frame<M: Message>(message: &M, out: &mut BytesMut, max_frame_bytes: usize) -> Result<(), FrameError> {
+pub fn encode_frame<M: Message>(
+    message: &M,
+    out: &mut BytesMut,
+    max_frame_bytes: usize,
+) -> Result<(), FrameError> {
     let length = message.encoded_len();
     if length > max_frame_bytes || u32::try_from(length).is_err() {
         return Err(FrameError::TooLarge {
@@ -75,7 +79,9 @@ mod tests {
                 correlation_id,
                 client_id: "test".into(),
             }),
-            body: Some(pb::request::Body::Metadata(pb::MetadataRequest { topics: vec!["a".into()] })),
+            body: Some(pb::request::Body::Metadata(pb::MetadataRequest {
+                topics: vec!["a".into()],
+            })),
         }
     }
 
