@@ -3,4 +3,17 @@
 //! `Broker::start(config)` runs a whole broker in-process and returns a handle; `tidelogd` is a
 //! thin binary around it. See docs/ARCHITECTURE.md for the map of modules.
 
+mod broker;
+mod clock;
+pub mod config;
+pub mod error;
+mod maintenance;
+pub mod metadata;
+mod server;
 pub mod storage;
+pub mod topics;
+
+pub use broker::{Broker, BrokerHandle};
+pub use config::BrokerConfig;
+pub use error::BrokerError;
+pub use storage::FlushPolicy;

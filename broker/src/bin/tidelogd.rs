@@ -1,1 +1,121 @@
-fn main() {}
+//! `tidelogd`: the Tidelog broker daemon. Merges configuration (flags over `TIDELOG_*`
+//! environment variables over an optional TOML file over defaults), starts the broker and
+//! shuts it down gracefully on SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tidelog_broker::{Broker, BrokerConfig, FlushPolicy};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The Tidelog broker daemon.
+#[derive(Debug, Parser)]
+#[command(name = "tidelogd", version, about)]
+struct Args {
+    /// Data directory: segments, indexes and metadata [default: ./tidelog-data]
+    #[arg(long, env = "TIDELOG_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7171]
+    #[arg(long, env = "TIDELOG_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// TOML configuration file; flags and environment variables override it
+    #[arg(long, env = "TIDELOG_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Flush policy: always (acknowledge after fdatasync), interval:MS, or never [default: always]
+    #[arg(long, env = "TIDELOG_FLUSH", value_name = "POLICY")]
+    flush: Option<FlushPolicy>,
+    /// This broker's id in metadata responses [default: 0]
+    #[arg(long, env = "TIDELOG_BROKER_ID")]
+    broker_id: Option<u32>,
+    /// Default segment size for new topics, in bytes [default: 1073741824]
+    #[arg(long, env = "TIDELOG_SEGMENT_BYTES")]
+    segment_bytes: Option<u64>,
+    /// Default retention for new topics, in ms (-1: forever) [default: 604800000]
+    #[arg(long, env = "TIDELOG_RETENTION_MS", allow_hyphen_values = true)]
+    retention_ms: Option<i64>,
+    /// Default per-partition retention for new topics, in bytes (-1: unlimited) [default: -1]
+    #[arg(long, env = "TIDELOG_RETENTION_BYTES", allow_hyphen_values = true)]
+    retention_bytes: Option<i64>,
+    /// Default partition count for topics created without one [default: 1]
+    #[arg(long, env = "TIDELOG_DEFAULT_PARTITIONS")]
+    default_partitions: Option<u32>,
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tidelogd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = merge(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tidelogd")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let broker = Broker::start(config).await?;
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down: draining connections and syncing partitions");
+        broker.shutdown().await?;
+        Ok(())
+    })
+}
+
+fn merge(args: Args) -> anyhow::Result<BrokerConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading configuration file {}", path.display()))?;
+            BrokerConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => BrokerConfig::default(),
+    };
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(flush) = args.flush {
+        config.flush = flush;
+    }
+    if let Some(broker_id) = args.broker_id {
+        config.broker_id = broker_id;
+    }
+    if let Some(segment_bytes) = args.segment_bytes {
+        config.log.segment_bytes = segment_bytes;
+    }
+    if let Some(retention_ms) = args.retention_ms {
+        config.log.retention_ms = retention_ms;
+    }
+    if let Some(retention_bytes) = args.retention_bytes {
+        config.log.retention_bytes = retention_bytes;
+    }
+    if let Some(partitions) = args.default_partitions {
+        config.log.partitions = partitions;
+    }
+    config.validate()?;
+    Ok(config)
+}

@@ -1,0 +1,219 @@
+//! Broker configuration: one struct, validated once. Sources, highest first: command-line flags,
+//! `TIDELOG_*` environment variables, an optional TOML file, then the defaults here. Merging flags
+//! and files is the binary's job; this module owns the shape, the defaults and the checks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::BrokerError;
+use crate::storage::{FlushPolicy, LogConfig};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
+pub const DEFAULT_DATA_DIR: &str = "./tidelog-data";
+
+/// Everything a broker needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// This broker's id in metadata responses. One broker today; replicas later.
+    pub broker_id: u32,
+    /// Host name clients should connect to, when it differs from the listen address.
+    pub advertised_host: Option<String>,
+    /// Broker-wide flush policy; a topic may override it.
+    #[serde(deserialize_with = "deserialize_flush")]
+    pub flush: FlushPolicy,
+    pub log: LogDefaults,
+    pub limits: Limits,
+    /// How often retention and age-based segment rolls run.
+    pub maintenance_interval_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            // A literal that always parses.
+            listen: SocketAddr::from(([127, 0, 0, 1], 7171)),
+            broker_id: 0,
+            advertised_host: None,
+            flush: FlushPolicy::Always,
+            log: LogDefaults::default(),
+            limits: Limits::default(),
+            maintenance_interval_ms: 5_000,
+        }
+    }
+}
+
+/// Defaults for every topic's log; each can be overridden per topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogDefaults {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub index_interval_bytes: u32,
+    pub partitions: u32,
+}
+
+impl Default for LogDefaults {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        Self {
+            segment_bytes: log.segment_bytes,
+            segment_ms: log.segment_ms,
+            retention_ms: log.retention_ms,
+            retention_bytes: log.retention_bytes,
+            index_interval_bytes: log.index_interval_bytes,
+            partitions: 1,
+        }
+    }
+}
+
+/// Every bound the broker enforces, named.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame accepted from a client; a larger length prefix closes the connection.
+    pub frame_bytes_max: usize,
+    /// Largest single record batch accepted by Produce.
+    pub batch_bytes_max: usize,
+    /// Largest Fetch response, whatever the client asks for.
+    pub fetch_bytes_max: usize,
+    /// Longest a Fetch may wait for data.
+    pub fetch_wait_ms_max: u64,
+    /// Longest a Produce may wait for its data to be synced.
+    pub produce_timeout_ms_max: u64,
+    pub connections_max: usize,
+    /// Requests processed at once on one connection; further frames wait in the socket.
+    pub in_flight_requests_per_connection_max: usize,
+    /// Responses queued for one connection's writer.
+    pub response_queue_depth: usize,
+    pub partitions_per_topic_max: u32,
+    pub topics_max: usize,
+    pub topic_name_bytes_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            frame_bytes_max: 64 << 20,
+            batch_bytes_max: 16 << 20,
+            fetch_bytes_max: 50 << 20,
+            fetch_wait_ms_max: 60_000,
+            produce_timeout_ms_max: 300_000,
+            connections_max: 4_096,
+            in_flight_requests_per_connection_max: 128,
+            response_queue_depth: 128,
+            partitions_per_topic_max: 10_000,
+            topics_max: 100_000,
+            topic_name_bytes_max: 249,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Parses a TOML configuration file's text.
+    pub fn from_toml(text: &str) -> Result<Self, BrokerError> {
+        toml::from_str(text).map_err(|error| BrokerError::Config(error.to_string()))
+    }
+
+    /// Checks cross-field rules once, at start.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let limits = &self.limits;
+        let fail = |message: String| Err(BrokerError::Config(message));
+        if limits.fetch_bytes_max.saturating_add(1 << 20) > limits.frame_bytes_max {
+            return fail(format!(
+                "limits.fetch_bytes_max ({}) plus 1 MiB of framing must fit in limits.frame_bytes_max ({})",
+                limits.fetch_bytes_max, limits.frame_bytes_max
+            ));
+        }
+        if limits.batch_bytes_max > limits.frame_bytes_max {
+            return fail("limits.batch_bytes_max must not exceed limits.frame_bytes_max".into());
+        }
+        if (limits.batch_bytes_max as u64) > self.log.segment_bytes {
+            return fail("limits.batch_bytes_max must not exceed log.segment_bytes".into());
+        }
+        for (name, value) in [
+            ("limits.connections_max", limits.connections_max),
+            ("limits.in_flight_requests_per_connection_max", limits.in_flight_requests_per_connection_max),
+            ("limits.response_queue_depth", limits.response_queue_depth),
+            ("limits.topics_max", limits.topics_max),
+        ] {
+            if value == 0 {
+                return fail(format!("{name} must be at least 1"));
+            }
+        }
+        if self.log.partitions == 0 || self.log.partitions > limits.partitions_per_topic_max {
+            return fail("log.partitions must be between 1 and limits.partitions_per_topic_max".into());
+        }
+        if self.log.index_interval_bytes == 0 {
+            return fail("log.index_interval_bytes must be at least 1".into());
+        }
+        if self.maintenance_interval_ms == 0 {
+            return fail("maintenance_interval_ms must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn maintenance_interval(&self) -> Duration {
+        Duration::from_millis(self.maintenance_interval_ms)
+    }
+}
+
+fn deserialize_flush<'de, D: Deserializer<'de>>(deserializer: D) -> Result<FlushPolicy, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_documented_ones() {
+        let config = BrokerConfig::default();
+        config.validate().unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(config.flush, FlushPolicy::Always);
+    }
+
+    #[test]
+    fn toml_file_overrides_only_what_it_names() {
+        let config = BrokerConfig::from_toml(
+            r#"
+            listen = "127.0.0.1:9000"
+            flush = "interval:250"
+            [log]
+            segment_bytes = 1048576
+            [limits]
+            connections_max = 10
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.flush, FlushPolicy::Interval(Duration::from_millis(250)));
+        assert_eq!(config.log.segment_bytes, 1 << 20);
+        assert_eq!(config.limits.connections_max, 10);
+        assert_eq!(config.limits.frame_bytes_max, Limits::default().frame_bytes_max);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_flush_policies_are_refused() {
+        assert!(BrokerConfig::from_toml("lisen = \"x\"").is_err());
+        assert!(BrokerConfig::from_toml("flush = \"sometimes\"").is_err());
+    }
+
+    #[test]
+    fn fetch_limit_larger_than_frames_is_refused() {
+        let mut config = BrokerConfig::default();
+        config.limits.fetch_bytes_max = config.limits.frame_bytes_max;
+        assert!(config.validate().is_err());
+    }
+}

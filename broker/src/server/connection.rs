@@ -1,0 +1,205 @@
+//! One client connection: bytes in, frames cut, requests decoded and dispatched, responses
+//! framed and written back.
+//!
+//! Requests are *started* in arrival order on this task, so two pipelined produce requests to
+//! one partition append in the order they were sent. Their slow parts (waiting for a sync, a
+//! fetch's long poll) then run concurrently, so responses may leave in any order; clients match
+//! them by correlation id. At most `in_flight_requests_per_connection_max` are under way; past
+//! that, the task stops reading and TCP pushes back on the client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use prost::Message;
+use tidelog_proto::frame::{decode_frame, encode_frame};
+use tidelog_proto::pb::{self, ErrorCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+
+use super::handlers::{self, Outcome};
+use crate::broker::BrokerContext;
+
+/// Initial read buffer; it grows to the largest frame in flight.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+/// Responses the writer gathers into one write while more are queued.
+const WRITE_COALESCE_BYTES: usize = 1 << 20;
+
+pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<BrokerContext>) {
+    let span = tracing::info_span!("connection", %peer);
+    async move {
+        tracing::debug!("accepted");
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not disable Nagle's algorithm");
+        }
+        let (reader, writer) = stream.into_split();
+        let limits = &context.config.limits;
+        let (responses, queued) = mpsc::channel(limits.response_queue_depth);
+        let writer = tokio::spawn(write_responses(writer, queued).in_current_span());
+        let in_flight = Arc::new(Semaphore::new(limits.in_flight_requests_per_connection_max));
+        match read_requests(reader, &context, &responses, &in_flight).await {
+            Ok(()) => tracing::debug!("client closed the connection"),
+            Err(reason) => tracing::warn!(%reason, "closing connection"),
+        }
+        // In-flight requests hold their own senders; the writer ends once they have all
+        // answered, so shutdown drains rather than abandons.
+        drop(responses);
+        if let Err(error) = writer.await {
+            tracing::error!(%error, "connection writer ended abnormally");
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Reads and dispatches until the client closes, the broker shuts down, or the byte stream
+/// cannot be trusted any more (the `Err` says why).
+async fn read_requests(
+    mut reader: tokio::net::tcp::OwnedReadHalf,
+    context: &Arc<BrokerContext>,
+    responses: &mpsc::Sender<BytesMut>,
+    in_flight: &Arc<Semaphore>,
+) -> Result<(), String> {
+    let frame_bytes_max = context.config.limits.frame_bytes_max;
+    let mut shutdown = context.shutdown.clone();
+    let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    loop {
+        loop {
+            let frame = match decode_frame(&mut buffer, frame_bytes_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    // Tell the client why before hanging up; the stream is out of sync now.
+                    let response = error_response(0, ErrorCode::InvalidRequest, error.to_string());
+                    send_response(responses, &response, frame_bytes_max).await;
+                    return Err(error.to_string());
+                }
+            };
+            let permit = tokio::select! {
+                permit = in_flight.clone().acquire_owned() => permit.map_err(|error| error.to_string())?,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            start_request(frame, context, responses, permit).await;
+        }
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut buffer) => match read {
+                Ok(0) if buffer.is_empty() => return Ok(()),
+                Ok(0) => return Err(format!("client closed the connection mid-frame ({} bytes pending)", buffer.len())),
+                Ok(_) => {}
+                Err(error) => return Err(format!("read failed: {error}")),
+            },
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+/// Decodes one request and runs its in-order part here; a deferred remainder gets a task.
+async fn start_request(
+    frame: Bytes,
+    context: &Arc<BrokerContext>,
+    responses: &mpsc::Sender<BytesMut>,
+    permit: OwnedSemaphorePermit,
+) {
+    let frame_bytes_max = context.config.limits.frame_bytes_max;
+    let request = match pb::Request::decode(frame) {
+        Ok(request) => request,
+        Err(error) => {
+            // The frame boundary is intact, so the connection stays usable: answer and go on.
+            tracing::warn!(%error, "undecodable request");
+            let response = error_response(0, ErrorCode::InvalidRequest, format!("undecodable request: {error}"));
+            send_response(responses, &response, frame_bytes_max).await;
+            return;
+        }
+    };
+    let Some(header) = request.header else {
+        let response = error_response(0, ErrorCode::InvalidRequest, "request has no header".into());
+        send_response(responses, &response, frame_bytes_max).await;
+        return;
+    };
+    let correlation_id = header.correlation_id;
+    let span = tracing::debug_span!("request", api = ?header.api(), correlation_id, client_id = %header.client_id);
+    let outcome = span.in_scope(|| handlers::dispatch(context, &header, request.body));
+    match outcome {
+        Outcome::Reply(body) => {
+            let response = body_response(correlation_id, body);
+            send_response(responses, &response, frame_bytes_max).await;
+        }
+        Outcome::Failed(code, message) => {
+            let response = error_response(correlation_id, code, message);
+            send_response(responses, &response, frame_bytes_max).await;
+        }
+        Outcome::Silent => {}
+        Outcome::Deferred(pending) => {
+            let responses = responses.clone();
+            tokio::spawn(
+                async move {
+                    if let Some(body) = pending.await {
+                        let response = body_response(correlation_id, body);
+                        send_response(&responses, &response, frame_bytes_max).await;
+                    }
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    }
+}
+
+fn body_response(correlation_id: u64, body: pb::response::Body) -> pb::Response {
+    pb::Response {
+        correlation_id,
+        error: ErrorCode::None as i32,
+        error_message: String::new(),
+        body: Some(body),
+    }
+}
+
+fn error_response(correlation_id: u64, code: ErrorCode, message: String) -> pb::Response {
+    pb::Response {
+        correlation_id,
+        error: code as i32,
+        error_message: message,
+        body: None,
+    }
+}
+
+/// Frames `response` and queues it for the writer. A response too large to frame becomes an
+/// error response, so the client is never left waiting.
+async fn send_response(responses: &mpsc::Sender<BytesMut>, response: &pb::Response, frame_bytes_max: usize) {
+    let mut frame = BytesMut::new();
+    if let Err(error) = encode_frame(response, &mut frame, frame_bytes_max) {
+        tracing::error!(%error, "response does not fit in a frame");
+        frame.clear();
+        let fallback = error_response(response.correlation_id, ErrorCode::MessageTooLarge, error.to_string());
+        if encode_frame(&fallback, &mut frame, frame_bytes_max).is_err() {
+            return;
+        }
+    }
+    // The writer is gone only when the client's socket failed; nothing left to tell it.
+    let _ = responses.send(frame).await;
+}
+
+/// Writes queued response frames, gathering whatever is already queued into one write.
+async fn write_responses(mut writer: OwnedWriteHalf, mut queued: mpsc::Receiver<BytesMut>) {
+    while let Some(mut batch) = queued.recv().await {
+        while batch.len() < WRITE_COALESCE_BYTES {
+            match queued.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = writer.write_all(&batch).await {
+            tracing::debug!(%error, "write failed; dropping the remaining responses");
+            // Keep receiving so senders never block on a dead connection.
+            while queued.recv().await.is_some() {}
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}

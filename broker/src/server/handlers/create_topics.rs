@@ -1,0 +1,62 @@
+//! CreateTopics: validate and create each topic, reporting per topic.
+
+use std::sync::Arc;
+
+use tidelog_proto::pb::{self, ErrorCode};
+
+use super::{blocking, topic_error, Outcome};
+use crate::broker::BrokerContext;
+use crate::clock::now_ms;
+use crate::metadata::TopicOverrides;
+use crate::topics::TopicSpec;
+
+pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::CreateTopicsRequest) -> Outcome {
+    let context = context.clone();
+    Outcome::Deferred(Box::pin(async move {
+        let topics = blocking(move || {
+            request
+                .topics
+                .into_iter()
+                .map(|topic| {
+                    let name = topic.name.clone();
+                    let spec = TopicSpec {
+                        name: topic.name,
+                        partitions: (topic.partitions != 0).then_some(topic.partitions),
+                        overrides: overrides(topic.config.unwrap_or_default()),
+                    };
+                    match context.registry.create(spec, now_ms()) {
+                        Ok(created) => {
+                            tracing::info!(topic = %name, partitions = created.partitions.len(), "topic created");
+                            pb::TopicResult {
+                                name,
+                                error: ErrorCode::None as i32,
+                                message: String::new(),
+                            }
+                        }
+                        Err(error) => {
+                            let (code, message) = topic_error(&error);
+                            pb::TopicResult {
+                                name,
+                                error: code as i32,
+                                message,
+                            }
+                        }
+                    }
+                })
+                .collect()
+        })
+        .await?;
+        Some(pb::response::Body::CreateTopics(pb::CreateTopicsResponse { topics }))
+    }))
+}
+
+fn overrides(config: pb::TopicConfig) -> TopicOverrides {
+    TopicOverrides {
+        retention_ms: config.retention_ms,
+        retention_bytes: config.retention_bytes,
+        segment_bytes: config.segment_bytes,
+        segment_ms: config.segment_ms,
+        flush: config.flush,
+        index_interval_bytes: config.index_interval_bytes,
+    }
+}

@@ -1,0 +1,168 @@
+//! Fetch: read whole batches from many partitions; long-poll until `min_bytes` have
+//! accumulated or `max_wait_ms` has passed, woken by appends (each partition's high-watermark
+//! watch), never by a polling loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::select_all;
+use tidelog_proto::pb::{self, fetch_response, ErrorCode};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{storage_error, unknown_partition, Outcome};
+use crate::broker::BrokerContext;
+use crate::storage::{PartitionLog, StorageError};
+
+/// One partition asked for, resolved against the registry.
+struct Wanted {
+    topic: usize,
+    partition: u32,
+    log: Option<Arc<PartitionLog>>,
+    offset: i64,
+    max_bytes: usize,
+}
+
+pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::FetchRequest) -> Outcome {
+    let limits = &context.config.limits;
+    let max_wait = Duration::from_millis(u64::from(request.max_wait_ms).min(limits.fetch_wait_ms_max));
+    let min_bytes = request.min_bytes as usize;
+    let max_bytes = (request.max_bytes as usize).min(limits.fetch_bytes_max);
+    let mut names = Vec::with_capacity(request.topics.len());
+    let mut wanted = Vec::new();
+    for (topic_index, topic) in request.topics.into_iter().enumerate() {
+        let found = context.registry.get(&topic.name);
+        for partition in topic.partitions {
+            wanted.push(Wanted {
+                topic: topic_index,
+                partition: partition.partition,
+                log: found
+                    .as_ref()
+                    .and_then(|found| found.partition(partition.partition))
+                    .cloned(),
+                offset: partition.fetch_offset,
+                max_bytes: (partition.max_bytes as usize).min(max_bytes),
+            });
+        }
+        names.push(topic.name);
+    }
+    let mut shutdown = context.shutdown.clone();
+    Outcome::Deferred(Box::pin(async move {
+        let deadline = Instant::now() + max_wait;
+        // Subscribe before the first read, so an append between the read and the wait still
+        // wakes us.
+        let mut watches: Vec<watch::Receiver<i64>> =
+            wanted.iter().filter_map(|want| want.log.as_ref().map(|log| log.subscribe())).collect();
+        let results = loop {
+            for watch in &mut watches {
+                watch.borrow_and_update();
+            }
+            let (results, total_bytes, any_error) = read_all(&names, &wanted, max_bytes);
+            // min_bytes 0 asks for an immediate answer, as in Kafka.
+            let done = min_bytes == 0
+                || total_bytes >= min_bytes
+                || any_error
+                || watches.is_empty()
+                || Instant::now() >= deadline
+                || *shutdown.borrow();
+            if done {
+                break results;
+            }
+            let woken = select_all(watches.iter_mut().map(|watch| Box::pin(watch.changed())));
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.changed() => {}
+            }
+        };
+        let topics = names
+            .into_iter()
+            .zip(results)
+            .map(|(name, partitions)| fetch_response::Topic { name, partitions })
+            .collect();
+        Some(pb::response::Body::Fetch(pb::FetchResponse { topics }))
+    }))
+}
+
+/// One pass over every wanted partition. The response budget `max_bytes` is soft only for the
+/// first batch returned, as in Kafka, so a batch larger than the budget still gets through.
+fn read_all(
+    names: &[String],
+    wanted: &[Wanted],
+    max_bytes: usize,
+) -> (Vec<Vec<fetch_response::Partition>>, usize, bool) {
+    let mut results: Vec<Vec<fetch_response::Partition>> = names.iter().map(|_| Vec::new()).collect();
+    let mut total = 0usize;
+    let mut any_error = false;
+    for want in wanted {
+        let remaining = max_bytes.saturating_sub(total);
+        let partition = match &want.log {
+            None => {
+                any_error = true;
+                let (code, message) = unknown_partition(&names[want.topic], want.partition);
+                failed(want.partition, code, message, -1, -1)
+            }
+            Some(log) if remaining == 0 && total > 0 => empty(want.partition, log.high_watermark(), log.log_start_offset()),
+            Some(log) => match log.read(want.offset, want.max_bytes.min(remaining.max(1))) {
+                Ok(read) if total > 0 && read.records.len() > remaining => {
+                    empty(want.partition, read.high_watermark, read.log_start_offset)
+                }
+                Ok(read) => {
+                    total += read.records.len();
+                    fetch_response::Partition {
+                        partition: want.partition,
+                        error: ErrorCode::None as i32,
+                        message: String::new(),
+                        high_watermark: read.high_watermark,
+                        log_start_offset: read.log_start_offset,
+                        records: read.records,
+                    }
+                }
+                Err(error) => {
+                    any_error = true;
+                    let (code, message) = storage_error(&error);
+                    let (log_start, high_watermark) = match error {
+                        StorageError::OffsetOutOfRange {
+                            log_start_offset,
+                            high_watermark,
+                            ..
+                        } => (log_start_offset, high_watermark),
+                        _ => (log.log_start_offset(), log.high_watermark()),
+                    };
+                    failed(want.partition, code, message, high_watermark, log_start)
+                }
+            },
+        };
+        results[want.topic].push(partition);
+    }
+    (results, total, any_error)
+}
+
+fn empty(partition: u32, high_watermark: i64, log_start_offset: i64) -> fetch_response::Partition {
+    fetch_response::Partition {
+        partition,
+        error: ErrorCode::None as i32,
+        message: String::new(),
+        high_watermark,
+        log_start_offset,
+        records: Bytes::new(),
+    }
+}
+
+fn failed(
+    partition: u32,
+    code: ErrorCode,
+    message: String,
+    high_watermark: i64,
+    log_start_offset: i64,
+) -> fetch_response::Partition {
+    fetch_response::Partition {
+        partition,
+        error: code as i32,
+        message,
+        high_watermark,
+        log_start_offset,
+        records: Bytes::new(),
+    }
+}

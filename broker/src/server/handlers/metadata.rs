@@ -1,0 +1,80 @@
+//! Metadata: the broker list and, per topic, its partitions with their offsets and the
+//! topic's effective configuration.
+
+use std::sync::Arc;
+
+use tidelog_proto::pb::{self, ErrorCode};
+
+use super::{unknown_topic, Outcome};
+use crate::broker::BrokerContext;
+use crate::topics::Topic;
+
+pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::MetadataRequest) -> Outcome {
+    let broker_id = context.config.broker_id;
+    let host = context
+        .config
+        .advertised_host
+        .clone()
+        .unwrap_or_else(|| context.advertised.ip().to_string());
+    let brokers = vec![pb::BrokerInfo {
+        id: broker_id,
+        host,
+        port: u32::from(context.advertised.port()),
+    }];
+    let topics = if request.topics.is_empty() {
+        context
+            .registry
+            .list()
+            .iter()
+            .map(|topic| describe(topic, broker_id))
+            .collect()
+    } else {
+        request
+            .topics
+            .iter()
+            .map(|name| match context.registry.get(name) {
+                Some(topic) => describe(&topic, broker_id),
+                None => {
+                    let (code, message) = unknown_topic(name);
+                    pb::TopicMetadata {
+                        name: name.clone(),
+                        error: code as i32,
+                        message,
+                        config: None,
+                        partitions: Vec::new(),
+                    }
+                }
+            })
+            .collect()
+    };
+    Outcome::Reply(pb::response::Body::Metadata(pb::MetadataResponse { brokers, topics }))
+}
+
+fn describe(topic: &Topic, leader: u32) -> pb::TopicMetadata {
+    let config = &topic.log_config;
+    pb::TopicMetadata {
+        name: topic.record.name.clone(),
+        error: ErrorCode::None as i32,
+        message: String::new(),
+        config: Some(pb::TopicConfig {
+            retention_ms: Some(config.retention_ms),
+            retention_bytes: Some(config.retention_bytes),
+            segment_bytes: Some(config.segment_bytes),
+            segment_ms: Some(config.segment_ms),
+            flush: Some(config.flush.to_string()),
+            index_interval_bytes: Some(config.index_interval_bytes),
+        }),
+        partitions: topic
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(index, log)| pb::PartitionMetadata {
+                partition: index as u32,
+                error: ErrorCode::None as i32,
+                leader,
+                log_start_offset: log.log_start_offset(),
+                high_watermark: log.high_watermark(),
+            })
+            .collect(),
+    }
+}

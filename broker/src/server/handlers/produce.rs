@@ -1,0 +1,155 @@
+//! Produce: validate each partition's batches, append them in arrival order (here, on the
+//! connection's task), then wait for durability concurrently and report offsets.
+//!
+//! Validation happens before the partition's append path so a bad batch never reaches the
+//! log, and so the CRC work runs on the connection's task rather than under the partition lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use tidelog_proto::batch::{BatchError, BatchIter, RecordBatch};
+use tidelog_proto::pb::{self, produce_response, ErrorCode};
+
+use super::{storage_error, unknown_partition, Outcome};
+use crate::broker::BrokerContext;
+use crate::clock::now_ms;
+use crate::storage::PartitionLog;
+
+/// A partition whose batches were appended and now await durability.
+struct Appended {
+    log: Arc<PartitionLog>,
+    base_offset: i64,
+    last_offset: i64,
+}
+
+pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ProduceRequest) -> Outcome {
+    let acks = request.acks();
+    let limits = &context.config.limits;
+    let timeout_ms = u64::from(request.timeout_ms).min(limits.produce_timeout_ms_max);
+    let now = now_ms();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let found = context.registry.get(&topic.name);
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for partition in topic.partitions {
+            let index = partition.partition;
+            let result = match found.as_ref().and_then(|found| found.partition(index)) {
+                None => Err(unknown_partition(&topic.name, index)),
+                Some(log) => append(log, partition.records, limits.batch_bytes_max, now),
+            };
+            if let Err((code, message)) = &result {
+                tracing::debug!(topic = %topic.name, partition = index, ?code, %message, "produce refused");
+            }
+            partitions.push((index, result));
+        }
+        topics.push((topic.name, partitions));
+    }
+    if acks == pb::Acks::None {
+        return Outcome::Silent;
+    }
+    Outcome::Deferred(Box::pin(async move {
+        let deadline = Duration::from_millis(timeout_ms);
+        let topics = join_all(topics.into_iter().map(|(name, partitions)| async move {
+            let partitions = join_all(
+                partitions
+                    .into_iter()
+                    .map(|(index, result)| await_durable(index, result, deadline)),
+            )
+            .await;
+            produce_response::Topic { name, partitions }
+        }))
+        .await;
+        Some(pb::response::Body::Produce(pb::ProduceResponse { topics }))
+    }))
+}
+
+fn append(
+    log: &Arc<PartitionLog>,
+    records: Bytes,
+    batch_bytes_max: usize,
+    now: i64,
+) -> Result<Appended, (ErrorCode, String)> {
+    let batches = validate_batches(records, batch_bytes_max)?;
+    let outcome = log.append(&batches, now).map_err(|error| storage_error(&error))?;
+    Ok(Appended {
+        log: log.clone(),
+        base_offset: outcome.base_offset,
+        last_offset: outcome.last_offset,
+    })
+}
+
+/// Splits and fully validates a partition's records; any bad batch refuses them all, so a
+/// request is appended whole or not at all.
+fn validate_batches(records: Bytes, batch_bytes_max: usize) -> Result<Vec<RecordBatch>, (ErrorCode, String)> {
+    if records.is_empty() {
+        return Err((ErrorCode::InvalidRequest, "no record batches".into()));
+    }
+    let mut batches = Vec::new();
+    for batch in BatchIter::new(records) {
+        let batch = batch.map_err(|error| (ErrorCode::CorruptMessage, error.to_string()))?;
+        if batch.len() > batch_bytes_max {
+            return Err((
+                ErrorCode::MessageTooLarge,
+                BatchError::TooLarge {
+                    length: batch.len(),
+                    max: batch_bytes_max,
+                }
+                .to_string(),
+            ));
+        }
+        batch.validate().map_err(|error| match error {
+            BatchError::UnsupportedCompression(_) => (ErrorCode::UnsupportedCompressionType, error.to_string()),
+            other => (ErrorCode::CorruptMessage, other.to_string()),
+        })?;
+        let header = batch.header();
+        if header.is_transactional() || header.is_control() {
+            return Err((
+                ErrorCode::InvalidRequest,
+                "transactional and control batches are not supported yet".into(),
+            ));
+        }
+        batches.push(batch);
+    }
+    Ok(batches)
+}
+
+async fn await_durable(
+    partition: u32,
+    result: Result<Appended, (ErrorCode, String)>,
+    deadline: Duration,
+) -> produce_response::Partition {
+    let failed = |(code, message): (ErrorCode, String)| produce_response::Partition {
+        partition,
+        error: code as i32,
+        message,
+        base_offset: -1,
+        last_offset: -1,
+        log_start_offset: -1,
+    };
+    let appended = match result {
+        Ok(appended) => appended,
+        Err(error) => return failed(error),
+    };
+    let durable = tokio::time::timeout(deadline, appended.log.wait_durable(appended.last_offset + 1)).await;
+    match durable {
+        Ok(Ok(())) => produce_response::Partition {
+            partition,
+            error: ErrorCode::None as i32,
+            message: String::new(),
+            base_offset: appended.base_offset,
+            last_offset: appended.last_offset,
+            log_start_offset: appended.log.log_start_offset(),
+        },
+        Ok(Err(error)) => failed(storage_error(&error)),
+        Err(_) => failed((
+            ErrorCode::RequestTimedOut,
+            format!(
+                "appended at offset {} but not yet synced after {} ms",
+                appended.base_offset,
+                deadline.as_millis()
+            ),
+        )),
+    }
+}
