@@ -1,0 +1,374 @@
+//! Crash durability: under `--flush always`, every record the broker acknowledged survives a
+//! SIGKILL at a random moment, exactly once, at its acknowledged offset; offsets stay dense; and
+//! appends after the restart continue at the next offset. Randomised: the seed is printed and
+//! `TIDELOG_TEST_SEED` reproduces a run.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tidelog_e2e::cli::StreamingCli;
+use tidelog_e2e::records::{assert_dense, batch_of, read_partition};
+use tidelog_e2e::wait::test_seed;
+use tidelog_e2e::{poll_until, small_segments_config, BrokerProcess, RawClient, TestDir};
+use tidelog_proto::pb::{self, ErrorCode};
+
+const TOPIC: &str = "durable";
+const PARTITIONS: u32 = 3;
+const PRODUCERS: u64 = 3;
+/// Small segments, so crashes also land around segment rolls.
+const SEGMENT_BYTES: u64 = 64 << 10;
+const ROUNDS_MIN: usize = 4;
+const ROUNDS_MAX: usize = 12;
+/// No new round starts after this much time (debug builds on slow disks).
+const TIME_BUDGET: Duration = Duration::from_secs(40);
+const ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// What the test knows about the log across crashes.
+#[derive(Debug, Default)]
+struct Model {
+    /// Per partition, the values at offsets 0, 1, ... as read back after the last restart.
+    /// Once read back, a record must never change or vanish.
+    log: Vec<Vec<String>>,
+    /// Where each acknowledged value was acknowledged to be.
+    acked: HashMap<String, (u32, i64)>,
+    /// Values sent but never acknowledged: each may be in the log, at most once.
+    unacked: HashSet<String>,
+}
+
+/// One acknowledged batch.
+#[derive(Debug)]
+struct AckedBatch {
+    partition: u32,
+    base_offset: i64,
+    values: Vec<String>,
+}
+
+/// Shared between one round's producer threads and the test.
+#[derive(Debug, Default)]
+struct Round {
+    acked: Mutex<Vec<AckedBatch>>,
+    sent: Mutex<Vec<String>>,
+    acked_batches: AtomicUsize,
+    stop: AtomicBool,
+    violations: Mutex<Vec<String>>,
+}
+
+impl Round {
+    fn violation(&self, text: String) {
+        self.violations.lock().unwrap().push(text);
+    }
+}
+
+/// Produces random batches, up to `depth` in flight, until the connection breaks (the broker
+/// was killed) or `stop` is set. Records every acknowledgement.
+fn produce_until_broken(addr: SocketAddr, round: &Round, round_number: usize, producer: u64, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let Ok(mut client) = RawClient::connect(addr) else {
+        return;
+    };
+    let depth = rng.random_range(1..=4);
+    let mut outstanding: HashMap<u64, (u32, Vec<String>)> = HashMap::new();
+    let mut batch_number = 0u64;
+    // Bounded: the broker is killed long before this many responses.
+    for _ in 0..100_000 {
+        while outstanding.len() < depth && !round.stop.load(Ordering::Relaxed) {
+            batch_number += 1;
+            let partition = rng.random_range(0..PARTITIONS);
+            let count = rng.random_range(1..=16);
+            let values: Vec<String> = (0..count)
+                .map(|index| {
+                    let padding = "x".repeat(rng.random_range(0..200));
+                    format!("r{round_number}-p{producer}-b{batch_number}-i{index}-{padding}")
+                })
+                .collect();
+            round.sent.lock().unwrap().extend(values.iter().cloned());
+            let body = RawClient::produce_body(TOPIC, partition, batch_of(&values), pb::Acks::Leader);
+            match client.send_body(body) {
+                Ok(correlation_id) => {
+                    outstanding.insert(correlation_id, (partition, values));
+                }
+                Err(_) => return,
+            }
+        }
+        if outstanding.is_empty() {
+            return;
+        }
+        let response = match client.read_response() {
+            Ok(Some(response)) => response,
+            _ => return,
+        };
+        let Some((partition, values)) = outstanding.remove(&response.correlation_id) else {
+            round.violation(format!("response to a correlation id never sent: {response:?}"));
+            return;
+        };
+        if response.error() != ErrorCode::None {
+            round.violation(format!("produce refused as a whole: {response:?}"));
+            continue;
+        }
+        let Some(pb::response::Body::Produce(body)) = response.body else {
+            round.violation(format!("produce answered with another body: {response:?}"));
+            continue;
+        };
+        let Some(result) = body.topics.first().and_then(|topic| topic.partitions.first()) else {
+            round.violation(format!("produce response without a partition: {body:?}"));
+            continue;
+        };
+        if result.partition != partition {
+            round.violation(format!(
+                "asked for partition {partition}, answered for {result:?}"
+            ));
+        }
+        if result.error() != ErrorCode::None {
+            // Not acknowledged (say, a sync timeout): the records may or may not be there.
+            continue;
+        }
+        if result.last_offset - result.base_offset + 1 != values.len() as i64 {
+            round.violation(format!("{} records acknowledged as {result:?}", values.len()));
+        }
+        round.acked.lock().unwrap().push(AckedBatch {
+            partition,
+            base_offset: result.base_offset,
+            values,
+        });
+        round.acked_batches.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads every partition back and checks it against the model, then makes the read-back log
+/// the model's log.
+fn verify(model: &mut Model, addr: SocketAddr, context: &str) {
+    let mut client = RawClient::connect_or_panic(addr);
+    let mut seen: HashMap<String, (u32, i64)> = HashMap::new();
+    for partition in 0..PARTITIONS {
+        let (records, high_watermark) = read_partition(&mut client, TOPIC, partition, 0);
+        let what = format!("{context}: partition {partition}");
+        assert_dense(&records, 0, &what);
+        assert_eq!(
+            high_watermark,
+            records.len() as i64,
+            "{what}: high watermark {high_watermark} but {} records",
+            records.len()
+        );
+        let values: Vec<String> = records.iter().map(|record| record.value_text()).collect();
+        let known = &model.log[partition as usize];
+        for (offset, value) in known.iter().enumerate() {
+            assert_eq!(
+                values.get(offset),
+                Some(value),
+                "{what}: offset {offset} was {value:.40?} before this crash; a record once read back must stay"
+            );
+        }
+        for (offset, value) in values.iter().enumerate() {
+            if let Some(earlier) = seen.insert(value.clone(), (partition, offset as i64)) {
+                panic!("{what}: {value:.40?} is stored twice: at {earlier:?} and at offset {offset}");
+            }
+            assert!(
+                model.acked.contains_key(value) || model.unacked.contains(value),
+                "{what}: offset {offset} holds {value:.40?}, which no producer sent"
+            );
+        }
+        model.log[partition as usize] = values;
+    }
+    for (value, place) in &model.acked {
+        assert_eq!(
+            seen.get(value),
+            Some(place),
+            "{context}: acknowledged record {value:.40?} at (partition, offset) {place:?} is missing or moved"
+        );
+    }
+}
+
+#[test]
+fn acknowledged_records_survive_sigkill_exactly_once_at_their_offsets() {
+    let seed = test_seed("acknowledged_records_survive_sigkill_exactly_once_at_their_offsets");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = TestDir::new("crash-durability");
+    let config = small_segments_config(&dir, SEGMENT_BYTES);
+    let config = config.to_str().unwrap();
+    let mut broker = BrokerProcess::start(&dir.data_dir(), &["--flush", "always", "--config", config]);
+    RawClient::connect_or_panic(broker.addr()).create_topic(TOPIC, PARTITIONS, None);
+    let mut model = Model {
+        log: vec![Vec::new(); PARTITIONS as usize],
+        ..Model::default()
+    };
+    let started = Instant::now();
+    let mut rounds = 0;
+    while rounds < ROUNDS_MAX && (rounds < ROUNDS_MIN || started.elapsed() < TIME_BUDGET) {
+        let round = Arc::new(Round::default());
+        let addr = broker.addr();
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|producer| {
+                let round = round.clone();
+                let producer_seed = rng.random::<u64>();
+                std::thread::spawn(move || {
+                    produce_until_broken(addr, &round, rounds, producer, producer_seed)
+                })
+            })
+            .collect();
+        // Kill after a random number of acknowledgements, while other batches are in flight.
+        let target = rng.random_range(1..=60);
+        poll_until(ACK_WAIT, "producers to get their batches acknowledged", || {
+            broker.assert_alive("accepting produce requests");
+            (round.acked_batches.load(Ordering::Relaxed) >= target).then_some(())
+        });
+        broker.kill9();
+        round.stop.store(true, Ordering::Relaxed);
+        for producer in producers {
+            producer.join().expect("producer thread");
+        }
+        let violations = round.violations.lock().unwrap();
+        assert!(
+            violations.is_empty(),
+            "round {rounds}: protocol violations: {violations:?}"
+        );
+        drop(violations);
+        for batch in round.acked.lock().unwrap().drain(..) {
+            for (index, value) in batch.values.into_iter().enumerate() {
+                model
+                    .acked
+                    .insert(value, (batch.partition, batch.base_offset + index as i64));
+            }
+        }
+        for value in round.sent.lock().unwrap().drain(..) {
+            if !model.acked.contains_key(&value) {
+                model.unacked.insert(value);
+            }
+        }
+
+        broker.restart();
+        verify(
+            &mut model,
+            broker.addr(),
+            &format!("after crash {rounds} (seed {seed})"),
+        );
+
+        // New appends continue right after the recovered log, in every partition.
+        let mut client = RawClient::connect_or_panic(broker.addr());
+        for partition in 0..PARTITIONS {
+            let value = format!("marker-after-crash-{rounds}-partition-{partition}");
+            let base_offset = client.produce_ok(TOPIC, partition, batch_of(&[&value]));
+            let log = &mut model.log[partition as usize];
+            assert_eq!(
+                base_offset,
+                log.len() as i64,
+                "after crash {rounds} (seed {seed}): partition {partition} appended at {base_offset}, its log ends at {}",
+                log.len()
+            );
+            model.acked.insert(value.clone(), (partition, base_offset));
+            log.push(value);
+        }
+        rounds += 1;
+    }
+    let acked = model.acked.len();
+    eprintln!("{rounds} crashes survived; {acked} acknowledged records checked");
+    assert!(
+        acked > rounds * PARTITIONS as usize,
+        "too few acknowledged records to mean anything"
+    );
+}
+
+#[test]
+fn offsets_printed_by_the_cli_producer_survive_sigkill() {
+    let seed = test_seed("offsets_printed_by_the_cli_producer_survive_sigkill");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = TestDir::new("crash-cli");
+    let config = small_segments_config(&dir, SEGMENT_BYTES);
+    let mut broker = BrokerProcess::start(
+        &dir.data_dir(),
+        &["--flush", "always", "--config", config.to_str().unwrap()],
+    );
+    let topic = "cli-durable";
+    RawClient::connect_or_panic(broker.addr()).create_topic(topic, 2, None);
+
+    let mut cli = StreamingCli::spawn(broker.addr(), &["produce", topic, "--print-offsets"]);
+    let stdin = cli.take_stdin().expect("the CLI's stdin");
+    let lines_total = 20_000;
+    let writer = std::thread::spawn(move || {
+        let mut stdin = BufWriter::with_capacity(4096, stdin);
+        for index in 0..lines_total {
+            if writeln!(stdin, "cli-line-{index}-{}", "y".repeat(index % 97)).is_err() {
+                return;
+            }
+        }
+        let _ = stdin.flush();
+    });
+    let target = rng.random_range(20..=2_000);
+    let mut printed: Vec<(u32, i64)> = Vec::new();
+    let deadline = Instant::now() + ACK_WAIT;
+    while printed.len() < target && Instant::now() < deadline {
+        match cli.lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => printed.push(parse_offset_line(&line)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    broker.kill9();
+    // The CLI must notice and exit; collect what it printed until then.
+    let collect_deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < collect_deadline {
+        match cli.lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => printed.push(parse_offset_line(&line)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let (status, stderr) = cli.wait(Duration::from_secs(30));
+    let _ = writer.join();
+    eprintln!(
+        "the CLI printed {} offsets before the crash; it exited {status}: {stderr}",
+        printed.len()
+    );
+    assert!(
+        !printed.is_empty(),
+        "the CLI printed no offsets within {ACK_WAIT:?}"
+    );
+
+    broker.restart();
+    let mut client = RawClient::connect_or_panic(broker.addr());
+    let mut logs = Vec::new();
+    let mut seen = HashSet::new();
+    for partition in 0..2 {
+        let (records, _) = read_partition(&mut client, topic, partition, 0);
+        assert_dense(&records, 0, &format!("partition {partition} after the crash"));
+        for record in &records {
+            assert!(
+                seen.insert(record.value_text()),
+                "{:?} stored twice",
+                record.value_text()
+            );
+        }
+        logs.push(records);
+    }
+    for (line, (partition, offset)) in printed.iter().enumerate() {
+        let expected = format!("cli-line-{line}-{}", "y".repeat(line % 97));
+        let stored = logs
+            .get(*partition as usize)
+            .and_then(|records| records.get(*offset as usize))
+            .map(|record| record.value_text());
+        assert_eq!(
+            stored.as_deref(),
+            Some(expected.as_str()),
+            "input line {line} was acknowledged at {partition}/{offset} (seed {seed})"
+        );
+    }
+}
+
+fn parse_offset_line(line: &str) -> (u32, i64) {
+    let (partition, offset) = line
+        .split_once('\t')
+        .unwrap_or_else(|| panic!("expected PARTITION<TAB>OFFSET, got {line:?}"));
+    (
+        partition
+            .parse()
+            .unwrap_or_else(|_| panic!("bad partition in {line:?}")),
+        offset
+            .parse()
+            .unwrap_or_else(|_| panic!("bad offset in {line:?}")),
+    )
+}
