@@ -1,0 +1,176 @@
+//! Partition log configuration: when to roll a segment, what to retain, how often to flush.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::error::StorageError;
+use super::format::{BATCH_BYTES_MAX, FILE_HEADER_BYTES};
+
+/// When appended data is fdatasync'ed, and so when it becomes visible to readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Every append is made durable (group commit) before it is visible or acknowledged.
+    Always,
+    /// A background task calls [`PartitionLog::sync`](super::PartitionLog::sync) this often;
+    /// data is visible as soon as it is written.
+    Interval(Duration),
+    /// Only segment rolls and clean shutdown sync; data is visible as soon as it is written.
+    Never,
+}
+
+impl FromStr for FlushPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "always" => Ok(FlushPolicy::Always),
+            "never" => Ok(FlushPolicy::Never),
+            other => {
+                let Some(millis) = other.strip_prefix("interval:") else {
+                    return Err(format!(
+                        "unknown flush policy {other:?}: expected \"always\", \"interval:<ms>\" or \"never\""
+                    ));
+                };
+                let millis: u64 = millis
+                    .parse()
+                    .map_err(|error| format!("bad flush interval {millis:?}: {error}"))?;
+                if millis == 0 {
+                    return Err("flush interval must be at least 1 ms".to_string());
+                }
+                Ok(FlushPolicy::Interval(Duration::from_millis(millis)))
+            }
+        }
+    }
+}
+
+impl fmt::Display for FlushPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlushPolicy::Always => f.write_str("always"),
+            FlushPolicy::Interval(interval) => write!(f, "interval:{}", interval.as_millis()),
+            FlushPolicy::Never => f.write_str("never"),
+        }
+    }
+}
+
+/// Largest segment we allow. Index entries store file positions as `u32`, and like Kafka we
+/// stay below `i32::MAX` so a position always fits a signed 32-bit field too.
+pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+
+/// Per-partition log settings.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Roll when the active segment would exceed this many bytes (file header included).
+    pub segment_bytes: u64,
+    /// Roll when the active segment's first batch is older than this.
+    pub segment_ms: i64,
+    /// Delete closed segments whose newest record is older than this; -1 keeps them forever.
+    pub retention_ms: i64,
+    /// Delete the oldest closed segments while the partition is larger than this; -1 = unlimited.
+    pub retention_bytes: i64,
+    /// An offset index and time index entry at most every this many bytes of batches.
+    pub index_interval_bytes: u32,
+    pub flush: FlushPolicy,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * DAY_MS,
+            retention_ms: 7 * DAY_MS,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+            flush: FlushPolicy::Always,
+        }
+    }
+}
+
+impl LogConfig {
+    pub(crate) fn validate(&self) -> Result<(), StorageError> {
+        // A segment must hold its header and at least one smallest possible batch.
+        let segment_bytes_min = (FILE_HEADER_BYTES + tidelog_proto::batch::BATCH_HEADER_BYTES) as u64;
+        if !(segment_bytes_min..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return Err(StorageError::InvalidConfig(format!(
+                "segment_bytes {} is outside {segment_bytes_min}..={SEGMENT_BYTES_MAX}",
+                self.segment_bytes
+            )));
+        }
+        if self.segment_ms <= 0 {
+            return Err(StorageError::InvalidConfig(format!(
+                "segment_ms {} must be positive",
+                self.segment_ms
+            )));
+        }
+        if self.retention_ms < -1 {
+            return Err(StorageError::InvalidConfig(format!(
+                "retention_ms {} must be -1 (forever) or at least 0",
+                self.retention_ms
+            )));
+        }
+        if self.retention_bytes < -1 {
+            return Err(StorageError::InvalidConfig(format!(
+                "retention_bytes {} must be -1 (unlimited) or at least 0",
+                self.retention_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Largest total size of one append call: it must fit in an empty segment, and no batch
+    /// may be larger than [`BATCH_BYTES_MAX`].
+    pub(crate) fn append_bytes_max(&self) -> usize {
+        let room = self.segment_bytes.saturating_sub(FILE_HEADER_BYTES as u64);
+        usize::try_from(room).unwrap_or(usize::MAX)
+    }
+
+    pub(crate) fn batch_bytes_max(&self) -> usize {
+        self.append_bytes_max().min(BATCH_BYTES_MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flush_policy_parses_and_prints_the_same_strings() {
+        for text in ["always", "never", "interval:250"] {
+            let policy: FlushPolicy = text.parse().unwrap();
+            assert_eq!(policy.to_string(), text);
+        }
+        assert_eq!(
+            "interval:1000".parse::<FlushPolicy>().unwrap(),
+            FlushPolicy::Interval(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn flush_policy_rejects_unknown_and_zero_intervals() {
+        assert!("sometimes".parse::<FlushPolicy>().is_err());
+        assert!("interval:".parse::<FlushPolicy>().is_err());
+        assert!("interval:0".parse::<FlushPolicy>().is_err());
+        assert!("interval:-5".parse::<FlushPolicy>().is_err());
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        LogConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn tiny_or_huge_segments_are_rejected() {
+        let config = LogConfig {
+            segment_bytes: 10,
+            ..LogConfig::default()
+        };
+        assert!(config.validate().is_err());
+        let config = LogConfig {
+            segment_bytes: 1 << 40,
+            ..LogConfig::default()
+        };
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! The one error type of the storage engine: what can go wrong opening, appending to, reading
+//! from and maintaining a partition log.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+use tidelog_proto::BatchError;
+
+/// An error from the storage engine. Causes are kept as `#[source]` so callers can log the
+/// whole chain.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// The operating system refused an I/O operation. `operation` says what we were doing.
+    #[error("I/O error while {operation} {path}")]
+    Io {
+        operation: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A fetch or lookup asked for an offset outside `[log_start_offset, high_watermark]`.
+    #[error("offset {requested} is out of range: log starts at {log_start_offset}, high watermark is {high_watermark}")]
+    OffsetOutOfRange {
+        requested: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
+
+    /// Bytes on disk do not describe what they should. Recovery repairs what it can at open;
+    /// this is returned when corruption is found later (a read of a damaged closed segment).
+    #[error("corrupt data in {path}: {detail}")]
+    Corrupt {
+        path: PathBuf,
+        detail: String,
+        #[source]
+        source: Option<BatchError>,
+    },
+
+    /// One append call (all its batches together) cannot fit in a segment.
+    #[error("append of {size} bytes exceeds the limit of {max} bytes")]
+    BatchTooLarge { size: usize, max: usize },
+
+    /// The log was closed; it accepts no more writes.
+    #[error("partition log is closed")]
+    Closed,
+
+    /// An earlier write or fsync failed. After a failed fsync the page cache may have dropped
+    /// data we can no longer tell apart from durable data, so the log refuses all further writes
+    /// until it is reopened (and recovered) from disk.
+    #[error("partition log is failed after an earlier I/O error: {reason}")]
+    Poisoned { reason: String },
+
+    /// A file was written by a newer version of Tidelog.
+    #[error("{path} has format version {found}; this build reads version {supported}")]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u16,
+        supported: u16,
+    },
+
+    /// The configuration cannot be used.
+    #[error("invalid log configuration: {0}")]
+    InvalidConfig(String),
+
+    /// Offsets would pass `i64::MAX`.
+    #[error("offset space exhausted")]
+    OffsetOverflow,
+}
+
+impl StorageError {
+    /// Returns a closure that wraps an `io::Error` with what we were doing and to which path.
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> StorageError {
+        let path = path.into();
+        move |source| StorageError::Io {
+            operation,
+            path,
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, detail: impl Into<String>) -> StorageError {
+        StorageError::Corrupt {
+            path: path.into(),
+            detail: detail.into(),
+            source: None,
+        }
+    }
+}

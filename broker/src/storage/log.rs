@@ -1,0 +1,672 @@
+//! `PartitionLog`: one partition's segmented log. Assigns offsets, appends, rolls segments,
+//! group-commits fsyncs, publishes the high watermark, serves reads and timestamp lookups,
+//! applies retention, and writes the clean-shutdown checkpoint.
+//!
+//! Concurrency: one writer at a time (the `writer` mutex); readers never take it. Readers load
+//! the high watermark, then clone an `Arc` of the segment list, then `pread` shared file handles.
+//! The writer publishes in the opposite order (bytes, segment end, list, high watermark), so a
+//! reader that sees a high watermark can read every byte below it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use bytes::Bytes;
+use tidelog_proto::batch::{set_base_offset, RecordBatch};
+use tokio::sync::watch;
+
+use super::config::{FlushPolicy, LogConfig};
+use super::disk::{Disk, OsDisk};
+use super::error::StorageError;
+use super::format::{Checkpoint, OffsetEntry, TimeEntry, CHECKPOINT_FILE_NAME, TEMP_SUFFIX};
+use super::recovery::{recover, remove_segment_files, RecoveryReport};
+use super::segment::{read_lock, write_lock, Segment};
+
+/// Index entries buffered in memory before the writer appends them to the index files. The
+/// active segment's index is rebuilt from the data after a crash, so these need no fsync.
+const PENDING_INDEX_ENTRIES_MAX: usize = 256;
+/// The append buffer is kept between calls up to this capacity; a bigger one is freed.
+const APPEND_BUFFER_RETAINED_BYTES: usize = 16 << 20;
+
+/// Offsets assigned by one append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// Whole batches returned by a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOutcome {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceOutcome {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+    pub rolled: bool,
+}
+
+/// One topic partition's log. Share it as `Arc<PartitionLog>`; every method takes `&self`.
+#[derive(Debug)]
+pub struct PartitionLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Durable {
+    /// Everything below this offset is fdatasync'ed.
+    offset: i64,
+    /// Bumped when a group commit finishes, successful or not, to wake waiters.
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    config: LogConfig,
+    disk: Arc<dyn Disk>,
+    writer: Mutex<Writer>,
+    segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    high_watermark: AtomicI64,
+    log_start_offset: AtomicI64,
+    high_watermark_tx: watch::Sender<i64>,
+    durable_tx: watch::Sender<Durable>,
+    sync_in_progress: AtomicBool,
+    /// Serialises maintenance passes and close, which both delete or describe whole files.
+    maintenance: Mutex<()>,
+    failure: Mutex<Option<String>>,
+    closed: AtomicBool,
+    log_syncs: AtomicU64,
+    report: RecoveryReport,
+}
+
+#[derive(Debug)]
+struct Writer {
+    active: Arc<Segment>,
+    buffer: Vec<u8>,
+    entries: Vec<(OffsetEntry, TimeEntry)>,
+}
+
+impl PartitionLog {
+    /// Opens (creating if absent) the partition directory and runs recovery.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, StorageError> {
+        Self::open_with_disk(dir, config, Arc::new(OsDisk))
+    }
+
+    /// Opens the log on any [`Disk`]; tests pass a simulated disk that can crash.
+    pub fn open_with_disk(
+        dir: &Path,
+        config: LogConfig,
+        disk: Arc<dyn Disk>,
+    ) -> Result<PartitionLog, StorageError> {
+        config.validate()?;
+        let (segments, report) = recover(&*disk, dir, config.index_interval_bytes)?;
+        tracing::info!(dir = %dir.display(), ?report, "partition log recovered");
+        let segments: Vec<Arc<Segment>> = segments.into_iter().map(Arc::new).collect();
+        let (Some(first), Some(active)) = (segments.first(), segments.last()) else {
+            // recover() always returns at least one segment.
+            return Err(StorageError::corrupt(dir, "recovery produced no segment"));
+        };
+        let log_start_offset = first.base_offset;
+        let active = Arc::clone(active);
+        // recover() synced the active segment, so everything recovered is durable and visible.
+        let next_offset = active.next_offset();
+        let (high_watermark_tx, _) = watch::channel(next_offset);
+        let (durable_tx, _) = watch::channel(Durable {
+            offset: next_offset,
+            generation: 0,
+        });
+        Ok(PartitionLog {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                config,
+                disk,
+                writer: Mutex::new(Writer {
+                    active,
+                    buffer: Vec::new(),
+                    entries: Vec::new(),
+                }),
+                segments: RwLock::new(Arc::new(segments)),
+                high_watermark: AtomicI64::new(next_offset),
+                log_start_offset: AtomicI64::new(log_start_offset),
+                high_watermark_tx,
+                durable_tx,
+                sync_in_progress: AtomicBool::new(false),
+                maintenance: Mutex::new(()),
+                failure: Mutex::new(None),
+                closed: AtomicBool::new(false),
+                log_syncs: AtomicU64::new(0),
+                report,
+            }),
+        })
+    }
+
+    /// What recovery found, truncated and rebuilt when this log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Appends batches that the caller has already validated with `RecordBatch::validate()`.
+    /// Assigns consecutive offsets (rewriting each base offset in a copy), writes all batches
+    /// with one positional write to the active segment (rolling first if they would not fit or
+    /// the segment is too old), and updates the indexes. Returns once the bytes are in the page
+    /// cache; under [`FlushPolicy::Always`] they become visible only when
+    /// [`wait_durable`](Self::wait_durable) or [`sync`](Self::sync) has synced them.
+    ///
+    /// # Errors
+    /// `BatchTooLarge` if a batch or the whole call cannot fit a segment (nothing is written),
+    /// `Closed`, `Poisoned` after an earlier fsync failure, `Io` if the write fails.
+    pub fn append(&self, batches: &[RecordBatch], now_ms: i64) -> Result<AppendOutcome, StorageError> {
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        let batch_bytes_max = inner.config.batch_bytes_max();
+        let mut total_bytes = 0usize;
+        let mut record_count = 0i64;
+        for batch in batches {
+            if batch.len() > batch_bytes_max {
+                return Err(StorageError::BatchTooLarge {
+                    size: batch.len(),
+                    max: batch_bytes_max,
+                });
+            }
+            let last_offset_delta = batch.header().last_offset_delta;
+            if last_offset_delta < 0 {
+                return Err(StorageError::corrupt(
+                    &inner.dir,
+                    format!("append of a batch with lastOffsetDelta {last_offset_delta}"),
+                ));
+            }
+            total_bytes = total_bytes.saturating_add(batch.len());
+            record_count = record_count.saturating_add(i64::from(last_offset_delta) + 1);
+        }
+        let append_bytes_max = inner.config.append_bytes_max();
+        if total_bytes > append_bytes_max {
+            return Err(StorageError::BatchTooLarge {
+                size: total_bytes,
+                max: append_bytes_max,
+            });
+        }
+
+        let mut writer = inner.lock_writer()?;
+        // Checked again under the lock: close() may have finished while we waited for it.
+        inner.check_writable()?;
+        let base_offset = writer.active.next_offset();
+        if batches.is_empty() {
+            return Ok(AppendOutcome {
+                base_offset,
+                last_offset: base_offset - 1,
+                log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
+            });
+        }
+        let last_offset = base_offset.checked_add(record_count - 1).ok_or(StorageError::OffsetOverflow)?;
+        let active = &writer.active;
+        let too_big = active.end() + total_bytes as u64 > inner.config.segment_bytes;
+        let too_old = now_ms.saturating_sub(active.first_batch_timestamp()) > inner.config.segment_ms;
+        let offsets_exhausted = last_offset - active.base_offset > i64::from(u32::MAX);
+        if !active.is_empty() && (too_big || too_old || offsets_exhausted) {
+            inner.roll(&mut writer)?;
+        }
+
+        let Writer {
+            active,
+            buffer,
+            entries,
+        } = &mut *writer;
+        let active = Arc::clone(active);
+        let start = active.end();
+        let mut placer = active.index_placer(inner.config.index_interval_bytes);
+        buffer.clear();
+        entries.clear();
+        let mut next_offset = base_offset;
+        let mut first_batch_timestamp = None;
+        let mut last_batch = (start, base_offset);
+        for batch in batches {
+            let at = buffer.len();
+            buffer.extend_from_slice(batch.as_bytes());
+            set_base_offset(&mut buffer[at..], next_offset);
+            let header = batch.header();
+            let position = start + at as u64;
+            // The roll check above keeps every offset of this append within u32 of the base.
+            let relative_offset = u32::try_from(next_offset - active.base_offset).unwrap_or(u32::MAX);
+            if let Some(pair) = placer.on_batch(relative_offset, position, batch.len() as u64, header.max_timestamp)
+            {
+                entries.push(pair);
+            }
+            first_batch_timestamp.get_or_insert(header.max_timestamp);
+            last_batch = (position, next_offset);
+            next_offset += i64::from(header.last_offset_delta) + 1;
+        }
+
+        if let Err(error) = active.log.write_all_at(buffer, start) {
+            // Cut off whatever part of the write landed, so the bytes a caller was told failed
+            // cannot reappear as batches after a restart.
+            if let Err(truncate_error) = active.log.set_len(start) {
+                inner.poison(format!("could not undo a failed write: {truncate_error}"));
+            }
+            return Err(StorageError::io("writing", &active.paths.log)(error));
+        }
+        active.record_append(
+            start + buffer.len() as u64,
+            next_offset,
+            placer.max_timestamp,
+            first_batch_timestamp.unwrap_or(placer.max_timestamp),
+            last_batch,
+            entries,
+        );
+        if buffer.capacity() > APPEND_BUFFER_RETAINED_BYTES {
+            *buffer = Vec::new();
+        }
+        if active.pending_index_entries() >= PENDING_INDEX_ENTRIES_MAX {
+            if let Err(error) = active.flush_index_entries() {
+                // Not fatal: the entries stay in memory and are retried; after a crash the
+                // active segment's index is rebuilt from the data anyway.
+                tracing::warn!(%error, "could not write index entries");
+            }
+        }
+        if inner.config.flush != FlushPolicy::Always {
+            inner.publish_visible(next_offset);
+        }
+        Ok(AppendOutcome {
+            base_offset,
+            last_offset,
+            log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
+        })
+    }
+
+    /// Under [`FlushPolicy::Always`], resolves once everything below `next_offset` is
+    /// fdatasync'ed and visible. Concurrent waiters share one fdatasync (group commit), run on
+    /// the blocking thread pool. Under `Interval` and `Never` it returns at once.
+    ///
+    /// # Errors
+    /// `Poisoned` if an fsync failed, `Io` if this call's fsync failed.
+    pub async fn wait_durable(&self, next_offset: i64) -> Result<(), StorageError> {
+        if self.inner.config.flush != FlushPolicy::Always {
+            return Ok(());
+        }
+        // An offset past everything written can never become durable: wait for what exists.
+        let target = next_offset.min(self.inner.written_next_offset());
+        loop {
+            let mut durable_rx = self.inner.durable_tx.subscribe();
+            if durable_rx.borrow_and_update().offset >= target {
+                return Ok(());
+            }
+            self.inner.check_failure()?;
+            if !self.inner.sync_in_progress.swap(true, Ordering::AcqRel) {
+                // Leader: sync for everyone written so far. The blocking task finishes and
+                // wakes the others even if this future is dropped.
+                let inner = Arc::clone(&self.inner);
+                match tokio::task::spawn_blocking(move || inner.group_commit()).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(error)) => return Err(error),
+                    Err(join_error) => {
+                        return Err(StorageError::Poisoned {
+                            reason: format!("group commit task failed: {join_error}"),
+                        })
+                    }
+                }
+            }
+            // Follower: the sync in progress may not cover us; after it finishes, loop and
+            // either find our offset durable or lead the next one.
+            if durable_rx.changed().await.is_err() {
+                return Err(StorageError::Closed);
+            }
+        }
+    }
+
+    /// Whole batches starting with the batch that contains `offset`, up to `max_bytes` (at
+    /// least one whole batch if any exists at `offset`), never at or past the high watermark.
+    /// `offset == high_watermark` gives empty records.
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` if `offset` is below the log start or above the high watermark;
+    /// `Corrupt` if the data file does not hold batches where the index says.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome, StorageError> {
+        let inner = &*self.inner;
+        let high_watermark = inner.high_watermark.load(Ordering::Acquire);
+        let segments = inner.segments_snapshot();
+        let log_start_offset = segments.first().map_or(high_watermark, |segment| segment.base_offset);
+        // Retention may have moved past a high watermark loaded just before; log start never
+        // passes the true one.
+        let high_watermark = high_watermark.max(log_start_offset);
+        if offset < log_start_offset || offset > high_watermark {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset,
+                high_watermark,
+            });
+        }
+        let mut outcome = ReadOutcome {
+            records: Bytes::new(),
+            high_watermark,
+            log_start_offset,
+        };
+        if offset == high_watermark {
+            return Ok(outcome);
+        }
+        let first = segments.partition_point(|segment| segment.base_offset <= offset).saturating_sub(1);
+        for segment in &segments[first..] {
+            if segment.base_offset >= high_watermark {
+                break;
+            }
+            if let Some(records) = segment.read(offset, max_bytes, high_watermark)? {
+                if !records.is_empty() {
+                    outcome.records = records;
+                    break;
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Last visible offset + 1.
+    pub fn high_watermark(&self) -> i64 {
+        self.inner.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.inner.log_start_offset.load(Ordering::Acquire)
+    }
+
+    /// A watch channel whose value is the high watermark; it changes whenever the visible high
+    /// watermark moves (long-poll fetches wait on it).
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.inner.high_watermark_tx.subscribe()
+    }
+
+    /// First offset whose record timestamp is >= `timestamp_ms`, with that record's
+    /// timestamp; `None` if no visible record is that new.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let high_watermark = self.inner.high_watermark.load(Ordering::Acquire);
+        let segments = self.inner.segments_snapshot();
+        for segment in segments.iter() {
+            if segment.base_offset >= high_watermark {
+                break;
+            }
+            if segment.max_timestamp() < timestamp_ms {
+                continue;
+            }
+            if let Some(found) = segment.find_timestamp(timestamp_ms, high_watermark)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rolls the active segment if it is too old, then deletes closed segments past retention:
+    /// from the oldest, while the newest record of the segment is older than `retention_ms`
+    /// or the partition is larger than `retention_bytes`. Never deletes the active segment.
+    pub fn run_maintenance(&self, now_ms: i64) -> Result<MaintenanceOutcome, StorageError> {
+        let inner = &*self.inner;
+        inner.check_writable()?;
+        let _maintenance = lock_ignoring_poison(&inner.maintenance);
+        let mut outcome = MaintenanceOutcome::default();
+        let victims = {
+            let mut writer = inner.lock_writer()?;
+            let active = &writer.active;
+            if !active.is_empty()
+                && now_ms.saturating_sub(active.first_batch_timestamp()) > inner.config.segment_ms
+            {
+                inner.roll(&mut writer)?;
+                outcome.rolled = true;
+            }
+            let segments = inner.segments_snapshot();
+            let mut total_bytes: u64 = segments.iter().map(|segment| segment.end()).sum();
+            let closed = &segments[..segments.len().saturating_sub(1)];
+            let mut victims = 0;
+            for segment in closed {
+                let expired = inner.config.retention_ms >= 0
+                    && now_ms.saturating_sub(segment.max_timestamp()) > inner.config.retention_ms;
+                let oversized = inner.config.retention_bytes >= 0
+                    && total_bytes > inner.config.retention_bytes.unsigned_abs();
+                if !(expired || oversized) {
+                    break;
+                }
+                total_bytes -= segment.end();
+                victims += 1;
+            }
+            if victims > 0 {
+                let remaining: Vec<Arc<Segment>> = segments[victims..].to_vec();
+                let log_start_offset = remaining.first().map_or(0, |segment| segment.base_offset);
+                *write_lock(&inner.segments) = Arc::new(remaining);
+                inner.log_start_offset.store(log_start_offset, Ordering::Release);
+            }
+            segments[..victims].to_vec()
+        };
+        // Files are unlinked outside the writer lock: unlinking a large file can take a while.
+        // Readers holding an older snapshot keep reading through their open handles.
+        for segment in &victims {
+            tracing::info!(base_offset = segment.base_offset, bytes = segment.end(), "deleting segment past retention");
+            remove_segment_files(&*inner.disk, &inner.dir, segment.base_offset)?;
+            outcome.segments_deleted += 1;
+            outcome.bytes_deleted += segment.size_bytes();
+        }
+        if !victims.is_empty() {
+            inner.sync_dir()?;
+        }
+        Ok(outcome)
+    }
+
+    /// fdatasyncs whatever is unsynced (the interval flush task and shutdown use it) and, under
+    /// `Always`, makes it visible.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.inner.check_failure()?;
+        self.inner.sync_active(true)
+    }
+
+    /// Clean shutdown: sync, then write a checksummed clean-shutdown checkpoint so the next
+    /// open can skip scanning the active segment. Later writes fail with `Closed`.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let inner = &*self.inner;
+        let _maintenance = lock_ignoring_poison(&inner.maintenance);
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        inner.check_failure()?;
+        let writer = inner.lock_writer()?;
+        let active = Arc::clone(&writer.active);
+        active.flush_index_entries()?;
+        inner.sync_segment(&active, true)?;
+        inner.publish_durable(active.next_offset());
+        let segments = inner.segments_snapshot();
+        let (offset_index_bytes, time_index_bytes) = active.index_file_bytes();
+        let checkpoint = Checkpoint {
+            segment_count: u32::try_from(segments.len()).unwrap_or(u32::MAX),
+            log_start_offset: segments.first().map_or(active.base_offset, |segment| segment.base_offset),
+            active_base_offset: active.base_offset,
+            next_offset: active.next_offset(),
+            log_bytes: active.end(),
+            offset_index_bytes,
+            time_index_bytes,
+        };
+        // Written aside, synced, then renamed into place: the checkpoint is either whole or
+        // absent, never half-written.
+        let path = inner.dir.join(CHECKPOINT_FILE_NAME);
+        let temp = inner.dir.join(format!("{CHECKPOINT_FILE_NAME}{TEMP_SUFFIX}"));
+        let file = inner.disk.open(&temp, true).map_err(StorageError::io("creating", &temp))?;
+        file.set_len(0).map_err(StorageError::io("truncating", &temp))?;
+        file.write_all_at(&checkpoint.encode(), 0).map_err(StorageError::io("writing", &temp))?;
+        file.sync_data().map_err(StorageError::io("syncing", &temp))?;
+        inner.disk.rename(&temp, &path).map_err(StorageError::io("renaming", &temp))?;
+        inner.sync_dir()?;
+        drop(writer);
+        Ok(())
+    }
+
+    /// Bytes of all segment files (data and indexes).
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.segments_snapshot().iter().map(|segment| segment.size_bytes()).sum()
+    }
+
+    /// Number of segments, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.inner.segments_snapshot().len()
+    }
+
+    /// fdatasync calls made on data files since open (group commit makes this much smaller
+    /// than the number of appends under `Always`).
+    pub fn log_sync_count(&self) -> u64 {
+        self.inner.log_syncs.load(Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StorageError> {
+        self.writer.lock().map_err(|_| StorageError::Poisoned {
+            reason: "a writer panicked while appending".to_string(),
+        })
+    }
+
+    fn check_failure(&self) -> Result<(), StorageError> {
+        match &*lock_ignoring_poison(&self.failure) {
+            Some(reason) => Err(StorageError::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), StorageError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        self.check_failure()
+    }
+
+    fn poison(&self, reason: String) {
+        tracing::error!(dir = %self.dir.display(), %reason, "partition log failed; refusing further writes");
+        let mut failure = lock_ignoring_poison(&self.failure);
+        if failure.is_none() {
+            *failure = Some(reason);
+        }
+    }
+
+    fn segments_snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
+        Arc::clone(&read_lock(&self.segments))
+    }
+
+    fn written_next_offset(&self) -> i64 {
+        self.segments_snapshot().last().map_or(0, |segment| segment.next_offset())
+    }
+
+    fn sync_dir(&self) -> Result<(), StorageError> {
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(StorageError::io("syncing directory", &self.dir))
+    }
+
+    /// fdatasyncs a segment's data file (and indexes if asked). A failed fsync poisons the
+    /// log: the kernel may have dropped the dirty pages, and retrying would report success.
+    fn sync_segment(&self, segment: &Segment, indexes: bool) -> Result<(), StorageError> {
+        let result = segment.sync_log().and_then(|()| if indexes { segment.sync_indexes() } else { Ok(()) });
+        self.log_syncs.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = &result {
+            self.poison(format!("fsync failed: {error}"));
+        }
+        result
+    }
+
+    /// Syncs the active segment up to what is written now and publishes it as durable.
+    fn sync_active(&self, indexes: bool) -> Result<(), StorageError> {
+        let (active, target) = {
+            let writer = self.lock_writer()?;
+            if indexes {
+                writer.active.flush_index_entries()?;
+            }
+            (Arc::clone(&writer.active), writer.active.next_offset())
+        };
+        if !indexes && self.durable_tx.borrow().offset >= target {
+            return Ok(());
+        }
+        // If a roll happens meanwhile, it syncs this segment itself; syncing it again is
+        // harmless and `target` lies within it.
+        self.sync_segment(&active, indexes)?;
+        self.publish_durable(target);
+        Ok(())
+    }
+
+    /// One group commit, on a blocking thread. Always clears the in-progress flag and wakes
+    /// the waiters, even on error.
+    fn group_commit(&self) -> Result<(), StorageError> {
+        struct Finish<'a>(&'a Inner);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                self.0.sync_in_progress.store(false, Ordering::Release);
+                self.0.durable_tx.send_modify(|durable| durable.generation += 1);
+            }
+        }
+        let _finish = Finish(self);
+        self.check_failure()?;
+        self.sync_active(false)
+    }
+
+    fn publish_durable(&self, offset: i64) {
+        self.durable_tx.send_if_modified(|durable| {
+            if offset > durable.offset {
+                durable.offset = offset;
+                true
+            } else {
+                false
+            }
+        });
+        if self.config.flush == FlushPolicy::Always {
+            self.publish_visible(offset);
+        }
+    }
+
+    fn publish_visible(&self, offset: i64) {
+        // The watch channel's lock orders concurrent publishers, so the atomic only moves up.
+        self.high_watermark_tx.send_if_modified(|high_watermark| {
+            if offset > *high_watermark {
+                *high_watermark = offset;
+                self.high_watermark.store(offset, Ordering::Release);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Closes the active segment and opens a new one at the next offset. The old segment and
+    /// its indexes are synced before the new one exists, so only the active segment can ever
+    /// have an unsynced tail.
+    fn roll(&self, writer: &mut Writer) -> Result<(), StorageError> {
+        let old = Arc::clone(&writer.active);
+        let base_offset = old.next_offset();
+        old.add_final_time_entry();
+        old.flush_index_entries()?;
+        self.sync_segment(&old, true)?;
+        let new = Arc::new(Segment::create(&*self.disk, &self.dir, base_offset)?);
+        self.sync_dir()?;
+        {
+            let mut segments = write_lock(&self.segments);
+            let mut list: Vec<Arc<Segment>> = segments.as_ref().clone();
+            list.push(Arc::clone(&new));
+            *segments = Arc::new(list);
+        }
+        tracing::debug!(dir = %self.dir.display(), base_offset, "rolled to a new segment");
+        writer.active = new;
+        // Everything written so far is in the synced old segment.
+        self.publish_durable(base_offset);
+        Ok(())
+    }
+}
+
+fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Used for locks whose data stays consistent even if a holder panicked (a unit or an
+    // Option set once).
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,23 @@
+//! The broker's storage engine: each topic partition is a directory of segments holding Kafka
+//! RecordBatch v2 bytes as they will be served, with sparse offset and time indexes, crash
+//! recovery, group-committed fsyncs and retention. File layouts: `docs/storage-format.md`.
+
+mod config;
+mod disk;
+mod error;
+mod format;
+mod log;
+mod recovery;
+mod segment;
+
+#[cfg(test)]
+mod sim_disk;
+#[cfg(test)]
+mod tests;
+
+pub use config::{FlushPolicy, LogConfig, SEGMENT_BYTES_MAX};
+pub use disk::{Disk, OsDisk, SegmentFile};
+pub use error::StorageError;
+pub use format::{BATCH_BYTES_MAX, FORMAT_VERSION};
+pub use log::{AppendOutcome, MaintenanceOutcome, PartitionLog, ReadOutcome};
+pub use recovery::{DroppedSegment, IndexRebuild, RecoveryReport, Truncation};

@@ -1,0 +1,717 @@
+//! One segment: a data file of back-to-back Kafka batches plus its sparse offset and time
+//! indexes, kept both in memory (for lookups) and on disk (for fast restart). Also the batch
+//! scanner that recovery, reads and timestamp lookups use to walk a data file.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use bytes::{Bytes, BytesMut};
+use tidelog_proto::batch::{
+    compute_crc, peek_batch_bytes, BatchHeader, RecordBatch, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES,
+};
+
+use super::disk::{read_exact_at, Disk, SegmentFile};
+use super::error::StorageError;
+use super::format::{
+    encode_file_header, segment_file_name, FileKind, OffsetEntry, TimeEntry, BATCH_BYTES_MAX,
+    FILE_HEADER_BYTES, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
+};
+
+/// Marks "no timestamp yet" in an empty segment's running maximum.
+pub(crate) const NO_TIMESTAMP: i64 = i64::MIN;
+
+/// Bytes the scanner reads at a time when walking batch headers.
+const SCAN_CHUNK_BYTES: usize = 256 << 10;
+/// Bytes a read reads at a time while looking for the batch containing an offset: the sparse
+/// index leaves it at most about one index interval away.
+const LOCATE_CHUNK_BYTES: usize = 16 << 10;
+
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentPaths {
+    pub log: PathBuf,
+    pub offset_index: PathBuf,
+    pub time_index: PathBuf,
+}
+
+impl SegmentPaths {
+    pub fn new(dir: &Path, base_offset: i64) -> Self {
+        Self {
+            log: dir.join(segment_file_name(base_offset, FileKind::Log)),
+            offset_index: dir.join(segment_file_name(base_offset, FileKind::OffsetIndex)),
+            time_index: dir.join(segment_file_name(base_offset, FileKind::TimeIndex)),
+        }
+    }
+}
+
+/// Where index entries go: every `interval` bytes of batches, at a batch boundary. Append and
+/// recovery both place entries with this one rule so a rebuilt index equals the original.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexPlacer {
+    pub interval: u64,
+    /// Bytes of batches since the batch of the last entry started (or since the header).
+    pub since_entry: u64,
+    /// Running maximum timestamp of the segment.
+    pub max_timestamp: i64,
+}
+
+impl IndexPlacer {
+    /// Accounts for a batch; returns the entries to add for it, if any.
+    pub fn on_batch(
+        &mut self,
+        relative_offset: u32,
+        position: u64,
+        length: u64,
+        batch_max_timestamp: i64,
+    ) -> Option<(OffsetEntry, TimeEntry)> {
+        self.max_timestamp = self.max_timestamp.max(batch_max_timestamp);
+        let mut entries = None;
+        if self.since_entry >= self.interval {
+            // Positions fit in u32: segments are capped at SEGMENT_BYTES_MAX < u32::MAX.
+            let position = u32::try_from(position).unwrap_or(u32::MAX);
+            entries = Some((
+                OffsetEntry {
+                    relative_offset,
+                    position,
+                },
+                TimeEntry {
+                    timestamp: self.max_timestamp,
+                    relative_offset,
+                    position,
+                },
+            ));
+            self.since_entry = 0;
+        }
+        self.since_entry += length;
+        entries
+    }
+}
+
+/// What is known about a segment's contents, from a scan or from the writer.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentState {
+    /// Bytes of the data file in use, header included.
+    pub end: u64,
+    pub next_offset: i64,
+    pub max_timestamp: i64,
+    /// The first batch's max timestamp: the clock for age-based rolls.
+    pub first_batch_timestamp: i64,
+    /// Position and base offset of the last batch.
+    pub last_batch: Option<(u64, i64)>,
+    pub offset_entries: Vec<OffsetEntry>,
+    pub time_entries: Vec<TimeEntry>,
+    /// How many of the entries are already in the index files.
+    pub offset_entries_on_disk: usize,
+    pub time_entries_on_disk: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub paths: SegmentPaths,
+    pub log: Arc<dyn SegmentFile>,
+    pub offset_index_file: Arc<dyn SegmentFile>,
+    pub time_index_file: Arc<dyn SegmentFile>,
+    /// Written bytes of the data file. Published with Release after the bytes are written, so
+    /// a reader that loads it with Acquire may read everything before it.
+    end: AtomicU64,
+    next_offset: AtomicI64,
+    max_timestamp: AtomicI64,
+    first_batch_timestamp: AtomicI64,
+    /// Only the writer (under the writer lock) touches the fields below and the index writes.
+    last_batch_position: AtomicU64,
+    last_batch_base_offset: AtomicI64,
+    offset_entries: RwLock<Vec<OffsetEntry>>,
+    time_entries: RwLock<Vec<TimeEntry>>,
+    offset_entries_on_disk: AtomicUsize,
+    time_entries_on_disk: AtomicUsize,
+}
+
+impl Segment {
+    /// Creates a new empty segment's three files and syncs them. The caller syncs the directory.
+    pub fn create(disk: &dyn Disk, dir: &Path, base_offset: i64) -> Result<Segment, StorageError> {
+        let paths = SegmentPaths::new(dir, base_offset);
+        let log = create_with_header(disk, &paths.log, FileKind::Log, base_offset)?;
+        let offset_index = create_with_header(disk, &paths.offset_index, FileKind::OffsetIndex, base_offset)?;
+        let time_index = create_with_header(disk, &paths.time_index, FileKind::TimeIndex, base_offset)?;
+        let state = SegmentState {
+            end: FILE_HEADER_BYTES as u64,
+            next_offset: base_offset,
+            max_timestamp: NO_TIMESTAMP,
+            first_batch_timestamp: NO_TIMESTAMP,
+            last_batch: None,
+            offset_entries: Vec::new(),
+            time_entries: Vec::new(),
+            offset_entries_on_disk: 0,
+            time_entries_on_disk: 0,
+        };
+        Ok(Segment::from_parts(base_offset, paths, log, offset_index, time_index, state))
+    }
+
+    pub fn from_parts(
+        base_offset: i64,
+        paths: SegmentPaths,
+        log: Arc<dyn SegmentFile>,
+        offset_index_file: Arc<dyn SegmentFile>,
+        time_index_file: Arc<dyn SegmentFile>,
+        state: SegmentState,
+    ) -> Segment {
+        Segment {
+            base_offset,
+            paths,
+            log,
+            offset_index_file,
+            time_index_file,
+            end: AtomicU64::new(state.end),
+            next_offset: AtomicI64::new(state.next_offset),
+            max_timestamp: AtomicI64::new(state.max_timestamp),
+            first_batch_timestamp: AtomicI64::new(state.first_batch_timestamp),
+            last_batch_position: AtomicU64::new(state.last_batch.map_or(0, |(position, _)| position)),
+            last_batch_base_offset: AtomicI64::new(state.last_batch.map_or(base_offset, |(_, offset)| offset)),
+            offset_entries: RwLock::new(state.offset_entries),
+            time_entries: RwLock::new(state.time_entries),
+            offset_entries_on_disk: AtomicUsize::new(state.offset_entries_on_disk),
+            time_entries_on_disk: AtomicUsize::new(state.time_entries_on_disk),
+        }
+    }
+
+    pub fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    pub fn first_batch_timestamp(&self) -> i64 {
+        self.first_batch_timestamp.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end() <= FILE_HEADER_BYTES as u64
+    }
+
+    /// Total bytes of this segment's files on disk (data and indexes).
+    pub fn size_bytes(&self) -> u64 {
+        let (offset_index, time_index) = self.index_file_bytes();
+        self.end() + offset_index + time_index
+    }
+
+    /// Sizes of the index files as written so far (header plus flushed entries).
+    pub fn index_file_bytes(&self) -> (u64, u64) {
+        let header = FILE_HEADER_BYTES as u64;
+        (
+            header + (self.offset_entries_on_disk.load(Ordering::Acquire) * OFFSET_ENTRY_BYTES) as u64,
+            header + (self.time_entries_on_disk.load(Ordering::Acquire) * TIME_ENTRY_BYTES) as u64,
+        )
+    }
+
+    /// The writer's placement state for the next batch.
+    pub fn index_placer(&self, interval: u32) -> IndexPlacer {
+        let last_entry_position = read_lock(&self.offset_entries)
+            .last()
+            .map(|entry| u64::from(entry.position))
+            .unwrap_or(FILE_HEADER_BYTES as u64);
+        IndexPlacer {
+            interval: u64::from(interval),
+            since_entry: self.end().saturating_sub(last_entry_position),
+            max_timestamp: self.max_timestamp(),
+        }
+    }
+
+    /// Records that batches were written (writer only, after the bytes are in the file):
+    /// index entries first, then the new end, so a reader that sees the end sees the entries.
+    pub fn record_append(
+        &self,
+        new_end: u64,
+        next_offset: i64,
+        max_timestamp: i64,
+        first_batch_timestamp: i64,
+        last_batch: (u64, i64),
+        entries: &[(OffsetEntry, TimeEntry)],
+    ) {
+        if !entries.is_empty() {
+            write_lock(&self.offset_entries).extend(entries.iter().map(|(offset, _)| *offset));
+            write_lock(&self.time_entries).extend(entries.iter().map(|(_, time)| *time));
+        }
+        if self.first_batch_timestamp.load(Ordering::Relaxed) == NO_TIMESTAMP {
+            self.first_batch_timestamp.store(first_batch_timestamp, Ordering::Release);
+        }
+        self.last_batch_position.store(last_batch.0, Ordering::Relaxed);
+        self.last_batch_base_offset.store(last_batch.1, Ordering::Relaxed);
+        self.max_timestamp.store(max_timestamp, Ordering::Release);
+        self.next_offset.store(next_offset, Ordering::Release);
+        self.end.store(new_end, Ordering::Release);
+    }
+
+    /// Adds the closing time index entry (writer only, at roll): the segment's maximum
+    /// timestamp at its last batch, so a closed segment's newest timestamp is its last entry.
+    pub fn add_final_time_entry(&self) {
+        if self.is_empty() {
+            return;
+        }
+        let position = self.last_batch_position.load(Ordering::Relaxed);
+        let mut entries = write_lock(&self.time_entries);
+        if entries.last().is_some_and(|entry| u64::from(entry.position) == position) {
+            return;
+        }
+        // The last batch lies inside the segment, so both fit: see IndexPlacer::on_batch.
+        let position = u32::try_from(position).unwrap_or(u32::MAX);
+        let relative_offset = self.last_batch_base_offset.load(Ordering::Relaxed) - self.base_offset;
+        let relative_offset = u32::try_from(relative_offset).unwrap_or(u32::MAX);
+        entries.push(TimeEntry {
+            timestamp: self.max_timestamp(),
+            relative_offset,
+            position,
+        });
+    }
+
+    /// Writes index entries not yet in the index files (writer only).
+    pub fn flush_index_entries(&self) -> Result<(), StorageError> {
+        let mut out = Vec::new();
+        {
+            let entries = read_lock(&self.offset_entries);
+            let on_disk = self.offset_entries_on_disk.load(Ordering::Acquire);
+            if entries.len() > on_disk {
+                for entry in &entries[on_disk..] {
+                    entry.encode_into(&mut out);
+                }
+                let position = (FILE_HEADER_BYTES + on_disk * OFFSET_ENTRY_BYTES) as u64;
+                self.offset_index_file
+                    .write_all_at(&out, position)
+                    .map_err(StorageError::io("writing", &self.paths.offset_index))?;
+                self.offset_entries_on_disk.store(entries.len(), Ordering::Release);
+            }
+        }
+        out.clear();
+        let entries = read_lock(&self.time_entries);
+        let on_disk = self.time_entries_on_disk.load(Ordering::Acquire);
+        if entries.len() > on_disk {
+            for entry in &entries[on_disk..] {
+                entry.encode_into(&mut out);
+            }
+            let position = (FILE_HEADER_BYTES + on_disk * TIME_ENTRY_BYTES) as u64;
+            self.time_index_file
+                .write_all_at(&out, position)
+                .map_err(StorageError::io("writing", &self.paths.time_index))?;
+            self.time_entries_on_disk.store(entries.len(), Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Index entries not yet written to the index files.
+    pub fn pending_index_entries(&self) -> usize {
+        read_lock(&self.offset_entries).len() - self.offset_entries_on_disk.load(Ordering::Acquire)
+    }
+
+    pub fn sync_log(&self) -> Result<(), StorageError> {
+        self.log.sync_data().map_err(StorageError::io("syncing", &self.paths.log))
+    }
+
+    pub fn sync_indexes(&self) -> Result<(), StorageError> {
+        self.offset_index_file
+            .sync_data()
+            .map_err(StorageError::io("syncing", &self.paths.offset_index))?;
+        self.time_index_file
+            .sync_data()
+            .map_err(StorageError::io("syncing", &self.paths.time_index))
+    }
+
+    /// Position of the batch to start from when looking for `offset`: the last indexed batch
+    /// whose base offset is <= `offset`, else the first batch.
+    pub fn position_for_offset(&self, offset: i64) -> u64 {
+        let relative = offset.saturating_sub(self.base_offset);
+        let entries = read_lock(&self.offset_entries);
+        let count = entries.partition_point(|entry| i64::from(entry.relative_offset) <= relative);
+        match count.checked_sub(1).and_then(|index| entries.get(index)) {
+            Some(entry) => u64::from(entry.position),
+            None => FILE_HEADER_BYTES as u64,
+        }
+    }
+
+    /// Position to start from when looking for the first record with a timestamp >= `timestamp`:
+    /// every batch before the last entry whose running maximum is below it can be skipped.
+    pub fn position_for_timestamp(&self, timestamp: i64) -> u64 {
+        let entries = read_lock(&self.time_entries);
+        let count = entries.partition_point(|entry| entry.timestamp < timestamp);
+        match count.checked_sub(1).and_then(|index| entries.get(index)) {
+            Some(entry) => u64::from(entry.position),
+            None => FILE_HEADER_BYTES as u64,
+        }
+    }
+
+    /// Whole batches starting with the one that contains `offset`, up to `max_bytes` (at least
+    /// one batch), none at or past `high_watermark`. `None`: no batch here at or after `offset`.
+    pub fn read(&self, offset: i64, max_bytes: usize, high_watermark: i64) -> Result<Option<Bytes>, StorageError> {
+        let end = self.end();
+        let start = self.position_for_offset(offset);
+        let mut scanner = BatchScanner::new(&*self.log, start, end, LOCATE_CHUNK_BYTES);
+        let (position, first) = loop {
+            match scanner.next_header().map_err(StorageError::io("reading", &self.paths.log))? {
+                ScanStep::End => return Ok(None),
+                ScanStep::Invalid(reason) => {
+                    return Err(StorageError::corrupt(
+                        &self.paths.log,
+                        format!("at byte {}: {reason}", scanner.position()),
+                    ))
+                }
+                ScanStep::Batch(position, header) => {
+                    if header.base_offset >= high_watermark {
+                        return Ok(None);
+                    }
+                    if header.next_offset() > offset {
+                        break (position, header);
+                    }
+                    scanner.skip();
+                }
+            }
+        };
+        // parse() checked the length, so total_bytes() is Some.
+        let first_bytes = first.total_bytes().unwrap_or(BATCH_HEADER_BYTES);
+        let available = usize::try_from(end - position).unwrap_or(usize::MAX);
+        let length = max_bytes.min(available).max(first_bytes);
+        let mut buffer = BytesMut::zeroed(length);
+        read_exact_at(&*self.log, &mut buffer, position).map_err(StorageError::io("reading", &self.paths.log))?;
+        let cut = whole_batches_below(&buffer, first.base_offset, high_watermark)
+            .map_err(|detail| StorageError::corrupt(&self.paths.log, format!("at byte {position}+: {detail}")))?;
+        buffer.truncate(cut);
+        Ok(Some(buffer.freeze()))
+    }
+
+    /// The first record at or after this segment's start with a timestamp >= `timestamp`, below
+    /// `high_watermark`: `(offset, timestamp)`.
+    pub fn find_timestamp(&self, timestamp: i64, high_watermark: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let end = self.end();
+        let start = self.position_for_timestamp(timestamp);
+        let mut scanner = BatchScanner::new(&*self.log, start, end, LOCATE_CHUNK_BYTES);
+        loop {
+            match scanner.next_header().map_err(StorageError::io("reading", &self.paths.log))? {
+                ScanStep::End => return Ok(None),
+                ScanStep::Invalid(reason) => {
+                    return Err(StorageError::corrupt(
+                        &self.paths.log,
+                        format!("at byte {}: {reason}", scanner.position()),
+                    ))
+                }
+                ScanStep::Batch(_, header) => {
+                    if header.base_offset >= high_watermark {
+                        return Ok(None);
+                    }
+                    if header.max_timestamp < timestamp {
+                        scanner.skip();
+                        continue;
+                    }
+                    if header.is_log_append_time() {
+                        // Every record of a log-append-time batch carries the batch's timestamp.
+                        return Ok(Some((header.base_offset, header.max_timestamp)));
+                    }
+                    let bytes = scanner
+                        .batch_bytes()
+                        .map_err(StorageError::io("reading", &self.paths.log))?;
+                    let bytes = Bytes::copy_from_slice(bytes);
+                    let found = first_record_at_or_after(&bytes, timestamp)
+                        .map_err(|source| StorageError::Corrupt {
+                            path: self.paths.log.clone(),
+                            detail: format!("batch at offset {} does not decode", header.base_offset),
+                            source: Some(source),
+                        })?;
+                    if found.is_some() {
+                        return Ok(found);
+                    }
+                    scanner.skip();
+                }
+            }
+        }
+    }
+}
+
+fn first_record_at_or_after(
+    bytes: &Bytes,
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, tidelog_proto::BatchError> {
+    let (batch, _) = RecordBatch::split_first(bytes)?;
+    for record in batch.records() {
+        let record = record?;
+        if record.timestamp >= timestamp {
+            return Ok(Some((record.offset, record.timestamp)));
+        }
+    }
+    Ok(None)
+}
+
+/// Length of the prefix of `buffer` made of whole batches with base offsets below
+/// `high_watermark`, checking each header and that offsets run on from `first_base_offset`.
+fn whole_batches_below(buffer: &[u8], first_base_offset: i64, high_watermark: i64) -> Result<usize, String> {
+    let mut cut = 0usize;
+    let mut expected = first_base_offset;
+    while cut < buffer.len() {
+        let rest = &buffer[cut..];
+        let total = match peek_batch_bytes(rest) {
+            Ok(Some(total)) => total,
+            Ok(None) => break,
+            Err(error) => return Err(error.to_string()),
+        };
+        if total > rest.len() {
+            break;
+        }
+        let header = BatchHeader::parse(rest).map_err(|error| error.to_string())?;
+        if header.base_offset != expected {
+            return Err(format!(
+                "batch has base offset {}, expected {expected}",
+                header.base_offset
+            ));
+        }
+        if header.base_offset >= high_watermark {
+            break;
+        }
+        expected = header.next_offset();
+        cut += total;
+    }
+    Ok(cut)
+}
+
+fn create_with_header(
+    disk: &dyn Disk,
+    path: &Path,
+    kind: FileKind,
+    base_offset: i64,
+) -> Result<Arc<dyn SegmentFile>, StorageError> {
+    let file = disk.open(path, true).map_err(StorageError::io("creating", path))?;
+    file.set_len(0).map_err(StorageError::io("truncating", path))?;
+    file.write_all_at(&encode_file_header(kind, base_offset), 0)
+        .map_err(StorageError::io("writing", path))?;
+    file.sync_data().map_err(StorageError::io("syncing", path))?;
+    Ok(file)
+}
+
+pub(crate) fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // The guarded values (index vectors) are only ever pushed to; a panic mid-push leaves a
+    // valid vector, so a poisoned lock is still safe to use.
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One step of a [`BatchScanner`].
+#[derive(Debug)]
+pub(crate) enum ScanStep {
+    /// A batch whose header parses and whose length fits in the scanned range.
+    Batch(u64, BatchHeader),
+    /// The range ends exactly after the last batch.
+    End,
+    /// The bytes at the current position are not a whole batch (torn tail or corruption).
+    Invalid(String),
+}
+
+/// Walks the batches of a byte range of a data file through a bounded buffer.
+#[derive(Debug)]
+pub(crate) struct BatchScanner<'a> {
+    file: &'a dyn SegmentFile,
+    position: u64,
+    end: u64,
+    chunk_bytes: usize,
+    buffer: Vec<u8>,
+    buffer_start: u64,
+    current: Option<(u64, usize)>,
+}
+
+impl<'a> BatchScanner<'a> {
+    pub fn new(file: &'a dyn SegmentFile, start: u64, end: u64, chunk_bytes: usize) -> Self {
+        Self {
+            file,
+            position: start,
+            end,
+            chunk_bytes,
+            buffer: Vec::new(),
+            buffer_start: start,
+            current: None,
+        }
+    }
+
+    /// Position of the batch last returned (or of the next one, after `skip`).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Makes `[position, position + length)` available in the buffer.
+    fn ensure(&mut self, position: u64, length: usize) -> std::io::Result<&[u8]> {
+        let buffer_end = self.buffer_start + self.buffer.len() as u64;
+        if position < self.buffer_start || position + length as u64 > buffer_end {
+            let remaining = usize::try_from(self.end - position).unwrap_or(usize::MAX);
+            let read = length.max(self.chunk_bytes).min(remaining);
+            self.buffer.clear();
+            self.buffer.resize(read, 0);
+            read_exact_at(self.file, &mut self.buffer, position)?;
+            self.buffer_start = position;
+        }
+        let from = usize::try_from(position - self.buffer_start).unwrap_or(usize::MAX);
+        Ok(&self.buffer[from..from + length])
+    }
+
+    /// Parses the header of the batch at the current position without moving past it.
+    pub fn next_header(&mut self) -> std::io::Result<ScanStep> {
+        if let Some((position, total)) = self.current.take() {
+            // The previous batch was not skipped explicitly: move past it.
+            debug_assert_eq!(position, self.position);
+            self.position += total as u64;
+        }
+        let position = self.position;
+        if position == self.end {
+            return Ok(ScanStep::End);
+        }
+        let remaining = self.end - position;
+        if remaining < BATCH_HEADER_BYTES as u64 {
+            return Ok(ScanStep::Invalid(format!(
+                "{remaining} bytes after the last whole batch, fewer than a batch header"
+            )));
+        }
+        let overhead = self.ensure(position, LOG_OVERHEAD_BYTES)?;
+        let total = match peek_batch_bytes(overhead) {
+            Ok(Some(total)) => total,
+            Ok(None) => return Ok(ScanStep::Invalid("batch length field is cut off".to_string())),
+            Err(error) => return Ok(ScanStep::Invalid(error.to_string())),
+        };
+        if total > BATCH_BYTES_MAX {
+            return Ok(ScanStep::Invalid(format!(
+                "batch length {total} exceeds the limit of {BATCH_BYTES_MAX} bytes"
+            )));
+        }
+        if total as u64 > remaining {
+            return Ok(ScanStep::Invalid(format!(
+                "batch of {total} bytes runs past the end ({remaining} bytes left)"
+            )));
+        }
+        let header_bytes = self.ensure(position, BATCH_HEADER_BYTES)?;
+        let header = match BatchHeader::parse(header_bytes) {
+            Ok(header) => header,
+            Err(error) => return Ok(ScanStep::Invalid(error.to_string())),
+        };
+        self.current = Some((position, total));
+        Ok(ScanStep::Batch(position, header))
+    }
+
+    /// The whole bytes of the batch last returned by `next_header`.
+    pub fn batch_bytes(&mut self) -> std::io::Result<&[u8]> {
+        let (position, total) = self.current.unwrap_or((self.position, 0));
+        self.ensure(position, total)
+    }
+
+    /// Moves past the batch last returned by `next_header`.
+    pub fn skip(&mut self) {
+        if let Some((_, total)) = self.current.take() {
+            self.position += total as u64;
+        }
+    }
+
+    /// Checks the batch last returned: CRC, record count against lastOffsetDelta. The same
+    /// integrity checks as `RecordBatch::validate` short of decoding every record: the CRC
+    /// already covers every record byte, and every stored batch was fully validated before it
+    /// was appended.
+    pub fn verify_current(&mut self, header: &BatchHeader) -> std::io::Result<Result<(), String>> {
+        let bytes = self.batch_bytes()?;
+        let computed = compute_crc(bytes);
+        if computed != header.crc {
+            return Ok(Err(format!(
+                "batch CRC mismatch: header says {:#010x}, data gives {computed:#010x}",
+                header.crc
+            )));
+        }
+        if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
+            return Ok(Err(format!(
+                "record count {} does not match lastOffsetDelta {}",
+                header.record_count, header.last_offset_delta
+            )));
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// Result of scanning a data file range batch by batch.
+#[derive(Debug, Clone)]
+pub(crate) struct ScanOutcome {
+    /// End of the last valid batch.
+    pub valid_end: u64,
+    pub next_offset: i64,
+    pub max_timestamp: i64,
+    pub first_batch_timestamp: Option<i64>,
+    pub last_batch: Option<(u64, i64)>,
+    pub batches: u64,
+    /// Why the scan stopped before the end of the range, if it did.
+    pub problem: Option<String>,
+    pub entries: Vec<(OffsetEntry, TimeEntry)>,
+}
+
+/// Scans `[start, end)` of a data file: every batch must parse, pass its CRC and continue the
+/// offsets from `expected_offset`. Stops at the first that does not. With `placer`, builds the
+/// index entries the writer would have made.
+pub(crate) fn scan_batches(
+    file: &dyn SegmentFile,
+    base_offset: i64,
+    start: u64,
+    end: u64,
+    expected_offset: i64,
+    mut placer: Option<IndexPlacer>,
+) -> std::io::Result<ScanOutcome> {
+    let mut scanner = BatchScanner::new(file, start, end, SCAN_CHUNK_BYTES);
+    let mut outcome = ScanOutcome {
+        valid_end: start,
+        next_offset: expected_offset,
+        max_timestamp: NO_TIMESTAMP,
+        first_batch_timestamp: None,
+        last_batch: None,
+        batches: 0,
+        problem: None,
+        entries: Vec::new(),
+    };
+    loop {
+        let (position, header) = match scanner.next_header()? {
+            ScanStep::End => break,
+            ScanStep::Invalid(reason) => {
+                outcome.problem = Some(reason);
+                break;
+            }
+            ScanStep::Batch(position, header) => (position, header),
+        };
+        if header.base_offset != outcome.next_offset {
+            outcome.problem = Some(format!(
+                "batch at byte {position} has base offset {}, expected {}",
+                header.base_offset, outcome.next_offset
+            ));
+            break;
+        }
+        if let Err(reason) = scanner.verify_current(&header)? {
+            outcome.problem = Some(format!("batch at offset {}: {reason}", header.base_offset));
+            break;
+        }
+        let Ok(relative_last) = u32::try_from(header.last_offset() - base_offset) else {
+            outcome.problem = Some(format!(
+                "batch at offset {} is too far from the segment base {base_offset}",
+                header.base_offset
+            ));
+            break;
+        };
+        // header.base_offset <= last offset, so it fits too.
+        let relative_offset = relative_last - header.last_offset_delta as u32;
+        // next_header checked the length.
+        let total = header.total_bytes().unwrap_or(0) as u64;
+        if let Some(placer) = placer.as_mut() {
+            if let Some(entries) = placer.on_batch(relative_offset, position, total, header.max_timestamp) {
+                outcome.entries.push(entries);
+            }
+        }
+        outcome.first_batch_timestamp.get_or_insert(header.max_timestamp);
+        outcome.max_timestamp = outcome.max_timestamp.max(header.max_timestamp);
+        outcome.last_batch = Some((position, header.base_offset));
+        outcome.next_offset = header.next_offset();
+        outcome.valid_end = position + total;
+        outcome.batches += 1;
+        scanner.skip();
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,297 @@
+//! A simulated disk for tests: an in-memory filesystem that tracks, per file and per
+//! directory, what is durable. `crash` forgets everything not synced (optionally keeping a
+//! random prefix of unsynced appends: a torn write); `fail_writes_after` injects I/O errors.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::disk::{Disk, SegmentFile};
+
+#[derive(Debug, Default)]
+struct Content {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct FileData {
+    content: Mutex<Content>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    generation: u64,
+    /// Names visible now, and names that survive a crash (made durable by `sync_dir`).
+    current: BTreeMap<PathBuf, Arc<FileData>>,
+    durable: BTreeMap<PathBuf, Arc<FileData>>,
+    /// Writes left before writes fail; `None`: never fail.
+    writes_left: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    file_syncs: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// How a crash treats data written but not synced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CrashMode {
+    /// Every unsynced byte and name is lost.
+    ForgetUnsynced,
+    /// Unsynced appends survive up to a pseudo-random length derived from the seed (a torn
+    /// write); unsynced names survive or not at random. Other unsynced changes are lost.
+    TornAppends(u64),
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SimDisk {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct SimFile {
+    shared: Arc<Shared>,
+    data: Arc<FileData>,
+    generation: u64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SimDisk {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Power loss: every open handle dies, and only durable data and names remain.
+    pub fn crash(&self, mode: CrashMode) {
+        let mut state = lock(&self.shared.state);
+        state.generation += 1;
+        state.writes_left = None;
+        let mut rng = match mode {
+            CrashMode::ForgetUnsynced => None,
+            CrashMode::TornAppends(seed) => Some(SplitMix(seed)),
+        };
+        let mut names = state.durable.clone();
+        if let Some(rng) = rng.as_mut() {
+            for (path, data) in &state.current {
+                if !names.contains_key(path) && rng.next() % 2 == 0 {
+                    names.insert(path.clone(), Arc::clone(data));
+                }
+            }
+        }
+        let mut seen: Vec<*const FileData> = Vec::new();
+        for data in state.current.values().chain(state.durable.values()).chain(names.values()) {
+            let pointer = Arc::as_ptr(data);
+            if seen.contains(&pointer) {
+                continue;
+            }
+            seen.push(pointer);
+            let mut content = lock(&data.content);
+            let Content { current, durable } = &mut *content;
+            let appended = current.len() > durable.len() && current.starts_with(durable);
+            let mut survivor = durable.clone();
+            if let (Some(rng), true) = (rng.as_mut(), appended) {
+                let extra = current.len() - durable.len();
+                let keep = (rng.next() % (extra as u64 + 1)) as usize;
+                survivor.extend_from_slice(&current[durable.len()..durable.len() + keep]);
+            }
+            *current = survivor.clone();
+            *durable = survivor;
+        }
+        state.current = names.clone();
+        state.durable = names;
+    }
+
+    /// The next `count` writes succeed; later ones fail (until a crash).
+    pub fn fail_writes_after(&self, count: u64) {
+        lock(&self.shared.state).writes_left = Some(count);
+    }
+
+    /// File fdatasyncs so far.
+    pub fn file_syncs(&self) -> u64 {
+        self.shared.file_syncs.load(Ordering::Relaxed)
+    }
+
+    /// Current content of a file, for tests that corrupt files directly.
+    pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
+        let state = lock(&self.shared.state);
+        state.current.get(path).map(|data| lock(&data.content).current.clone())
+    }
+
+    /// Replaces a file's content, durably (as if corrupted on the platter).
+    pub fn write_file_durably(&self, path: &Path, bytes: &[u8]) {
+        let mut state = lock(&self.shared.state);
+        let data = Arc::clone(state.current.entry(path.to_path_buf()).or_default());
+        state.durable.insert(path.to_path_buf(), Arc::clone(&data));
+        let mut content = lock(&data.content);
+        content.current = bytes.to_vec();
+        content.durable = bytes.to_vec();
+    }
+
+    /// Removes a file durably.
+    pub fn remove_durably(&self, path: &Path) {
+        let mut state = lock(&self.shared.state);
+        state.current.remove(path);
+        state.durable.remove(path);
+    }
+
+    pub fn file_names(&self, dir: &Path) -> Vec<String> {
+        self.list(dir).unwrap_or_default()
+    }
+}
+
+impl SimFile {
+    fn check(&self) -> io::Result<()> {
+        if lock(&self.shared.state).generation != self.generation {
+            return Err(io::Error::other("simulated disk crashed: stale handle"));
+        }
+        Ok(())
+    }
+}
+
+impl SegmentFile for SimFile {
+    fn len(&self) -> io::Result<u64> {
+        self.check()?;
+        Ok(lock(&self.data.content).current.len() as u64)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.check()?;
+        let content = lock(&self.data.content);
+        let offset = usize::try_from(offset).map_err(io::Error::other)?;
+        if offset >= content.current.len() {
+            return Ok(0);
+        }
+        let count = buf.len().min(content.current.len() - offset);
+        buf[..count].copy_from_slice(&content.current[offset..offset + count]);
+        Ok(count)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check()?;
+        {
+            let mut state = lock(&self.shared.state);
+            if let Some(left) = state.writes_left.as_mut() {
+                if *left == 0 {
+                    return Err(io::Error::other("injected write failure"));
+                }
+                *left -= 1;
+            }
+        }
+        self.shared.writes.fetch_add(1, Ordering::Relaxed);
+        let mut content = lock(&self.data.content);
+        let offset = usize::try_from(offset).map_err(io::Error::other)?;
+        let end = offset + buf.len();
+        if content.current.len() < end {
+            content.current.resize(end, 0);
+        }
+        content.current[offset..end].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.check()?;
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        lock(&self.data.content).current.resize(len, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.check()?;
+        self.shared.file_syncs.fetch_add(1, Ordering::Relaxed);
+        let mut content = lock(&self.data.content);
+        content.durable = content.current.clone();
+        Ok(())
+    }
+}
+
+impl Disk for SimDisk {
+    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = lock(&self.shared.state);
+        Ok(state
+            .current
+            .keys()
+            .filter(|path| path.parent() == Some(dir))
+            .filter_map(|path| path.file_name()?.to_str().map(str::to_string))
+            .collect())
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn SegmentFile>> {
+        let mut state = lock(&self.shared.state);
+        let data = match state.current.get(path) {
+            Some(data) => Arc::clone(data),
+            None if create => {
+                let data = Arc::new(FileData::default());
+                state.current.insert(path.to_path_buf(), Arc::clone(&data));
+                data
+            }
+            None => return Err(io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))),
+        };
+        Ok(Arc::new(SimFile {
+            shared: Arc::clone(&self.shared),
+            data,
+            generation: state.generation,
+        }))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut state = lock(&self.shared.state);
+        match state.current.remove(path) {
+            Some(_) => Ok(()),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))),
+        }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = lock(&self.shared.state);
+        let data = state
+            .current
+            .remove(from)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{}", from.display())))?;
+        state.current.insert(to.to_path_buf(), data);
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = lock(&self.shared.state);
+        state.durable.retain(|path, _| path.parent() != Some(dir));
+        let entries: Vec<(PathBuf, Arc<FileData>)> = state
+            .current
+            .iter()
+            .filter(|(path, _)| path.parent() == Some(dir))
+            .map(|(path, data)| (path.clone(), Arc::clone(data)))
+            .collect();
+        state.durable.extend(entries);
+        Ok(())
+    }
+}
+
+/// A small seedable generator (SplitMix64): deterministic tests without a rand dependency.
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-enough in `0..bound` (bound > 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+}

@@ -1,0 +1,1 @@
+//! Tests of the storage engine against a simulated and a real disk.
