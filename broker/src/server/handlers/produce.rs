@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
-use tidelog_proto::batch::{BatchError, BatchIter, RecordBatch};
+use tidelog_proto::batch::{BatchIter, RecordBatch};
+use tidelog_proto::BatchError;
 use tidelog_proto::pb::{self, produce_response, ErrorCode};
 
 use super::{storage_error, unknown_partition, Outcome};
