@@ -108,23 +108,49 @@ impl RawClient {
         }
     }
 
-    async fn produce(&mut self, topic: &str, partition: u32, records: Bytes) -> pb::produce_response::Partition {
-        let response = self.call(pb::ApiKey::Produce, produce_body(topic, partition, records, pb::Acks::Leader)).await;
+    async fn produce(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        records: Bytes,
+    ) -> pb::produce_response::Partition {
+        let response = self
+            .call(
+                pb::ApiKey::Produce,
+                produce_body(topic, partition, records, pb::Acks::Leader),
+            )
+            .await;
         match response.body {
             Some(response::Body::Produce(mut produced)) => produced.topics.remove(0).partitions.remove(0),
             other => panic!("unexpected {other:?} ({})", response.error_message),
         }
     }
 
-    async fn fetch(&mut self, topic: &str, partition: u32, offset: i64, max_wait_ms: u32) -> pb::fetch_response::Partition {
-        let response = self.call(pb::ApiKey::Fetch, fetch_body(topic, partition, offset, max_wait_ms)).await;
+    async fn fetch(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_wait_ms: u32,
+    ) -> pb::fetch_response::Partition {
+        let response = self
+            .call(
+                pb::ApiKey::Fetch,
+                fetch_body(topic, partition, offset, max_wait_ms),
+            )
+            .await;
         match response.body {
             Some(response::Body::Fetch(mut fetched)) => fetched.topics.remove(0).partitions.remove(0),
             other => panic!("unexpected {other:?}"),
         }
     }
 
-    async fn list_offset(&mut self, topic: &str, partition: u32, timestamp: i64) -> pb::list_offsets_response::Partition {
+    async fn list_offset(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> pb::list_offsets_response::Partition {
         let body = Body::ListOffsets(pb::ListOffsetsRequest {
             topics: vec![pb::list_offsets_request::Topic {
                 name: topic.into(),
@@ -165,7 +191,17 @@ fn fetch_body(topic: &str, partition: u32, offset: i64, max_wait_ms: u32) -> Bod
     })
 }
 
-fn batch(values: &[&str], timestamp: i64) -> Bytes {
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A batch of `values` stamped `age_ms` before now. Record timestamps drive age-based rolls
+/// and time retention, so tests use recent ones.
+fn batch(values: &[&str], age_ms: i64) -> Bytes {
+    let timestamp = now_ms() - age_ms;
     let mut builder = RecordBatchBuilder::new();
     for value in values {
         builder.push(&NewRecord {
@@ -184,7 +220,10 @@ fn records(fetched: &pb::fetch_response::Partition) -> Vec<(i64, String)> {
         .flat_map(|batch| batch.unwrap().records().collect::<Vec<_>>())
         .map(|record| {
             let record = record.unwrap();
-            (record.offset, String::from_utf8(record.value.unwrap().to_vec()).unwrap())
+            (
+                record.offset,
+                String::from_utf8(record.value.unwrap().to_vec()).unwrap(),
+            )
         })
         .collect()
 }
@@ -203,11 +242,14 @@ async fn produced_batches_are_fetched_back_at_their_assigned_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start(dir.path()).await;
     let mut client = RawClient::connect(&broker).await;
-    assert_eq!(client.create_topic("events", 2).await.error, ErrorCode::None as i32);
+    assert_eq!(
+        client.create_topic("events", 2).await.error,
+        ErrorCode::None as i32
+    );
 
-    let first = client.produce("events", 1, batch(&["a", "b", "c"], 1_000)).await;
+    let first = client.produce("events", 1, batch(&["a", "b", "c"], 60_000)).await;
     assert_eq!((first.error, first.base_offset, first.last_offset), (0, 0, 2));
-    let second = client.produce("events", 1, batch(&["d", "e"], 2_000)).await;
+    let second = client.produce("events", 1, batch(&["d", "e"], 30_000)).await;
     assert_eq!((second.base_offset, second.last_offset), (3, 4));
 
     let all = client.fetch("events", 1, 0, 0).await;
@@ -221,9 +263,13 @@ async fn produced_batches_are_fetched_back_at_their_assigned_offsets() {
 
     assert_eq!(client.list_offset("events", 1, -2).await.offset, 0);
     assert_eq!(client.list_offset("events", 1, -1).await.offset, 5);
-    let by_time = client.list_offset("events", 1, 1_500).await;
-    assert_eq!((by_time.offset, by_time.timestamp), (3, 2_000));
-    assert_eq!(client.list_offset("events", 1, 9_999).await.offset, -1);
+    let by_time = client.list_offset("events", 1, now_ms() - 45_000).await;
+    assert_eq!(by_time.offset, 3);
+    assert!(by_time.timestamp >= now_ms() - 45_000, "{by_time:?}");
+    assert_eq!(
+        client.list_offset("events", 1, now_ms() + 60_000).await.offset,
+        -1
+    );
     // The other partition is untouched.
     assert_eq!(client.list_offset("events", 0, -1).await.offset, 0);
     broker.shutdown().await.unwrap();
@@ -256,7 +302,12 @@ async fn a_corrupt_batch_is_refused_whole_and_nothing_is_appended() {
     let mut both = BytesMut::from(&good[..]);
     both.extend_from_slice(&bad);
     let refused = client.produce("t", 0, both.freeze()).await;
-    assert_eq!(refused.error, ErrorCode::CorruptMessage as i32, "{}", refused.message);
+    assert_eq!(
+        refused.error,
+        ErrorCode::CorruptMessage as i32,
+        "{}",
+        refused.message
+    );
     assert!(refused.message.contains("CRC"), "{}", refused.message);
     let truncated = client.produce("t", 0, good.slice(..good.len() - 3)).await;
     assert_eq!(truncated.error, ErrorCode::CorruptMessage as i32);
@@ -274,13 +325,29 @@ async fn topic_admin_errors_use_kafka_codes() {
     let broker = start(dir.path()).await;
     let mut client = RawClient::connect(&broker).await;
     assert_eq!(client.create_topic("dup", 1).await.error, 0);
-    assert_eq!(client.create_topic("dup", 1).await.error, ErrorCode::TopicAlreadyExists as i32);
-    assert_eq!(client.create_topic("bad/name", 1).await.error, ErrorCode::InvalidTopic as i32);
-    assert_eq!(client.create_topic("huge", 1_000_000).await.error, ErrorCode::InvalidPartitions as i32);
+    assert_eq!(
+        client.create_topic("dup", 1).await.error,
+        ErrorCode::TopicAlreadyExists as i32
+    );
+    assert_eq!(
+        client.create_topic("bad/name", 1).await.error,
+        ErrorCode::InvalidTopic as i32
+    );
+    assert_eq!(
+        client.create_topic("huge", 1_000_000).await.error,
+        ErrorCode::InvalidPartitions as i32
+    );
     let deleted = client
-        .call(pb::ApiKey::DeleteTopics, Body::DeleteTopics(pb::DeleteTopicsRequest { names: vec!["dup".into(), "nope".into()] }))
+        .call(
+            pb::ApiKey::DeleteTopics,
+            Body::DeleteTopics(pb::DeleteTopicsRequest {
+                names: vec!["dup".into(), "nope".into()],
+            }),
+        )
         .await;
-    let Some(response::Body::DeleteTopics(deleted)) = deleted.body else { panic!() };
+    let Some(response::Body::DeleteTopics(deleted)) = deleted.body else {
+        panic!()
+    };
     assert_eq!(deleted.topics[0].error, 0);
     assert_eq!(deleted.topics[1].error, ErrorCode::UnknownTopicOrPartition as i32);
     // A deleted topic's name can be reused, and starts empty.
@@ -296,14 +363,28 @@ async fn undecodable_and_unsupported_requests_get_errors_and_the_connection_surv
     let mut client = RawClient::connect(&broker).await;
     client.send_raw(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await;
     let garbage = client.next_response().await.unwrap();
-    assert_eq!((garbage.correlation_id, garbage.error), (0, ErrorCode::InvalidRequest as i32));
+    assert_eq!(
+        (garbage.correlation_id, garbage.error),
+        (0, ErrorCode::InvalidRequest as i32)
+    );
 
-    let (id, mut request) = client.request(pb::ApiKey::Metadata, Body::Metadata(pb::MetadataRequest::default()));
+    let (id, mut request) = client.request(
+        pb::ApiKey::Metadata,
+        Body::Metadata(pb::MetadataRequest::default()),
+    );
     request.header.as_mut().unwrap().version = 99;
     client.send(&request).await;
-    assert_eq!(client.response_to(id).await.error, ErrorCode::UnsupportedVersion as i32);
+    assert_eq!(
+        client.response_to(id).await.error,
+        ErrorCode::UnsupportedVersion as i32
+    );
 
-    let mismatched = client.call(pb::ApiKey::Produce, Body::Metadata(pb::MetadataRequest::default())).await;
+    let mismatched = client
+        .call(
+            pb::ApiKey::Produce,
+            Body::Metadata(pb::MetadataRequest::default()),
+        )
+        .await;
     assert_eq!(mismatched.error, ErrorCode::InvalidRequest as i32);
 
     assert_eq!(client.create_topic("still-fine", 1).await.error, 0);
@@ -319,8 +400,15 @@ async fn an_oversized_frame_closes_only_that_connection() {
     attacker.send_raw(&[0xff, 0xff, 0xff, 0xff]).await;
     let refusal = attacker.next_response().await.unwrap();
     assert_eq!(refusal.error, ErrorCode::InvalidRequest as i32);
-    assert!(refusal.error_message.contains("exceeds"), "{}", refusal.error_message);
-    assert!(attacker.next_response().await.is_none(), "connection should be closed");
+    assert!(
+        refusal.error_message.contains("exceeds"),
+        "{}",
+        refusal.error_message
+    );
+    assert!(
+        attacker.next_response().await.is_none(),
+        "connection should be closed"
+    );
     assert_eq!(bystander.create_topic("t", 1).await.error, 0);
     broker.shutdown().await.unwrap();
 }
@@ -337,10 +425,16 @@ async fn long_poll_fetch_is_woken_by_an_append() {
     consumer.send(&request).await;
     producer.produce("t", 0, batch(&["wake"], 1)).await;
     let response = consumer.response_to(id).await;
-    let Some(response::Body::Fetch(mut fetched)) = response.body else { panic!() };
+    let Some(response::Body::Fetch(mut fetched)) = response.body else {
+        panic!()
+    };
     let partition = fetched.topics.remove(0).partitions.remove(0);
     assert_eq!(records(&partition), [(0, "wake".to_string())]);
-    assert!(asked.elapsed() < Duration::from_secs(10), "woken late: {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "woken late: {:?}",
+        asked.elapsed()
+    );
 
     // With nothing to wake it, a fetch waits out its max_wait_ms and returns empty.
     let idle_started = Instant::now();
@@ -356,21 +450,35 @@ async fn pipelined_produces_append_in_send_order_and_acks_none_gets_no_response(
     let broker = start(dir.path()).await;
     let mut client = RawClient::connect(&broker).await;
     client.create_topic("t", 1).await;
-    let silent = client.request(pb::ApiKey::Produce, produce_body("t", 0, batch(&["silent"], 1), pb::Acks::None)).1;
+    let silent = client
+        .request(
+            pb::ApiKey::Produce,
+            produce_body("t", 0, batch(&["silent"], 1), pb::Acks::None),
+        )
+        .1;
     client.send(&silent).await;
     let mut ids = Vec::new();
     for i in 0..50 {
         let value = format!("v{i}");
-        let (id, request) = client.request(pb::ApiKey::Produce, produce_body("t", 0, batch(&[&value], 1), pb::Acks::Leader));
+        let (id, request) = client.request(
+            pb::ApiKey::Produce,
+            produce_body("t", 0, batch(&[&value], 1), pb::Acks::Leader),
+        );
         client.send(&request).await;
         ids.push(id);
     }
     for (i, id) in ids.into_iter().enumerate() {
         let response = client.response_to(id).await;
-        let Some(response::Body::Produce(produced)) = response.body else { panic!() };
+        let Some(response::Body::Produce(produced)) = response.body else {
+            panic!()
+        };
         assert_eq!(produced.topics[0].partitions[0].base_offset, i as i64 + 1);
     }
-    assert!(client.early.is_empty(), "acks=none must not be answered: {:?}", client.early);
+    assert!(
+        client.early.is_empty(),
+        "acks=none must not be answered: {:?}",
+        client.early
+    );
     let fetched = client.fetch("t", 0, 0, 0).await;
     assert_eq!(records(&fetched)[0], (0, "silent".to_string()));
     broker.shutdown().await.unwrap();
@@ -388,13 +496,26 @@ async fn topics_and_records_survive_a_graceful_restart() {
     }
     let broker = start(dir.path()).await;
     let mut client = RawClient::connect(&broker).await;
-    let metadata = client.call(pb::ApiKey::Metadata, Body::Metadata(pb::MetadataRequest::default())).await;
-    let Some(response::Body::Metadata(metadata)) = metadata.body else { panic!() };
+    let metadata = client
+        .call(
+            pb::ApiKey::Metadata,
+            Body::Metadata(pb::MetadataRequest::default()),
+        )
+        .await;
+    let Some(response::Body::Metadata(metadata)) = metadata.body else {
+        panic!()
+    };
     assert_eq!(metadata.topics.len(), 1);
     assert_eq!(metadata.topics[0].partitions.len(), 3);
     assert_eq!(metadata.topics[0].partitions[2].high_watermark, 2);
-    assert_eq!(client.produce("kept", 2, batch(&["three"], 6)).await.base_offset, 2);
-    let values: Vec<_> = records(&client.fetch("kept", 2, 0, 0).await).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(
+        client.produce("kept", 2, batch(&["three"], 6)).await.base_offset,
+        2
+    );
+    let values: Vec<_> = records(&client.fetch("kept", 2, 0, 0).await)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     assert_eq!(values, ["one", "two", "three"]);
     broker.shutdown().await.unwrap();
 }
