@@ -33,11 +33,18 @@ pub(crate) enum Outcome {
     Deferred(Pending),
 }
 
-pub(crate) fn dispatch(context: &Arc<BrokerContext>, header: &pb::RequestHeader, body: Option<Body>) -> Outcome {
+pub(crate) fn dispatch(
+    context: &Arc<BrokerContext>,
+    header: &pb::RequestHeader,
+    body: Option<Body>,
+) -> Outcome {
     if header.version != PROTOCOL_VERSION {
         return Outcome::Failed(
             ErrorCode::UnsupportedVersion,
-            format!("version {} is not supported; this broker speaks {PROTOCOL_VERSION}", header.version),
+            format!(
+                "version {} is not supported; this broker speaks {PROTOCOL_VERSION}",
+                header.version
+            ),
         );
     }
     let Some(body) = body else {
@@ -99,18 +106,19 @@ fn unknown_partition(topic: &str, partition: u32) -> (ErrorCode, String) {
 }
 
 fn unknown_topic(topic: &str) -> (ErrorCode, String) {
-    (ErrorCode::UnknownTopicOrPartition, format!("topic {topic:?} does not exist"))
+    (
+        ErrorCode::UnknownTopicOrPartition,
+        format!("topic {topic:?} does not exist"),
+    )
 }
 
 /// Runs blocking admin work (file creation, sled writes) off the async workers.
-fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> impl Future<Output = Option<T>> {
-    async move {
-        match tokio::task::spawn_blocking(work).await {
-            Ok(value) => Some(value),
-            Err(error) => {
-                tracing::error!(%error, "admin task panicked");
-                None
-            }
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::error!(%error, "admin task panicked");
+            None
         }
     }
 }
