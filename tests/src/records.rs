@@ -43,10 +43,20 @@ pub fn batch_of<V: AsRef<[u8]>>(values: &[V]) -> Bytes {
     keyed_batch(&records)
 }
 
-/// One uncompressed batch of `(key, value)` records.
+/// One uncompressed batch of `(key, value)` records, stamped now.
 pub fn keyed_batch(records: &[(Option<&[u8]>, &[u8])]) -> Bytes {
+    timed_keyed_batch(records, now_ms())
+}
+
+/// One uncompressed batch of unkeyed records, every one stamped `timestamp` (ms).
+pub fn timed_batch<V: AsRef<[u8]>>(values: &[V], timestamp: i64) -> Bytes {
+    let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|value| (None, value.as_ref())).collect();
+    timed_keyed_batch(&records, timestamp)
+}
+
+/// One uncompressed batch of `(key, value)` records, every one stamped `timestamp` (ms).
+pub fn timed_keyed_batch(records: &[(Option<&[u8]>, &[u8])], timestamp: i64) -> Bytes {
     assert!(!records.is_empty(), "a batch needs at least one record");
-    let timestamp = now_ms();
     let mut builder = RecordBatchBuilder::new();
     for (key, value) in records {
         builder.push(&NewRecord {

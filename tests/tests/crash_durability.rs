@@ -24,7 +24,7 @@ const PRODUCERS: u64 = 3;
 /// Small segments, so crashes also land around segment rolls.
 const SEGMENT_BYTES: u64 = 64 << 10;
 const ROUNDS_MIN: usize = 4;
-const ROUNDS_MAX: usize = 12;
+const ROUNDS_MAX: usize = 20;
 /// No new round starts after this much time (debug builds on slow disks).
 const TIME_BUDGET: Duration = Duration::from_secs(40);
 const ACK_WAIT: Duration = Duration::from_secs(60);
