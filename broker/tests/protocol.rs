@@ -519,3 +519,20 @@ async fn topics_and_records_survive_a_graceful_restart() {
     assert_eq!(values, ["one", "two", "three"]);
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn acks_none_data_becomes_visible_under_flush_always_without_other_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut client = RawClient::connect(&broker).await;
+    client.create_topic("t", 1).await;
+    let (_, silent) = client.request(
+        pb::ApiKey::Produce,
+        produce_body("t", 0, batch(&["alone"], 1), pb::Acks::None),
+    );
+    client.send(&silent).await;
+    // A long poll returns as soon as the record is synced and visible.
+    let fetched = client.fetch("t", 0, 0, 10_000).await;
+    assert_eq!(records(&fetched), [(0, "alone".to_string())]);
+    broker.shutdown().await.unwrap();
+}

@@ -10,13 +10,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use tidelog_proto::batch::{BatchIter, RecordBatch};
-use tidelog_proto::BatchError;
 use tidelog_proto::pb::{self, produce_response, ErrorCode};
+use tidelog_proto::BatchError;
 
 use super::{storage_error, unknown_partition, Outcome};
 use crate::broker::BrokerContext;
 use crate::clock::now_ms;
-use crate::storage::PartitionLog;
+use crate::storage::{FlushPolicy, PartitionLog};
 
 /// A partition whose batches were appended and now await durability.
 struct Appended {
@@ -48,6 +48,21 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ProduceRequest) 
         topics.push((topic.name, partitions));
     }
     if acks == pb::Acks::None {
+        // Nobody waits for an answer, but under flush=always the data becomes visible only
+        // once synced: start the group commit anyway.
+        for (_, partitions) in &topics {
+            for appended in partitions.iter().filter_map(|(_, result)| result.as_ref().ok()) {
+                if appended.log.config().flush == FlushPolicy::Always {
+                    let log = appended.log.clone();
+                    let next_offset = appended.last_offset + 1;
+                    tokio::spawn(async move {
+                        if let Err(error) = log.wait_durable(next_offset).await {
+                            tracing::error!(%error, "sync after an acks=none produce failed");
+                        }
+                    });
+                }
+            }
+        }
         return Outcome::Silent;
     }
     Outcome::Deferred(Box::pin(async move {
@@ -101,7 +116,9 @@ fn validate_batches(records: Bytes, batch_bytes_max: usize) -> Result<Vec<Record
             ));
         }
         batch.validate().map_err(|error| match error {
-            BatchError::UnsupportedCompression(_) => (ErrorCode::UnsupportedCompressionType, error.to_string()),
+            BatchError::UnsupportedCompression(_) => {
+                (ErrorCode::UnsupportedCompressionType, error.to_string())
+            }
             other => (ErrorCode::CorruptMessage, other.to_string()),
         })?;
         let header = batch.header();
