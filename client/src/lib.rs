@@ -1,1 +1,41 @@
-//! placeholder
+//! Tidelog client: a [`Client`] that connects and keeps cluster metadata, an [`Admin`] for
+//! topics and offsets, a batching [`Producer`] and a [`Consumer`] of assigned partitions.
+//!
+//! ```no_run
+//! use tidelog_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
+//! # async fn demo() -> tidelog_client::Result<()> {
+//! let client = Client::connect(ClientConfig::new(["127.0.0.1:7171"])).await?;
+//! let producer = Producer::new(client.clone(), ProducerConfig::default())?;
+//! let delivery = producer.send(ProducerRecord::new("events", "hello").key("user-1")).await?;
+//! let landed = delivery.await?;
+//! println!("partition {} offset {:?}", landed.partition(), landed.offset());
+//! producer.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Architecture invariant: `wire.rs`, `connection.rs` and the request-building parts of
+//! `client.rs`, `admin.rs`, `producer.rs` and `consumer.rs` are the only places that name
+//! protobuf types; nothing public does.
+
+mod accumulator;
+mod batch_writer;
+mod connection;
+mod wire;
+
+pub mod admin;
+pub mod client;
+pub mod consumer;
+pub mod error;
+pub mod partitioner;
+pub mod producer;
+pub mod types;
+
+pub use admin::{Admin, NewTopic, PartitionDescription, PartitionOffset, TopicConfig, TopicDescription};
+pub use client::{Client, ClientConfig, DEFAULT_BROKER};
+pub use consumer::{Consumer, ConsumerConfig, OffsetReset, Seek};
+pub use error::{Error, Result};
+pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerMetrics};
+pub use types::{
+    Acks, BrokerId, Delivery, ErrorCode, Header, Offset, OffsetSpec, PartitionId, ProducerRecord, Record,
+    TopicName,
+};

@@ -1,0 +1,585 @@
+//! The producer's record accumulator: one open batch per partition, filled by `send` and
+//! sealed when full or when its linger time is up; sealed batches wait in a ready queue for
+//! the sender task. Also the per-batch completion state behind each [`DeliveryFuture`].
+//!
+//! Nothing here does I/O or reads the clock: callers pass `now`, so batching is tested with
+//! exact times.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use tidelog_proto::batch::{ProducerStamp, BATCH_HEADER_BYTES};
+
+use crate::batch_writer::{BatchWriter, RecordParts};
+use crate::error::{Error, Result};
+use crate::partitioner::{next_sticky_partition, partition_for_key};
+use crate::types::{Delivery, Offset, PartitionId, ProducerRecord, TopicName};
+
+/// A new batch's buffer starts at least this large; later batches of the partition start at
+/// the size the previous one reached, so a steady stream does not regrow its buffers.
+const BATCH_CAPACITY_MIN_BYTES: usize = 16 * 1024;
+
+/// What a finished batch resolved to: the base offset (`None` under acks=none) or the error
+/// every record of it shares.
+type BatchOutcome = std::result::Result<Option<Offset>, Arc<Error>>;
+
+#[derive(Debug, Default)]
+struct BatchState {
+    outcome: Option<BatchOutcome>,
+    wakers: Vec<Waker>,
+}
+
+/// Completion state of one batch, shared by the delivery futures of its records.
+#[derive(Debug)]
+pub(crate) struct BatchShared {
+    topic: TopicName,
+    partition: PartitionId,
+    state: Mutex<BatchState>,
+}
+
+impl BatchShared {
+    fn new(topic: TopicName, partition: PartitionId) -> Self {
+        Self {
+            topic,
+            partition,
+            state: Mutex::new(BatchState::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BatchState> {
+        // The state is a single Option and a Vec of wakers: never torn by a panic.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records the outcome and wakes every waiting future. Later calls are ignored: a batch
+    /// completes once.
+    pub fn complete(&self, outcome: BatchOutcome) {
+        let wakers = {
+            let mut state = self.lock();
+            if state.outcome.is_some() {
+                return;
+            }
+            state.outcome = Some(outcome);
+            std::mem::take(&mut state.wakers)
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// Resolves to where one sent record landed, once its batch is acknowledged (or written,
+/// under acks=none), or to the error that failed its batch.
+#[derive(Debug)]
+#[must_use = "a delivery future reports whether the record was delivered"]
+pub struct DeliveryFuture {
+    batch: Arc<BatchShared>,
+    index: u32,
+}
+
+impl DeliveryFuture {
+    /// The partition the record was assigned to (known before delivery).
+    pub fn partition(&self) -> PartitionId {
+        self.batch.partition
+    }
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<Delivery>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.batch.lock();
+        match &state.outcome {
+            Some(Ok(base)) => Poll::Ready(Ok(Delivery {
+                partition: self.batch.partition,
+                offset: base.map(|base| base.plus(i64::from(self.index))),
+            })),
+            Some(Err(error)) => Poll::Ready(Err(Error::Delivery {
+                topic: self.batch.topic.to_string(),
+                partition: self.batch.partition,
+                source: error.clone(),
+            })),
+            None => {
+                if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    state.wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// A sealed batch on its way to the broker.
+#[derive(Debug)]
+pub(crate) struct ReadyBatch {
+    pub topic: TopicName,
+    pub partition: PartitionId,
+    pub records: Bytes,
+    pub record_count: usize,
+    /// Buffer bytes reserved by its records; released when the batch completes.
+    pub reserved_bytes: usize,
+    /// Sends so far; a retry increments it.
+    pub attempts: u32,
+    pub shared: Arc<BatchShared>,
+}
+
+impl ReadyBatch {
+    pub fn complete(&self, outcome: BatchOutcome) {
+        self.shared.complete(outcome);
+    }
+}
+
+#[derive(Debug)]
+struct OpenBatch {
+    writer: BatchWriter,
+    shared: Arc<BatchShared>,
+    created: Instant,
+    reserved_bytes: usize,
+}
+
+#[derive(Debug)]
+struct TopicBatches {
+    open: Vec<Option<OpenBatch>>,
+    capacity_hint: Vec<usize>,
+    /// The partition keyless records go to until its batch is sealed.
+    sticky: Option<u32>,
+    previous_sticky: Option<u32>,
+}
+
+/// Batching limits, from the producer config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchLimits {
+    pub batch_size_bytes: usize,
+    pub linger: Duration,
+}
+
+/// The result of [`Accumulator::append`].
+#[derive(Debug)]
+pub(crate) enum Appended {
+    /// The record is in a batch; `wake_sender` when a batch was sealed or a new one opened
+    /// (the sender must send it, or time its linger).
+    Done {
+        delivery: DeliveryFuture,
+        wake_sender: bool,
+        new_batch: bool,
+    },
+    /// The topic's partition count is not known yet: load metadata and call again.
+    NeedMetadata,
+}
+
+#[derive(Debug)]
+pub(crate) struct Accumulator {
+    limits: BatchLimits,
+    topics: HashMap<TopicName, TopicBatches>,
+    ready: VecDeque<ReadyBatch>,
+    rng: StdRng,
+}
+
+impl Accumulator {
+    pub fn new(limits: BatchLimits, rng: StdRng) -> Self {
+        Self {
+            limits,
+            topics: HashMap::new(),
+            ready: VecDeque::new(),
+            rng,
+        }
+    }
+
+    /// Learns (or updates) a topic's partition count. Open batches of partitions beyond a
+    /// shrunken count stay until sealed.
+    pub fn set_partition_count(&mut self, topic: &TopicName, partitions: u32) {
+        let entry = self.topics.entry(topic.clone()).or_insert_with(|| TopicBatches {
+            open: Vec::new(),
+            capacity_hint: Vec::new(),
+            sticky: None,
+            previous_sticky: None,
+        });
+        let partitions = partitions as usize;
+        if entry.open.len() < partitions {
+            entry.open.resize_with(partitions, || None);
+            entry.capacity_hint.resize(partitions, BATCH_CAPACITY_MIN_BYTES);
+        }
+        if entry.sticky.is_some_and(|p| p as usize >= partitions) {
+            entry.sticky = None;
+        }
+    }
+
+    /// Adds a record to its partition's open batch, sealing a full batch first.
+    pub fn append(
+        &mut self,
+        record: &ProducerRecord,
+        reserved_bytes: usize,
+        timestamp_ms: i64,
+        now: Instant,
+    ) -> Result<Appended> {
+        let Some(topic) = self.topics.get_mut(record.topic.as_str()) else {
+            return Ok(Appended::NeedMetadata);
+        };
+        let partitions = topic.open.len() as u32;
+        if partitions == 0 {
+            return Ok(Appended::NeedMetadata);
+        }
+        let keyless = record.partition.is_none() && record.key.is_none();
+        let mut partition = match (record.partition, &record.key) {
+            (Some(partition), _) => {
+                if partition.get() >= partitions {
+                    return Err(Error::UnknownTopicOrPartition {
+                        topic: record.topic.to_string(),
+                        partition: Some(partition),
+                    });
+                }
+                partition.get()
+            }
+            (None, Some(key)) => partition_for_key(key, partitions),
+            (None, None) => sticky(topic, partitions, &mut self.rng),
+        };
+        let parts = RecordParts {
+            timestamp: timestamp_ms,
+            key: record.key.as_deref(),
+            value: record.value.as_deref(),
+            headers: &record.headers,
+        };
+        let mut wake_sender = false;
+        // Seal a batch the record would overflow; a keyless record then moves to a new sticky
+        // partition, as Kafka's sticky partitioner does when a batch completes.
+        let full = topic.open[partition as usize].as_ref().is_some_and(|open| {
+            open.writer.record_count() > 0
+                && open.writer.size_bytes() + open.writer.record_size_bytes(&parts)
+                    > self.limits.batch_size_bytes
+        });
+        if full {
+            if let Some(open) = topic.open[partition as usize].take() {
+                let ready = seal(topic, &record.topic, partition, open);
+                self.ready.push_back(ready);
+                wake_sender = true;
+            }
+            if keyless {
+                partition = sticky(topic, partitions, &mut self.rng);
+            }
+        }
+        let slot = partition as usize;
+        let mut new_batch = false;
+        if topic.open[slot].is_none() {
+            let record_bytes = BATCH_HEADER_BYTES + reserved_bytes;
+            let capacity = topic.capacity_hint[slot]
+                .clamp(
+                    BATCH_CAPACITY_MIN_BYTES,
+                    self.limits.batch_size_bytes.max(BATCH_CAPACITY_MIN_BYTES),
+                )
+                .max(record_bytes);
+            topic.open[slot] = Some(OpenBatch {
+                writer: BatchWriter::with_capacity(capacity),
+                shared: Arc::new(BatchShared::new(
+                    record.topic.clone(),
+                    PartitionId::new(partition),
+                )),
+                created: now,
+                reserved_bytes: 0,
+            });
+            new_batch = true;
+            wake_sender = true;
+        }
+        // Just ensured above that the slot holds an open batch.
+        let Some(open) = topic.open[slot].as_mut() else {
+            unreachable!("the open batch was created above")
+        };
+        let index = open.writer.record_count() as u32;
+        open.writer.push(&parts);
+        open.reserved_bytes += reserved_bytes;
+        let delivery = DeliveryFuture {
+            batch: open.shared.clone(),
+            index,
+        };
+        // A batch that reached its limit exactly is sealed now rather than on the next send.
+        if open.writer.size_bytes() >= self.limits.batch_size_bytes {
+            if let Some(open) = topic.open[slot].take() {
+                let ready = seal(topic, &record.topic, partition, open);
+                self.ready.push_back(ready);
+            }
+        }
+        Ok(Appended::Done {
+            delivery,
+            wake_sender,
+            new_batch,
+        })
+    }
+
+    /// Takes the sealed batches plus every open batch whose linger is up at `now`. Also
+    /// returns when the next open batch's linger ends.
+    pub fn drain(&mut self, now: Instant) -> (Vec<ReadyBatch>, Option<Instant>) {
+        let linger = self.limits.linger;
+        let mut next_deadline: Option<Instant> = None;
+        for (name, topic) in &mut self.topics {
+            for slot in 0..topic.open.len() {
+                let Some(open) = &topic.open[slot] else { continue };
+                let deadline = open.created + linger;
+                if deadline <= now {
+                    if let Some(open) = topic.open[slot].take() {
+                        let ready = seal(topic, name, slot as u32, open);
+                        self.ready.push_back(ready);
+                    }
+                } else {
+                    next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                }
+            }
+        }
+        (self.ready.drain(..).collect(), next_deadline)
+    }
+
+    /// Seals every open batch now (flush and close).
+    pub fn seal_all(&mut self) {
+        for (name, topic) in &mut self.topics {
+            for slot in 0..topic.open.len() {
+                if let Some(open) = topic.open[slot].take() {
+                    let ready = seal(topic, name, slot as u32, open);
+                    self.ready.push_back(ready);
+                }
+            }
+        }
+    }
+
+    /// Puts a batch back at the front of the queue, for a retry.
+    pub fn requeue(&mut self, batch: ReadyBatch) {
+        self.ready.push_front(batch);
+    }
+
+    #[cfg(test)]
+    pub fn has_open_or_ready(&self) -> bool {
+        !self.ready.is_empty() || self.topics.values().any(|t| t.open.iter().any(Option::is_some))
+    }
+}
+
+fn sticky(topic: &mut TopicBatches, partitions: u32, rng: &mut StdRng) -> u32 {
+    if let Some(partition) = topic.sticky {
+        return partition;
+    }
+    let partition = next_sticky_partition(topic.previous_sticky, partitions, rng);
+    topic.sticky = Some(partition);
+    partition
+}
+
+fn seal(topic: &mut TopicBatches, name: &TopicName, partition: u32, open: OpenBatch) -> ReadyBatch {
+    if topic.sticky == Some(partition) {
+        topic.previous_sticky = topic.sticky.take();
+    }
+    if let Some(hint) = topic.capacity_hint.get_mut(partition as usize) {
+        *hint = open.writer.size_bytes();
+    }
+    let record_count = open.writer.record_count();
+    ReadyBatch {
+        topic: name.clone(),
+        partition: PartitionId::new(partition),
+        // The idempotent producer will stamp its id, epoch and sequence here.
+        records: open.writer.finish(ProducerStamp::default()),
+        record_count,
+        reserved_bytes: open.reserved_bytes,
+        attempts: 0,
+        shared: open.shared,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use tidelog_proto::batch::RecordBatch;
+
+    fn accumulator(batch_size_bytes: usize, linger_ms: u64) -> Accumulator {
+        let mut acc = Accumulator::new(
+            BatchLimits {
+                batch_size_bytes,
+                linger: Duration::from_millis(linger_ms),
+            },
+            StdRng::seed_from_u64(7),
+        );
+        acc.set_partition_count(&TopicName::new("t"), 4);
+        acc
+    }
+
+    fn append(acc: &mut Accumulator, record: ProducerRecord, now: Instant) -> DeliveryFuture {
+        match acc.append(&record, 10, 1_000, now).unwrap() {
+            Appended::Done { delivery, .. } => delivery,
+            Appended::NeedMetadata => panic!("metadata is known"),
+        }
+    }
+
+    fn value(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
+
+    #[test]
+    fn unknown_topic_asks_for_metadata() {
+        let mut acc = accumulator(1024, 5);
+        let record = ProducerRecord::new("other", value(1));
+        assert!(matches!(
+            acc.append(&record, 1, 0, Instant::now()),
+            Ok(Appended::NeedMetadata)
+        ));
+    }
+
+    #[test]
+    fn explicit_partition_out_of_range_is_an_error() {
+        let mut acc = accumulator(1024, 5);
+        let record = ProducerRecord::new("t", value(1)).partition(PartitionId::new(4));
+        assert!(matches!(
+            acc.append(&record, 1, 0, Instant::now()),
+            Err(Error::UnknownTopicOrPartition { .. })
+        ));
+    }
+
+    #[test]
+    fn records_batch_until_the_size_limit_then_a_new_batch_starts() {
+        let mut acc = accumulator(1000, 1_000);
+        let now = Instant::now();
+        let p0 = PartitionId::new(0);
+        for _ in 0..20 {
+            drop(append(
+                &mut acc,
+                ProducerRecord::new("t", value(100)).partition(p0),
+                now,
+            ));
+        }
+        let (ready, next) = acc.drain(now);
+        assert!(next.is_some(), "the last batch is still open");
+        assert!(!ready.is_empty());
+        let mut total = 0;
+        for batch in &ready {
+            assert!(
+                batch.records.len() <= 1000,
+                "batch of {} bytes",
+                batch.records.len()
+            );
+            let (parsed, _) = RecordBatch::split_first(&batch.records).unwrap();
+            parsed.validate().unwrap();
+            assert_eq!(parsed.header().record_count as usize, batch.record_count);
+            total += batch.record_count;
+        }
+        acc.seal_all();
+        let (rest, _) = acc.drain(now);
+        total += rest.iter().map(|b| b.record_count).sum::<usize>();
+        assert_eq!(total, 20);
+    }
+
+    #[test]
+    fn open_batch_is_sent_only_after_its_linger() {
+        let mut acc = accumulator(1 << 20, 5);
+        let start = Instant::now();
+        drop(append(
+            &mut acc,
+            ProducerRecord::new("t", value(10)).partition(PartitionId::new(1)),
+            start,
+        ));
+        let (ready, next) = acc.drain(start + Duration::from_millis(4));
+        assert!(ready.is_empty());
+        assert_eq!(next, Some(start + Duration::from_millis(5)));
+        let (ready, next) = acc.drain(start + Duration::from_millis(5));
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].partition, PartitionId::new(1));
+        assert_eq!(next, None);
+        assert!(!acc.has_open_or_ready());
+    }
+
+    #[test]
+    fn keyed_records_follow_murmur2() {
+        let mut acc = accumulator(1 << 20, 5);
+        for key in ["a", "b", "foobar", "21", "kafka"] {
+            let delivery = append(
+                &mut acc,
+                ProducerRecord::new("t", value(1)).key(key),
+                Instant::now(),
+            );
+            assert_eq!(delivery.partition().get(), partition_for_key(key.as_bytes(), 4));
+        }
+    }
+
+    #[test]
+    fn keyless_records_stick_to_a_partition_until_its_batch_is_sealed() {
+        let mut acc = accumulator(1 << 20, 5);
+        let now = Instant::now();
+        let first = append(&mut acc, ProducerRecord::new("t", value(1)), now).partition();
+        for _ in 0..50 {
+            assert_eq!(
+                append(&mut acc, ProducerRecord::new("t", value(1)), now).partition(),
+                first
+            );
+        }
+        let (ready, _) = acc.drain(now + Duration::from_millis(5));
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].record_count, 51);
+        let second = append(&mut acc, ProducerRecord::new("t", value(1)), now).partition();
+        assert_ne!(
+            second, first,
+            "a new batch moves keyless records to another partition"
+        );
+    }
+
+    #[test]
+    fn full_keyless_batch_moves_on_to_another_partition() {
+        let mut acc = accumulator(1000, 1_000);
+        let now = Instant::now();
+        let first = append(&mut acc, ProducerRecord::new("t", value(300)), now).partition();
+        let mut moved = None;
+        for _ in 0..5 {
+            let partition = append(&mut acc, ProducerRecord::new("t", value(300)), now).partition();
+            if partition != first {
+                moved = Some(partition);
+                break;
+            }
+        }
+        assert!(
+            moved.is_some(),
+            "the sticky partition changes once its batch is full"
+        );
+    }
+
+    #[tokio::test]
+    async fn delivery_futures_resolve_to_base_offset_plus_index() {
+        let mut acc = accumulator(1 << 20, 0);
+        let now = Instant::now();
+        let p2 = PartitionId::new(2);
+        let futures: Vec<DeliveryFuture> = (0..3)
+            .map(|_| append(&mut acc, ProducerRecord::new("t", value(5)).partition(p2), now))
+            .collect();
+        let (ready, _) = acc.drain(now);
+        assert_eq!(ready.len(), 1);
+        ready[0].complete(Ok(Some(Offset::new(40))));
+        for (index, future) in futures.into_iter().enumerate() {
+            let delivery = future.await.unwrap();
+            assert_eq!(delivery.partition(), p2);
+            assert_eq!(delivery.offset(), Some(Offset::new(40 + index as i64)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_every_record_with_the_shared_cause() {
+        let mut acc = accumulator(1 << 20, 0);
+        let now = Instant::now();
+        let a = append(
+            &mut acc,
+            ProducerRecord::new("t", value(5)).partition(PartitionId::new(0)),
+            now,
+        );
+        let b = append(
+            &mut acc,
+            ProducerRecord::new("t", value(5)).partition(PartitionId::new(0)),
+            now,
+        );
+        let (ready, _) = acc.drain(now);
+        let waiting = tokio::spawn(b);
+        ready[0].complete(Err(Arc::new(Error::ProducerClosed)));
+        // A second completion is ignored: a batch completes once.
+        ready[0].complete(Ok(Some(Offset::new(1))));
+        for result in [a.await, waiting.await.unwrap()] {
+            match result {
+                Err(Error::Delivery { source, .. }) => assert!(matches!(*source, Error::ProducerClosed)),
+                other => panic!("expected a delivery error, got {other:?}"),
+            }
+        }
+    }
+}

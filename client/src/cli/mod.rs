@@ -1,0 +1,198 @@
+//! Argument definitions of the `tidelog` CLI and dispatch to the command modules. The command
+//! names and flags are a contract: add flags, never rename them.
+
+mod consume;
+mod perf;
+mod produce;
+mod topic;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tidelog_client::{Acks, Client, ClientConfig, DEFAULT_BROKER};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidelog",
+    version,
+    about = "Command-line client for the Tidelog broker"
+)]
+pub struct Cli {
+    /// Broker address (host:port); several, comma-separated, are tried in order.
+    #[arg(long, global = true, env = "TIDELOG_BROKER", default_value = DEFAULT_BROKER, value_name = "ADDR")]
+    broker: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe and delete topics.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+    /// Send one record per line of stdin.
+    Produce(produce::ProduceArgs),
+    /// Print records to stdout, one per line.
+    Consume(consume::ConsumeArgs),
+    /// Measure producer or consumer throughput and latency.
+    Perf {
+        #[command(subcommand)]
+        command: PerfCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create(topic::CreateArgs),
+    /// List all topics.
+    List,
+    /// Show a topic's partitions, offsets and configuration.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PerfCommand {
+    /// Produce N records as fast as possible.
+    Produce(perf::PerfProduceArgs),
+    /// Consume N records from the beginning of every partition.
+    Consume(perf::PerfConsumeArgs),
+}
+
+/// `--acks` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AcksArg {
+    /// No response from the broker; a record counts as sent once written to the socket.
+    None,
+    /// The leader has appended the batch.
+    Leader,
+}
+
+impl From<AcksArg> for Acks {
+    fn from(acks: AcksArg) -> Acks {
+        match acks {
+            AcksArg::None => Acks::None,
+            AcksArg::Leader => Acks::Leader,
+        }
+    }
+}
+
+/// Connection tuning shared by the commands that stream data.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Requests pipelined on one broker connection.
+    #[arg(long, default_value_t = ClientConfig::MAX_IN_FLIGHT_REQUESTS_DEFAULT, value_name = "N")]
+    max_in_flight: usize,
+    /// Largest frame accepted from or sent to the broker.
+    #[arg(long, default_value_t = ClientConfig::MAX_FRAME_BYTES_DEFAULT, value_name = "BYTES")]
+    max_frame_bytes: usize,
+}
+
+impl Default for ConnectionArgs {
+    fn default() -> Self {
+        Self {
+            max_in_flight: ClientConfig::MAX_IN_FLIGHT_REQUESTS_DEFAULT,
+            max_frame_bytes: ClientConfig::MAX_FRAME_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// Connects to the broker(s) named by `--broker`.
+async fn connect(broker: &str, tuning: &ConnectionArgs) -> anyhow::Result<Client> {
+    let addresses: Vec<String> = broker
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let config = ClientConfig::new(addresses)
+        .client_id("tidelog-cli")
+        .max_in_flight_requests_per_connection(tuning.max_in_flight)
+        .max_frame_bytes(tuning.max_frame_bytes)
+        .connect_timeout(Duration::from_secs(5));
+    Client::connect(config)
+        .await
+        .with_context(|| format!("cannot reach the broker at {broker}"))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Topic { command } => {
+            let client = connect(&cli.broker, &ConnectionArgs::default()).await?;
+            match command {
+                TopicCommand::Create(args) => topic::create(&client, args).await,
+                TopicCommand::List => topic::list(&client).await,
+                TopicCommand::Describe { name } => topic::describe(&client, &name).await,
+                TopicCommand::Delete { name } => topic::delete(&client, &name).await,
+            }
+        }
+        Command::Produce(args) => {
+            let client = connect(&cli.broker, &args.connection).await?;
+            produce::run(client, args).await
+        }
+        Command::Consume(args) => {
+            let client = connect(&cli.broker, &args.connection).await?;
+            consume::run(client, args).await
+        }
+        Command::Perf { command } => match command {
+            PerfCommand::Produce(args) => {
+                let client = connect(&cli.broker, &args.connection).await?;
+                perf::produce(client, args).await
+            }
+            PerfCommand::Consume(args) => {
+                let client = connect(&cli.broker, &args.connection).await?;
+                perf::consume(client, args).await
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn contract_command_lines_parse() {
+        for line in [
+            "tidelog --broker 127.0.0.1:1 topic create t --partitions 3 --retention-ms 10 --retention-bytes 20 --segment-bytes 30",
+            "tidelog topic list",
+            "tidelog topic describe t",
+            "tidelog topic delete t",
+            "tidelog produce t --partition 1 --key-separator : --print-offsets",
+            "tidelog consume t --partition 0 --from-beginning --max-messages 5 --timeout-ms 100 --print-key --print-offset",
+            "tidelog consume t --offset 7",
+            "tidelog perf produce t --records 10 --record-size 100 --partitions-used 2 --acks none",
+            "tidelog perf consume t --records 10",
+            "tidelog topic list --broker 127.0.0.1:2",
+        ] {
+            let args: Vec<&str> = line.split_whitespace().collect();
+            if let Err(error) = Cli::try_parse_from(&args) {
+                panic!("{line}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn from_beginning_and_offset_conflict() {
+        let args = ["tidelog", "consume", "t", "--from-beginning", "--offset", "3"];
+        assert!(Cli::try_parse_from(args).is_err());
+    }
+}

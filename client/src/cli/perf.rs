@@ -1,0 +1,250 @@
+//! `tidelog perf produce|consume`: throughput and latency benchmarks. Progress goes to stderr;
+//! the result is one line of key=value pairs on stdout:
+//! `records=N records_per_s=X mb_per_s=Y p50_ms=A p99_ms=B p999_ms=C` (MB = 2^20 bytes, as in
+//! Kafka's perf tools).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tidelog_client::{
+    Client, Consumer, ConsumerConfig, DeliveryFuture, PartitionId, Producer, ProducerConfig, ProducerRecord,
+    Seek, TopicName,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{AcksArg, ConnectionArgs};
+
+/// Sampled deliveries awaited behind the sending loop.
+const LATENCY_QUEUE: usize = 64 * 1024;
+/// Records between progress bar updates: updating per record would cost more than sending.
+const PROGRESS_EVERY: u64 = 16 * 1024;
+/// Latencies up to this many microseconds are recorded exactly (3 significant digits).
+const LATENCY_MAX_US: u64 = 600 * 1_000_000;
+
+#[derive(Debug, Args)]
+pub struct PerfProduceArgs {
+    /// Topic to write to (it must exist).
+    topic: String,
+    /// Records to send.
+    #[arg(long, value_name = "N")]
+    records: u64,
+    /// Value size of each record (keyless).
+    #[arg(long, value_name = "BYTES")]
+    record_size: usize,
+    /// Spread records over the first N partitions (default: all).
+    #[arg(long, value_name = "N")]
+    partitions_used: Option<u32>,
+    /// Acknowledgement to wait for. Latency is per record, from `send` to its acknowledgement
+    /// (leader) or to its batch being written to the socket (none), sampled on every
+    /// --latency-sample-every'th record.
+    #[arg(long, value_enum, default_value_t = AcksArg::Leader)]
+    acks: AcksArg,
+    /// Batch size limit.
+    #[arg(long, default_value_t = ProducerConfig::BATCH_SIZE_BYTES_DEFAULT, value_name = "BYTES")]
+    batch_size: usize,
+    /// How long a batch waits for more records.
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    linger_ms: u64,
+    /// Bytes of records buffered before `send` waits.
+    #[arg(long, default_value_t = ProducerConfig::BUFFER_BYTES_DEFAULT, value_name = "BYTES")]
+    buffer_bytes: usize,
+    /// Largest produce request.
+    #[arg(long, default_value_t = ProducerConfig::MAX_REQUEST_BYTES_DEFAULT, value_name = "BYTES")]
+    max_request_bytes: usize,
+    /// Measure latency on one record in this many.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    latency_sample_every: u64,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PerfConsumeArgs {
+    /// Topic to read (from the beginning of every partition).
+    topic: String,
+    /// Records to read.
+    #[arg(long, value_name = "N")]
+    records: u64,
+    /// Give up when no record arrives for this long.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    timeout_ms: u64,
+    /// Bytes one fetch response may carry.
+    #[arg(long, default_value_t = ConsumerConfig::FETCH_MAX_BYTES_DEFAULT, value_name = "BYTES")]
+    fetch_max_bytes: u32,
+    /// Bytes one partition may contribute to a fetch response.
+    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
+    partition_fetch_max_bytes: u32,
+    /// Records handed out per poll.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    max_poll_records: usize,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+fn progress(total: u64, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let template = format!(
+        "{{elapsed_precise}} [{{bar:40}}] {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, eta {{eta}})"
+    );
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn summary(records: u64, bytes: u64, elapsed: Duration, latency: &Histogram<u64>) -> String {
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    let ms = |quantile: f64| latency.value_at_quantile(quantile) as f64 / 1000.0;
+    format!(
+        "records={records} records_per_s={:.1} mb_per_s={:.2} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3}",
+        records as f64 / seconds,
+        bytes as f64 / (1024.0 * 1024.0) / seconds,
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+    )
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).context("cannot create the latency histogram")
+}
+
+/// Filler for record values: not all one byte, so nothing along the way can shortcut it.
+fn payload(size: usize) -> Bytes {
+    Bytes::from((0..size).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>())
+}
+
+pub async fn produce(client: Client, args: PerfProduceArgs) -> anyhow::Result<()> {
+    let description = client
+        .topic(&args.topic)
+        .await
+        .with_context(|| format!("cannot produce to topic {}", args.topic))?;
+    let partitions = description.partition_count();
+    let used = args.partitions_used.unwrap_or(partitions);
+    if used == 0 || used > partitions {
+        anyhow::bail!("--partitions-used must be between 1 and the topic's {partitions} partitions");
+    }
+    if args.latency_sample_every == 0 {
+        anyhow::bail!("--latency-sample-every must be at least 1");
+    }
+    let config = ProducerConfig::default()
+        .acks(args.acks.into())
+        .batch_size_bytes(args.batch_size)
+        .linger(Duration::from_millis(args.linger_ms))
+        .buffer_bytes(args.buffer_bytes)
+        .max_request_bytes(args.max_request_bytes);
+    let producer = Producer::new(client, config)?;
+    let topic = TopicName::new(&args.topic);
+    let value = payload(args.record_size);
+    // Fill one partition's batch before moving to the next, so batches leave full.
+    let records_per_batch = (args.batch_size / (args.record_size + 16).max(1)).max(1) as u64;
+
+    let (sample_tx, mut sample_rx) = mpsc::channel::<(Instant, DeliveryFuture)>(LATENCY_QUEUE);
+    let collector = tokio::spawn(async move {
+        let mut latency = histogram()?;
+        while let Some((sent, delivery)) = sample_rx.recv().await {
+            delivery.await.context("a record was not delivered")?;
+            let micros = sent.elapsed().as_micros().min(u128::from(LATENCY_MAX_US)) as u64;
+            latency.saturating_record(micros.max(1));
+        }
+        anyhow::Ok(latency)
+    });
+
+    let bar = progress(args.records, "records");
+    let start = Instant::now();
+    for i in 0..args.records {
+        let partition = PartitionId::new(((i / records_per_batch) % u64::from(used)) as u32);
+        let record = ProducerRecord::new(topic.clone(), value.clone()).partition(partition);
+        if i % args.latency_sample_every == 0 {
+            let sent = Instant::now();
+            let delivery = producer.send(record).await.context("cannot send a record")?;
+            if sample_tx.send((sent, delivery)).await.is_err() {
+                break; // the collector failed; its error is reported below
+            }
+        } else {
+            // Delivery is checked in bulk through the producer's metrics after the flush.
+            drop(producer.send(record).await.context("cannot send a record")?);
+        }
+        if i % PROGRESS_EVERY == 0 {
+            bar.set_position(i);
+        }
+    }
+    producer.flush().await;
+    let elapsed = start.elapsed();
+    drop(sample_tx);
+    bar.finish_and_clear();
+    let latency = collector.await.context("the latency collector failed")??;
+    let metrics = producer.metrics();
+    producer.close().await;
+    if metrics.records_failed() > 0 {
+        anyhow::bail!(
+            "{} of {} records were not delivered",
+            metrics.records_failed(),
+            args.records
+        );
+    }
+    println!(
+        "{}",
+        summary(
+            args.records,
+            args.records * args.record_size as u64,
+            elapsed,
+            &latency
+        )
+    );
+    Ok(())
+}
+
+pub async fn consume(client: Client, args: PerfConsumeArgs) -> anyhow::Result<()> {
+    let description = client
+        .topic(&args.topic)
+        .await
+        .with_context(|| format!("cannot consume topic {}", args.topic))?;
+    let config = ConsumerConfig::default()
+        .fetch_max_bytes(args.fetch_max_bytes)
+        .partition_fetch_max_bytes(args.partition_fetch_max_bytes)
+        .max_poll_records(args.max_poll_records);
+    let mut consumer = Consumer::new(client, config)?;
+    consumer.assign(args.topic.as_str(), &[]).await?;
+    for partition in description.partitions() {
+        consumer.seek(&args.topic, partition.partition(), Seek::Earliest)?;
+    }
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let mut latency = histogram()?;
+    let bar = progress(args.records, "records");
+    let start = Instant::now();
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    let mut last_record = Instant::now();
+    while records < args.records {
+        let polled = Instant::now();
+        let batch = consumer.poll(timeout).await.context("cannot fetch records")?;
+        if batch.is_empty() {
+            if last_record.elapsed() >= timeout {
+                anyhow::bail!(
+                    "only {records} of {} records arrived; none for {} ms",
+                    args.records,
+                    args.timeout_ms
+                );
+            }
+            continue;
+        }
+        // Latency here is the wait inside one poll() that returned records.
+        latency.saturating_record((polled.elapsed().as_micros() as u64).max(1));
+        last_record = Instant::now();
+        for record in batch.iter().take((args.records - records) as usize) {
+            records += 1;
+            bytes += (record.key().map_or(0, |k| k.len()) + record.value().map_or(0, |v| v.len())) as u64;
+        }
+        bar.set_position(records);
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    println!("{}", summary(records, bytes, elapsed, &latency));
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! `tidelog topic create|list|describe|delete`.
+
+use anyhow::Context;
+use clap::Args;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
+use tidelog_client::{Client, NewTopic, TopicDescription};
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Topic name.
+    name: String,
+    /// Number of partitions.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    partitions: u32,
+    /// Keep records this long (ms); -1 keeps them forever. Default: the broker's.
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    retention_ms: Option<i64>,
+    /// Keep at most this many bytes per partition; -1: no limit. Default: the broker's.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    retention_bytes: Option<i64>,
+    /// Roll a new segment at this size. Default: the broker's.
+    #[arg(long, value_name = "N")]
+    segment_bytes: Option<u64>,
+    /// Roll a new segment after this long (ms). Default: the broker's.
+    #[arg(long, value_name = "MS")]
+    segment_ms: Option<i64>,
+    /// When to fsync: always, interval:<ms> or never. Default: the broker's.
+    #[arg(long, value_name = "POLICY")]
+    flush: Option<String>,
+}
+
+pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
+    let mut topic = NewTopic::new(&args.name, args.partitions);
+    if let Some(ms) = args.retention_ms {
+        topic = topic.retention_ms(ms);
+    }
+    if let Some(bytes) = args.retention_bytes {
+        topic = topic.retention_bytes(bytes);
+    }
+    if let Some(bytes) = args.segment_bytes {
+        topic = topic.segment_bytes(bytes);
+    }
+    if let Some(ms) = args.segment_ms {
+        topic = topic.segment_ms(ms);
+    }
+    if let Some(flush) = args.flush {
+        topic = topic.flush(flush);
+    }
+    client
+        .admin()
+        .create_topic(topic)
+        .await
+        .with_context(|| format!("cannot create topic {}", args.name))?;
+    println!("Created topic {}.", args.name);
+    Ok(())
+}
+
+pub async fn delete(client: &Client, name: &str) -> anyhow::Result<()> {
+    client
+        .admin()
+        .delete_topic(name)
+        .await
+        .with_context(|| format!("cannot delete topic {name}"))?;
+    println!("Deleted topic {name}.");
+    Ok(())
+}
+
+fn records(topic: &TopicDescription) -> i64 {
+    topic
+        .partitions()
+        .iter()
+        .map(|p| p.high_watermark().get() - p.log_start_offset().get())
+        .sum()
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(header.to_vec());
+    table
+}
+
+fn right_align(table: &mut Table, columns: std::ops::Range<usize>) {
+    for index in columns {
+        if let Some(column) = table.column_mut(index) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+}
+
+pub async fn list(client: &Client) -> anyhow::Result<()> {
+    let topics = client.admin().list_topics().await.context("cannot list topics")?;
+    let mut table = table(&["Topic", "Partitions", "Records"]);
+    for topic in &topics {
+        table.add_row(vec![
+            topic.name().to_owned(),
+            topic.partition_count().to_string(),
+            records(topic).to_string(),
+        ]);
+    }
+    right_align(&mut table, 1..3);
+    println!("{table}");
+    Ok(())
+}
+
+pub async fn describe(client: &Client, name: &str) -> anyhow::Result<()> {
+    let topic = client
+        .admin()
+        .describe_topic(name)
+        .await
+        .with_context(|| format!("cannot describe topic {name}"))?;
+    println!(
+        "Topic: {}  Partitions: {}  Records: {}",
+        topic.name(),
+        topic.partition_count(),
+        records(&topic)
+    );
+    let mut partitions = table(&[
+        "Partition",
+        "Leader",
+        "Log start offset",
+        "Log end offset",
+        "Records",
+        "Error",
+    ]);
+    for partition in topic.partitions() {
+        partitions.add_row(vec![
+            partition.partition().to_string(),
+            partition.leader().to_string(),
+            partition.log_start_offset().to_string(),
+            partition.high_watermark().to_string(),
+            (partition.high_watermark().get() - partition.log_start_offset().get()).to_string(),
+            partition.error().map(|e| e.to_string()).unwrap_or_default(),
+        ]);
+    }
+    right_align(&mut partitions, 0..5);
+    println!("{partitions}");
+    let mut config = table(&["Config", "Value"]);
+    for (key, value) in topic.config().entries() {
+        config.add_row(vec![key.to_owned(), value]);
+    }
+    println!("{config}");
+    Ok(())
+}
