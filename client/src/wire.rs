@@ -21,14 +21,7 @@ const INLINE_RECORDS_BYTES_MAX: usize = 4096;
 
 /// The API key a request body is sent under.
 pub(crate) fn api_key(body: &pb::request::Body) -> pb::ApiKey {
-    match body {
-        pb::request::Body::CreateTopics(_) => pb::ApiKey::CreateTopics,
-        pb::request::Body::DeleteTopics(_) => pb::ApiKey::DeleteTopics,
-        pb::request::Body::Metadata(_) => pb::ApiKey::Metadata,
-        pb::request::Body::Produce(_) => pb::ApiKey::Produce,
-        pb::request::Body::Fetch(_) => pb::ApiKey::Fetch,
-        pb::request::Body::ListOffsets(_) => pb::ApiKey::ListOffsets,
-    }
+    body.api_key()
 }
 
 fn header(api: pb::ApiKey, correlation_id: u64, client_id: &str) -> pb::RequestHeader {

@@ -20,3 +20,25 @@ pub mod pb {
 /// The protocol version every API speaks today. A request with another version is answered
 /// with `UNSUPPORTED_VERSION`.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+impl pb::request::Body {
+    /// The API a request body belongs to: what `RequestHeader.api` must say for it.
+    pub fn api_key(&self) -> pb::ApiKey {
+        use pb::request::Body;
+        match self {
+            Body::CreateTopics(_) => pb::ApiKey::CreateTopics,
+            Body::DeleteTopics(_) => pb::ApiKey::DeleteTopics,
+            Body::Metadata(_) => pb::ApiKey::Metadata,
+            Body::Produce(_) => pb::ApiKey::Produce,
+            Body::Fetch(_) => pb::ApiKey::Fetch,
+            Body::ListOffsets(_) => pb::ApiKey::ListOffsets,
+            Body::ConsumerGroupHeartbeat(_) => pb::ApiKey::ConsumerGroupHeartbeat,
+            Body::OffsetCommit(_) => pb::ApiKey::OffsetCommit,
+            Body::OffsetFetch(_) => pb::ApiKey::OffsetFetch,
+            Body::ListGroups(_) => pb::ApiKey::ListGroups,
+            Body::DescribeGroups(_) => pb::ApiKey::DescribeGroups,
+            Body::DeleteGroups(_) => pb::ApiKey::DeleteGroups,
+            Body::InitProducerId(_) => pb::ApiKey::InitProducerId,
+        }
+    }
+}

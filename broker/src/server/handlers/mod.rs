@@ -50,15 +50,7 @@ pub(crate) fn dispatch(
     let Some(body) = body else {
         return Outcome::Failed(ErrorCode::InvalidRequest, "request has no body".into());
     };
-    let api_matches = match &body {
-        Body::CreateTopics(_) => header.api() == pb::ApiKey::CreateTopics,
-        Body::DeleteTopics(_) => header.api() == pb::ApiKey::DeleteTopics,
-        Body::Metadata(_) => header.api() == pb::ApiKey::Metadata,
-        Body::Produce(_) => header.api() == pb::ApiKey::Produce,
-        Body::Fetch(_) => header.api() == pb::ApiKey::Fetch,
-        Body::ListOffsets(_) => header.api() == pb::ApiKey::ListOffsets,
-    };
-    if !api_matches {
+    if body.api_key() != header.api() {
         return Outcome::Failed(
             ErrorCode::InvalidRequest,
             format!("header names API {:?} but the body is another", header.api()),
@@ -71,6 +63,16 @@ pub(crate) fn dispatch(
         Body::Produce(request) => produce::handle(context, request),
         Body::Fetch(request) => fetch::handle(context, request),
         Body::ListOffsets(request) => list_offsets::handle(context, request),
+        Body::ConsumerGroupHeartbeat(_)
+        | Body::OffsetCommit(_)
+        | Body::OffsetFetch(_)
+        | Body::ListGroups(_)
+        | Body::DescribeGroups(_)
+        | Body::DeleteGroups(_)
+        | Body::InitProducerId(_) => Outcome::Failed(
+            ErrorCode::UnsupportedVersion,
+            format!("API {:?} is not served by this broker yet", header.api()),
+        ),
     }
 }
 
