@@ -101,7 +101,12 @@ impl Disk for OsDisk {
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn SegmentFile>> {
-        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
         Ok(Arc::new(OsFile {
             file,
             path: path.to_path_buf(),

@@ -195,7 +195,8 @@ pub fn decode_offset_index(bytes: &[u8], base_offset: i64) -> Result<Vec<OffsetE
     body.chunks_exact(OFFSET_ENTRY_BYTES)
         .enumerate()
         .map(|(index, chunk)| {
-            OffsetEntry::decode(chunk).map_err(|error| DecodeError::Invalid(format!("entry {index}: {error}")))
+            OffsetEntry::decode(chunk)
+                .map_err(|error| DecodeError::Invalid(format!("entry {index}: {error}")))
         })
         .collect()
 }
@@ -272,7 +273,8 @@ impl Checkpoint {
             .copy_from_slice(&self.log_start_offset.to_be_bytes());
         out[CHECKPOINT_ACTIVE_BASE_OFFSET..CHECKPOINT_NEXT_OFFSET]
             .copy_from_slice(&self.active_base_offset.to_be_bytes());
-        out[CHECKPOINT_NEXT_OFFSET..CHECKPOINT_LOG_BYTES_OFFSET].copy_from_slice(&self.next_offset.to_be_bytes());
+        out[CHECKPOINT_NEXT_OFFSET..CHECKPOINT_LOG_BYTES_OFFSET]
+            .copy_from_slice(&self.next_offset.to_be_bytes());
         out[CHECKPOINT_LOG_BYTES_OFFSET..CHECKPOINT_OFFSET_INDEX_BYTES_OFFSET]
             .copy_from_slice(&self.log_bytes.to_be_bytes());
         out[CHECKPOINT_OFFSET_INDEX_BYTES_OFFSET..CHECKPOINT_TIME_INDEX_BYTES_OFFSET]
@@ -400,7 +402,10 @@ mod tests {
         header[HEADER_VERSION_OFFSET..HEADER_RESERVED_OFFSET].copy_from_slice(&2u16.to_be_bytes());
         let crc = crc32fast::hash(&header[..HEADER_CRC_OFFSET]);
         header[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(decode_file_header(FileKind::Log, &header), Err(DecodeError::UnsupportedVersion(2)));
+        assert_eq!(
+            decode_file_header(FileKind::Log, &header),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
     }
 
     #[test]

@@ -212,7 +212,9 @@ impl PartitionLog {
                 log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
             });
         }
-        let last_offset = base_offset.checked_add(record_count - 1).ok_or(StorageError::OffsetOverflow)?;
+        let last_offset = base_offset
+            .checked_add(record_count - 1)
+            .ok_or(StorageError::OffsetOverflow)?;
         let active = &writer.active;
         let too_big = active.end() + total_bytes as u64 > inner.config.segment_bytes;
         let too_old = now_ms.saturating_sub(active.first_batch_timestamp()) > inner.config.segment_ms;
@@ -242,8 +244,12 @@ impl PartitionLog {
             let position = start + at as u64;
             // The roll check above keeps every offset of this append within u32 of the base.
             let relative_offset = u32::try_from(next_offset - active.base_offset).unwrap_or(u32::MAX);
-            if let Some(pair) = placer.on_batch(relative_offset, position, batch.len() as u64, header.max_timestamp)
-            {
+            if let Some(pair) = placer.on_batch(
+                relative_offset,
+                position,
+                batch.len() as u64,
+                header.max_timestamp,
+            ) {
                 entries.push(pair);
             }
             first_batch_timestamp.get_or_insert(header.max_timestamp);
@@ -338,7 +344,9 @@ impl PartitionLog {
         let inner = &*self.inner;
         let high_watermark = inner.high_watermark.load(Ordering::Acquire);
         let segments = inner.segments_snapshot();
-        let log_start_offset = segments.first().map_or(high_watermark, |segment| segment.base_offset);
+        let log_start_offset = segments
+            .first()
+            .map_or(high_watermark, |segment| segment.base_offset);
         // Retention may have moved past a high watermark loaded just before; log start never
         // passes the true one.
         let high_watermark = high_watermark.max(log_start_offset);
@@ -357,7 +365,9 @@ impl PartitionLog {
         if offset == high_watermark {
             return Ok(outcome);
         }
-        let first = segments.partition_point(|segment| segment.base_offset <= offset).saturating_sub(1);
+        let first = segments
+            .partition_point(|segment| segment.base_offset <= offset)
+            .saturating_sub(1);
         for segment in &segments[first..] {
             if segment.base_offset >= high_watermark {
                 break;
@@ -449,7 +459,11 @@ impl PartitionLog {
         // Files are unlinked outside the writer lock: unlinking a large file can take a while.
         // Readers holding an older snapshot keep reading through their open handles.
         for segment in &victims {
-            tracing::info!(base_offset = segment.base_offset, bytes = segment.end(), "deleting segment past retention");
+            tracing::info!(
+                base_offset = segment.base_offset,
+                bytes = segment.end(),
+                "deleting segment past retention"
+            );
             remove_segment_files(&*inner.disk, &inner.dir, segment.base_offset)?;
             outcome.segments_deleted += 1;
             outcome.bytes_deleted += segment.size_bytes();
@@ -485,7 +499,9 @@ impl PartitionLog {
         let (offset_index_bytes, time_index_bytes) = active.index_file_bytes();
         let checkpoint = Checkpoint {
             segment_count: u32::try_from(segments.len()).unwrap_or(u32::MAX),
-            log_start_offset: segments.first().map_or(active.base_offset, |segment| segment.base_offset),
+            log_start_offset: segments
+                .first()
+                .map_or(active.base_offset, |segment| segment.base_offset),
             active_base_offset: active.base_offset,
             next_offset: active.next_offset(),
             log_bytes: active.end(),
@@ -496,11 +512,18 @@ impl PartitionLog {
         // absent, never half-written.
         let path = inner.dir.join(CHECKPOINT_FILE_NAME);
         let temp = inner.dir.join(format!("{CHECKPOINT_FILE_NAME}{TEMP_SUFFIX}"));
-        let file = inner.disk.open(&temp, true).map_err(StorageError::io("creating", &temp))?;
+        let file = inner
+            .disk
+            .open(&temp, true)
+            .map_err(StorageError::io("creating", &temp))?;
         file.set_len(0).map_err(StorageError::io("truncating", &temp))?;
-        file.write_all_at(&checkpoint.encode(), 0).map_err(StorageError::io("writing", &temp))?;
+        file.write_all_at(&checkpoint.encode(), 0)
+            .map_err(StorageError::io("writing", &temp))?;
         file.sync_data().map_err(StorageError::io("syncing", &temp))?;
-        inner.disk.rename(&temp, &path).map_err(StorageError::io("renaming", &temp))?;
+        inner
+            .disk
+            .rename(&temp, &path)
+            .map_err(StorageError::io("renaming", &temp))?;
         inner.sync_dir()?;
         drop(writer);
         Ok(())
@@ -508,12 +531,21 @@ impl PartitionLog {
 
     /// Bytes of all segment files (data and indexes).
     pub fn size_bytes(&self) -> u64 {
-        self.inner.segments_snapshot().iter().map(|segment| segment.size_bytes()).sum()
+        self.inner
+            .segments_snapshot()
+            .iter()
+            .map(|segment| segment.size_bytes())
+            .sum()
     }
 
     /// Number of segments, the active one included.
     pub fn segment_count(&self) -> usize {
         self.inner.segments_snapshot().len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn segments_for_test(&self) -> Arc<Vec<Arc<Segment>>> {
+        self.inner.segments_snapshot()
     }
 
     /// fdatasync calls made on data files since open (group commit makes this much smaller
@@ -559,7 +591,9 @@ impl Inner {
     }
 
     fn written_next_offset(&self) -> i64 {
-        self.segments_snapshot().last().map_or(0, |segment| segment.next_offset())
+        self.segments_snapshot()
+            .last()
+            .map_or(0, |segment| segment.next_offset())
     }
 
     fn sync_dir(&self) -> Result<(), StorageError> {
@@ -571,7 +605,9 @@ impl Inner {
     /// fdatasyncs a segment's data file (and indexes if asked). A failed fsync poisons the
     /// log: the kernel may have dropped the dirty pages, and retrying would report success.
     fn sync_segment(&self, segment: &Segment, indexes: bool) -> Result<(), StorageError> {
-        let result = segment.sync_log().and_then(|()| if indexes { segment.sync_indexes() } else { Ok(()) });
+        let result = segment
+            .sync_log()
+            .and_then(|()| if indexes { segment.sync_indexes() } else { Ok(()) });
         self.log_syncs.fetch_add(1, Ordering::Relaxed);
         if let Err(error) = &result {
             self.poison(format!("fsync failed: {error}"));
@@ -614,6 +650,10 @@ impl Inner {
     }
 
     fn publish_durable(&self, offset: i64) {
+        // Visible first: a waiter woken by the durable offset must find its data readable.
+        if self.config.flush == FlushPolicy::Always {
+            self.publish_visible(offset);
+        }
         self.durable_tx.send_if_modified(|durable| {
             if offset > durable.offset {
                 durable.offset = offset;
@@ -622,9 +662,6 @@ impl Inner {
                 false
             }
         });
-        if self.config.flush == FlushPolicy::Always {
-            self.publish_visible(offset);
-        }
     }
 
     fn publish_visible(&self, offset: i64) {

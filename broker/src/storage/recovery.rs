@@ -10,10 +10,9 @@ use tidelog_proto::batch::BATCH_HEADER_BYTES;
 use super::disk::{read_exact_at, Disk, SegmentFile};
 use super::error::StorageError;
 use super::format::{
-    decode_file_header, decode_offset_index, decode_time_index, encode_file_header,
-    parse_segment_file_name, Checkpoint, DecodeError, FileKind, OffsetEntry, TimeEntry,
-    CHECKPOINT_BYTES, CHECKPOINT_FILE_NAME, FILE_HEADER_BYTES, FORMAT_VERSION, OFFSET_ENTRY_BYTES,
-    TEMP_SUFFIX, TIME_ENTRY_BYTES,
+    decode_file_header, decode_offset_index, decode_time_index, encode_file_header, parse_segment_file_name,
+    Checkpoint, DecodeError, FileKind, OffsetEntry, TimeEntry, CHECKPOINT_BYTES, CHECKPOINT_FILE_NAME,
+    FILE_HEADER_BYTES, FORMAT_VERSION, OFFSET_ENTRY_BYTES, TEMP_SUFFIX, TIME_ENTRY_BYTES,
 };
 use super::segment::{scan_batches, IndexPlacer, Segment, SegmentPaths, SegmentState, NO_TIMESTAMP};
 
@@ -79,17 +78,16 @@ pub(crate) fn recover(
     dir: &Path,
     index_interval_bytes: u32,
 ) -> Result<(Vec<Segment>, RecoveryReport), StorageError> {
-    disk.create_dir_all(dir).map_err(StorageError::io("creating", dir))?;
+    disk.create_dir_all(dir)
+        .map_err(StorageError::io("creating", dir))?;
     let mut report = RecoveryReport::default();
     let names = disk.list(dir).map_err(StorageError::io("listing", dir))?;
     let mut files: BTreeMap<i64, [bool; 3]> = BTreeMap::new();
     let mut checkpoint_present = false;
-    let mut dir_changed = false;
     for name in names {
         if name.ends_with(TEMP_SUFFIX) {
             remove_if_present(disk, &dir.join(&name))?;
             report.files_removed.push(name);
-            dir_changed = true;
         } else if name == CHECKPOINT_FILE_NAME {
             checkpoint_present = true;
         } else if let Some((base_offset, kind)) = parse_segment_file_name(&name) {
@@ -114,7 +112,6 @@ pub(crate) fn recover(
         // Consumed now, before anything can change: a crash from here on must not be mistaken
         // for a clean shutdown.
         remove_if_present(disk, &path)?;
-        dir_changed = true;
     }
 
     let mut bases = Vec::new();
@@ -124,12 +121,14 @@ pub(crate) fn recover(
             continue;
         }
         // Index files without a data file: left by an interrupted segment deletion.
-        for (present, kind) in [(offset_index, FileKind::OffsetIndex), (time_index, FileKind::TimeIndex)] {
+        for (present, kind) in [
+            (offset_index, FileKind::OffsetIndex),
+            (time_index, FileKind::TimeIndex),
+        ] {
             if *present {
                 let name = super::format::segment_file_name(*base_offset, kind);
                 remove_if_present(disk, &dir.join(&name))?;
                 report.files_removed.push(name);
-                dir_changed = true;
             }
         }
     }
@@ -173,25 +172,39 @@ pub(crate) fn recover(
                 let reason = format!("offsets {expected}..{base_offset} are missing after this segment");
                 tracing::error!(dir = %dir.display(), %reason, "dropping segments before a gap in the log");
                 for segment in segments.drain(..) {
-                    drop_segment_files(disk, dir, segment.base_offset, segment.end(), &reason, &mut report)?;
+                    drop_segment_files(
+                        disk,
+                        dir,
+                        segment.base_offset,
+                        segment.end(),
+                        &reason,
+                        &mut report,
+                    )?;
                 }
-                dir_changed = true;
             } else if base_offset < expected {
-                let reason = format!("starts at {base_offset}, inside the previous segment (which ends at {expected})");
+                let reason = format!(
+                    "starts at {base_offset}, inside the previous segment (which ends at {expected})"
+                );
                 tracing::error!(dir = %dir.display(), %reason, "dropping overlapping segments");
-                drop_segment_files(disk, dir, base_offset, recovered.segment.end(), &reason, &mut report)?;
+                drop_segment_files(
+                    disk,
+                    dir,
+                    base_offset,
+                    recovered.segment.end(),
+                    &reason,
+                    &mut report,
+                )?;
                 drop_later_segments(disk, dir, &bases[index..], &reason, &mut report)?;
-                dir_changed = true;
                 break;
             }
         }
         let corrupt = recovered.corrupt_closed;
         segments.push(recovered.segment);
         if corrupt && !is_last {
-            let reason = format!("segment {base_offset} was truncated at corruption; later offsets cannot follow it");
+            let reason =
+                format!("segment {base_offset} was truncated at corruption; later offsets cannot follow it");
             tracing::error!(dir = %dir.display(), %reason, "dropping segments after a corrupt segment");
             drop_later_segments(disk, dir, &bases[index..], &reason, &mut report)?;
-            dir_changed = true;
             break;
         }
     }
@@ -199,11 +212,10 @@ pub(crate) fn recover(
     if segments.is_empty() {
         // A new partition: the loop above keeps at least one segment whenever there was one.
         segments.push(Segment::create(disk, dir, 0)?);
-        dir_changed = true;
     }
-    if dir_changed {
-        disk.sync_dir(dir).map_err(StorageError::io("syncing directory", dir))?;
-    }
+    // Always, not only after removals: recovery may also have created missing index files,
+    // and a rebuilt index is worthless if its name does not survive a crash.
+    disk.sync_dir(dir).map_err(StorageError::io("syncing directory", dir))?;
 
     // After a process crash the recovered tail may still be only in the page cache; make it
     // durable before anyone can read it as committed.
@@ -240,12 +252,16 @@ fn recover_segment(
     report: &mut RecoveryReport,
 ) -> Result<RecoveredSegment, StorageError> {
     let paths = SegmentPaths::new(dir, base_offset);
-    let log = disk.open(&paths.log, false).map_err(StorageError::io("opening", &paths.log))?;
+    let log = disk
+        .open(&paths.log, false)
+        .map_err(StorageError::io("opening", &paths.log))?;
     let mut log_bytes = log.len().map_err(StorageError::io("measuring", &paths.log))?;
     let mut full_scan_reason: Option<String> = None;
 
     let mut header = [0u8; FILE_HEADER_BYTES];
-    let header_read = usize::try_from(log_bytes).unwrap_or(usize::MAX).min(FILE_HEADER_BYTES);
+    let header_read = usize::try_from(log_bytes)
+        .unwrap_or(usize::MAX)
+        .min(FILE_HEADER_BYTES);
     read_exact_at(&*log, &mut header[..header_read], 0).map_err(StorageError::io("reading", &paths.log))?;
     let header_problem = match decode_file_header(FileKind::Log, &header[..header_read]) {
         Ok(found) if found == base_offset => None,
@@ -272,9 +288,16 @@ fn recover_segment(
     let offset_index_file = disk
         .open(&paths.offset_index, true)
         .map_err(StorageError::io("opening", &paths.offset_index))?;
-    let time_index_file =
-        disk.open(&paths.time_index, true).map_err(StorageError::io("opening", &paths.time_index))?;
-    let loaded = load_indexes(&*offset_index_file, &*time_index_file, &paths, base_offset, log_bytes)?;
+    let time_index_file = disk
+        .open(&paths.time_index, true)
+        .map_err(StorageError::io("opening", &paths.time_index))?;
+    let loaded = load_indexes(
+        &*offset_index_file,
+        &*time_index_file,
+        &paths,
+        base_offset,
+        log_bytes,
+    )?;
     let (offset_entries, time_entries, index_problem) = match loaded {
         Ok((offset_entries, time_entries)) => (offset_entries, time_entries, None),
         Err(reason) => (Vec::new(), Vec::new(), Some(reason)),
@@ -304,7 +327,14 @@ fn recover_segment(
     };
 
     if trusted && full_scan_reason.is_none() {
-        match check_tail(&*log, &paths, base_offset, log_bytes, &offset_entries, &time_entries)? {
+        match check_tail(
+            &*log,
+            &paths,
+            base_offset,
+            log_bytes,
+            &offset_entries,
+            &time_entries,
+        )? {
             Ok(state) => {
                 let expected_next = match role {
                     Role::Active(Some(checkpoint)) => Some(checkpoint.next_offset),
@@ -322,7 +352,14 @@ fn recover_segment(
                         time_entries,
                         ..state.state
                     };
-                    let segment = Segment::from_parts(base_offset, paths, log, offset_index_file, time_index_file, state);
+                    let segment = Segment::from_parts(
+                        base_offset,
+                        paths,
+                        log,
+                        offset_index_file,
+                        time_index_file,
+                        state,
+                    );
                     return Ok(RecoveredSegment {
                         segment,
                         corrupt_closed: false,
@@ -350,8 +387,15 @@ fn recover_segment(
         max_timestamp: NO_TIMESTAMP,
     };
     let header_end = FILE_HEADER_BYTES as u64;
-    let scan = scan_batches(&*log, base_offset, header_end, log_bytes, base_offset, Some(placer))
-        .map_err(StorageError::io("scanning", &paths.log))?;
+    let scan = scan_batches(
+        &*log,
+        base_offset,
+        header_end,
+        log_bytes,
+        base_offset,
+        Some(placer),
+    )
+    .map_err(StorageError::io("scanning", &paths.log))?;
     report.bytes_scanned += scan.valid_end - header_end;
     let mut corrupt_closed = false;
     if let Some(problem) = &scan.problem {
@@ -361,7 +405,8 @@ fn recover_segment(
         } else {
             tracing::warn!(path = %paths.log.display(), %problem, at = scan.valid_end, "truncating torn tail of the active segment");
         }
-        log.set_len(scan.valid_end).map_err(StorageError::io("truncating", &paths.log))?;
+        log.set_len(scan.valid_end)
+            .map_err(StorageError::io("truncating", &paths.log))?;
         log.sync_data().map_err(StorageError::io("syncing", &paths.log))?;
         report.truncations.push(Truncation {
             segment_base_offset: base_offset,
@@ -375,7 +420,10 @@ fn recover_segment(
     let mut new_time_entries: Vec<TimeEntry> = scan.entries.iter().map(|(_, time)| *time).collect();
     if matches!(role, Role::Closed) {
         if let Some((position, last_base_offset)) = scan.last_batch {
-            if new_time_entries.last().is_none_or(|entry| u64::from(entry.position) != position) {
+            if new_time_entries
+                .last()
+                .is_none_or(|entry| u64::from(entry.position) != position)
+            {
                 // Positions and relative offsets inside a valid segment fit in u32.
                 new_time_entries.push(TimeEntry {
                     timestamp: scan.max_timestamp,
@@ -387,7 +435,8 @@ fn recover_segment(
     }
     // Entries from before the cut are still valid; keep the on-disk index if it already says
     // exactly this, so a clean segment is not rewritten.
-    let unchanged = index_problem.is_none() && offset_entries == new_offset_entries && time_entries == new_time_entries;
+    let unchanged =
+        index_problem.is_none() && offset_entries == new_offset_entries && time_entries == new_time_entries;
     if !unchanged {
         let behind = index_problem.is_none()
             && new_offset_entries.starts_with(&offset_entries)
@@ -400,16 +449,28 @@ fn recover_segment(
                     .unwrap_or_else(|| "index entries disagree with the data".to_string()),
             });
         }
-        rewrite_index(&*offset_index_file, &paths.offset_index, FileKind::OffsetIndex, base_offset, |out| {
-            for entry in &new_offset_entries {
-                entry.encode_into(out);
-            }
-        })?;
-        rewrite_index(&*time_index_file, &paths.time_index, FileKind::TimeIndex, base_offset, |out| {
-            for entry in &new_time_entries {
-                entry.encode_into(out);
-            }
-        })?;
+        rewrite_index(
+            &*offset_index_file,
+            &paths.offset_index,
+            FileKind::OffsetIndex,
+            base_offset,
+            |out| {
+                for entry in &new_offset_entries {
+                    entry.encode_into(out);
+                }
+            },
+        )?;
+        rewrite_index(
+            &*time_index_file,
+            &paths.time_index,
+            FileKind::TimeIndex,
+            base_offset,
+            |out| {
+                for entry in &new_time_entries {
+                    entry.encode_into(out);
+                }
+            },
+        )?;
     }
     new_offset_entries.shrink_to_fit();
     new_time_entries.shrink_to_fit();
@@ -451,10 +512,14 @@ fn check_tail(
     // Start at the earlier of the two last entries, so every batch is covered either by the
     // time index's running maximum or by the walk.
     let (start, start_offset) = match (offset_entries.last(), time_entries.last()) {
-        (Some(offset), Some(time)) if offset.position <= time.position => {
-            (u64::from(offset.position), base_offset + i64::from(offset.relative_offset))
-        }
-        (Some(_), Some(time)) => (u64::from(time.position), base_offset + i64::from(time.relative_offset)),
+        (Some(offset), Some(time)) if offset.position <= time.position => (
+            u64::from(offset.position),
+            base_offset + i64::from(offset.relative_offset),
+        ),
+        (Some(_), Some(time)) => (
+            u64::from(time.position),
+            base_offset + i64::from(time.relative_offset),
+        ),
         _ => (header_end, base_offset),
     };
     let walk = scan_batches(log, base_offset, start, log_bytes, start_offset, None)
@@ -502,11 +567,17 @@ fn load_indexes(
     // At most one entry per batch, plus the closing time entry: a bigger file is damaged,
     // and the bound keeps a garbage length from making us allocate without limit.
     let batches_max = log_bytes / BATCH_HEADER_BYTES as u64 + 1;
-    let Some(offset_bytes) = read_bounded(offset_index, &paths.offset_index, batches_max, OFFSET_ENTRY_BYTES)? else {
-        return Ok(Err("offset index is missing or larger than its data file allows".to_string()));
+    let Some(offset_bytes) =
+        read_bounded(offset_index, &paths.offset_index, batches_max, OFFSET_ENTRY_BYTES)?
+    else {
+        return Ok(Err(
+            "offset index is missing or larger than its data file allows".to_string()
+        ));
     };
     let Some(time_bytes) = read_bounded(time_index, &paths.time_index, batches_max, TIME_ENTRY_BYTES)? else {
-        return Ok(Err("time index is missing or larger than its data file allows".to_string()));
+        return Ok(Err(
+            "time index is missing or larger than its data file allows".to_string()
+        ));
     };
     let offset_entries = match decode_offset_index(&offset_bytes, base_offset) {
         Ok(entries) => entries,
@@ -583,17 +654,23 @@ fn rewrite_index(
 ) -> Result<(), StorageError> {
     let mut out = encode_file_header(kind, base_offset).to_vec();
     encode(&mut out);
-    file.write_all_at(&out, 0).map_err(StorageError::io("writing", path))?;
-    file.set_len(out.len() as u64).map_err(StorageError::io("truncating", path))?;
+    file.write_all_at(&out, 0)
+        .map_err(StorageError::io("writing", path))?;
+    file.set_len(out.len() as u64)
+        .map_err(StorageError::io("truncating", path))?;
     file.sync_data().map_err(StorageError::io("syncing", path))
 }
 
 /// `Ok(Err(reason))` for an unusable checkpoint.
 fn read_checkpoint(disk: &dyn Disk, path: &Path) -> Result<Result<Checkpoint, String>, StorageError> {
-    let file = disk.open(path, false).map_err(StorageError::io("opening", path))?;
+    let file = disk
+        .open(path, false)
+        .map_err(StorageError::io("opening", path))?;
     let length = file.len().map_err(StorageError::io("measuring", path))?;
     if length != CHECKPOINT_BYTES as u64 {
-        return Ok(Err(format!("checkpoint is {length} bytes, expected {CHECKPOINT_BYTES}")));
+        return Ok(Err(format!(
+            "checkpoint is {length} bytes, expected {CHECKPOINT_BYTES}"
+        )));
     }
     let mut bytes = [0u8; CHECKPOINT_BYTES];
     read_exact_at(&*file, &mut bytes, 0).map_err(StorageError::io("reading", path))?;
@@ -610,7 +687,11 @@ fn remove_if_present(disk: &dyn Disk, path: &Path) -> Result<(), StorageError> {
 
 /// Removes a segment's files, data file first: a crash midway leaves orphaned index files,
 /// which the next open deletes, never a data file without its reason to exist.
-pub(crate) fn remove_segment_files(disk: &dyn Disk, dir: &Path, base_offset: i64) -> Result<(), StorageError> {
+pub(crate) fn remove_segment_files(
+    disk: &dyn Disk,
+    dir: &Path,
+    base_offset: i64,
+) -> Result<(), StorageError> {
     let paths = SegmentPaths::new(dir, base_offset);
     remove_if_present(disk, &paths.log)?;
     remove_if_present(disk, &paths.offset_index)?;

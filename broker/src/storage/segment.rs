@@ -145,7 +145,14 @@ impl Segment {
             offset_entries_on_disk: 0,
             time_entries_on_disk: 0,
         };
-        Ok(Segment::from_parts(base_offset, paths, log, offset_index, time_index, state))
+        Ok(Segment::from_parts(
+            base_offset,
+            paths,
+            log,
+            offset_index,
+            time_index,
+            state,
+        ))
     }
 
     pub fn from_parts(
@@ -167,7 +174,9 @@ impl Segment {
             max_timestamp: AtomicI64::new(state.max_timestamp),
             first_batch_timestamp: AtomicI64::new(state.first_batch_timestamp),
             last_batch_position: AtomicU64::new(state.last_batch.map_or(0, |(position, _)| position)),
-            last_batch_base_offset: AtomicI64::new(state.last_batch.map_or(base_offset, |(_, offset)| offset)),
+            last_batch_base_offset: AtomicI64::new(
+                state.last_batch.map_or(base_offset, |(_, offset)| offset),
+            ),
             offset_entries: RwLock::new(state.offset_entries),
             time_entries: RwLock::new(state.time_entries),
             offset_entries_on_disk: AtomicUsize::new(state.offset_entries_on_disk),
@@ -239,7 +248,8 @@ impl Segment {
             write_lock(&self.time_entries).extend(entries.iter().map(|(_, time)| *time));
         }
         if self.first_batch_timestamp.load(Ordering::Relaxed) == NO_TIMESTAMP {
-            self.first_batch_timestamp.store(first_batch_timestamp, Ordering::Release);
+            self.first_batch_timestamp
+                .store(first_batch_timestamp, Ordering::Release);
         }
         self.last_batch_position.store(last_batch.0, Ordering::Relaxed);
         self.last_batch_base_offset.store(last_batch.1, Ordering::Relaxed);
@@ -256,7 +266,10 @@ impl Segment {
         }
         let position = self.last_batch_position.load(Ordering::Relaxed);
         let mut entries = write_lock(&self.time_entries);
-        if entries.last().is_some_and(|entry| u64::from(entry.position) == position) {
+        if entries
+            .last()
+            .is_some_and(|entry| u64::from(entry.position) == position)
+        {
             return;
         }
         // The last batch lies inside the segment, so both fit: see IndexPlacer::on_batch.
@@ -284,7 +297,8 @@ impl Segment {
                 self.offset_index_file
                     .write_all_at(&out, position)
                     .map_err(StorageError::io("writing", &self.paths.offset_index))?;
-                self.offset_entries_on_disk.store(entries.len(), Ordering::Release);
+                self.offset_entries_on_disk
+                    .store(entries.len(), Ordering::Release);
             }
         }
         out.clear();
@@ -309,7 +323,9 @@ impl Segment {
     }
 
     pub fn sync_log(&self) -> Result<(), StorageError> {
-        self.log.sync_data().map_err(StorageError::io("syncing", &self.paths.log))
+        self.log
+            .sync_data()
+            .map_err(StorageError::io("syncing", &self.paths.log))
     }
 
     pub fn sync_indexes(&self) -> Result<(), StorageError> {
@@ -346,12 +362,20 @@ impl Segment {
 
     /// Whole batches starting with the one that contains `offset`, up to `max_bytes` (at least
     /// one batch), none at or past `high_watermark`. `None`: no batch here at or after `offset`.
-    pub fn read(&self, offset: i64, max_bytes: usize, high_watermark: i64) -> Result<Option<Bytes>, StorageError> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        high_watermark: i64,
+    ) -> Result<Option<Bytes>, StorageError> {
         let end = self.end();
         let start = self.position_for_offset(offset);
         let mut scanner = BatchScanner::new(&*self.log, start, end, LOCATE_CHUNK_BYTES);
         let (position, first) = loop {
-            match scanner.next_header().map_err(StorageError::io("reading", &self.paths.log))? {
+            match scanner
+                .next_header()
+                .map_err(StorageError::io("reading", &self.paths.log))?
+            {
                 ScanStep::End => return Ok(None),
                 ScanStep::Invalid(reason) => {
                     return Err(StorageError::corrupt(
@@ -375,21 +399,30 @@ impl Segment {
         let available = usize::try_from(end - position).unwrap_or(usize::MAX);
         let length = max_bytes.min(available).max(first_bytes);
         let mut buffer = BytesMut::zeroed(length);
-        read_exact_at(&*self.log, &mut buffer, position).map_err(StorageError::io("reading", &self.paths.log))?;
-        let cut = whole_batches_below(&buffer, first.base_offset, high_watermark)
-            .map_err(|detail| StorageError::corrupt(&self.paths.log, format!("at byte {position}+: {detail}")))?;
+        read_exact_at(&*self.log, &mut buffer, position)
+            .map_err(StorageError::io("reading", &self.paths.log))?;
+        let cut = whole_batches_below(&buffer, first.base_offset, high_watermark).map_err(|detail| {
+            StorageError::corrupt(&self.paths.log, format!("at byte {position}+: {detail}"))
+        })?;
         buffer.truncate(cut);
         Ok(Some(buffer.freeze()))
     }
 
     /// The first record at or after this segment's start with a timestamp >= `timestamp`, below
     /// `high_watermark`: `(offset, timestamp)`.
-    pub fn find_timestamp(&self, timestamp: i64, high_watermark: i64) -> Result<Option<(i64, i64)>, StorageError> {
+    pub fn find_timestamp(
+        &self,
+        timestamp: i64,
+        high_watermark: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
         let end = self.end();
         let start = self.position_for_timestamp(timestamp);
         let mut scanner = BatchScanner::new(&*self.log, start, end, LOCATE_CHUNK_BYTES);
         loop {
-            match scanner.next_header().map_err(StorageError::io("reading", &self.paths.log))? {
+            match scanner
+                .next_header()
+                .map_err(StorageError::io("reading", &self.paths.log))?
+            {
                 ScanStep::End => return Ok(None),
                 ScanStep::Invalid(reason) => {
                     return Err(StorageError::corrupt(
@@ -413,12 +446,13 @@ impl Segment {
                         .batch_bytes()
                         .map_err(StorageError::io("reading", &self.paths.log))?;
                     let bytes = Bytes::copy_from_slice(bytes);
-                    let found = first_record_at_or_after(&bytes, timestamp)
-                        .map_err(|source| StorageError::Corrupt {
+                    let found = first_record_at_or_after(&bytes, timestamp).map_err(|source| {
+                        StorageError::Corrupt {
                             path: self.paths.log.clone(),
                             detail: format!("batch at offset {} does not decode", header.base_offset),
                             source: Some(source),
-                        })?;
+                        }
+                    })?;
                     if found.is_some() {
                         return Ok(found);
                     }
@@ -480,7 +514,9 @@ fn create_with_header(
     kind: FileKind,
     base_offset: i64,
 ) -> Result<Arc<dyn SegmentFile>, StorageError> {
-    let file = disk.open(path, true).map_err(StorageError::io("creating", path))?;
+    let file = disk
+        .open(path, true)
+        .map_err(StorageError::io("creating", path))?;
     file.set_len(0).map_err(StorageError::io("truncating", path))?;
     file.write_all_at(&encode_file_header(kind, base_offset), 0)
         .map_err(StorageError::io("writing", path))?;

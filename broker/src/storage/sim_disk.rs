@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::disk::{Disk, SegmentFile};
 
@@ -36,6 +37,9 @@ struct Shared {
     state: Mutex<State>,
     file_syncs: AtomicU64,
     writes: AtomicU64,
+    /// Simulated device latency of one fdatasync.
+    sync_delay: Duration,
+    fail_syncs: AtomicBool,
 }
 
 /// How a crash treats data written but not synced.
@@ -69,6 +73,21 @@ impl SimDisk {
         Self::default()
     }
 
+    /// A disk whose fdatasync takes `delay`, like a real device.
+    pub fn with_sync_delay(delay: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                sync_delay: delay,
+                ..Shared::default()
+            }),
+        }
+    }
+
+    /// While set, every fdatasync fails (and syncs nothing).
+    pub fn fail_syncs(&self, fail: bool) {
+        self.shared.fail_syncs.store(fail, Ordering::Relaxed);
+    }
+
     /// Power loss: every open handle dies, and only durable data and names remain.
     pub fn crash(&self, mode: CrashMode) {
         let mut state = lock(&self.shared.state);
@@ -87,7 +106,12 @@ impl SimDisk {
             }
         }
         let mut seen: Vec<*const FileData> = Vec::new();
-        for data in state.current.values().chain(state.durable.values()).chain(names.values()) {
+        for data in state
+            .current
+            .values()
+            .chain(state.durable.values())
+            .chain(names.values())
+        {
             let pointer = Arc::as_ptr(data);
             if seen.contains(&pointer) {
                 continue;
@@ -114,15 +138,13 @@ impl SimDisk {
         lock(&self.shared.state).writes_left = Some(count);
     }
 
-    /// File fdatasyncs so far.
-    pub fn file_syncs(&self) -> u64 {
-        self.shared.file_syncs.load(Ordering::Relaxed)
-    }
-
     /// Current content of a file, for tests that corrupt files directly.
     pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
         let state = lock(&self.shared.state);
-        state.current.get(path).map(|data| lock(&data.content).current.clone())
+        state
+            .current
+            .get(path)
+            .map(|data| lock(&data.content).current.clone())
     }
 
     /// Replaces a file's content, durably (as if corrupted on the platter).
@@ -205,6 +227,12 @@ impl SegmentFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.check()?;
+        if self.shared.fail_syncs.load(Ordering::Relaxed) {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        if !self.shared.sync_delay.is_zero() {
+            std::thread::sleep(self.shared.sync_delay);
+        }
         self.shared.file_syncs.fetch_add(1, Ordering::Relaxed);
         let mut content = lock(&self.data.content);
         content.durable = content.current.clone();
@@ -236,7 +264,12 @@ impl Disk for SimDisk {
                 state.current.insert(path.to_path_buf(), Arc::clone(&data));
                 data
             }
-            None => return Err(io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))),
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{}", path.display()),
+                ))
+            }
         };
         Ok(Arc::new(SimFile {
             shared: Arc::clone(&self.shared),
@@ -249,7 +282,10 @@ impl Disk for SimDisk {
         let mut state = lock(&self.shared.state);
         match state.current.remove(path) {
             Some(_) => Ok(()),
-            None => Err(io::Error::new(io::ErrorKind::NotFound, format!("{}", path.display()))),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}", path.display()),
+            )),
         }
     }
 
