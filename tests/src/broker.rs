@@ -203,7 +203,13 @@ impl BrokerProcess {
     /// Sends SIGTERM and waits up to [`STOP_TIMEOUT`] for the process to exit; returns its exit
     /// status. Panics (after a SIGKILL) if it does not exit in time.
     pub fn terminate_and_wait(&mut self) -> ExitStatus {
-        kill(self.pid(), Signal::SIGTERM).expect("sending SIGTERM to tidelogd");
+        self.signal_and_wait(Signal::SIGTERM)
+    }
+
+    /// Sends `signal` and waits up to [`STOP_TIMEOUT`] for the process to exit; returns its
+    /// exit status. Panics (after a SIGKILL) if it does not exit in time.
+    pub fn signal_and_wait(&mut self, signal: Signal) -> ExitStatus {
+        kill(self.pid(), signal).unwrap_or_else(|error| panic!("sending {signal} to tidelogd: {error}"));
         match self.wait_for_exit(STOP_TIMEOUT) {
             Some(status) => status,
             None => {

@@ -4,6 +4,7 @@
 //! * [`binaries`] finds (and builds, once per test process) the two binaries.
 //! * [`broker`] starts, kills (SIGKILL), stops (SIGTERM) and restarts a broker process.
 //! * [`cli`] runs the `tidelog` CLI with a bounded timeout.
+//! * [`load`] keeps produce requests in flight and records what was acknowledged where.
 //! * [`raw`] is a small blocking protocol client that can also send malformed bytes.
 //! * [`records`] builds record batches and reads whole partitions back.
 //! * [`wait`] polls a condition until a deadline, and the seed of randomised tests.
@@ -11,6 +12,7 @@
 pub mod binaries;
 pub mod broker;
 pub mod cli;
+pub mod load;
 pub mod raw;
 pub mod records;
 pub mod wait;

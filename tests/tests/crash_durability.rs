@@ -6,17 +6,15 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tidelog_e2e::cli::StreamingCli;
+use tidelog_e2e::load::{Load, LoadConfig};
 use tidelog_e2e::records::{assert_dense, batch_of, read_partition};
 use tidelog_e2e::wait::test_seed;
 use tidelog_e2e::{poll_until, small_segments_config, BrokerProcess, RawClient, TestDir};
-use tidelog_proto::pb::{self, ErrorCode};
 
 const TOPIC: &str = "durable";
 const PARTITIONS: u32 = 3;
@@ -39,105 +37,6 @@ struct Model {
     acked: HashMap<String, (u32, i64)>,
     /// Values sent but never acknowledged: each may be in the log, at most once.
     unacked: HashSet<String>,
-}
-
-/// One acknowledged batch.
-#[derive(Debug)]
-struct AckedBatch {
-    partition: u32,
-    base_offset: i64,
-    values: Vec<String>,
-}
-
-/// Shared between one round's producer threads and the test.
-#[derive(Debug, Default)]
-struct Round {
-    acked: Mutex<Vec<AckedBatch>>,
-    sent: Mutex<Vec<String>>,
-    acked_batches: AtomicUsize,
-    stop: AtomicBool,
-    violations: Mutex<Vec<String>>,
-}
-
-impl Round {
-    fn violation(&self, text: String) {
-        self.violations.lock().unwrap().push(text);
-    }
-}
-
-/// Produces random batches, up to `depth` in flight, until the connection breaks (the broker
-/// was killed) or `stop` is set. Records every acknowledgement.
-fn produce_until_broken(addr: SocketAddr, round: &Round, round_number: usize, producer: u64, seed: u64) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let Ok(mut client) = RawClient::connect(addr) else {
-        return;
-    };
-    let depth = rng.random_range(1..=4);
-    let mut outstanding: HashMap<u64, (u32, Vec<String>)> = HashMap::new();
-    let mut batch_number = 0u64;
-    // Bounded: the broker is killed long before this many responses.
-    for _ in 0..100_000 {
-        while outstanding.len() < depth && !round.stop.load(Ordering::Relaxed) {
-            batch_number += 1;
-            let partition = rng.random_range(0..PARTITIONS);
-            let count = rng.random_range(1..=16);
-            let values: Vec<String> = (0..count)
-                .map(|index| {
-                    let padding = "x".repeat(rng.random_range(0..200));
-                    format!("r{round_number}-p{producer}-b{batch_number}-i{index}-{padding}")
-                })
-                .collect();
-            round.sent.lock().unwrap().extend(values.iter().cloned());
-            let body = RawClient::produce_body(TOPIC, partition, batch_of(&values), pb::Acks::Leader);
-            match client.send_body(body) {
-                Ok(correlation_id) => {
-                    outstanding.insert(correlation_id, (partition, values));
-                }
-                Err(_) => return,
-            }
-        }
-        if outstanding.is_empty() {
-            return;
-        }
-        let response = match client.read_response() {
-            Ok(Some(response)) => response,
-            _ => return,
-        };
-        let Some((partition, values)) = outstanding.remove(&response.correlation_id) else {
-            round.violation(format!("response to a correlation id never sent: {response:?}"));
-            return;
-        };
-        if response.error() != ErrorCode::None {
-            round.violation(format!("produce refused as a whole: {response:?}"));
-            continue;
-        }
-        let Some(pb::response::Body::Produce(body)) = response.body else {
-            round.violation(format!("produce answered with another body: {response:?}"));
-            continue;
-        };
-        let Some(result) = body.topics.first().and_then(|topic| topic.partitions.first()) else {
-            round.violation(format!("produce response without a partition: {body:?}"));
-            continue;
-        };
-        if result.partition != partition {
-            round.violation(format!(
-                "asked for partition {partition}, answered for {result:?}"
-            ));
-        }
-        if result.error() != ErrorCode::None {
-            // Not acknowledged (say, a sync timeout): the records may or may not be there.
-            continue;
-        }
-        if result.last_offset - result.base_offset + 1 != values.len() as i64 {
-            round.violation(format!("{} records acknowledged as {result:?}", values.len()));
-        }
-        round.acked.lock().unwrap().push(AckedBatch {
-            partition,
-            base_offset: result.base_offset,
-            values,
-        });
-        round.acked_batches.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// Reads every partition back and checks it against the model, then makes the read-back log
@@ -200,42 +99,40 @@ fn acknowledged_records_survive_sigkill_exactly_once_at_their_offsets() {
     let started = Instant::now();
     let mut rounds = 0;
     while rounds < ROUNDS_MAX && (rounds < ROUNDS_MIN || started.elapsed() < TIME_BUDGET) {
-        let round = Arc::new(Round::default());
-        let addr = broker.addr();
-        let producers: Vec<_> = (0..PRODUCERS)
-            .map(|producer| {
-                let round = round.clone();
-                let producer_seed = rng.random::<u64>();
-                std::thread::spawn(move || {
-                    produce_until_broken(addr, &round, rounds, producer, producer_seed)
-                })
-            })
-            .collect();
+        let load = Load::start(
+            broker.addr(),
+            &LoadConfig {
+                topic: TOPIC.into(),
+                partitions: PARTITIONS,
+                producers: PRODUCERS,
+                in_flight_max: 4,
+                records_per_batch_max: 16,
+                padding_bytes_max: 200,
+                label: format!("round-{rounds}"),
+            },
+            &mut rng,
+        );
         // Kill after a random number of acknowledgements, while other batches are in flight.
         let target = rng.random_range(1..=60);
         poll_until(ACK_WAIT, "producers to get their batches acknowledged", || {
             broker.assert_alive("accepting produce requests");
-            (round.acked_batches.load(Ordering::Relaxed) >= target).then_some(())
+            (load.acked_batches() >= target).then_some(())
         });
         broker.kill9();
-        round.stop.store(true, Ordering::Relaxed);
-        for producer in producers {
-            producer.join().expect("producer thread");
-        }
-        let violations = round.violations.lock().unwrap();
+        let outcome = load.stop_and_join();
         assert!(
-            violations.is_empty(),
-            "round {rounds}: protocol violations: {violations:?}"
+            outcome.violations.is_empty(),
+            "round {rounds}: protocol violations: {:?}",
+            outcome.violations
         );
-        drop(violations);
-        for batch in round.acked.lock().unwrap().drain(..) {
+        for batch in outcome.acked {
             for (index, value) in batch.values.into_iter().enumerate() {
                 model
                     .acked
                     .insert(value, (batch.partition, batch.base_offset + index as i64));
             }
         }
-        for value in round.sent.lock().unwrap().drain(..) {
+        for value in outcome.sent {
             if !model.acked.contains_key(&value) {
                 model.unacked.insert(value);
             }
