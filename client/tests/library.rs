@@ -1,5 +1,8 @@
 //! End-to-end tests of the client library against an in-process broker.
 
+// Test code: a failed expectation is a failed test (STYLE.md allows unwrap/expect in tests).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
