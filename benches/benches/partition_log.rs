@@ -16,7 +16,10 @@ fn config(flush: FlushPolicy) -> LogConfig {
 }
 
 fn append(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     for record_bytes in [100usize, 1024] {
         let bytes = tidelog_benches::batch(1000, record_bytes);
         let (batch, _) = RecordBatch::split_first(&bytes).unwrap();
@@ -30,7 +33,9 @@ fn append(c: &mut Criterion) {
             group.bench_function(flush.to_string(), |b| {
                 b.iter(|| {
                     let outcome = log.append(&batches, 1_700_000_000_000).unwrap();
-                    runtime.block_on(log.wait_durable(outcome.last_offset + 1)).unwrap();
+                    runtime
+                        .block_on(log.wait_durable(outcome.last_offset + 1))
+                        .unwrap();
                 })
             });
         }
@@ -44,7 +49,8 @@ fn read(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let log = PartitionLog::open(dir.path(), config(FlushPolicy::Never)).unwrap();
     for _ in 0..200 {
-        log.append(std::slice::from_ref(&batch), 1_700_000_000_000).unwrap();
+        log.append(std::slice::from_ref(&batch), 1_700_000_000_000)
+            .unwrap();
     }
     let end = log.high_watermark();
     let mut group = c.benchmark_group("read_1MiB");

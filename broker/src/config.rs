@@ -141,7 +141,10 @@ impl BrokerConfig {
         }
         for (name, value) in [
             ("limits.connections_max", limits.connections_max),
-            ("limits.in_flight_requests_per_connection_max", limits.in_flight_requests_per_connection_max),
+            (
+                "limits.in_flight_requests_per_connection_max",
+                limits.in_flight_requests_per_connection_max,
+            ),
             ("limits.response_queue_depth", limits.response_queue_depth),
             ("limits.topics_max", limits.topics_max),
         ] {

@@ -222,7 +222,9 @@ impl TopicRegistry {
             ));
         }
         if config.index_interval_bytes == 0 {
-            return Err(TopicError::InvalidConfig("index_interval_bytes must be at least 1".into()));
+            return Err(TopicError::InvalidConfig(
+                "index_interval_bytes must be at least 1".into(),
+            ));
         }
         Ok(config)
     }
@@ -272,11 +274,15 @@ impl TopicRegistry {
     fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
         // A panic while holding the lock cannot leave the map half-updated (single inserts and
         // removes), so a poisoned lock is still safe to use.
-        self.topics.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.topics
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
-        self.topics.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.topics
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -299,7 +305,9 @@ pub fn validate_topic_name(name: &str, max_bytes: usize) -> Result<(), TopicErro
         .bytes()
         .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
     {
-        return Err(invalid("only ASCII letters, digits, '.', '_' and '-' are allowed"));
+        return Err(invalid(
+            "only ASCII letters, digits, '.', '_' and '-' are allowed",
+        ));
     }
     Ok(())
 }

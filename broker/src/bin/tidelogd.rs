@@ -79,7 +79,10 @@ fn run() -> anyhow::Result<()> {
             _ = terminate.recv() => "SIGTERM",
             _ = interrupt.recv() => "SIGINT",
         };
-        tracing::info!(signal = name, "shutting down: draining connections and syncing partitions");
+        tracing::info!(
+            signal = name,
+            "shutting down: draining connections and syncing partitions"
+        );
         broker.shutdown().await?;
         Ok(())
     })

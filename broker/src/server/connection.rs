@@ -112,7 +112,11 @@ async fn start_request(
         Err(error) => {
             // The frame boundary is intact, so the connection stays usable: answer and go on.
             tracing::warn!(%error, "undecodable request");
-            let response = error_response(0, ErrorCode::InvalidRequest, format!("undecodable request: {error}"));
+            let response = error_response(
+                0,
+                ErrorCode::InvalidRequest,
+                format!("undecodable request: {error}"),
+            );
             send_response(responses, &response, frame_bytes_max).await;
             return;
         }
@@ -123,7 +127,8 @@ async fn start_request(
         return;
     };
     let correlation_id = header.correlation_id;
-    let span = tracing::debug_span!("request", api = ?header.api(), correlation_id, client_id = %header.client_id);
+    let span =
+        tracing::debug_span!("request", api = ?header.api(), correlation_id, client_id = %header.client_id);
     let outcome = span.in_scope(|| handlers::dispatch(context, &header, request.body));
     match outcome {
         Outcome::Reply(body) => {
@@ -176,7 +181,11 @@ async fn send_response(responses: &mpsc::Sender<BytesMut>, response: &pb::Respon
     if let Err(error) = encode_frame(response, &mut frame, frame_bytes_max) {
         tracing::error!(%error, "response does not fit in a frame");
         frame.clear();
-        let fallback = error_response(response.correlation_id, ErrorCode::MessageTooLarge, error.to_string());
+        let fallback = error_response(
+            response.correlation_id,
+            ErrorCode::MessageTooLarge,
+            error.to_string(),
+        );
         if encode_frame(&fallback, &mut frame, frame_bytes_max).is_err() {
             return;
         }

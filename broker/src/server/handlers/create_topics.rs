@@ -46,7 +46,9 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::CreateTopicsRequ
                 .collect()
         })
         .await?;
-        Some(pb::response::Body::CreateTopics(pb::CreateTopicsResponse { topics }))
+        Some(pb::response::Body::CreateTopics(pb::CreateTopicsResponse {
+            topics,
+        }))
     }))
 }
 

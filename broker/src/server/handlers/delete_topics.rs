@@ -35,6 +35,8 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::DeleteTopicsRequ
                 .collect()
         })
         .await?;
-        Some(pb::response::Body::DeleteTopics(pb::DeleteTopicsResponse { topics }))
+        Some(pb::response::Body::DeleteTopics(pb::DeleteTopicsResponse {
+            topics,
+        }))
     }))
 }

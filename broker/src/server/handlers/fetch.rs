@@ -52,8 +52,10 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::FetchRequest) ->
         let deadline = Instant::now() + max_wait;
         // Subscribe before the first read, so an append between the read and the wait still
         // wakes us.
-        let mut watches: Vec<watch::Receiver<i64>> =
-            wanted.iter().filter_map(|want| want.log.as_ref().map(|log| log.subscribe())).collect();
+        let mut watches: Vec<watch::Receiver<i64>> = wanted
+            .iter()
+            .filter_map(|want| want.log.as_ref().map(|log| log.subscribe()))
+            .collect();
         let results = loop {
             for watch in &mut watches {
                 watch.borrow_and_update();
@@ -103,7 +105,9 @@ fn read_all(
                 let (code, message) = unknown_partition(&names[want.topic], want.partition);
                 failed(want.partition, code, message, -1, -1)
             }
-            Some(log) if remaining == 0 && total > 0 => empty(want.partition, log.high_watermark(), log.log_start_offset()),
+            Some(log) if remaining == 0 && total > 0 => {
+                empty(want.partition, log.high_watermark(), log.log_start_offset())
+            }
             Some(log) => match log.read(want.offset, want.max_bytes.min(remaining.max(1))) {
                 Ok(read) if total > 0 && read.records.len() > remaining => {
                     empty(want.partition, read.high_watermark, read.log_start_offset)

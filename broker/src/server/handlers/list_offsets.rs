@@ -61,7 +61,9 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ListOffsetsReque
             }
         })
         .collect();
-    Outcome::Reply(pb::response::Body::ListOffsets(pb::ListOffsetsResponse { topics }))
+    Outcome::Reply(pb::response::Body::ListOffsets(pb::ListOffsetsResponse {
+        topics,
+    }))
 }
 
 fn failed(partition: u32, code: ErrorCode, message: String) -> pb::list_offsets_response::Partition {

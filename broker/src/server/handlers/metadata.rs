@@ -47,7 +47,10 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::MetadataRequest)
             })
             .collect()
     };
-    Outcome::Reply(pb::response::Body::Metadata(pb::MetadataResponse { brokers, topics }))
+    Outcome::Reply(pb::response::Body::Metadata(pb::MetadataResponse {
+        brokers,
+        topics,
+    }))
 }
 
 fn describe(topic: &Topic, leader: u32) -> pb::TopicMetadata {
