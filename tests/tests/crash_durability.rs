@@ -21,6 +21,7 @@ const PARTITIONS: u32 = 3;
 const PRODUCERS: u64 = 3;
 /// Small segments, so crashes also land around segment rolls.
 const SEGMENT_BYTES: u64 = 64 << 10;
+const CLI_SEGMENT_BYTES: u64 = 4 << 20;
 const ROUNDS_MIN: usize = 4;
 const ROUNDS_MAX: usize = 20;
 /// No new round starts after this much time (debug builds on slow disks).
@@ -175,7 +176,8 @@ fn offsets_printed_by_the_cli_producer_survive_sigkill() {
     let seed = test_seed("offsets_printed_by_the_cli_producer_survive_sigkill");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = TestDir::new("crash-cli");
-    let config = small_segments_config(&dir, SEGMENT_BYTES);
+    // Room for the CLI's batches (up to 1 MiB by default), yet still several segments.
+    let config = small_segments_config(&dir, CLI_SEGMENT_BYTES);
     let mut broker = BrokerProcess::start(
         &dir.data_dir(),
         &["--flush", "always", "--config", config.to_str().unwrap()],
@@ -205,6 +207,7 @@ fn offsets_printed_by_the_cli_producer_survive_sigkill() {
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    let printed_before_kill = printed.len();
     broker.kill9();
     // The CLI must notice and exit; collect what it printed until then.
     let collect_deadline = Instant::now() + Duration::from_secs(30);
@@ -218,7 +221,7 @@ fn offsets_printed_by_the_cli_producer_survive_sigkill() {
     let (status, stderr) = cli.wait(Duration::from_secs(30));
     let _ = writer.join();
     eprintln!(
-        "the CLI printed {} offsets before the crash; it exited {status}: {stderr}",
+        "the CLI had printed {printed_before_kill} offsets at the crash, {} in all; it exited {status}: {stderr}",
         printed.len()
     );
     assert!(
