@@ -272,3 +272,53 @@ fn parse_offset_line(line: &str) -> (u32, i64) {
             .unwrap_or_else(|_| panic!("bad offset in {line:?}")),
     )
 }
+
+#[test]
+fn acknowledged_topic_creates_and_deletes_survive_sigkill() {
+    let dir = TestDir::new("crash-metadata");
+    let mut broker = BrokerProcess::start(&dir.data_dir(), &["--flush", "always"]);
+    let mut client = RawClient::connect_or_panic(broker.addr());
+    client.create_topic("doomed", 2, None);
+    client.produce_ok("doomed", 1, batch_of(&["old data"]));
+    client.create_topic("kept", 3, None);
+    let result = client.call_ok(tidelog_proto::pb::request::Body::DeleteTopics(
+        tidelog_proto::pb::DeleteTopicsRequest {
+            names: vec!["doomed".into()],
+        },
+    ));
+    let tidelog_proto::pb::response::Body::DeleteTopics(deleted) = result else {
+        panic!("unexpected DeleteTopics response: {result:?}");
+    };
+    assert_eq!(deleted.topics.len(), 1);
+    assert_eq!(
+        deleted.topics[0].error(),
+        tidelog_proto::pb::ErrorCode::None,
+        "{deleted:?}"
+    );
+    client.create_topic("fresh", 1, None);
+    drop(client);
+    // Crash right after the last acknowledged metadata change.
+    broker.kill9();
+    broker.restart();
+
+    let mut client = RawClient::connect_or_panic(broker.addr());
+    let metadata = client.metadata(&[]);
+    let mut topics: Vec<(String, usize)> = metadata
+        .topics
+        .iter()
+        .map(|topic| (topic.name.clone(), topic.partitions.len()))
+        .collect();
+    topics.sort();
+    assert_eq!(
+        topics,
+        vec![("fresh".to_string(), 1), ("kept".to_string(), 3)],
+        "acknowledged creates and deletes must survive a crash"
+    );
+    // A topic created again under a deleted name starts empty.
+    client.create_topic("doomed", 2, None);
+    assert_eq!(
+        client.high_watermark("doomed", 1),
+        0,
+        "the deleted topic's data must be gone"
+    );
+}
