@@ -15,10 +15,13 @@ pub const BATCH_BYTES_MAX: usize = 64 << 20;
 // Common file header.
 pub const HEADER_MAGIC_OFFSET: usize = 0;
 pub const HEADER_VERSION_OFFSET: usize = HEADER_MAGIC_OFFSET + 8;
-pub const HEADER_RESERVED_OFFSET: usize = HEADER_VERSION_OFFSET + 2;
-pub const HEADER_BASE_OFFSET_OFFSET: usize = HEADER_RESERVED_OFFSET + 2;
-pub const HEADER_RESERVED2_OFFSET: usize = HEADER_BASE_OFFSET_OFFSET + 8;
-pub const HEADER_CRC_OFFSET: usize = HEADER_RESERVED2_OFFSET + 8;
+pub const HEADER_FLAGS_OFFSET: usize = HEADER_VERSION_OFFSET + 2;
+/// Data file flag: the segment was closed and every byte of it fdatasync'ed before this flag
+/// was written, so recovery may trust it without a scan. The active segment never has it.
+pub const LOG_FLAG_SEALED: u16 = 0x0001;
+pub const HEADER_BASE_OFFSET_OFFSET: usize = HEADER_FLAGS_OFFSET + 2;
+pub const HEADER_RESERVED_OFFSET: usize = HEADER_BASE_OFFSET_OFFSET + 8;
+pub const HEADER_CRC_OFFSET: usize = HEADER_RESERVED_OFFSET + 8;
 /// Size of the header at the front of every segment file; batches start right after it.
 pub const FILE_HEADER_BYTES: usize = HEADER_CRC_OFFSET + 4;
 
@@ -68,10 +71,15 @@ impl std::fmt::Display for DecodeError {
 }
 
 pub fn encode_file_header(kind: FileKind, base_offset: i64) -> [u8; FILE_HEADER_BYTES] {
+    encode_file_header_with_flags(kind, base_offset, 0)
+}
+
+pub fn encode_file_header_with_flags(kind: FileKind, base_offset: i64, flags: u16) -> [u8; FILE_HEADER_BYTES] {
     let mut out = [0u8; FILE_HEADER_BYTES];
     out[HEADER_MAGIC_OFFSET..HEADER_VERSION_OFFSET].copy_from_slice(kind.magic());
-    out[HEADER_VERSION_OFFSET..HEADER_RESERVED_OFFSET].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
-    out[HEADER_BASE_OFFSET_OFFSET..HEADER_RESERVED2_OFFSET].copy_from_slice(&base_offset.to_be_bytes());
+    out[HEADER_VERSION_OFFSET..HEADER_FLAGS_OFFSET].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+    out[HEADER_FLAGS_OFFSET..HEADER_BASE_OFFSET_OFFSET].copy_from_slice(&flags.to_be_bytes());
+    out[HEADER_BASE_OFFSET_OFFSET..HEADER_RESERVED_OFFSET].copy_from_slice(&base_offset.to_be_bytes());
     let crc = crc32fast::hash(&out[..HEADER_CRC_OFFSET]);
     out[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_be_bytes());
     out
@@ -79,6 +87,11 @@ pub fn encode_file_header(kind: FileKind, base_offset: i64) -> [u8; FILE_HEADER_
 
 /// Checks a file header and returns the base offset it names.
 pub fn decode_file_header(kind: FileKind, bytes: &[u8]) -> Result<i64, DecodeError> {
+    decode_file_header_with_flags(kind, bytes).map(|(base_offset, _)| base_offset)
+}
+
+/// Checks a file header and returns the base offset and flags it holds.
+pub fn decode_file_header_with_flags(kind: FileKind, bytes: &[u8]) -> Result<(i64, u16), DecodeError> {
     if bytes.len() < FILE_HEADER_BYTES {
         return Err(DecodeError::Invalid(format!(
             "header is {} bytes, expected {FILE_HEADER_BYTES}",
@@ -99,7 +112,7 @@ pub fn decode_file_header(kind: FileKind, bytes: &[u8]) -> Result<i64, DecodeErr
     if version != FORMAT_VERSION {
         return Err(DecodeError::UnsupportedVersion(version));
     }
-    Ok(i64_at(bytes, HEADER_BASE_OFFSET_OFFSET))
+    Ok((i64_at(bytes, HEADER_BASE_OFFSET_OFFSET), u16_at(bytes, HEADER_FLAGS_OFFSET)))
 }
 
 // Offset index entry.
@@ -391,6 +404,14 @@ mod tests {
     }
 
     #[test]
+    fn sealed_flag_round_trips() {
+        let header = encode_file_header_with_flags(FileKind::Log, 9, LOG_FLAG_SEALED);
+        assert_eq!(decode_file_header_with_flags(FileKind::Log, &header), Ok((9, LOG_FLAG_SEALED)));
+        let header = encode_file_header(FileKind::Log, 9);
+        assert_eq!(decode_file_header_with_flags(FileKind::Log, &header), Ok((9, 0)));
+    }
+
+    #[test]
     fn file_header_of_another_kind_is_refused() {
         let header = encode_file_header(FileKind::OffsetIndex, 0);
         assert!(decode_file_header(FileKind::Log, &header).is_err());
@@ -399,7 +420,7 @@ mod tests {
     #[test]
     fn newer_file_version_is_reported_as_unsupported_not_corrupt() {
         let mut header = encode_file_header(FileKind::Log, 7);
-        header[HEADER_VERSION_OFFSET..HEADER_RESERVED_OFFSET].copy_from_slice(&2u16.to_be_bytes());
+        header[HEADER_VERSION_OFFSET..HEADER_FLAGS_OFFSET].copy_from_slice(&2u16.to_be_bytes());
         let crc = crc32fast::hash(&header[..HEADER_CRC_OFFSET]);
         header[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(

@@ -58,6 +58,16 @@ pub struct PartitionLog {
     inner: Arc<Inner>,
 }
 
+/// Who seals closed segments under `Interval` and `Never` (under `Always` the roll does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SealMode {
+    /// A background thread, started by a roll.
+    Background,
+    /// Only `sync` and `close`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Deferred,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Durable {
     /// Everything below this offset is fdatasync'ed.
@@ -80,6 +90,10 @@ struct Inner {
     sync_in_progress: AtomicBool,
     /// Serialises maintenance passes and close, which both delete or describe whole files.
     maintenance: Mutex<()>,
+    seal_mode: SealMode,
+    sealer_running: AtomicBool,
+    /// Serialises sealing between the background sealer and sync/close.
+    seal_lock: Mutex<()>,
     failure: Mutex<Option<String>>,
     closed: AtomicBool,
     log_syncs: AtomicU64,
@@ -104,6 +118,17 @@ impl PartitionLog {
         dir: &Path,
         config: LogConfig,
         disk: Arc<dyn Disk>,
+    ) -> Result<PartitionLog, StorageError> {
+        Self::open_with_seal_mode(dir, config, disk, SealMode::Background)
+    }
+
+    /// `SealMode::Deferred` makes tests deterministic: closed segments stay unsealed (and so
+    /// exposed to crashes) until `sync` or `close`.
+    pub(crate) fn open_with_seal_mode(
+        dir: &Path,
+        config: LogConfig,
+        disk: Arc<dyn Disk>,
+        seal_mode: SealMode,
     ) -> Result<PartitionLog, StorageError> {
         config.validate()?;
         let (segments, report) = recover(&*disk, dir, config.index_interval_bytes)?;
@@ -139,6 +164,9 @@ impl PartitionLog {
                 durable_tx,
                 sync_in_progress: AtomicBool::new(false),
                 maintenance: Mutex::new(()),
+                seal_mode,
+                sealer_running: AtomicBool::new(false),
+                seal_lock: Mutex::new(()),
                 failure: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 log_syncs: AtomicU64::new(0),
@@ -171,7 +199,7 @@ impl PartitionLog {
     /// `BatchTooLarge` if a batch or the whole call cannot fit a segment (nothing is written),
     /// `Closed`, `Poisoned` after an earlier fsync failure, `Io` if the write fails.
     pub fn append(&self, batches: &[RecordBatch], now_ms: i64) -> Result<AppendOutcome, StorageError> {
-        let inner = &*self.inner;
+        let inner = &self.inner;
         inner.check_writable()?;
         let batch_bytes_max = inner.config.batch_bytes_max();
         let mut total_bytes = 0usize;
@@ -420,7 +448,7 @@ impl PartitionLog {
     /// from the oldest, while the newest record of the segment is older than `retention_ms`
     /// or the partition is larger than `retention_bytes`. Never deletes the active segment.
     pub fn run_maintenance(&self, now_ms: i64) -> Result<MaintenanceOutcome, StorageError> {
-        let inner = &*self.inner;
+        let inner = &self.inner;
         inner.check_writable()?;
         let _maintenance = lock_ignoring_poison(&inner.maintenance);
         let mut outcome = MaintenanceOutcome::default();
@@ -478,6 +506,7 @@ impl PartitionLog {
     /// `Always`, makes it visible.
     pub fn sync(&self) -> Result<(), StorageError> {
         self.inner.check_failure()?;
+        self.inner.seal_pending()?;
         self.inner.sync_active(true)
     }
 
@@ -490,6 +519,7 @@ impl PartitionLog {
             return Ok(());
         }
         inner.check_failure()?;
+        inner.seal_pending()?;
         let writer = inner.lock_writer()?;
         let active = Arc::clone(&writer.active);
         active.flush_index_entries()?;
@@ -680,12 +710,16 @@ impl Inner {
     /// Closes the active segment and opens a new one at the next offset. The old segment and
     /// its indexes are synced before the new one exists, so only the active segment can ever
     /// have an unsynced tail.
-    fn roll(&self, writer: &mut Writer) -> Result<(), StorageError> {
+    fn roll(self: &Arc<Self>, writer: &mut Writer) -> Result<(), StorageError> {
         let old = Arc::clone(&writer.active);
         let base_offset = old.next_offset();
         old.add_final_time_entry();
         old.flush_index_entries()?;
-        self.sync_segment(&old, true)?;
+        if self.config.flush == FlushPolicy::Always {
+            // Group commit has synced nearly all of it already, so this is cheap, and it lets
+            // the high watermark cover the whole old segment at once.
+            self.seal_segment(&old)?;
+        }
         let new = Arc::new(Segment::create(&*self.disk, &self.dir, base_offset)?);
         self.sync_dir()?;
         {
@@ -696,9 +730,78 @@ impl Inner {
         }
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled to a new segment");
         writer.active = new;
-        // Everything written so far is in the synced old segment.
-        self.publish_durable(base_offset);
+        if self.config.flush == FlushPolicy::Always {
+            // Everything written so far is in the synced old segment.
+            self.publish_durable(base_offset);
+        } else {
+            // Syncing a whole segment here would stall appends for as long as the disk takes
+            // to write it; a background sealer does it instead. Until sealed, a closed segment
+            // is scanned in full by recovery like the active one.
+            self.kick_sealer();
+        }
         Ok(())
+    }
+
+    fn seal_segment(&self, segment: &Segment) -> Result<(), StorageError> {
+        match segment.seal() {
+            Ok(syncs) => {
+                self.log_syncs.fetch_add(syncs, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(error) => {
+                self.poison(format!("sealing segment {} failed: {error}", segment.base_offset));
+                Err(error)
+            }
+        }
+    }
+
+    /// Seals every closed segment not sealed yet, oldest first.
+    fn seal_pending(&self) -> Result<(), StorageError> {
+        let _sealing = lock_ignoring_poison(&self.seal_lock);
+        let segments = self.segments_snapshot();
+        for segment in &segments[..segments.len().saturating_sub(1)] {
+            if !segment.is_sealed() {
+                self.seal_segment(segment)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn has_unsealed_closed_segments(&self) -> bool {
+        let segments = self.segments_snapshot();
+        segments[..segments.len().saturating_sub(1)]
+            .iter()
+            .any(|segment| !segment.is_sealed())
+    }
+
+    /// Starts the background sealer unless it is running (it then picks up the new segment
+    /// itself). At most one sealer thread per log; it exits when nothing is left to seal.
+    fn kick_sealer(self: &Arc<Self>) {
+        if self.seal_mode == SealMode::Deferred || self.sealer_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("tidelog-sealer".to_string())
+            .spawn(move || loop {
+                if let Err(error) = inner.seal_pending() {
+                    tracing::error!(dir = %inner.dir.display(), %error, "background segment sealing failed");
+                }
+                inner.sealer_running.store(false, Ordering::Release);
+                // A roll between our last look and clearing the flag found it set and left the
+                // new segment to us: look again.
+                if inner.check_failure().is_err()
+                    || !inner.has_unsealed_closed_segments()
+                    || inner.sealer_running.swap(true, Ordering::AcqRel)
+                {
+                    break;
+                }
+            });
+        if let Err(error) = spawned {
+            // Not fatal: sync(), close() and the next roll seal what is left.
+            self.sealer_running.store(false, Ordering::Release);
+            tracing::warn!(%error, "could not start the segment sealer thread");
+        }
     }
 }
 

@@ -10,9 +10,9 @@ use tidelog_proto::batch::BATCH_HEADER_BYTES;
 use super::disk::{read_exact_at, Disk, SegmentFile};
 use super::error::StorageError;
 use super::format::{
-    decode_file_header, decode_offset_index, decode_time_index, encode_file_header, parse_segment_file_name,
+    decode_file_header_with_flags, decode_offset_index, decode_time_index, encode_file_header, parse_segment_file_name,
     Checkpoint, DecodeError, FileKind, OffsetEntry, TimeEntry, CHECKPOINT_BYTES, CHECKPOINT_FILE_NAME,
-    FILE_HEADER_BYTES, FORMAT_VERSION, OFFSET_ENTRY_BYTES, TEMP_SUFFIX, TIME_ENTRY_BYTES,
+    FILE_HEADER_BYTES, FORMAT_VERSION, LOG_FLAG_SEALED, OFFSET_ENTRY_BYTES, TEMP_SUFFIX, TIME_ENTRY_BYTES,
 };
 use super::segment::{scan_batches, IndexPlacer, Segment, SegmentPaths, SegmentState, NO_TIMESTAMP};
 
@@ -152,6 +152,7 @@ pub(crate) fn recover(
     }
 
     let mut segments: Vec<Segment> = Vec::new();
+    let mut previous_was_sealed = true;
     let mut index = 0;
     while index < bases.len() {
         let base_offset = bases[index];
@@ -165,7 +166,17 @@ pub(crate) fn recover(
         index += 1;
         if let Some(previous) = segments.last() {
             let expected = previous.next_offset();
-            if base_offset > expected {
+            if base_offset > expected && !previous_was_sealed {
+                // The previous segment was closed but not yet sealed when we crashed, and lost
+                // its unsynced tail: what follows it cannot be attached.
+                let reason = format!(
+                    "previous segment lost offsets {expected}..{base_offset} (closed but not synced before the crash)"
+                );
+                tracing::warn!(dir = %dir.display(), %reason, "dropping segments after an unsynced closed segment");
+                drop_segment_files(disk, dir, base_offset, recovered.segment.end(), &reason, &mut report)?;
+                drop_later_segments(disk, dir, &bases[index..], &reason, &mut report)?;
+                break;
+            } else if base_offset > expected {
                 // A hole before this segment. Retention deletes oldest first, so this is a
                 // deletion interrupted by a crash (or a lost file): keep the newest contiguous
                 // run and drop what lies before the hole.
@@ -199,6 +210,7 @@ pub(crate) fn recover(
             }
         }
         let corrupt = recovered.corrupt_closed;
+        previous_was_sealed = recovered.was_sealed;
         segments.push(recovered.segment);
         if corrupt && !is_last {
             let reason =
@@ -212,6 +224,16 @@ pub(crate) fn recover(
     if segments.is_empty() {
         // A new partition: the loop above keeps at least one segment whenever there was one.
         segments.push(Segment::create(disk, dir, 0)?);
+    }
+    // Closed segments that checked out are sealed now, so the next open trusts them; the
+    // active segment must not carry the flag, since it will take unsynced appends.
+    if let Some((active, closed)) = segments.split_last() {
+        for segment in closed {
+            segment.seal()?;
+        }
+        if active.is_sealed() {
+            active.unseal()?;
+        }
     }
     // Always, not only after removals: recovery may also have created missing index files,
     // and a rebuilt index is worthless if its name does not survive a crash.
@@ -239,6 +261,8 @@ enum Role {
 
 struct RecoveredSegment {
     segment: Segment,
+    /// The data file header carried the sealed flag when we found it.
+    was_sealed: bool,
     /// A closed segment had to be truncated: nothing after it can be kept.
     corrupt_closed: bool,
 }
@@ -263,9 +287,13 @@ fn recover_segment(
         .unwrap_or(usize::MAX)
         .min(FILE_HEADER_BYTES);
     read_exact_at(&*log, &mut header[..header_read], 0).map_err(StorageError::io("reading", &paths.log))?;
-    let header_problem = match decode_file_header(FileKind::Log, &header[..header_read]) {
-        Ok(found) if found == base_offset => None,
-        Ok(found) => Some(format!("header names base offset {found}")),
+    let mut was_sealed = false;
+    let header_problem = match decode_file_header_with_flags(FileKind::Log, &header[..header_read]) {
+        Ok((found, flags)) if found == base_offset => {
+            was_sealed = flags & LOG_FLAG_SEALED != 0;
+            None
+        }
+        Ok((found, _)) => Some(format!("header names base offset {found}")),
         Err(DecodeError::UnsupportedVersion(found)) => {
             return Err(StorageError::UnsupportedVersion {
                 path: paths.log.clone(),
@@ -307,7 +335,7 @@ fn recover_segment(
     }
 
     let trusted = match role {
-        Role::Closed => true,
+        Role::Closed => was_sealed,
         Role::Active(Some(checkpoint)) => {
             let index_bytes = (
                 (FILE_HEADER_BYTES + offset_entries.len() * OFFSET_ENTRY_BYTES) as u64,
@@ -348,6 +376,7 @@ fn recover_segment(
                     let state = SegmentState {
                         offset_entries_on_disk: offset_entries.len(),
                         time_entries_on_disk: time_entries.len(),
+                        sealed: was_sealed,
                         offset_entries,
                         time_entries,
                         ..state.state
@@ -363,6 +392,7 @@ fn recover_segment(
                     return Ok(RecoveredSegment {
                         segment,
                         corrupt_closed: false,
+                        was_sealed,
                     });
                 }
                 report.checkpoint_rejected = Some(format!(
@@ -376,7 +406,7 @@ fn recover_segment(
     }
     if let Some(reason) = &full_scan_reason {
         if matches!(role, Role::Closed) {
-            tracing::warn!(path = %paths.log.display(), %reason, "scanning closed segment");
+            tracing::info!(path = %paths.log.display(), %reason, "scanning closed segment");
         }
     }
 
@@ -400,7 +430,11 @@ fn recover_segment(
     let mut corrupt_closed = false;
     if let Some(problem) = &scan.problem {
         if matches!(role, Role::Closed) {
-            tracing::error!(path = %paths.log.display(), %problem, at = scan.valid_end, "corrupt closed segment; truncating");
+            if was_sealed {
+                tracing::error!(path = %paths.log.display(), %problem, at = scan.valid_end, "corrupt sealed segment; truncating the log here");
+            } else {
+                tracing::warn!(path = %paths.log.display(), %problem, at = scan.valid_end, "closed segment lost its unsynced tail; truncating the log here");
+            }
             corrupt_closed = true;
         } else {
             tracing::warn!(path = %paths.log.display(), %problem, at = scan.valid_end, "truncating torn tail of the active segment");
@@ -482,6 +516,7 @@ fn recover_segment(
         last_batch: scan.last_batch,
         offset_entries_on_disk: new_offset_entries.len(),
         time_entries_on_disk: new_time_entries.len(),
+        sealed: was_sealed && scan.problem.is_none(),
         offset_entries: new_offset_entries,
         time_entries: new_time_entries,
     };
@@ -489,6 +524,7 @@ fn recover_segment(
     Ok(RecoveredSegment {
         segment,
         corrupt_closed,
+        was_sealed,
     })
 }
 
@@ -550,6 +586,7 @@ fn check_tail(
             time_entries: Vec::new(),
             offset_entries_on_disk: 0,
             time_entries_on_disk: 0,
+            sealed: false,
         },
     }))
 }

@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use tidelog_proto::batch::{set_base_offset, BatchIter, NewRecord, RecordBatch, RecordBatchBuilder};
 
 use super::sim_disk::SimDisk;
+use super::log::SealMode;
 use super::{FlushPolicy, LogConfig, PartitionLog};
 
 /// A validated batch of `count` records with `value_bytes`-byte values and the given timestamps.
@@ -84,7 +85,7 @@ pub(super) fn config(flush: FlushPolicy) -> LogConfig {
 }
 
 pub(super) fn sim_open(disk: &SimDisk, config: LogConfig) -> PartitionLog {
-    PartitionLog::open_with_disk(&sim_dir(), config, Arc::new(disk.clone()))
+    PartitionLog::open_with_seal_mode(&sim_dir(), config, Arc::new(disk.clone()), SealMode::Deferred)
         .expect("open on the simulated disk")
 }
 

@@ -55,7 +55,11 @@ impl Model {
 fn log_matches_the_model_through_appends_retention_restarts_and_crashes() {
     let seeds: Vec<u64> = match std::env::var("TIDELOG_MODEL_SEED") {
         Ok(seed) => vec![seed.parse().expect("TIDELOG_MODEL_SEED is a number")],
-        Err(_) => (0..SEEDS).collect(),
+        // TIDELOG_MODEL_SEEDS=<n> runs more seeds (a longer soak).
+        Err(_) => {
+            let count = std::env::var("TIDELOG_MODEL_SEEDS").ok().and_then(|count| count.parse().ok());
+            (0..count.unwrap_or(SEEDS)).collect()
+        }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -190,6 +194,15 @@ fn run(seed: u64, runtime: &tokio::runtime::Runtime) {
                 log = sim_open(&disk, config.clone());
                 let recovered = log.high_watermark();
                 let report = log.recovery_report();
+                if std::env::var_os("TIDELOG_MODEL_VERBOSE").is_some() {
+                    eprintln!(
+                        "seed {seed} step {step}: crash {mode:?} kept {recovered} of {} (synced {}), {} truncations, {} index rebuilds",
+                        model.next_offset,
+                        model.synced_offset,
+                        report.truncations.len(),
+                        report.index_rebuilds.len()
+                    );
+                }
                 assert!(
                     recovered >= model.synced_offset,
                     "{context}: lost synced data: recovered up to {recovered}, synced {} ({mode:?}) {report:?}",

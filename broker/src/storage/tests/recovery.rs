@@ -322,3 +322,59 @@ fn failed_write_leaves_no_phantom_batch_after_restart() {
     let records = log.read(0, 1 << 20).unwrap().records;
     assert_eq!(BatchIter::new(records).count(), 1);
 }
+
+#[test]
+fn closed_segments_not_yet_sealed_lose_their_unsynced_tail_and_everything_after() {
+    let disk = SimDisk::new();
+    let log = sim_open(&disk, small_segments());
+    let mut next = 0;
+    for round in 0..10 {
+        next = log.append(&[simple_batch(2, round, 60)], 0).unwrap().last_offset + 1;
+    }
+    log.sync().unwrap();
+    let synced = next;
+    let synced_bytes = read_all(&log, 1 << 20);
+    let segments_at_sync = log.segment_count();
+    for round in 0..20 {
+        log.append(&[simple_batch(2, round, 60)], 0).unwrap();
+    }
+    assert!(log.segment_count() > segments_at_sync + 2, "rolls happened without syncing");
+    drop(log);
+    disk.crash(CrashMode::ForgetUnsynced);
+    let log = sim_open(&disk, small_segments());
+    let report = log.recovery_report().clone();
+    assert_eq!(log.high_watermark(), synced, "{report:?}");
+    assert_eq!(read_all(&log, 1 << 20), synced_bytes);
+    assert!(!report.segments_dropped.is_empty(), "{report:?}");
+    assert_eq!(log.append(&[simple_batch(1, 0, 1)], 0).unwrap().base_offset, synced);
+    drop(log);
+    // What recovery kept is sealed or active now: a second crash loses nothing more.
+    disk.crash(CrashMode::ForgetUnsynced);
+    let log = sim_open(&disk, small_segments());
+    assert_eq!(log.high_watermark(), synced);
+    assert!(log.recovery_report().segments_dropped.is_empty(), "{:?}", log.recovery_report());
+}
+
+#[test]
+fn background_sealer_seals_rolled_segments_on_the_real_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = super::super::PartitionLog::open(dir.path(), small_segments()).unwrap();
+    for round in 0..30 {
+        log.append(&[simple_batch(2, round, 60)], 0).unwrap();
+    }
+    // sync() seals whatever the sealer has not reached yet, so afterwards all closed segments
+    // carry the flag whether or not the thread got there first.
+    log.sync().unwrap();
+    let segments = log.segments_for_test();
+    assert!(segments.len() > 3);
+    for segment in &segments[..segments.len() - 1] {
+        assert!(segment.is_sealed(), "segment {} not sealed", segment.base_offset);
+        let header = std::fs::read(&segment.paths.log).unwrap();
+        assert_eq!(u16::from_be_bytes([header[10], header[11]]), 1, "sealed flag on disk");
+    }
+    assert!(!segments[segments.len() - 1].is_sealed());
+    drop(log);
+    let log = super::super::PartitionLog::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(log.high_watermark(), 60);
+    assert!(log.recovery_report().is_clean(), "{:?}", log.recovery_report());
+}
