@@ -341,7 +341,7 @@ impl Producer {
         for _ in 0..2 {
             let appended = shared
                 .lock()
-                .append(record, reserved, timestamp_ms, Instant::now())?;
+                .append(record, reserved, timestamp_ms, Instant::now)?;
             match appended {
                 Appended::Done {
                     delivery,
@@ -678,7 +678,7 @@ mod tests {
         for i in 0..30u32 {
             let record = ProducerRecord::new(topic.clone(), Bytes::from(vec![0u8; 200]))
                 .partition(PartitionId::new(i % 2));
-            let _ = accumulator.append(&record, 224, 0, Instant::now()).unwrap();
+            let _ = accumulator.append(&record, 224, 0, Instant::now).unwrap();
         }
         let (batches, _) = accumulator.drain(Instant::now());
         let count = batches.len();

@@ -331,80 +331,83 @@ impl Delivery {
     }
 }
 
-/// Broker error codes. The numbers are Kafka's, so they map one to one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorCode {
-    UnknownServerError,
-    OffsetOutOfRange,
-    CorruptMessage,
-    UnknownTopicOrPartition,
-    RequestTimedOut,
-    MessageTooLarge,
-    InvalidTopic,
-    RecordListTooLarge,
-    UnsupportedVersion,
-    TopicAlreadyExists,
-    InvalidPartitions,
-    InvalidConfig,
-    InvalidRequest,
-    UnsupportedForMessageFormat,
-    StorageError,
-    UnsupportedCompressionType,
-    BrokerShuttingDown,
-    /// A code this client does not know; kept so it can still be reported.
-    Other(i32),
+/// Declares [`ErrorCode`] from one table of (variant, number, schema name), so the three
+/// mappings cannot drift apart.
+macro_rules! error_codes {
+    ($($variant:ident = $code:literal => $name:literal,)*) => {
+        /// Broker error codes. The numbers are Kafka's, so they map one to one.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($variant,)*
+            /// A code this client does not know; kept so it can still be reported.
+            Other(i32),
+        }
+
+        impl ErrorCode {
+            /// `None` for code 0 (no error).
+            pub fn from_code(code: i32) -> Option<Self> {
+                match code {
+                    0 => None,
+                    $($code => Some(Self::$variant),)*
+                    other => Some(Self::Other(other)),
+                }
+            }
+
+            pub fn code(self) -> i32 {
+                match self {
+                    $(Self::$variant => $code,)*
+                    Self::Other(code) => code,
+                }
+            }
+
+            fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                    Self::Other(_) => "UNKNOWN_CODE",
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    UnknownServerError = -1 => "UNKNOWN_SERVER_ERROR",
+    OffsetOutOfRange = 1 => "OFFSET_OUT_OF_RANGE",
+    CorruptMessage = 2 => "CORRUPT_MESSAGE",
+    UnknownTopicOrPartition = 3 => "UNKNOWN_TOPIC_OR_PARTITION",
+    RequestTimedOut = 7 => "REQUEST_TIMED_OUT",
+    MessageTooLarge = 10 => "MESSAGE_TOO_LARGE",
+    CoordinatorNotAvailable = 15 => "COORDINATOR_NOT_AVAILABLE",
+    InvalidTopic = 17 => "INVALID_TOPIC",
+    RecordListTooLarge = 18 => "RECORD_LIST_TOO_LARGE",
+    IllegalGeneration = 22 => "ILLEGAL_GENERATION",
+    InvalidGroupId = 24 => "INVALID_GROUP_ID",
+    UnknownMemberId = 25 => "UNKNOWN_MEMBER_ID",
+    InvalidSessionTimeout = 26 => "INVALID_SESSION_TIMEOUT",
+    RebalanceInProgress = 27 => "REBALANCE_IN_PROGRESS",
+    UnsupportedVersion = 35 => "UNSUPPORTED_VERSION",
+    TopicAlreadyExists = 36 => "TOPIC_ALREADY_EXISTS",
+    InvalidPartitions = 37 => "INVALID_PARTITIONS",
+    InvalidConfig = 40 => "INVALID_CONFIG",
+    InvalidRequest = 42 => "INVALID_REQUEST",
+    UnsupportedForMessageFormat = 43 => "UNSUPPORTED_FOR_MESSAGE_FORMAT",
+    OutOfOrderSequenceNumber = 45 => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+    DuplicateSequenceNumber = 46 => "DUPLICATE_SEQUENCE_NUMBER",
+    InvalidProducerEpoch = 47 => "INVALID_PRODUCER_EPOCH",
+    StorageError = 56 => "KAFKA_STORAGE_ERROR",
+    UnknownProducerId = 59 => "UNKNOWN_PRODUCER_ID",
+    NonEmptyGroup = 68 => "NON_EMPTY_GROUP",
+    GroupIdNotFound = 69 => "GROUP_ID_NOT_FOUND",
+    UnsupportedCompressionType = 76 => "UNSUPPORTED_COMPRESSION_TYPE",
+    ProducerFenced = 90 => "PRODUCER_FENCED",
+    FencedMemberEpoch = 110 => "FENCED_MEMBER_EPOCH",
+    UnreleasedInstanceId = 111 => "UNRELEASED_INSTANCE_ID",
+    StaleMemberEpoch = 113 => "STALE_MEMBER_EPOCH",
+    BrokerShuttingDown = 1001 => "BROKER_SHUTTING_DOWN",
 }
 
 impl ErrorCode {
-    /// `None` for code 0 (no error).
-    pub fn from_code(code: i32) -> Option<Self> {
-        Some(match code {
-            0 => return None,
-            -1 => Self::UnknownServerError,
-            1 => Self::OffsetOutOfRange,
-            2 => Self::CorruptMessage,
-            3 => Self::UnknownTopicOrPartition,
-            7 => Self::RequestTimedOut,
-            10 => Self::MessageTooLarge,
-            17 => Self::InvalidTopic,
-            18 => Self::RecordListTooLarge,
-            35 => Self::UnsupportedVersion,
-            36 => Self::TopicAlreadyExists,
-            37 => Self::InvalidPartitions,
-            40 => Self::InvalidConfig,
-            42 => Self::InvalidRequest,
-            43 => Self::UnsupportedForMessageFormat,
-            56 => Self::StorageError,
-            76 => Self::UnsupportedCompressionType,
-            1001 => Self::BrokerShuttingDown,
-            other => Self::Other(other),
-        })
-    }
-
-    pub fn code(self) -> i32 {
-        match self {
-            Self::UnknownServerError => -1,
-            Self::OffsetOutOfRange => 1,
-            Self::CorruptMessage => 2,
-            Self::UnknownTopicOrPartition => 3,
-            Self::RequestTimedOut => 7,
-            Self::MessageTooLarge => 10,
-            Self::InvalidTopic => 17,
-            Self::RecordListTooLarge => 18,
-            Self::UnsupportedVersion => 35,
-            Self::TopicAlreadyExists => 36,
-            Self::InvalidPartitions => 37,
-            Self::InvalidConfig => 40,
-            Self::InvalidRequest => 42,
-            Self::UnsupportedForMessageFormat => 43,
-            Self::StorageError => 56,
-            Self::UnsupportedCompressionType => 76,
-            Self::BrokerShuttingDown => 1001,
-            Self::Other(code) => code,
-        }
-    }
-
     /// Kafka's retriable codes, plus a broker going away (another may take over).
     pub fn is_retriable(self) -> bool {
         matches!(
@@ -412,32 +415,10 @@ impl ErrorCode {
             Self::CorruptMessage
                 | Self::UnknownTopicOrPartition
                 | Self::RequestTimedOut
+                | Self::CoordinatorNotAvailable
                 | Self::StorageError
                 | Self::BrokerShuttingDown
         )
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::UnknownServerError => "UNKNOWN_SERVER_ERROR",
-            Self::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
-            Self::CorruptMessage => "CORRUPT_MESSAGE",
-            Self::UnknownTopicOrPartition => "UNKNOWN_TOPIC_OR_PARTITION",
-            Self::RequestTimedOut => "REQUEST_TIMED_OUT",
-            Self::MessageTooLarge => "MESSAGE_TOO_LARGE",
-            Self::InvalidTopic => "INVALID_TOPIC",
-            Self::RecordListTooLarge => "RECORD_LIST_TOO_LARGE",
-            Self::UnsupportedVersion => "UNSUPPORTED_VERSION",
-            Self::TopicAlreadyExists => "TOPIC_ALREADY_EXISTS",
-            Self::InvalidPartitions => "INVALID_PARTITIONS",
-            Self::InvalidConfig => "INVALID_CONFIG",
-            Self::InvalidRequest => "INVALID_REQUEST",
-            Self::UnsupportedForMessageFormat => "UNSUPPORTED_FOR_MESSAGE_FORMAT",
-            Self::StorageError => "KAFKA_STORAGE_ERROR",
-            Self::UnsupportedCompressionType => "UNSUPPORTED_COMPRESSION_TYPE",
-            Self::BrokerShuttingDown => "BROKER_SHUTTING_DOWN",
-            Self::Other(_) => "UNKNOWN_CODE",
-        }
     }
 }
 
