@@ -12,6 +12,9 @@ use std::sync::Arc;
 /// writer share one handle without a lock or a shared cursor.
 pub trait SegmentFile: Send + Sync + Debug {
     fn len(&self) -> io::Result<u64>;
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Reads up to `buf.len()` bytes at `offset`; returns how many (0 at end of file).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// Writes all of `buf` at `offset`, extending the file if needed.

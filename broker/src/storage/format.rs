@@ -74,7 +74,11 @@ pub fn encode_file_header(kind: FileKind, base_offset: i64) -> [u8; FILE_HEADER_
     encode_file_header_with_flags(kind, base_offset, 0)
 }
 
-pub fn encode_file_header_with_flags(kind: FileKind, base_offset: i64, flags: u16) -> [u8; FILE_HEADER_BYTES] {
+pub fn encode_file_header_with_flags(
+    kind: FileKind,
+    base_offset: i64,
+    flags: u16,
+) -> [u8; FILE_HEADER_BYTES] {
     let mut out = [0u8; FILE_HEADER_BYTES];
     out[HEADER_MAGIC_OFFSET..HEADER_VERSION_OFFSET].copy_from_slice(kind.magic());
     out[HEADER_VERSION_OFFSET..HEADER_FLAGS_OFFSET].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
@@ -112,7 +116,10 @@ pub fn decode_file_header_with_flags(kind: FileKind, bytes: &[u8]) -> Result<(i6
     if version != FORMAT_VERSION {
         return Err(DecodeError::UnsupportedVersion(version));
     }
-    Ok((i64_at(bytes, HEADER_BASE_OFFSET_OFFSET), u16_at(bytes, HEADER_FLAGS_OFFSET)))
+    Ok((
+        i64_at(bytes, HEADER_BASE_OFFSET_OFFSET),
+        u16_at(bytes, HEADER_FLAGS_OFFSET),
+    ))
 }
 
 // Offset index entry.
@@ -237,7 +244,7 @@ fn check_index_header(
         )));
     }
     let body = &bytes[FILE_HEADER_BYTES..];
-    if body.len() % entry_bytes != 0 {
+    if !body.chunks_exact(entry_bytes).remainder().is_empty() {
         return Err(DecodeError::Invalid(format!(
             "{} bytes of entries is not a whole number of {entry_bytes}-byte entries (torn write)",
             body.len()
@@ -406,7 +413,10 @@ mod tests {
     #[test]
     fn sealed_flag_round_trips() {
         let header = encode_file_header_with_flags(FileKind::Log, 9, LOG_FLAG_SEALED);
-        assert_eq!(decode_file_header_with_flags(FileKind::Log, &header), Ok((9, LOG_FLAG_SEALED)));
+        assert_eq!(
+            decode_file_header_with_flags(FileKind::Log, &header),
+            Ok((9, LOG_FLAG_SEALED))
+        );
         let header = encode_file_header(FileKind::Log, 9);
         assert_eq!(decode_file_header_with_flags(FileKind::Log, &header), Ok((9, 0)));
     }

@@ -10,9 +10,10 @@ use tidelog_proto::batch::BATCH_HEADER_BYTES;
 use super::disk::{read_exact_at, Disk, SegmentFile};
 use super::error::StorageError;
 use super::format::{
-    decode_file_header_with_flags, decode_offset_index, decode_time_index, encode_file_header, parse_segment_file_name,
-    Checkpoint, DecodeError, FileKind, OffsetEntry, TimeEntry, CHECKPOINT_BYTES, CHECKPOINT_FILE_NAME,
-    FILE_HEADER_BYTES, FORMAT_VERSION, LOG_FLAG_SEALED, OFFSET_ENTRY_BYTES, TEMP_SUFFIX, TIME_ENTRY_BYTES,
+    decode_file_header_with_flags, decode_offset_index, decode_time_index, encode_file_header,
+    parse_segment_file_name, Checkpoint, DecodeError, FileKind, OffsetEntry, TimeEntry, CHECKPOINT_BYTES,
+    CHECKPOINT_FILE_NAME, FILE_HEADER_BYTES, FORMAT_VERSION, LOG_FLAG_SEALED, OFFSET_ENTRY_BYTES,
+    TEMP_SUFFIX, TIME_ENTRY_BYTES,
 };
 use super::segment::{scan_batches, IndexPlacer, Segment, SegmentPaths, SegmentState, NO_TIMESTAMP};
 
@@ -173,7 +174,14 @@ pub(crate) fn recover(
                     "previous segment lost offsets {expected}..{base_offset} (closed but not synced before the crash)"
                 );
                 tracing::warn!(dir = %dir.display(), %reason, "dropping segments after an unsynced closed segment");
-                drop_segment_files(disk, dir, base_offset, recovered.segment.end(), &reason, &mut report)?;
+                drop_segment_files(
+                    disk,
+                    dir,
+                    base_offset,
+                    recovered.segment.end(),
+                    &reason,
+                    &mut report,
+                )?;
                 drop_later_segments(disk, dir, &bases[index..], &reason, &mut report)?;
                 break;
             } else if base_offset > expected {
@@ -237,7 +245,8 @@ pub(crate) fn recover(
     }
     // Always, not only after removals: recovery may also have created missing index files,
     // and a rebuilt index is worthless if its name does not survive a crash.
-    disk.sync_dir(dir).map_err(StorageError::io("syncing directory", dir))?;
+    disk.sync_dir(dir)
+        .map_err(StorageError::io("syncing directory", dir))?;
 
     // After a process crash the recovered tail may still be only in the page cache; make it
     // durable before anyone can read it as committed.

@@ -14,8 +14,8 @@ use tidelog_proto::batch::{
 use super::disk::{read_exact_at, Disk, SegmentFile};
 use super::error::StorageError;
 use super::format::{
-    encode_file_header, encode_file_header_with_flags, segment_file_name, FileKind, OffsetEntry, TimeEntry, BATCH_BYTES_MAX,
-    FILE_HEADER_BYTES, LOG_FLAG_SEALED, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
+    encode_file_header, encode_file_header_with_flags, segment_file_name, FileKind, OffsetEntry, TimeEntry,
+    BATCH_BYTES_MAX, FILE_HEADER_BYTES, LOG_FLAG_SEALED, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
 };
 
 /// Marks "no timestamp yet" in an empty segment's running maximum.

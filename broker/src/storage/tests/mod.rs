@@ -12,8 +12,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tidelog_proto::batch::{set_base_offset, BatchIter, NewRecord, RecordBatch, RecordBatchBuilder};
 
-use super::sim_disk::SimDisk;
 use super::log::SealMode;
+use super::sim_disk::SimDisk;
 use super::{FlushPolicy, LogConfig, PartitionLog};
 
 /// A validated batch of `count` records with `value_bytes`-byte values and the given timestamps.

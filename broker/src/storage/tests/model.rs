@@ -57,7 +57,9 @@ fn log_matches_the_model_through_appends_retention_restarts_and_crashes() {
         Ok(seed) => vec![seed.parse().expect("TIDELOG_MODEL_SEED is a number")],
         // TIDELOG_MODEL_SEEDS=<n> runs more seeds (a longer soak).
         Err(_) => {
-            let count = std::env::var("TIDELOG_MODEL_SEEDS").ok().and_then(|count| count.parse().ok());
+            let count = std::env::var("TIDELOG_MODEL_SEEDS")
+                .ok()
+                .and_then(|count| count.parse().ok());
             (0..count.unwrap_or(SEEDS)).collect()
         }
     };
@@ -123,10 +125,15 @@ fn run(seed: u64, runtime: &tokio::runtime::Runtime) {
                 let total: usize = batches.iter().map(|batch| batch.len()).sum();
                 if total + 32 > config.segment_bytes as usize {
                     let result = log.append(&batches, now);
-                    assert!(matches!(result, Err(StorageError::BatchTooLarge { .. })), "{context}: {result:?}");
+                    assert!(
+                        matches!(result, Err(StorageError::BatchTooLarge { .. })),
+                        "{context}: {result:?}"
+                    );
                     continue;
                 }
-                let outcome = log.append(&batches, now).unwrap_or_else(|error| panic!("{context}: {error}"));
+                let outcome = log
+                    .append(&batches, now)
+                    .unwrap_or_else(|error| panic!("{context}: {error}"));
                 assert_eq!(outcome.base_offset, model.next_offset, "{context}");
                 for appended in &batches {
                     let model_batch = ModelBatch {

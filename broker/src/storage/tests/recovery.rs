@@ -338,7 +338,10 @@ fn closed_segments_not_yet_sealed_lose_their_unsynced_tail_and_everything_after(
     for round in 0..20 {
         log.append(&[simple_batch(2, round, 60)], 0).unwrap();
     }
-    assert!(log.segment_count() > segments_at_sync + 2, "rolls happened without syncing");
+    assert!(
+        log.segment_count() > segments_at_sync + 2,
+        "rolls happened without syncing"
+    );
     drop(log);
     disk.crash(CrashMode::ForgetUnsynced);
     let log = sim_open(&disk, small_segments());
@@ -346,13 +349,20 @@ fn closed_segments_not_yet_sealed_lose_their_unsynced_tail_and_everything_after(
     assert_eq!(log.high_watermark(), synced, "{report:?}");
     assert_eq!(read_all(&log, 1 << 20), synced_bytes);
     assert!(!report.segments_dropped.is_empty(), "{report:?}");
-    assert_eq!(log.append(&[simple_batch(1, 0, 1)], 0).unwrap().base_offset, synced);
+    assert_eq!(
+        log.append(&[simple_batch(1, 0, 1)], 0).unwrap().base_offset,
+        synced
+    );
     drop(log);
     // What recovery kept is sealed or active now: a second crash loses nothing more.
     disk.crash(CrashMode::ForgetUnsynced);
     let log = sim_open(&disk, small_segments());
     assert_eq!(log.high_watermark(), synced);
-    assert!(log.recovery_report().segments_dropped.is_empty(), "{:?}", log.recovery_report());
+    assert!(
+        log.recovery_report().segments_dropped.is_empty(),
+        "{:?}",
+        log.recovery_report()
+    );
 }
 
 #[test]
@@ -370,7 +380,11 @@ fn background_sealer_seals_rolled_segments_on_the_real_disk() {
     for segment in &segments[..segments.len() - 1] {
         assert!(segment.is_sealed(), "segment {} not sealed", segment.base_offset);
         let header = std::fs::read(&segment.paths.log).unwrap();
-        assert_eq!(u16::from_be_bytes([header[10], header[11]]), 1, "sealed flag on disk");
+        assert_eq!(
+            u16::from_be_bytes([header[10], header[11]]),
+            1,
+            "sealed flag on disk"
+        );
     }
     assert!(!segments[segments.len() - 1].is_sealed());
     drop(log);
