@@ -396,3 +396,10 @@ fn concurrent_reads_racing_retention_see_whole_batches_or_out_of_range() {
     assert!(reads > 0);
     assert!(log.log_start_offset() > 0);
 }
+
+#[test]
+fn partition_log_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<PartitionLog>();
+    shareable::<StorageError>();
+}
