@@ -638,7 +638,9 @@ impl<'a> BatchScanner<'a> {
             self.position += total as u64;
         }
         let position = self.position;
-        if position == self.end {
+        // `>=`, not `==`: a reader may pick an index entry the writer added after the reader
+        // loaded the segment's end; such an entry lies past everything the reader may see.
+        if position >= self.end {
             return Ok(ScanStep::End);
         }
         let remaining = self.end - position;
