@@ -1,4 +1,5 @@
 //! The native protocol's rules (docs/protocol.md), checked against an in-process broker over
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! real TCP on 127.0.0.1 with hand-built frames.
 
 use std::collections::HashMap;
