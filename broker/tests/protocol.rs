@@ -1,6 +1,6 @@
 //! The native protocol's rules (docs/protocol.md), checked against an in-process broker over
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! real TCP on 127.0.0.1 with hand-built frames.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
