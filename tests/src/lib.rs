@@ -8,6 +8,10 @@
 //! * [`raw`] is a small blocking protocol client that can also send malformed bytes.
 //! * [`records`] builds record batches and reads whole partitions back.
 //! * [`wait`] polls a condition until a deadline, and the seed of randomised tests.
+//!
+//! Run with `cargo test -p tidelog-e2e`. A randomised test prints its seed; set
+//! `TIDELOG_TEST_SEED` to replay it. A failing test keeps its temporary directory (the broker's
+//! data) and prints its path and the tail of the broker's log.
 
 pub mod binaries;
 pub mod broker;
