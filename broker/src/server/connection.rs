@@ -10,9 +10,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
 use prost::Message;
-use tidelog_proto::frame::{decode_frame, encode_frame};
+use tidelog_proto::frame::decode_frame;
 use tidelog_proto::pb::{self, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -21,12 +24,15 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::handlers::{self, Outcome};
+use super::response::{encode_response, FrameChunks};
 use crate::broker::BrokerContext;
 
 /// Initial read buffer; it grows to the largest frame in flight.
 const READ_BUFFER_BYTES: usize = 64 << 10;
-/// Responses the writer gathers into one write while more are queued.
-const WRITE_COALESCE_BYTES: usize = 1 << 20;
+/// Bytes of queued responses the writer gathers into one vectored write.
+const WRITE_COALESCE_BYTES: usize = 4 << 20;
+/// I/O slices handed to one `writev` (the kernel's limit is 1024).
+const WRITE_SLICES_MAX: usize = 256;
 
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<BrokerContext>) {
     let span = tracing::info_span!("connection", %peer);
@@ -60,7 +66,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Brok
 async fn read_requests(
     mut reader: tokio::net::tcp::OwnedReadHalf,
     context: &Arc<BrokerContext>,
-    responses: &mpsc::Sender<BytesMut>,
+    responses: &mpsc::Sender<FrameChunks>,
     in_flight: &Arc<Semaphore>,
 ) -> Result<(), String> {
     let frame_bytes_max = context.config.limits.frame_bytes_max;
@@ -74,7 +80,7 @@ async fn read_requests(
                 Err(error) => {
                     // Tell the client why before hanging up; the stream is out of sync now.
                     let response = error_response(0, ErrorCode::InvalidRequest, error.to_string());
-                    send_response(responses, &response, frame_bytes_max).await;
+                    send_response(responses, response, frame_bytes_max).await;
                     return Err(error.to_string());
                 }
             };
@@ -103,7 +109,7 @@ async fn read_requests(
 async fn start_request(
     frame: Bytes,
     context: &Arc<BrokerContext>,
-    responses: &mpsc::Sender<BytesMut>,
+    responses: &mpsc::Sender<FrameChunks>,
     permit: OwnedSemaphorePermit,
 ) {
     let frame_bytes_max = context.config.limits.frame_bytes_max;
@@ -117,13 +123,13 @@ async fn start_request(
                 ErrorCode::InvalidRequest,
                 format!("undecodable request: {error}"),
             );
-            send_response(responses, &response, frame_bytes_max).await;
+            send_response(responses, response, frame_bytes_max).await;
             return;
         }
     };
     let Some(header) = request.header else {
         let response = error_response(0, ErrorCode::InvalidRequest, "request has no header".into());
-        send_response(responses, &response, frame_bytes_max).await;
+        send_response(responses, response, frame_bytes_max).await;
         return;
     };
     let correlation_id = header.correlation_id;
@@ -133,11 +139,11 @@ async fn start_request(
     match outcome {
         Outcome::Reply(body) => {
             let response = body_response(correlation_id, body);
-            send_response(responses, &response, frame_bytes_max).await;
+            send_response(responses, response, frame_bytes_max).await;
         }
         Outcome::Failed(code, message) => {
             let response = error_response(correlation_id, code, message);
-            send_response(responses, &response, frame_bytes_max).await;
+            send_response(responses, response, frame_bytes_max).await;
         }
         Outcome::Silent => {}
         Outcome::Deferred(pending) => {
@@ -146,7 +152,7 @@ async fn start_request(
                 async move {
                     if let Some(body) = pending.await {
                         let response = body_response(correlation_id, body);
-                        send_response(&responses, &response, frame_bytes_max).await;
+                        send_response(&responses, response, frame_bytes_max).await;
                     }
                     drop(permit);
                 }
@@ -176,34 +182,44 @@ fn error_response(correlation_id: u64, code: ErrorCode, message: String) -> pb::
 
 /// Frames `response` and queues it for the writer. A response too large to frame becomes an
 /// error response, so the client is never left waiting.
-async fn send_response(responses: &mpsc::Sender<BytesMut>, response: &pb::Response, frame_bytes_max: usize) {
-    let mut frame = BytesMut::new();
-    if let Err(error) = encode_frame(response, &mut frame, frame_bytes_max) {
-        tracing::error!(%error, "response does not fit in a frame");
-        frame.clear();
-        let fallback = error_response(
-            response.correlation_id,
-            ErrorCode::MessageTooLarge,
-            error.to_string(),
-        );
-        if encode_frame(&fallback, &mut frame, frame_bytes_max).is_err() {
-            return;
+async fn send_response(
+    responses: &mpsc::Sender<FrameChunks>,
+    response: pb::Response,
+    frame_bytes_max: usize,
+) {
+    let correlation_id = response.correlation_id;
+    let frame = match encode_response(response, frame_bytes_max) {
+        Ok(frame) => frame,
+        Err(error) => {
+            tracing::error!(%error, "response does not fit in a frame");
+            let fallback = error_response(correlation_id, ErrorCode::MessageTooLarge, error.to_string());
+            match encode_response(fallback, frame_bytes_max) {
+                Ok(frame) => frame,
+                Err(_) => return,
+            }
         }
-    }
+    };
     // The writer is gone only when the client's socket failed; nothing left to tell it.
     let _ = responses.send(frame).await;
 }
 
-/// Writes queued response frames, gathering whatever is already queued into one write.
-async fn write_responses(mut writer: OwnedWriteHalf, mut queued: mpsc::Receiver<BytesMut>) {
-    while let Some(mut batch) = queued.recv().await {
-        while batch.len() < WRITE_COALESCE_BYTES {
+/// Writes queued response frames, gathering whatever is already queued into one vectored
+/// write.
+async fn write_responses(mut writer: OwnedWriteHalf, mut queued: mpsc::Receiver<FrameChunks>) {
+    let mut pending: VecDeque<Bytes> = VecDeque::new();
+    while let Some(frame) = queued.recv().await {
+        let mut gathered: usize = frame.iter().map(Bytes::len).sum();
+        pending.extend(frame);
+        while gathered < WRITE_COALESCE_BYTES {
             match queued.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
+                Ok(more) => {
+                    gathered += more.iter().map(Bytes::len).sum::<usize>();
+                    pending.extend(more);
+                }
                 Err(_) => break,
             }
         }
-        if let Err(error) = writer.write_all(&batch).await {
+        if let Err(error) = write_all_chunks(&mut writer, &mut pending).await {
             tracing::debug!(%error, "write failed; dropping the remaining responses");
             // Keep receiving so senders never block on a dead connection.
             while queued.recv().await.is_some() {}
@@ -211,4 +227,32 @@ async fn write_responses(mut writer: OwnedWriteHalf, mut queued: mpsc::Receiver<
         }
     }
     let _ = writer.shutdown().await;
+}
+
+/// Writes every chunk, in order, with as few `writev` calls as the socket allows.
+async fn write_all_chunks(writer: &mut OwnedWriteHalf, chunks: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+    while !chunks.is_empty() {
+        let slices: Vec<IoSlice<'_>> = chunks
+            .iter()
+            .take(WRITE_SLICES_MAX)
+            .map(|chunk| IoSlice::new(chunk))
+            .collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let Some(front) = chunks.front_mut() else {
+                break;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                chunks.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+    Ok(())
 }

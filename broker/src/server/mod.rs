@@ -4,6 +4,7 @@
 
 mod connection;
 mod handlers;
+mod response;
 
 use std::sync::Arc;
 
