@@ -117,7 +117,16 @@ pub async fn run(client: Client, args: ProduceArgs) -> anyhow::Result<()> {
         // Not `stdout.lock()`: the guard is not Send, and this task moves between threads.
         let mut out = std::io::BufWriter::new(std::io::stdout());
         while let Some(delivery) = delivery_rx.recv().await {
-            let delivery = delivery.await?;
+            let delivery = match delivery.await {
+                Ok(delivery) => delivery,
+                Err(error) => {
+                    // Offsets already acknowledged must reach stdout even though this one failed:
+                    // a script relies on every printed line being durable, and on every durable
+                    // line being printed.
+                    out.flush()?;
+                    return Err(error.into());
+                }
+            };
             if print_offsets {
                 let offset = delivery.offset().map_or(-1, |o| o.get());
                 writeln!(out, "{}\t{}", delivery.partition(), offset)?;
