@@ -40,6 +40,10 @@ pub struct ProduceArgs {
     /// How long a batch waits for more lines before it is sent.
     #[arg(long, default_value_t = 5, value_name = "MS")]
     linger_ms: u64,
+    /// Largest batch sent to one partition; keep it at or below the broker's
+    /// `limits.batch_bytes_max`.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    batch_size: usize,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -104,7 +108,8 @@ pub async fn run(client: Client, args: ProduceArgs) -> anyhow::Result<()> {
     };
     let config = ProducerConfig::default()
         .acks(args.acks.into())
-        .linger(Duration::from_millis(args.linger_ms));
+        .linger(Duration::from_millis(args.linger_ms))
+        .batch_size_bytes(args.batch_size);
     let producer = Producer::new(client, config)?;
     let topic = TopicName::new(&args.topic);
     let separator = args.key_separator.as_deref().map(str::as_bytes);
