@@ -242,6 +242,10 @@ impl Admin {
         Self { client }
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Creates one topic.
     ///
     /// # Errors

@@ -108,7 +108,15 @@ impl ConsumerConfig {
         self
     }
 
-    fn validate(&self, max_frame_bytes: usize) -> Result<()> {
+    pub(crate) fn offset_reset_value(&self) -> OffsetReset {
+        self.offset_reset
+    }
+
+    pub(crate) fn max_poll_records_value(&self) -> usize {
+        self.max_poll_records
+    }
+
+    pub(crate) fn validate(&self, max_frame_bytes: usize) -> Result<()> {
         if self.max_poll_records == 0 {
             return Err(Error::Config("max_poll_records must be at least 1".into()));
         }
@@ -237,6 +245,16 @@ impl Consumer {
                 });
         }
         Ok(())
+    }
+
+    /// Removes partitions from the assignment and drops their buffered records; a fetch in
+    /// flight for them is ignored when it returns. Partitions not assigned are skipped.
+    pub fn unassign(&mut self, partitions: &[(TopicName, PartitionId)]) {
+        for key in partitions {
+            self.partitions.remove(key);
+        }
+        self.buffer
+            .retain(|r| !partitions.iter().any(|(t, p)| *t == r.topic && *p == r.partition));
     }
 
     /// The assigned partitions.

@@ -116,6 +116,30 @@ pub enum Error {
     /// The partition is not assigned to this consumer.
     #[error("{topic}/{partition} is not assigned to this consumer")]
     NotAssigned { topic: String, partition: PartitionId },
+    /// A group consumer was assigned a partition that has no committed offset, and the reset
+    /// policy is [`OffsetReset::Error`](crate::consumer::OffsetReset::Error).
+    #[error("group {group} has no committed offset for {topic}/{partition} and the reset policy is error")]
+    NoCommittedOffset {
+        group: String,
+        topic: String,
+        partition: PartitionId,
+    },
+    /// The group has members, so the operation (an offset reset, a delete) is refused.
+    #[error("group {group} has active members; stop its consumers first")]
+    GroupNotEmpty { group: String },
+    /// No such consumer group.
+    #[error("group {group} does not exist")]
+    GroupNotFound { group: String },
+    /// The consumer's group membership failed for good (the coordinator refused the member).
+    #[error("membership of group {group} failed")]
+    GroupMembership {
+        group: String,
+        #[source]
+        source: Arc<Error>,
+    },
+    /// The group consumer was closed, or its heartbeat task has stopped.
+    #[error("the consumer of group {group} is closed")]
+    ConsumerClosed { group: String },
 }
 
 impl Error {
@@ -140,6 +164,9 @@ impl Error {
             Error::UnknownTopicOrPartition { .. } => Some(ErrorCode::UnknownTopicOrPartition),
             Error::OffsetOutOfRange { .. } => Some(ErrorCode::OffsetOutOfRange),
             Error::Delivery { source, .. } => source.code(),
+            Error::GroupNotEmpty { .. } => Some(ErrorCode::NonEmptyGroup),
+            Error::GroupNotFound { .. } => Some(ErrorCode::GroupIdNotFound),
+            Error::GroupMembership { source, .. } => source.code(),
             _ => None,
         }
     }

@@ -1,5 +1,6 @@
 //! Tidelog client: a [`Client`] that connects and keeps cluster metadata, an [`Admin`] for
-//! topics and offsets, a batching [`Producer`] and a [`Consumer`] of assigned partitions.
+//! topics and offsets, a batching [`Producer`], a [`Consumer`] of assigned partitions and a
+//! [`GroupConsumer`] whose partitions a consumer group's coordinator assigns.
 //!
 //! ```no_run
 //! use tidelog_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
@@ -14,8 +15,8 @@
 //! ```
 //!
 //! Architecture invariant: `wire.rs`, `connection.rs` and the request-building parts of
-//! `client.rs`, `admin.rs`, `producer.rs` and `consumer.rs` are the only places that name
-//! protobuf types; nothing public does.
+//! `client.rs`, `admin.rs`, `producer.rs`, `consumer.rs` and `group/` are the only places that
+//! name protobuf types; nothing public does.
 
 mod accumulator;
 mod batch_writer;
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod client;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod types;
@@ -34,6 +36,10 @@ pub use admin::{Admin, NewTopic, PartitionDescription, PartitionOffset, TopicCon
 pub use client::{Client, ClientConfig, DEFAULT_BROKER};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, Seek};
 pub use error::{Error, Result};
+pub use group::{
+    AutoCommit, CommitHandle, GroupConfig, GroupConsumer, GroupDescription, GroupListing, GroupMember,
+    GroupPartitionOffset, GroupState, OffsetsToCommit, RebalanceListener, TopicPartition,
+};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerMetrics};
 pub use types::{
     Acks, BrokerId, Delivery, ErrorCode, Header, Offset, OffsetSpec, PartitionId, ProducerRecord, Record,
