@@ -16,6 +16,7 @@
 pub mod binaries;
 pub mod broker;
 pub mod cli;
+pub mod groups;
 pub mod load;
 pub mod raw;
 pub mod records;
