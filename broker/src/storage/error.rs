@@ -66,6 +66,28 @@ pub enum StorageError {
     /// Offsets would pass `i64::MAX`.
     #[error("offset space exhausted")]
     OffsetOverflow,
+
+    /// An idempotent producer's batch does not continue its sequence (a gap, a sequence this
+    /// partition no longer remembers, or a new epoch not starting at 0). Nothing was appended.
+    #[error("producer {producer_id}: sequence {found} is out of order, expected {expected}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        found: i32,
+    },
+
+    /// A batch from an older epoch of a producer that has since written with a newer one: an
+    /// older incarnation is fenced. Nothing was appended.
+    #[error("producer {producer_id}: epoch {found} is older than its current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        current: i16,
+        found: i16,
+    },
+
+    /// One append call mixes batches already appended with new ones. Nothing was appended.
+    #[error("producer {producer_id}: some batches of this append are duplicates and some are new")]
+    DuplicateSequence { producer_id: i64 },
 }
 
 impl StorageError {

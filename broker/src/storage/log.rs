@@ -19,6 +19,9 @@ use super::config::{FlushPolicy, LogConfig};
 use super::disk::{Disk, OsDisk};
 use super::error::StorageError;
 use super::format::{Checkpoint, OffsetEntry, TimeEntry, CHECKPOINT_FILE_NAME, TEMP_SUFFIX};
+use super::producer_state::{
+    self, Check, ProducerLimits, ProducerStateMap, ProducerStateRecovery, Refusal, SNAPSHOTS_RETAINED,
+};
 use super::recovery::{recover, remove_segment_files, RecoveryReport};
 use super::segment::{read_lock, write_lock, Segment};
 
@@ -34,6 +37,9 @@ pub struct AppendOutcome {
     pub base_offset: i64,
     pub last_offset: i64,
     pub log_start_offset: i64,
+    /// Every batch was a retry of batches this producer already appended: nothing was written,
+    /// and `base_offset`/`last_offset` are the offsets those batches got the first time.
+    pub duplicate: bool,
 }
 
 /// Whole batches returned by a read.
@@ -98,6 +104,7 @@ struct Inner {
     closed: AtomicBool,
     log_syncs: AtomicU64,
     report: RecoveryReport,
+    producer_recovery: ProducerStateRecovery,
 }
 
 #[derive(Debug)]
@@ -105,6 +112,11 @@ struct Writer {
     active: Arc<Segment>,
     buffer: Vec<u8>,
     entries: Vec<(OffsetEntry, TimeEntry)>,
+    /// Idempotent producer state: checked and changed only in `append`, under this lock.
+    producers: ProducerStateMap,
+    producer_limits: ProducerLimits,
+    /// Offsets of the producer state snapshots on disk, oldest first.
+    snapshots: Vec<i64>,
 }
 
 impl PartitionLog {
@@ -140,6 +152,10 @@ impl PartitionLog {
         };
         let log_start_offset = first.base_offset;
         let active = Arc::clone(active);
+        let producer_limits = ProducerLimits::default();
+        let (producers, snapshots, producer_recovery) =
+            producer_state::rebuild(&*disk, dir, &segments, producer_limits.producers_max)?;
+        tracing::info!(dir = %dir.display(), ?producer_recovery, "producer state rebuilt");
         // recover() synced the active segment, so everything recovered is durable and visible.
         let next_offset = active.next_offset();
         let (high_watermark_tx, _) = watch::channel(next_offset);
@@ -156,6 +172,9 @@ impl PartitionLog {
                     active,
                     buffer: Vec::new(),
                     entries: Vec::new(),
+                    producers,
+                    producer_limits,
+                    snapshots,
                 }),
                 segments: RwLock::new(Arc::new(segments)),
                 high_watermark: AtomicI64::new(next_offset),
@@ -171,6 +190,7 @@ impl PartitionLog {
                 closed: AtomicBool::new(false),
                 log_syncs: AtomicU64::new(0),
                 report,
+                producer_recovery,
             }),
         })
     }
@@ -180,8 +200,26 @@ impl PartitionLog {
         &self.inner.report
     }
 
+    /// How the idempotent producer state was rebuilt when this log was opened.
+    pub fn producer_state_recovery(&self) -> &ProducerStateRecovery {
+        &self.inner.producer_recovery
+    }
+
     pub fn config(&self) -> &LogConfig {
         &self.inner.config
+    }
+
+    /// Sets the bounds of the producer state (the broker passes its configuration; the
+    /// defaults are [`ProducerLimits::default`]). A lower `producers_max` takes effect as new
+    /// producers arrive.
+    pub fn set_producer_limits(&self, limits: ProducerLimits) -> Result<(), StorageError> {
+        self.inner.lock_writer()?.producer_limits = limits;
+        Ok(())
+    }
+
+    /// Producers whose state this partition holds now.
+    pub fn producer_count(&self) -> Result<usize, StorageError> {
+        Ok(self.inner.lock_writer()?.producers.len())
     }
 
     pub fn dir(&self) -> &Path {
@@ -195,9 +233,18 @@ impl PartitionLog {
     /// cache; under [`FlushPolicy::Always`] they become visible only when
     /// [`wait_durable`](Self::wait_durable) or [`sync`](Self::sync) has synced them.
     ///
+    /// Batches with a producer id (idempotent producers) are checked against the partition's
+    /// producer state here, under the writer lock and before offsets are assigned: a retry of
+    /// one of the producer's last [`PRODUCER_BATCHES_RETAINED`] batches is not written again
+    /// (the outcome has `duplicate` set and the original offsets); a gap in the sequence, or a
+    /// new epoch not starting at sequence 0, is refused; an older epoch is fenced.
+    ///
     /// # Errors
     /// `BatchTooLarge` if a batch or the whole call cannot fit a segment (nothing is written),
+    /// `OutOfOrderSequence`, `InvalidProducerEpoch`, `DuplicateSequence` (nothing is written),
     /// `Closed`, `Poisoned` after an earlier fsync failure, `Io` if the write fails.
+    ///
+    /// [`PRODUCER_BATCHES_RETAINED`]: super::PRODUCER_BATCHES_RETAINED
     pub fn append(&self, batches: &[RecordBatch], now_ms: i64) -> Result<AppendOutcome, StorageError> {
         let inner = &self.inner;
         inner.check_writable()?;
@@ -238,6 +285,16 @@ impl PartitionLog {
                 base_offset,
                 last_offset: base_offset - 1,
                 log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
+                duplicate: false,
+            });
+        }
+        let mut has_producer_batches = false;
+        if let Some(duplicate) = check_producers(&writer.producers, batches, &mut has_producer_batches)? {
+            return Ok(AppendOutcome {
+                base_offset: duplicate.0,
+                last_offset: duplicate.1,
+                log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
+                duplicate: true,
             });
         }
         let last_offset = base_offset
@@ -255,6 +312,9 @@ impl PartitionLog {
             active,
             buffer,
             entries,
+            producers,
+            producer_limits,
+            ..
         } = &mut *writer;
         let active = Arc::clone(active);
         let start = active.end();
@@ -293,6 +353,15 @@ impl PartitionLog {
             }
             return Err(StorageError::io("writing", &active.paths.log)(error));
         }
+        if has_producer_batches {
+            // Only header fields: no per-record work on the append path.
+            let mut offset = base_offset;
+            for batch in batches {
+                let header = batch.header();
+                producers.apply(header, offset, producer_limits.producers_max);
+                offset += i64::from(header.last_offset_delta) + 1;
+            }
+        }
         active.record_append(
             start + buffer.len() as u64,
             next_offset,
@@ -318,6 +387,7 @@ impl PartitionLog {
             base_offset,
             last_offset,
             log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
+            duplicate: false,
         })
     }
 
@@ -482,6 +552,23 @@ impl PartitionLog {
                 *write_lock(&inner.segments) = Arc::new(remaining);
                 inner.log_start_offset.store(log_start_offset, Ordering::Release);
             }
+            let log_start_offset = inner.log_start_offset.load(Ordering::Acquire);
+            let Writer {
+                producers,
+                producer_limits,
+                snapshots,
+                ..
+            } = &mut *writer;
+            let expired = producers.expire(now_ms, producer_limits.producer_idle_ms, log_start_offset);
+            if expired > 0 {
+                tracing::debug!(expired, "forgot idle producers");
+            }
+            // Snapshots below the log start describe deleted segments; they go with them.
+            let stale = snapshots.partition_point(|offset| *offset < log_start_offset);
+            let stale: Vec<i64> = snapshots.drain(..stale).collect();
+            for offset in stale {
+                producer_state::remove_snapshot(&*inner.disk, &inner.dir, offset)?;
+            }
             segments[..victims].to_vec()
         };
         // Files are unlinked outside the writer lock: unlinking a large file can take a while.
@@ -525,6 +612,14 @@ impl PartitionLog {
         active.flush_index_entries()?;
         inner.sync_segment(&active, true)?;
         inner.publish_durable(active.next_offset());
+        // The producer state at the very end, so the next open replays nothing.
+        producer_state::write_snapshot(
+            &*inner.disk,
+            &inner.dir,
+            &writer.producers,
+            active.next_offset(),
+            true,
+        )?;
         let segments = inner.segments_snapshot();
         let (offset_index_bytes, time_index_bytes) = active.index_file_bytes();
         let checkpoint = Checkpoint {
@@ -722,6 +817,7 @@ impl Inner {
         }
         let new = Arc::new(Segment::create(&*self.disk, &self.dir, base_offset)?);
         self.sync_dir()?;
+        self.snapshot_producers(writer, base_offset);
         {
             let mut segments = write_lock(&self.segments);
             let mut list: Vec<Arc<Segment>> = segments.as_ref().clone();
@@ -740,6 +836,26 @@ impl Inner {
             self.kick_sealer();
         }
         Ok(())
+    }
+
+    /// Writes the producer state as of `next_offset` (not synced: see `write_snapshot`) and
+    /// deletes snapshots beyond [`SNAPSHOTS_RETAINED`]. A failure only costs a longer replay at
+    /// the next open, so it is logged, not returned.
+    fn snapshot_producers(&self, writer: &mut Writer, next_offset: i64) {
+        let written =
+            producer_state::write_snapshot(&*self.disk, &self.dir, &writer.producers, next_offset, false);
+        if let Err(error) = written {
+            tracing::warn!(dir = %self.dir.display(), %error, "could not write a producer state snapshot");
+            return;
+        }
+        writer.snapshots.retain(|offset| *offset != next_offset);
+        writer.snapshots.push(next_offset);
+        while writer.snapshots.len() > SNAPSHOTS_RETAINED {
+            let oldest = writer.snapshots.remove(0);
+            if let Err(error) = producer_state::remove_snapshot(&*self.disk, &self.dir, oldest) {
+                tracing::warn!(dir = %self.dir.display(), %error, "could not delete an old producer state snapshot");
+            }
+        }
     }
 
     fn seal_segment(&self, segment: &Segment) -> Result<(), StorageError> {
@@ -802,6 +918,65 @@ impl Inner {
             self.sealer_running.store(false, Ordering::Release);
             tracing::warn!(%error, "could not start the segment sealer thread");
         }
+    }
+}
+
+/// Checks every producer batch of an append against the state (and against the batches of
+/// the same call before it). `Some((base, last))`: every batch is a duplicate, with the
+/// offsets they were first appended at.
+fn check_producers(
+    producers: &ProducerStateMap,
+    batches: &[RecordBatch],
+    has_producer_batches: &mut bool,
+) -> Result<Option<(i64, i64)>, StorageError> {
+    let mut accepted = Vec::new();
+    let mut duplicates: Option<(i64, i64, i64)> = None;
+    let mut duplicate_count = 0;
+    for (index, batch) in batches.iter().enumerate() {
+        let header = batch.header();
+        if header.producer_id < 0 {
+            continue;
+        }
+        *has_producer_batches = true;
+        match producers.check(header, &accepted) {
+            Ok(Check::Append) => {
+                if index + 1 < batches.len() {
+                    accepted.push(*header);
+                }
+            }
+            Ok(Check::Duplicate(original)) => {
+                duplicate_count += 1;
+                let first = duplicates.map_or(original.base_offset, |(first, _, _)| first);
+                duplicates = Some((first, original.last_offset, header.producer_id));
+            }
+            Err(Refusal::OutOfOrder {
+                producer_id,
+                expected,
+                found,
+            }) => {
+                return Err(StorageError::OutOfOrderSequence {
+                    producer_id,
+                    expected,
+                    found,
+                })
+            }
+            Err(Refusal::StaleEpoch {
+                producer_id,
+                current,
+                found,
+            }) => {
+                return Err(StorageError::InvalidProducerEpoch {
+                    producer_id,
+                    current,
+                    found,
+                })
+            }
+        }
+    }
+    match duplicates {
+        None => Ok(None),
+        Some((first, last, _)) if duplicate_count == batches.len() => Ok(Some((first, last))),
+        Some((_, _, producer_id)) => Err(StorageError::DuplicateSequence { producer_id }),
     }
 }
 

@@ -91,6 +91,8 @@ pub(crate) fn recover(
             report.files_removed.push(name);
         } else if name == CHECKPOINT_FILE_NAME {
             checkpoint_present = true;
+        } else if super::producer_state::parse_snapshot_file_name(&name).is_some() {
+            // Producer state snapshots: `producer_state::rebuild` checks them after recovery.
         } else if let Some((base_offset, kind)) = parse_segment_file_name(&name) {
             let slot = match kind {
                 FileKind::Log => 0,

@@ -22,7 +22,7 @@ use super::format::{
 pub(crate) const NO_TIMESTAMP: i64 = i64::MIN;
 
 /// Bytes the scanner reads at a time when walking batch headers.
-const SCAN_CHUNK_BYTES: usize = 256 << 10;
+pub(crate) const SCAN_CHUNK_BYTES: usize = 256 << 10;
 /// Bytes a read reads at a time while looking for the batch containing an offset: the sparse
 /// index leaves it at most about one index interval away.
 const LOCATE_CHUNK_BYTES: usize = 16 << 10;

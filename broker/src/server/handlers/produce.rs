@@ -16,7 +16,7 @@ use tidelog_proto::BatchError;
 use super::{storage_error, unknown_partition, Outcome};
 use crate::broker::BrokerContext;
 use crate::clock::now_ms;
-use crate::storage::{FlushPolicy, PartitionLog};
+use crate::storage::{FlushPolicy, PartitionLog, StorageError};
 
 /// A partition whose batches were appended and now await durability.
 struct Appended {
@@ -88,12 +88,34 @@ fn append(
     now: i64,
 ) -> Result<Appended, (ErrorCode, String)> {
     let batches = validate_batches(records, batch_bytes_max)?;
-    let outcome = log.append(&batches, now).map_err(|error| storage_error(&error))?;
+    let outcome = log.append(&batches, now).map_err(|error| append_error(&error))?;
+    if outcome.duplicate {
+        // A retry of batches already appended: answer with their original offsets (after
+        // waiting, like any append, until they are durable).
+        tracing::debug!(
+            base_offset = outcome.base_offset,
+            last_offset = outcome.last_offset,
+            "duplicate producer batch answered with its original offsets"
+        );
+    }
     Ok(Appended {
         log: log.clone(),
         base_offset: outcome.base_offset,
         last_offset: outcome.last_offset,
     })
+}
+
+/// The wire code for a failed append: the idempotent producer's refusals get Kafka's codes.
+fn append_error(error: &StorageError) -> (ErrorCode, String) {
+    let code = match error {
+        StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+        // Kafka answers a produce from a fenced (older) epoch with INVALID_PRODUCER_EPOCH;
+        // PRODUCER_FENCED is for transactional coordinators.
+        StorageError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+        StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequenceNumber,
+        _ => return storage_error(error),
+    };
+    (code, error.to_string())
 }
 
 /// Splits and fully validates a partition's records; any bad batch refuses them all, so a
@@ -126,6 +148,15 @@ fn validate_batches(records: Bytes, batch_bytes_max: usize) -> Result<Vec<Record
             return Err((
                 ErrorCode::InvalidRequest,
                 "transactional and control batches are not supported yet".into(),
+            ));
+        }
+        if header.producer_id >= 0 && (header.producer_epoch < 0 || header.base_sequence < 0) {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!(
+                    "batch of producer {} has epoch {} and base sequence {}; both must be set",
+                    header.producer_id, header.producer_epoch, header.base_sequence
+                ),
             ));
         }
         batches.push(batch);

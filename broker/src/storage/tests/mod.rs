@@ -4,6 +4,7 @@
 mod basics;
 mod group_commit;
 mod model;
+mod producer;
 mod recovery;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,629 @@
+//! Idempotent producer state: duplicates, gaps and fencing checked inside `append`; the state
+//! rebuilt from snapshots and batch headers after clean and crashed restarts; its bounds. The
+//! model test at the end retries random recent batches through crashes and checks that no
+//! batch is ever stored twice.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use tidelog_proto::batch::{BatchIter, NewRecord, ProducerStamp, RecordBatch, RecordBatchBuilder};
+
+use super::super::sim_disk::{CrashMode, SimDisk, SplitMix};
+use super::super::{FlushPolicy, LogConfig, PartitionLog, ProducerLimits, StorageError};
+use super::{config, read_all, sim_open, sim_path};
+
+const NOW: i64 = 1_000_000;
+
+/// A validated batch of `count` records stamped with a producer.
+fn producer_batch(producer_id: i64, epoch: i16, sequence: i32, count: usize, tag: u8) -> RecordBatch {
+    let mut builder = RecordBatchBuilder::new().with_producer(ProducerStamp {
+        producer_id,
+        producer_epoch: epoch,
+        base_sequence: sequence,
+    });
+    for index in 0..count {
+        builder.push(&NewRecord {
+            timestamp: NOW + index as i64,
+            key: None,
+            value: Some(Bytes::from(vec![tag; 20])),
+            headers: Vec::new(),
+        });
+    }
+    let bytes = builder.build().expect("at least one record");
+    let (batch, _) = RecordBatch::split_first(&bytes).expect("builder output parses");
+    batch.validate().expect("builder output validates");
+    batch
+}
+
+fn append(log: &PartitionLog, batch: &RecordBatch) -> Result<(i64, i64, bool), StorageError> {
+    log.append(std::slice::from_ref(batch), NOW)
+        .map(|outcome| (outcome.base_offset, outcome.last_offset, outcome.duplicate))
+}
+
+/// (producer id, epoch, base sequence) of every stored batch, in offset order.
+fn stored_stamps(log: &PartitionLog) -> Vec<(i64, i16, i32)> {
+    BatchIter::new(read_all(log, 1 << 20))
+        .map(|batch| {
+            let header = *batch.expect("whole batches").header();
+            (header.producer_id, header.producer_epoch, header.base_sequence)
+        })
+        .collect()
+}
+
+fn small_segments(flush: FlushPolicy) -> LogConfig {
+    LogConfig {
+        segment_bytes: 400,
+        retention_ms: -1,
+        ..config(flush)
+    }
+}
+
+fn snapshot_names(disk: &SimDisk) -> Vec<String> {
+    let mut names: Vec<String> = disk
+        .file_names(&super::sim_dir())
+        .into_iter()
+        .filter(|name| name.ends_with(".snapshot"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn retried_batch_gets_its_original_offsets_and_is_not_appended_again() {
+    let disk = SimDisk::new();
+    let log = sim_open(&disk, config(FlushPolicy::Never));
+    let first = producer_batch(7, 0, 0, 3, 1);
+    let second = producer_batch(7, 0, 3, 2, 2);
+    assert_eq!(append(&log, &first).unwrap(), (0, 2, false));
+    assert_eq!(append(&log, &second).unwrap(), (3, 4, false));
+    assert_eq!(append(&log, &first).unwrap(), (0, 2, true));
+    assert_eq!(append(&log, &second).unwrap(), (3, 4, true));
+    assert_eq!(log.high_watermark(), 5, "a duplicate appends nothing");
+    assert_eq!(stored_stamps(&log), vec![(7, 0, 0), (7, 0, 3)]);
+}
+
+#[test]
+fn sequence_gap_is_refused_as_out_of_order() {
+    let disk = SimDisk::new();
+    let log = sim_open(&disk, config(FlushPolicy::Never));
+    append(&log, &producer_batch(7, 0, 0, 3, 1)).unwrap();
+    let result = append(&log, &producer_batch(7, 0, 4, 1, 2));
+    assert!(
+        matches!(
+            result,
+            Err(StorageError::OutOfOrderSequence {
+                producer_id: 7,
+                expected: 3,
+                found: 4
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(log.high_watermark(), 3);
+    assert_eq!(
+        append(&log, &producer_batch(7, 0, 3, 1, 2)).unwrap(),
+        (3, 3, false)
+    );
+}
+
+#[test]
+fn older_epoch_is_fenced_and_a_new_epoch_starts_at_sequence_zero() {
+    let disk = SimDisk::new();
+    let log = sim_open(&disk, config(FlushPolicy::Never));
+    append(&log, &producer_batch(7, 0, 0, 2, 1)).unwrap();
+    let result = append(&log, &producer_batch(7, 1, 2, 1, 2));
+    assert!(
+        matches!(result, Err(StorageError::OutOfOrderSequence { expected: 0, .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        append(&log, &producer_batch(7, 1, 0, 1, 3)).unwrap(),
+        (2, 2, false)
+    );
+    let result = append(&log, &producer_batch(7, 0, 2, 1, 4));
+    assert!(
+        matches!(
+            result,
+            Err(StorageError::InvalidProducerEpoch {
+                current: 1,
+                found: 0,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    // Even a retry of an old-epoch batch is fenced, not answered as a duplicate.
+    assert!(append(&log, &producer_batch(7, 0, 0, 2, 1)).is_err());
+    assert_eq!(log.high_watermark(), 3);
+}
+
+#[test]
+fn unknown_producer_is_accepted_at_any_sequence_then_held_to_it() {
+    let disk = SimDisk::new();
+    let log = sim_open(&disk, config(FlushPolicy::Never));
+    assert_eq!(
+        append(&log, &producer_batch(9, 3, 500, 2, 1)).unwrap(),
+        (0, 1, false)
+    );
+    assert!(append(&log, &producer_batch(9, 3, 503, 1, 1)).is_err());
+    assert_eq!(
+        append(&log, &producer_batch(9, 3, 502, 1, 1)).unwrap(),
+        (2, 2, false)
+    );
+}
+
+#[test]
+fn sequences_wrap_at_i32_max() {
+    let disk = SimDisk::new();
+    let log = sim_open(&disk, config(FlushPolicy::Never));
+    append(&log, &producer_batch(5, 0, i32::MAX - 1, 2, 1)).unwrap();
+    assert_eq!(
+        append(&log, &producer_batch(5, 0, 0, 1, 2)).unwrap(),
+        (2, 2, false)
+    );
+    assert_eq!(
+        append(&log, &producer_batch(5, 0, i32::MAX - 1, 2, 1)).unwrap(),
+        (0, 1, true)
+    );
+}
+
+#[test]
+fn only_the_last_five_batches_are_recognised_as_duplicates() {
+    let disk = SimDisk::new();
+    let log = sim_open(&disk, config(FlushPolicy::Never));
+    let batches: Vec<RecordBatch> = (0..7).map(|n| producer_batch(1, 0, n, 1, n as u8)).collect();
+    for batch in &batches {
+        append(&log, batch).unwrap();
+    }
+    for (n, batch) in batches.iter().enumerate().skip(2) {
+        assert_eq!(append(&log, batch).unwrap(), (n as i64, n as i64, true));
+    }
+    // Older than the window: not recognised, and refused rather than appended again.
+    assert!(matches!(
+        append(&log, &batches[1]),
+        Err(StorageError::OutOfOrderSequence { .. })
+    ));
+    assert_eq!(log.high_watermark(), 7);
+}
+
+#[test]
+fn an_append_mixing_duplicate_and_new_batches_is_refused_whole() {
+    let disk = SimDisk::new();
+    let log = sim_open(&disk, config(FlushPolicy::Never));
+    let first = producer_batch(1, 0, 0, 1, 1);
+    let second = producer_batch(1, 0, 1, 1, 2);
+    let third = producer_batch(1, 0, 2, 1, 3);
+    let outcome = log.append(&[first.clone(), second.clone()], NOW).unwrap();
+    assert_eq!(
+        (outcome.base_offset, outcome.last_offset, outcome.duplicate),
+        (0, 1, false)
+    );
+    let outcome = log.append(&[first.clone(), second.clone()], NOW).unwrap();
+    assert_eq!(
+        (outcome.base_offset, outcome.last_offset, outcome.duplicate),
+        (0, 1, true)
+    );
+    let result = log.append(&[second, third.clone()], NOW);
+    assert!(
+        matches!(result, Err(StorageError::DuplicateSequence { .. })),
+        "{result:?}"
+    );
+    assert_eq!(log.high_watermark(), 2);
+    // Several batches of one producer in one call are checked against each other.
+    let fourth = producer_batch(1, 0, 3, 1, 4);
+    let outcome = log.append(&[third, fourth], NOW).unwrap();
+    assert_eq!(
+        (outcome.base_offset, outcome.last_offset, outcome.duplicate),
+        (2, 3, false)
+    );
+}
+
+#[test]
+fn producer_state_survives_a_clean_restart_without_replaying_the_log() {
+    let disk = SimDisk::new();
+    let config = small_segments(FlushPolicy::Never);
+    let log = sim_open(&disk, config.clone());
+    let batches: Vec<RecordBatch> = (0..20).map(|n| producer_batch(4, 2, n, 1, n as u8)).collect();
+    for batch in &batches {
+        append(&log, batch).unwrap();
+    }
+    assert!(log.segment_count() > 2, "the test needs rolls");
+    log.close().unwrap();
+    drop(log);
+    let log = sim_open(&disk, config);
+    let recovery = log.producer_state_recovery();
+    assert_eq!(recovery.snapshot_loaded, Some(20), "{recovery:?}");
+    assert_eq!(recovery.batches_replayed, 0, "{recovery:?}");
+    assert_eq!(append(&log, &batches[19]).unwrap(), (19, 19, true));
+    assert_eq!(append(&log, &batches[15]).unwrap(), (15, 15, true));
+    assert!(
+        append(&log, &producer_batch(4, 1, 20, 1, 0)).is_err(),
+        "older epoch still fenced"
+    );
+    assert_eq!(
+        append(&log, &producer_batch(4, 2, 20, 1, 0)).unwrap(),
+        (20, 20, false)
+    );
+}
+
+#[test]
+fn producer_state_after_a_crash_matches_the_recovered_log() {
+    let disk = SimDisk::new();
+    let config = small_segments(FlushPolicy::Never);
+    let log = sim_open(&disk, config.clone());
+    let batches: Vec<RecordBatch> = (0..12).map(|n| producer_batch(4, 0, n, 1, n as u8)).collect();
+    for batch in &batches[..8] {
+        append(&log, batch).unwrap();
+    }
+    log.sync().unwrap();
+    for batch in &batches[8..] {
+        append(&log, batch).unwrap();
+    }
+    drop(log);
+    disk.crash(CrashMode::ForgetUnsynced);
+    let log = sim_open(&disk, config);
+    assert_eq!(log.high_watermark(), 8, "unsynced batches are lost");
+    // The lost batches are not remembered: their retries are appended, once.
+    assert_eq!(append(&log, &batches[7]).unwrap(), (7, 7, true));
+    for (n, batch) in batches.iter().enumerate().skip(8) {
+        assert_eq!(append(&log, batch).unwrap(), (n as i64, n as i64, false));
+        assert_eq!(append(&log, batch).unwrap(), (n as i64, n as i64, true));
+    }
+    let sequences: Vec<i32> = stored_stamps(&log).iter().map(|stamp| stamp.2).collect();
+    assert_eq!(sequences, (0..12).collect::<Vec<i32>>());
+}
+
+/// Appends 30 one-record batches of producer 4 with small segments and closes uncleanly
+/// (a sync, no close), so the next open needs a snapshot or a scan.
+fn thirty_batches_then_stop(disk: &SimDisk, config: &LogConfig) -> Vec<RecordBatch> {
+    let log = sim_open(disk, config.clone());
+    let batches: Vec<RecordBatch> = (0..30).map(|n| producer_batch(4, 0, n, 1, n as u8)).collect();
+    for batch in &batches {
+        append(&log, batch).unwrap();
+    }
+    log.sync().unwrap();
+    drop(log);
+    batches
+}
+
+#[test]
+fn damaged_newest_snapshot_falls_back_to_the_older_one() {
+    let disk = SimDisk::new();
+    let config = small_segments(FlushPolicy::Always);
+    let batches = thirty_batches_then_stop(&disk, &config);
+    let names = snapshot_names(&disk);
+    assert_eq!(names.len(), 2, "two snapshots are kept: {names:?}");
+    let newest = sim_path(&names[1]);
+    let mut bytes = disk.read_file(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    disk.write_file_durably(&newest, &bytes);
+    let log = sim_open(&disk, config);
+    let recovery = log.producer_state_recovery().clone();
+    let older: i64 = names[0].trim_end_matches(".snapshot").parse().unwrap();
+    assert_eq!(recovery.snapshot_loaded, Some(older), "{recovery:?}");
+    assert_eq!(recovery.snapshots_rejected.len(), 1, "{recovery:?}");
+    assert!(recovery.batches_replayed > 0);
+    for (n, batch) in batches.iter().enumerate().skip(25) {
+        assert_eq!(append(&log, batch).unwrap(), (n as i64, n as i64, true));
+    }
+    assert!(
+        !snapshot_names(&disk).contains(&names[1]),
+        "the damaged snapshot is deleted"
+    );
+}
+
+#[test]
+fn without_a_usable_snapshot_the_state_is_rebuilt_from_every_batch_header() {
+    let disk = SimDisk::new();
+    let config = small_segments(FlushPolicy::Always);
+    let batches = thirty_batches_then_stop(&disk, &config);
+    for name in snapshot_names(&disk) {
+        disk.write_file_durably(&sim_path(&name), b"TDLGPST1 not really");
+    }
+    let log = sim_open(&disk, config);
+    let recovery = log.producer_state_recovery().clone();
+    assert_eq!(recovery.snapshot_loaded, None, "{recovery:?}");
+    assert_eq!(recovery.batches_replayed, 30, "{recovery:?}");
+    for (n, batch) in batches.iter().enumerate().skip(25) {
+        assert_eq!(append(&log, batch).unwrap(), (n as i64, n as i64, true));
+    }
+}
+
+#[test]
+fn snapshot_past_the_recovered_end_is_discarded() {
+    let disk = SimDisk::new();
+    let config = small_segments(FlushPolicy::Never);
+    let log = sim_open(&disk, config.clone());
+    let batches: Vec<RecordBatch> = (0..30).map(|n| producer_batch(4, 0, n, 1, n as u8)).collect();
+    for batch in &batches[..3] {
+        append(&log, batch).unwrap();
+    }
+    log.sync().unwrap();
+    for batch in &batches[3..] {
+        append(&log, batch).unwrap();
+    }
+    // Make the roll snapshots durable while the log data is not.
+    let names = snapshot_names(&disk);
+    assert!(!names.is_empty());
+    for name in &names {
+        let bytes = disk.read_file(&sim_path(name)).unwrap();
+        disk.write_file_durably(&sim_path(name), &bytes);
+    }
+    drop(log);
+    disk.crash(CrashMode::ForgetUnsynced);
+    let log = sim_open(&disk, config);
+    let recovered = log.high_watermark();
+    assert!(recovered < 30);
+    let recovery = log.producer_state_recovery();
+    assert!(
+        recovery.snapshot_loaded.is_none_or(|offset| offset <= recovered),
+        "{recovery:?}"
+    );
+    // A batch the crash took back is appended again, not mistaken for a duplicate.
+    let n = recovered as usize;
+    assert_eq!(append(&log, &batches[n]).unwrap(), (recovered, recovered, false));
+}
+
+#[test]
+fn producers_beyond_the_limit_evict_the_least_recently_used() {
+    let disk = SimDisk::new();
+    let config = config(FlushPolicy::Never);
+    let log = sim_open(&disk, config.clone());
+    log.set_producer_limits(ProducerLimits {
+        producers_max: 3,
+        ..ProducerLimits::default()
+    })
+    .unwrap();
+    for id in 0..3 {
+        append(&log, &producer_batch(id, 0, 0, 1, 0)).unwrap();
+    }
+    // Producer 0 is used again, so 1 is now the least recently used.
+    append(&log, &producer_batch(0, 0, 1, 1, 0)).unwrap();
+    append(&log, &producer_batch(3, 0, 0, 1, 0)).unwrap();
+    assert_eq!(log.producer_count().unwrap(), 3);
+    assert_eq!(append(&log, &producer_batch(0, 0, 1, 1, 0)).unwrap().2, true);
+    assert_eq!(append(&log, &producer_batch(2, 0, 0, 1, 0)).unwrap().2, true);
+    // Producer 1 was forgotten: as an unknown producer its retry is appended (documented).
+    assert_eq!(append(&log, &producer_batch(1, 0, 0, 1, 0)).unwrap().2, false);
+    assert_eq!(log.producer_count().unwrap(), 3);
+}
+
+#[test]
+fn idle_producers_expire_in_maintenance() {
+    let disk = SimDisk::new();
+    let log = sim_open(&disk, config(FlushPolicy::Never));
+    log.set_producer_limits(ProducerLimits {
+        producer_idle_ms: 1000,
+        ..ProducerLimits::default()
+    })
+    .unwrap();
+    append(&log, &producer_batch(1, 0, 0, 1, 0)).unwrap();
+    log.run_maintenance(NOW + 500).unwrap();
+    assert_eq!(log.producer_count().unwrap(), 1);
+    log.run_maintenance(NOW + 5000).unwrap();
+    assert_eq!(log.producer_count().unwrap(), 0);
+}
+
+#[test]
+fn retention_deletes_snapshots_below_the_log_start() {
+    let disk = SimDisk::new();
+    let config = LogConfig {
+        retention_bytes: 900,
+        ..small_segments(FlushPolicy::Never)
+    };
+    let log = sim_open(&disk, config);
+    for n in 0..30 {
+        append(&log, &producer_batch(1, 0, n, 1, 0)).unwrap();
+    }
+    log.run_maintenance(NOW).unwrap();
+    let start = log.log_start_offset();
+    assert!(start > 0);
+    for name in snapshot_names(&disk) {
+        let offset: i64 = name.trim_end_matches(".snapshot").parse().unwrap();
+        assert!(offset >= start, "{name} is below the log start {start}");
+    }
+}
+
+/// A batch a model producer sent, with where it landed (if it is in the log).
+#[derive(Debug, Clone)]
+struct Sent {
+    batch: RecordBatch,
+    offsets: Option<(i64, i64)>,
+}
+
+#[derive(Debug)]
+struct ModelProducer {
+    id: i64,
+    epoch: i16,
+    next_sequence: i32,
+    /// Every batch sent, oldest first. Retries pick from the last five of the current epoch,
+    /// like a real producer's in-flight set.
+    history: Vec<Sent>,
+}
+
+impl ModelProducer {
+    fn retriable(&self) -> Vec<&Sent> {
+        self.history
+            .iter()
+            .rev()
+            .filter(|sent| sent.batch.header().producer_epoch == self.epoch)
+            .take(5)
+            .collect()
+    }
+}
+
+#[test]
+fn retried_batches_are_never_stored_twice_through_crashes_and_restarts() {
+    let seeds: Vec<u64> = match std::env::var("TIDELOG_MODEL_SEED") {
+        Ok(seed) => vec![seed.parse().expect("TIDELOG_MODEL_SEED is a number")],
+        Err(_) => (0..24).collect(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for seed in seeds {
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| producer_model(seed, &runtime)));
+        if let Err(panic) = result {
+            eprintln!("producer model test failed with seed {seed}; rerun with TIDELOG_MODEL_SEED={seed}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+fn producer_model(seed: u64, runtime: &tokio::runtime::Runtime) {
+    let mut rng = SplitMix(seed.wrapping_mul(0x9E37_79B9) ^ 0x51DE);
+    let flush = match rng.below(3) {
+        0 => FlushPolicy::Always,
+        1 => FlushPolicy::Never,
+        _ => FlushPolicy::Interval(std::time::Duration::from_millis(5)),
+    };
+    let config = LogConfig {
+        segment_bytes: 300 + rng.below(1500),
+        retention_ms: -1,
+        index_interval_bytes: rng.below(300) as u32,
+        ..config(flush)
+    };
+    let disk = SimDisk::new();
+    let mut log = sim_open(&disk, config.clone());
+    let mut producers: Vec<ModelProducer> = (0..3)
+        .map(|id| ModelProducer {
+            id: 100 + id,
+            epoch: 0,
+            next_sequence: if id == 2 { i32::MAX - 20 } else { 0 },
+            history: Vec::new(),
+        })
+        .collect();
+    // Every batch in the log, in offset order: (producer, epoch, base sequence).
+    let mut stored: Vec<(i64, i16, i32, i64)> = Vec::new();
+    let mut next_offset = 0i64;
+    let mut synced = 0i64;
+    let mut tag = 0u8;
+    for step in 0..200 {
+        let context = format!("seed {seed} step {step} config {config:?}");
+        let which = rng.below(producers.len() as u64) as usize;
+        match rng.below(100) {
+            0..=49 => {
+                let producer = &mut producers[which];
+                let count = 1 + rng.below(4) as usize;
+                tag = tag.wrapping_add(1);
+                let batch = producer_batch(producer.id, producer.epoch, producer.next_sequence, count, tag);
+                let (base, last, duplicate) =
+                    append(&log, &batch).unwrap_or_else(|error| panic!("{context}: {error}"));
+                assert!(!duplicate, "{context}");
+                assert_eq!(base, next_offset, "{context}");
+                next_offset = last + 1;
+                stored.push((producer.id, producer.epoch, producer.next_sequence, base));
+                producer.next_sequence =
+                    super::super::producer_state::increment_sequence(producer.next_sequence, count as i32);
+                producer.history.push(Sent {
+                    batch,
+                    offsets: Some((base, last)),
+                });
+                if flush == FlushPolicy::Always && rng.below(2) == 0 {
+                    runtime.block_on(log.wait_durable(next_offset)).unwrap();
+                    synced = next_offset;
+                }
+            }
+            50..=69 => {
+                // A retry of one of the producer's recent batches: its original offsets.
+                let candidates = producers[which].retriable();
+                if candidates.is_empty() {
+                    continue;
+                }
+                let sent = candidates[rng.below(candidates.len() as u64) as usize];
+                let (base, last, duplicate) =
+                    append(&log, &sent.batch).unwrap_or_else(|error| panic!("{context}: {error}"));
+                assert!(duplicate, "{context}: a retry was appended again");
+                assert_eq!(Some((base, last)), sent.offsets, "{context}");
+            }
+            70..=73 => {
+                // A gap is refused.
+                let producer = &producers[which];
+                if producer.retriable().is_empty() {
+                    continue;
+                }
+                let gap = super::super::producer_state::increment_sequence(producer.next_sequence, 1);
+                let result = append(&log, &producer_batch(producer.id, producer.epoch, gap, 1, 0));
+                assert!(
+                    matches!(result, Err(StorageError::OutOfOrderSequence { .. })),
+                    "{context}: {result:?}"
+                );
+            }
+            74..=76 => {
+                // A new incarnation: the next epoch starts at 0; the old one is fenced once
+                // the new one has written.
+                let producer = &mut producers[which];
+                producer.epoch += 1;
+                producer.next_sequence = 0;
+            }
+            77..=82 => {
+                log.sync().unwrap();
+                synced = next_offset;
+            }
+            83..=88 => {
+                log.close().unwrap();
+                drop(log);
+                log = sim_open(&disk, config.clone());
+                assert_eq!(log.high_watermark(), next_offset, "{context}");
+                assert_eq!(
+                    log.producer_state_recovery().batches_replayed,
+                    0,
+                    "{context}: a clean restart replays nothing"
+                );
+                synced = next_offset;
+            }
+            _ => {
+                drop(log);
+                let mode = if rng.below(2) == 0 {
+                    CrashMode::ForgetUnsynced
+                } else {
+                    CrashMode::TornAppends(rng.next())
+                };
+                disk.crash(mode);
+                log = sim_open(&disk, config.clone());
+                let recovered = log.high_watermark();
+                assert!(recovered >= synced, "{context}: lost synced data");
+                stored.retain(|entry| entry.3 < recovered);
+                next_offset = recovered;
+                synced = recovered;
+                // Each producer resends, in order, what the crash took back: it must be
+                // appended afresh, since the rebuilt state must not remember lost batches.
+                for producer in &mut producers {
+                    for sent in &mut producer.history {
+                        let Some((base, _)) = sent.offsets else { continue };
+                        if base < recovered {
+                            continue;
+                        }
+                        let (base, last, duplicate) = append(&log, &sent.batch)
+                            .unwrap_or_else(|error| panic!("{context}: resend after crash: {error}"));
+                        assert!(
+                            !duplicate,
+                            "{context}: state remembers a batch the crash took back"
+                        );
+                        assert_eq!(base, next_offset, "{context}");
+                        let header = sent.batch.header();
+                        stored.push((
+                            header.producer_id,
+                            header.producer_epoch,
+                            header.base_sequence,
+                            base,
+                        ));
+                        sent.offsets = Some((base, last));
+                        next_offset = last + 1;
+                    }
+                }
+            }
+        }
+    }
+    if flush == FlushPolicy::Always {
+        log.sync().unwrap();
+    }
+    let stamps = stored_stamps(&log);
+    let expected: Vec<(i64, i16, i32)> = stored.iter().map(|entry| (entry.0, entry.1, entry.2)).collect();
+    assert_eq!(stamps, expected, "seed {seed}: the log differs from the model");
+    let unique: HashSet<&(i64, i16, i32)> = stamps.iter().collect();
+    assert_eq!(unique.len(), stamps.len(), "seed {seed}: a batch is stored twice");
+}
