@@ -534,3 +534,105 @@ impl Drop for GroupConsumer {
         }
     }
 }
+
+/// The cells of each table row in CLI output: a line split at the table's column separators
+/// (`│`, `┆` or `|`), cells trimmed. Lines without a separator (borders, titles) are skipped.
+pub fn table_rows(text: &str) -> Vec<Vec<String>> {
+    let separators = ['│', '┆', '|'];
+    text.lines()
+        .filter(|line| line.contains(separators))
+        .map(|line| {
+            let cells: Vec<String> = line
+                .split(separators)
+                .map(|cell| cell.trim().to_owned())
+                .collect();
+            // A leading and a trailing border leave empty edge cells.
+            let start = usize::from(cells.first().is_some_and(String::is_empty));
+            let end =
+                cells.len() - usize::from(cells.len() > start && cells.last().is_some_and(String::is_empty));
+            cells[start..end].to_vec()
+        })
+        .collect()
+}
+
+/// One partition row of `tidelog group describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedPartition {
+    /// `None` where the CLI prints `-` (nothing committed).
+    pub committed: Option<i64>,
+    pub log_end: i64,
+    pub lag: Option<i64>,
+    /// `None` where no member owns it (`-` or empty).
+    pub member: Option<String>,
+}
+
+/// The partition rows of `tidelog group describe` for `topic`: cells TOPIC, PARTITION,
+/// COMMITTED, LOG END, LAG, MEMBER. Panics on a row of the topic that does not parse.
+pub fn described_partitions(text: &str, topic: &str) -> BTreeMap<u32, DescribedPartition> {
+    let number = |cell: &str, row: &[String]| -> Option<i64> {
+        if cell == "-" || cell.is_empty() {
+            return None;
+        }
+        Some(
+            cell.parse()
+                .unwrap_or_else(|_| panic!("group describe: {cell:?} is not a number in row {row:?}")),
+        )
+    };
+    table_rows(text)
+        .into_iter()
+        .filter(|row| row.len() >= 5 && row[0] == topic && row[1].parse::<u32>().is_ok())
+        .map(|row| {
+            let partition = row[1].parse().expect("checked above");
+            let described = DescribedPartition {
+                committed: number(&row[2], &row),
+                log_end: number(&row[3], &row)
+                    .unwrap_or_else(|| panic!("group describe: no log end in {row:?}")),
+                lag: number(&row[4], &row),
+                member: row
+                    .get(5)
+                    .filter(|cell| !cell.is_empty() && cell.as_str() != "-")
+                    .cloned(),
+            };
+            (partition, described)
+        })
+        .collect()
+}
+
+/// Whether `tidelog group list` output has a row for `group` (its first cell).
+pub fn lists_group(text: &str, group: &str) -> bool {
+    table_rows(text)
+        .iter()
+        .any(|row| row.first().is_some_and(|cell| cell == group))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_table_rows_parse_with_unicode_and_ascii_borders() {
+        let text = "Group: g  State: empty  Members: 0  Epoch: 3\n\
+                    ┌────────┬───────────┬──────────────────┐\n\
+                    │ Topic  ┆ Partition ┆ Committed offset ┆ Log end offset ┆ Lag ┆ Member │\n\
+                    ╞════════╪═══════════╪══════════════════╡\n\
+                    │ orders ┆         0 ┆                6 ┆             10 ┆   4 ┆ -      │\n\
+                    │ orders ┆         1 ┆                - ┆             10 ┆   - ┆ abc    │\n\
+                    └────────┴───────────┴──────────────────┘\n\
+                    | orders | 2 | 1 | 3 | 2 | |\n";
+        let rows = described_partitions(text, "orders");
+        assert_eq!(
+            rows[&0],
+            DescribedPartition {
+                committed: Some(6),
+                log_end: 10,
+                lag: Some(4),
+                member: None
+            }
+        );
+        assert_eq!(rows[&1].committed, None);
+        assert_eq!(rows[&1].member.as_deref(), Some("abc"));
+        assert_eq!(rows[&2].lag, Some(2));
+        assert!(lists_group("│ g ┆ empty ┆ 0 │", "g"));
+        assert!(!lists_group("│ gg ┆ empty ┆ 0 │", "g"));
+    }
+}

@@ -11,8 +11,8 @@ use nix::sys::signal::Signal;
 use rand::Rng;
 use tidelog_e2e::cli::run_cli;
 use tidelog_e2e::groups::{
-    balanced, committed_offsets, describe_group, parse_offset_line, produce_values, ConsumedLine,
-    GroupConsumer, RawMember,
+    balanced, committed_offsets, describe_group, described_partitions, parse_offset_line, produce_values,
+    ConsumedLine, GroupConsumer, RawMember,
 };
 use tidelog_e2e::{test_rng, BrokerProcess, RawClient, TestDir};
 use tidelog_proto::pb::ErrorCode;
@@ -436,16 +436,11 @@ fn committed_offsets_survive_a_broker_sigkill() {
     );
     let describe = run_cli(Some(addr), &["group", "describe", GROUP], b"");
     describe.assert_success();
+    let rows = described_partitions(&describe.stdout, TOPIC);
     for (partition, offset) in &before {
-        assert!(
-            describe.stdout.lines().any(|line| {
-                let words: Vec<&str> = line.split_whitespace().collect();
-                words.windows(3).any(|window| {
-                    window[0] == TOPIC
-                        && window[1] == partition.to_string()
-                        && window[2] == offset.to_string()
-                })
-            }),
+        assert_eq!(
+            rows.get(partition).and_then(|row| row.committed),
+            Some(*offset),
             "group describe should show {TOPIC} partition {partition} committed at {offset}:\n{describe}"
         );
     }
