@@ -5,7 +5,7 @@
 //! Nothing here does I/O or reads the clock: callers pass `now`, so batching is tested with
 //! exact times.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -115,6 +115,40 @@ impl Future for DeliveryFuture {
     }
 }
 
+/// An idempotent producer's identity, stamped into every batch it seals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerIdentity {
+    pub producer_id: i64,
+    pub epoch: i16,
+}
+
+/// Batches of one partition an idempotent producer may have sent and not yet seen answered:
+/// Kafka's limit, and the number of batches the broker remembers per producer for dedupe.
+pub(crate) const IN_FLIGHT_BATCHES_PER_PARTITION_MAX: usize = 5;
+
+/// Per partition of an idempotent producer: the next sequence and where its batches are.
+#[derive(Debug, Default)]
+struct PartitionSequence {
+    next_sequence: i32,
+    /// Seal order of the next batch; orders never wrap, unlike sequences.
+    next_order: u64,
+    /// Sealed and not completed, by seal order.
+    unacknowledged: BTreeSet<u64>,
+    /// Sent and not yet answered.
+    in_flight: usize,
+    /// Waiting out a retry backoff: no newer batch of the partition is sent meanwhile.
+    backing_off: usize,
+}
+
+/// Kafka's sequence arithmetic: sequences wrap from `i32::MAX` to 0.
+pub(crate) fn increment_sequence(sequence: i32, increment: i32) -> i32 {
+    if sequence > i32::MAX - increment {
+        increment - (i32::MAX - sequence) - 1
+    } else {
+        sequence + increment
+    }
+}
+
 /// A sealed batch on its way to the broker.
 #[derive(Debug)]
 pub(crate) struct ReadyBatch {
@@ -127,6 +161,9 @@ pub(crate) struct ReadyBatch {
     /// Sends so far; a retry increments it.
     pub attempts: u32,
     pub shared: Arc<BatchShared>,
+    /// For an idempotent producer, the batch's seal order in its partition. Its bytes carry
+    /// the sequence, so a retry resends exactly the same bytes.
+    pub order: Option<u64>,
 }
 
 impl ReadyBatch {
@@ -147,6 +184,8 @@ struct OpenBatch {
 struct TopicBatches {
     open: Vec<Option<OpenBatch>>,
     capacity_hint: Vec<usize>,
+    /// Per partition, for idempotent producers.
+    sequences: Vec<PartitionSequence>,
     /// The partition keyless records go to until its batch is sealed.
     sticky: Option<u32>,
     previous_sticky: Option<u32>,
@@ -176,6 +215,8 @@ pub(crate) enum Appended {
 #[derive(Debug)]
 pub(crate) struct Accumulator {
     limits: BatchLimits,
+    /// Set once an idempotent producer has its id; every batch sealed after is stamped.
+    producer: Option<ProducerIdentity>,
     topics: HashMap<TopicName, TopicBatches>,
     ready: VecDeque<ReadyBatch>,
     rng: StdRng,
@@ -185,6 +226,7 @@ impl Accumulator {
     pub fn new(limits: BatchLimits, rng: StdRng) -> Self {
         Self {
             limits,
+            producer: None,
             topics: HashMap::new(),
             ready: VecDeque::new(),
             rng,
@@ -197,6 +239,7 @@ impl Accumulator {
         let entry = self.topics.entry(topic.clone()).or_insert_with(|| TopicBatches {
             open: Vec::new(),
             capacity_hint: Vec::new(),
+            sequences: Vec::new(),
             sticky: None,
             previous_sticky: None,
         });
@@ -204,6 +247,9 @@ impl Accumulator {
         if entry.open.len() < partitions {
             entry.open.resize_with(partitions, || None);
             entry.capacity_hint.resize(partitions, BATCH_CAPACITY_MIN_BYTES);
+            entry
+                .sequences
+                .resize_with(partitions, PartitionSequence::default);
         }
         if entry.sticky.is_some_and(|p| p as usize >= partitions) {
             entry.sticky = None;
@@ -257,7 +303,7 @@ impl Accumulator {
         });
         if full {
             if let Some(open) = topic.open[partition as usize].take() {
-                let ready = seal(topic, &record.topic, partition, open);
+                let ready = seal(topic, &record.topic, partition, open, self.producer);
                 self.ready.push_back(ready);
                 wake_sender = true;
             }
@@ -301,7 +347,7 @@ impl Accumulator {
         // A batch that reached its limit exactly is sealed now rather than on the next send.
         if open.writer.size_bytes() >= self.limits.batch_size_bytes {
             if let Some(open) = topic.open[slot].take() {
-                let ready = seal(topic, &record.topic, partition, open);
+                let ready = seal(topic, &record.topic, partition, open, self.producer);
                 self.ready.push_back(ready);
             }
         }
@@ -323,7 +369,7 @@ impl Accumulator {
                 let deadline = open.created + linger;
                 if deadline <= now {
                     if let Some(open) = topic.open[slot].take() {
-                        let ready = seal(topic, name, slot as u32, open);
+                        let ready = seal(topic, name, slot as u32, open, self.producer);
                         self.ready.push_back(ready);
                     }
                 } else {
@@ -331,7 +377,33 @@ impl Accumulator {
                 }
             }
         }
-        (self.ready.drain(..).collect(), next_deadline)
+        if self.producer.is_none() {
+            return (self.ready.drain(..).collect(), next_deadline);
+        }
+        // Idempotent: per partition, in sequence order, at most
+        // IN_FLIGHT_BATCHES_PER_PARTITION_MAX in flight and nothing newer while a batch waits
+        // out a retry backoff. Held batches stay queued; a completion wakes the sender.
+        let mut taken = Vec::with_capacity(self.ready.len());
+        let mut held = VecDeque::new();
+        for batch in self.ready.drain(..) {
+            let state = self
+                .topics
+                .get_mut(batch.topic.as_str())
+                .and_then(|topic| topic.sequences.get_mut(batch.partition.get() as usize));
+            match (batch.order, state) {
+                (Some(_), Some(state)) => {
+                    if state.backing_off > 0 || state.in_flight >= IN_FLIGHT_BATCHES_PER_PARTITION_MAX {
+                        held.push_back(batch);
+                    } else {
+                        state.in_flight += 1;
+                        taken.push(batch);
+                    }
+                }
+                _ => taken.push(batch),
+            }
+        }
+        self.ready = held;
+        (taken, next_deadline)
     }
 
     /// Seals every open batch now (flush and close).
@@ -339,16 +411,79 @@ impl Accumulator {
         for (name, topic) in &mut self.topics {
             for slot in 0..topic.open.len() {
                 if let Some(open) = topic.open[slot].take() {
-                    let ready = seal(topic, name, slot as u32, open);
+                    let ready = seal(topic, name, slot as u32, open, self.producer);
                     self.ready.push_back(ready);
                 }
             }
         }
     }
 
-    /// Puts a batch back at the front of the queue, for a retry.
+    /// Puts a batch back in the queue, for a retry: at the front, or for an idempotent
+    /// producer just before the first queued batch of its partition sealed after it, so a
+    /// partition's batches are always resent in sequence order.
     pub fn requeue(&mut self, batch: ReadyBatch) {
-        self.ready.push_front(batch);
+        let Some(order) = batch.order else {
+            self.ready.push_front(batch);
+            return;
+        };
+        if let Some(state) = self.sequence_state(&batch) {
+            state.backing_off = state.backing_off.saturating_sub(1);
+        }
+        let later = self.ready.iter().position(|queued| {
+            queued.partition == batch.partition
+                && queued.topic == batch.topic
+                && queued.order.is_some_and(|queued| queued > order)
+        });
+        match later {
+            Some(index) => self.ready.insert(index, batch),
+            None => self.ready.push_back(batch),
+        }
+    }
+
+    /// The idempotent producer identity, once known.
+    pub fn producer(&self) -> Option<ProducerIdentity> {
+        self.producer
+    }
+
+    pub fn set_producer(&mut self, producer: ProducerIdentity) {
+        self.producer = Some(producer);
+    }
+
+    fn sequence_state(&mut self, batch: &ReadyBatch) -> Option<&mut PartitionSequence> {
+        self.topics
+            .get_mut(batch.topic.as_str())?
+            .sequences
+            .get_mut(batch.partition.get() as usize)
+    }
+
+    /// A sent batch was answered for good (delivered or failed): it no longer holds a slot.
+    pub fn finished(&mut self, batch: &ReadyBatch) {
+        let Some(order) = batch.order else { return };
+        if let Some(state) = self.sequence_state(batch) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+            state.unacknowledged.remove(&order);
+        }
+    }
+
+    /// A sent batch failed and will be resent after a backoff.
+    pub fn backing_off(&mut self, batch: &ReadyBatch) {
+        if batch.order.is_none() {
+            return;
+        }
+        if let Some(state) = self.sequence_state(batch) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+            state.backing_off += 1;
+        }
+    }
+
+    /// Whether a batch of the same partition sealed before this one is still unanswered: an
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER for this one is then expected (the earlier one was not
+    /// appended yet) and its retry is not counted against the limit.
+    pub fn has_earlier_unacknowledged(&mut self, batch: &ReadyBatch) -> bool {
+        let Some(order) = batch.order else { return false };
+        self.sequence_state(batch)
+            .and_then(|state| state.unacknowledged.first().copied())
+            .is_some_and(|first| first < order)
     }
 
     #[cfg(test)]
@@ -366,7 +501,15 @@ fn sticky(topic: &mut TopicBatches, partitions: u32, rng: &mut StdRng) -> u32 {
     partition
 }
 
-fn seal(topic: &mut TopicBatches, name: &TopicName, partition: u32, open: OpenBatch) -> ReadyBatch {
+/// Seals an open batch: the one place a batch gets its header, and for an idempotent producer
+/// its producer id, epoch and base sequence (per batch, not per record).
+fn seal(
+    topic: &mut TopicBatches,
+    name: &TopicName,
+    partition: u32,
+    open: OpenBatch,
+    producer: Option<ProducerIdentity>,
+) -> ReadyBatch {
     if topic.sticky == Some(partition) {
         topic.previous_sticky = topic.sticky.take();
     }
@@ -374,15 +517,33 @@ fn seal(topic: &mut TopicBatches, name: &TopicName, partition: u32, open: OpenBa
         *hint = open.writer.size_bytes();
     }
     let record_count = open.writer.record_count();
+    let sequence = producer.and_then(|_| topic.sequences.get_mut(partition as usize));
+    let (stamp, order) = match (producer, sequence) {
+        (Some(producer), Some(sequence)) => {
+            let stamp = ProducerStamp {
+                producer_id: producer.producer_id,
+                producer_epoch: producer.epoch,
+                base_sequence: sequence.next_sequence,
+            };
+            // A batch holds at most i32::MAX records (its count is an i32).
+            let count = i32::try_from(record_count).unwrap_or(i32::MAX);
+            sequence.next_sequence = increment_sequence(sequence.next_sequence, count);
+            let order = sequence.next_order;
+            sequence.next_order += 1;
+            sequence.unacknowledged.insert(order);
+            (stamp, Some(order))
+        }
+        _ => (ProducerStamp::default(), None),
+    };
     ReadyBatch {
         topic: name.clone(),
         partition: PartitionId::new(partition),
-        // The idempotent producer will stamp its id, epoch and sequence here.
-        records: open.writer.finish(ProducerStamp::default()),
+        records: open.writer.finish(stamp),
         record_count,
         reserved_bytes: open.reserved_bytes,
         attempts: 0,
         shared: open.shared,
+        order,
     }
 }
 

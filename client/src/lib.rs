@@ -40,7 +40,7 @@ pub use group::{
     AutoCommit, CommitHandle, GroupConfig, GroupConsumer, GroupDescription, GroupListing, GroupMember,
     GroupPartitionOffset, GroupState, OffsetsToCommit, RebalanceListener, TopicPartition,
 };
-pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerMetrics};
+pub use producer::{DeliveryFuture, Idempotence, Producer, ProducerConfig, ProducerMetrics};
 pub use types::{
     Acks, BrokerId, Delivery, ErrorCode, Header, Offset, OffsetSpec, PartitionId, ProducerRecord, Record,
     TopicName,

@@ -6,8 +6,17 @@
 //! Memory is bounded: every record reserves its size from a byte budget (`buffer_bytes`)
 //! until its batch completes, and `send` waits while the budget is spent (backpressure).
 //!
-//! Ordering: batches of one partition are sent in order, but with several requests in flight a
-//! retried batch can land after a later one, as in Kafka without idempotence.
+//! Idempotence (the default): the producer asks the broker for a producer id and epoch
+//! (InitProducerId) before its first batch, and every batch carries them with a per-partition
+//! sequence, stamped once when the batch is sealed. A retry resends the same bytes, so the
+//! broker recognises a batch it already appended and answers with the original offsets. At
+//! most five batches per partition are in flight, and while one waits out a retry backoff no
+//! newer batch of its partition is sent; retries are requeued in sequence order, so records of
+//! a partition land exactly once and in order. A batch that gets
+//! OUT_OF_ORDER_SEQUENCE_NUMBER because an earlier one was not appended yet is resent after it.
+//!
+//! Without idempotence, batches of one partition are sent in order, but with several requests
+//! in flight a retried batch can land after a later one (and twice, if its response was lost).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -18,11 +27,11 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tidelog_proto::batch::BATCH_HEADER_BYTES;
 use tidelog_proto::pb;
-use tokio::sync::{Notify, Semaphore, TryAcquireError};
+use tokio::sync::{Notify, OnceCell, Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
 
 pub use crate::accumulator::DeliveryFuture;
-use crate::accumulator::{Accumulator, Appended, BatchLimits, ReadyBatch};
+use crate::accumulator::{Accumulator, Appended, BatchLimits, ProducerIdentity, ReadyBatch};
 use crate::client::Client;
 use crate::connection::{Connection, InFlight};
 use crate::error::{Error, Result};
@@ -35,10 +44,22 @@ const RECORD_OVERHEAD_BYTES: usize = 24;
 /// Room left in a request for everything that is not a record batch.
 const REQUEST_OVERHEAD_BYTES: usize = 4096;
 
+/// Whether a producer stamps its batches so the broker can drop retried duplicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Idempotence {
+    /// Every record is stored exactly once and in order per partition, across retries,
+    /// lost connections and broker restarts (the default).
+    #[default]
+    Enabled,
+    /// Batches carry no producer id: a retry after a lost response may store records twice.
+    Disabled,
+}
+
 /// Producer settings. Build with [`ProducerConfig::default`] and the chained setters.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     acks: Acks,
+    idempotence: Idempotence,
     linger: Duration,
     batch_size_bytes: usize,
     buffer_bytes: usize,
@@ -62,6 +83,13 @@ impl ProducerConfig {
 
     pub fn acks(mut self, acks: Acks) -> Self {
         self.acks = acks;
+        self
+    }
+
+    /// Idempotent delivery (on by default). Under `acks = none` there are no answers to
+    /// retry on, so it changes nothing but the batch headers.
+    pub fn idempotence(mut self, idempotence: Idempotence) -> Self {
+        self.idempotence = idempotence;
         self
     }
 
@@ -146,6 +174,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         Self {
             acks: Acks::Leader,
+            idempotence: Idempotence::Enabled,
             linger: Self::LINGER_DEFAULT,
             batch_size_bytes: Self::BATCH_SIZE_BYTES_DEFAULT,
             buffer_bytes: Self::BUFFER_BYTES_DEFAULT,
@@ -175,6 +204,8 @@ struct Shared {
     closing: AtomicBool,
     records_delivered: AtomicU64,
     records_failed: AtomicU64,
+    /// The idempotent producer's id and epoch, fetched before the first batch opens.
+    identity: OnceCell<ProducerIdentity>,
 }
 
 impl Shared {
@@ -194,6 +225,11 @@ impl Shared {
             &self.records_failed
         };
         counter.fetch_add(batch.record_count as u64, Ordering::Relaxed);
+        if batch.order.is_some() {
+            // Frees an in-flight slot of its partition: held batches may go now.
+            self.lock().finished(&batch);
+            self.wake_sender.notify_one();
+        }
         batch.complete(outcome);
         // reserved_bytes is a sum of per-record reservations that were each acquired as u32
         // permits from a budget below 4 GiB (checked in validate), so it fits.
@@ -214,10 +250,15 @@ impl Shared {
             // A moved leader or a dead connection: look the partition up again before retrying.
             self.client.invalidate_topic(batch.topic.as_str());
         }
-        if !error.is_retriable() || batch.attempts >= self.config.retries {
+        // An idempotent batch refused as out of order while an earlier batch of its partition
+        // is unanswered: that one was not appended yet. Resend this after it, uncounted.
+        let waits_for_earlier = error.code() == Some(ErrorCode::OutOfOrderSequenceNumber)
+            && self.lock().has_earlier_unacknowledged(&batch);
+        if !waits_for_earlier && (!error.is_retriable() || batch.attempts >= self.config.retries) {
             self.complete(batch, Err(error));
             return;
         }
+        self.lock().backing_off(&batch);
         let backoff = self
             .config
             .retry_backoff_initial
@@ -234,7 +275,9 @@ impl Shared {
         let shared = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(backoff).await;
-            batch.attempts += 1;
+            if !waits_for_earlier {
+                batch.attempts += 1;
+            }
             shared.lock().requeue(batch);
             shared.wake_sender.notify_one();
         });
@@ -284,6 +327,7 @@ impl Producer {
             closing: AtomicBool::new(false),
             records_delivered: AtomicU64::new(0),
             records_failed: AtomicU64::new(0),
+            identity: OnceCell::new(),
             config,
         });
         let sender = tokio::spawn(run_sender(shared.clone()));
@@ -323,11 +367,47 @@ impl Producer {
             Err(TryAcquireError::Closed) => return Err(Error::ProducerClosed),
         }
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
-        let result = self.append(&record, reserved, timestamp_ms).await;
+        let result = match self.ensure_identity().await {
+            Ok(()) => self.append(&record, reserved, timestamp_ms).await,
+            Err(error) => Err(error),
+        };
         if result.is_err() {
             shared.buffer.add_permits(reserved);
         }
         result
+    }
+
+    /// For an idempotent producer, gets its id and epoch from the broker once (the first
+    /// send waits for it; retriable failures are retried like a batch).
+    async fn ensure_identity(&self) -> Result<()> {
+        let shared = &self.inner.shared;
+        if shared.config.idempotence == Idempotence::Disabled || shared.identity.initialized() {
+            return Ok(());
+        }
+        shared
+            .identity
+            .get_or_try_init(|| async {
+                let identity = init_producer_id(shared).await?;
+                tracing::debug!(
+                    producer_id = identity.producer_id,
+                    epoch = identity.epoch,
+                    "idempotent producer initialised"
+                );
+                shared.lock().set_producer(identity);
+                Ok::<_, Error>(identity)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The producer id and epoch stamped into this producer's batches, once known (`None`
+    /// without idempotence or before the first send).
+    pub fn producer_id_and_epoch(&self) -> Option<(i64, i16)> {
+        self.inner
+            .shared
+            .lock()
+            .producer()
+            .map(|identity| (identity.producer_id, identity.epoch))
     }
 
     async fn append(
@@ -450,6 +530,57 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Asks any broker for a new producer id, retrying retriable failures with backoff.
+async fn init_producer_id(shared: &Shared) -> Result<ProducerIdentity> {
+    let mut attempt = 0u32;
+    loop {
+        let request = pb::request::Body::InitProducerId(pb::InitProducerIdRequest {
+            producer_id: -1,
+            producer_epoch: -1,
+        });
+        let result = match shared.client.request_any(request).await {
+            Ok(pb::response::Body::InitProducerId(response)) => match wire::error_code(response.error) {
+                None => match i16::try_from(response.producer_epoch) {
+                    Ok(epoch) if response.producer_id >= 0 && epoch >= 0 => Ok(ProducerIdentity {
+                        producer_id: response.producer_id,
+                        epoch,
+                    }),
+                    _ => Err(Error::Protocol {
+                        addr: String::new(),
+                        reason: format!(
+                            "InitProducerId gave producer id {} epoch {}",
+                            response.producer_id, response.producer_epoch
+                        ),
+                    }),
+                },
+                Some(code) => Err(Error::Broker {
+                    code,
+                    message: response.message,
+                }),
+            },
+            Ok(_) => Err(Error::Protocol {
+                addr: String::new(),
+                reason: "InitProducerId answered with another body".into(),
+            }),
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(identity) => return Ok(identity),
+            Err(error) if error.is_retriable() && attempt < shared.config.retries => {
+                let backoff = shared
+                    .config
+                    .retry_backoff_initial
+                    .saturating_mul(1 << attempt.min(16))
+                    .min(shared.config.retry_backoff_max);
+                tracing::debug!(%error, attempt, "retrying InitProducerId");
+                tokio::time::sleep(backoff).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 async fn run_sender(shared: Arc<Shared>) {
