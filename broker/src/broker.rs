@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -10,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::groups::GroupService;
 use crate::maintenance;
 use crate::metadata::SledMetadataStore;
 use crate::server;
@@ -20,6 +22,8 @@ use crate::topics::TopicRegistry;
 pub(crate) struct BrokerContext {
     pub config: BrokerConfig,
     pub registry: TopicRegistry,
+    /// Consumer groups and committed offsets.
+    pub groups: GroupService,
     /// Address clients are told to connect to (metadata responses).
     pub advertised: SocketAddr,
     pub shutdown: watch::Receiver<bool>,
@@ -42,11 +46,13 @@ impl Broker {
             context: format!("creating data directory {}", config.data_dir.display()),
             source,
         })?;
-        let registry = {
+        let (registry, groups) = {
             let config = config.clone();
-            tokio::task::spawn_blocking(move || -> Result<TopicRegistry, BrokerError> {
+            tokio::task::spawn_blocking(move || -> Result<(TopicRegistry, GroupService), BrokerError> {
                 let store = SledMetadataStore::open(&config.data_dir.join("metadata"))?;
-                Ok(TopicRegistry::open(&config, Box::new(store))?)
+                let groups =
+                    GroupService::open(config.groups.clone(), Arc::new(store.clone()), Instant::now())?;
+                Ok((TopicRegistry::open(&config, Box::new(store))?, groups))
             })
             .await
             .map_err(|error| BrokerError::Task(error.to_string()))??
@@ -65,6 +71,7 @@ impl Broker {
         let context = Arc::new(BrokerContext {
             config,
             registry,
+            groups,
             advertised: local_addr,
             shutdown: shutdown.clone(),
         });

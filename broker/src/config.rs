@@ -31,6 +31,8 @@ pub struct BrokerConfig {
     pub limits: Limits,
     /// How often retention and age-based segment rolls run.
     pub maintenance_interval_ms: u64,
+    /// Consumer groups: session defaults and limits.
+    pub groups: GroupsConfig,
 }
 
 impl Default for BrokerConfig {
@@ -45,7 +47,108 @@ impl Default for BrokerConfig {
             log: LogDefaults::default(),
             limits: Limits::default(),
             maintenance_interval_ms: 5_000,
+            groups: GroupsConfig::default(),
         }
+    }
+}
+
+/// Consumer-group coordinator settings (the `[groups]` section).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// Session timeout of a member that asks for none (`session_timeout_ms = 0`).
+    pub session_timeout_ms: u32,
+    pub session_timeout_ms_min: u32,
+    pub session_timeout_ms_max: u32,
+    /// Heartbeat interval told to members; capped per member at a third of its session timeout
+    /// so a member always has room for a few heartbeats before it expires.
+    pub heartbeat_interval_ms: u32,
+    /// How long a member may take to acknowledge a revocation before it is removed, so one
+    /// stuck member cannot hold partitions away from their new owner forever.
+    pub revocation_timeout_ms: u64,
+    /// Period of the session-expiry timer.
+    pub expiry_tick_ms: u64,
+    pub groups_max: usize,
+    pub members_per_group_max: usize,
+    pub group_id_bytes_max: usize,
+    /// Also bounds client-chosen member ids (join with a member id and epoch 0).
+    pub member_id_bytes_max: usize,
+    pub instance_id_bytes_max: usize,
+    pub subscribed_topics_per_member_max: usize,
+    /// Distinct partitions one group may hold committed offsets for.
+    pub committed_partitions_per_group_max: usize,
+    pub offset_metadata_bytes_max: usize,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 10_000,
+            session_timeout_ms_min: 1_000,
+            session_timeout_ms_max: 300_000,
+            heartbeat_interval_ms: 1_000,
+            revocation_timeout_ms: 300_000,
+            expiry_tick_ms: 100,
+            groups_max: 10_000,
+            members_per_group_max: 1_000,
+            group_id_bytes_max: 255,
+            member_id_bytes_max: 64,
+            instance_id_bytes_max: 255,
+            subscribed_topics_per_member_max: 1_000,
+            committed_partitions_per_group_max: 100_000,
+            offset_metadata_bytes_max: 4_096,
+        }
+    }
+}
+
+impl GroupsConfig {
+    fn validate(&self) -> Result<(), BrokerError> {
+        let fail = |message: String| Err(BrokerError::Config(message));
+        if self.session_timeout_ms_min == 0 || self.session_timeout_ms_min > self.session_timeout_ms_max {
+            return fail(
+                "groups.session_timeout_ms_min must be at least 1 and at most groups.session_timeout_ms_max"
+                    .into(),
+            );
+        }
+        if !(self.session_timeout_ms_min..=self.session_timeout_ms_max).contains(&self.session_timeout_ms) {
+            return fail("groups.session_timeout_ms must lie within its min and max".into());
+        }
+        // Group ids and topic names are length-prefixed with a u16 in metadata keys.
+        if self.group_id_bytes_max == 0 || self.group_id_bytes_max > usize::from(u16::MAX) {
+            return fail(format!(
+                "groups.group_id_bytes_max must be between 1 and {}",
+                u16::MAX
+            ));
+        }
+        for (name, value) in [
+            (
+                "groups.heartbeat_interval_ms",
+                u64::from(self.heartbeat_interval_ms),
+            ),
+            ("groups.revocation_timeout_ms", self.revocation_timeout_ms),
+            ("groups.expiry_tick_ms", self.expiry_tick_ms),
+            ("groups.groups_max", self.groups_max as u64),
+            ("groups.members_per_group_max", self.members_per_group_max as u64),
+            ("groups.member_id_bytes_max", self.member_id_bytes_max as u64),
+            ("groups.instance_id_bytes_max", self.instance_id_bytes_max as u64),
+            (
+                "groups.subscribed_topics_per_member_max",
+                self.subscribed_topics_per_member_max as u64,
+            ),
+            (
+                "groups.committed_partitions_per_group_max",
+                self.committed_partitions_per_group_max as u64,
+            ),
+        ] {
+            if value == 0 {
+                return fail(format!("{name} must be at least 1"));
+            }
+        }
+        // Generated member ids are 22 characters.
+        if self.member_id_bytes_max < 22 {
+            return fail("groups.member_id_bytes_max must be at least 22".into());
+        }
+        Ok(())
     }
 }
 
@@ -161,6 +264,7 @@ impl BrokerConfig {
         if self.maintenance_interval_ms == 0 {
             return fail("maintenance_interval_ms must be at least 1".into());
         }
+        self.groups.validate()?;
         Ok(())
     }
 
@@ -211,6 +315,17 @@ mod tests {
     fn unknown_keys_and_bad_flush_policies_are_refused() {
         assert!(BrokerConfig::from_toml("lisen = \"x\"").is_err());
         assert!(BrokerConfig::from_toml("flush = \"sometimes\"").is_err());
+    }
+
+    #[test]
+    fn groups_section_overrides_named_fields_and_is_validated() {
+        let config = BrokerConfig::from_toml("[groups]\nsession_timeout_ms = 5000\n").unwrap();
+        assert_eq!(config.groups.session_timeout_ms, 5_000);
+        assert_eq!(config.groups.groups_max, GroupsConfig::default().groups_max);
+        config.validate().unwrap();
+        let config = BrokerConfig::from_toml("[groups]\nsession_timeout_ms = 500\n").unwrap();
+        assert!(config.validate().is_err());
+        assert!(BrokerConfig::from_toml("[groups]\nsesion_timeout_ms = 5000\n").is_err());
     }
 
     #[test]

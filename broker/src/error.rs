@@ -51,6 +51,46 @@ pub enum TopicError {
     },
 }
 
+/// Why a consumer-group request was refused. Each maps to one Kafka error code.
+#[derive(Debug, Error)]
+pub enum GroupError {
+    #[error("invalid group id {group_id:?}: {reason}")]
+    InvalidGroupId { group_id: String, reason: String },
+    #[error("group {0:?} does not exist")]
+    GroupNotFound(String),
+    #[error("group {0:?} still has members")]
+    NonEmptyGroup(String),
+    #[error("member {member_id:?} is not a member of group {group_id:?}")]
+    UnknownMember { group_id: String, member_id: String },
+    /// The member's epoch is ahead of, or (for a heartbeat) otherwise different from, the
+    /// coordinator's: it must rejoin with epoch 0.
+    #[error("member {member_id:?} is fenced: epoch {received} but the coordinator has {current}")]
+    FencedMemberEpoch {
+        member_id: String,
+        received: i32,
+        current: i32,
+    },
+    /// A commit from an older epoch, or for a partition the member no longer owns.
+    #[error("member {member_id:?}: {reason}")]
+    StaleMemberEpoch { member_id: String, reason: String },
+    #[error("static instance {0:?} is held by another member that has not left")]
+    UnreleasedInstanceId(String),
+    #[error("session timeout {requested} ms is outside {min}..={max} ms")]
+    InvalidSessionTimeout { requested: u32, min: u32, max: u32 },
+    #[error("group {group_id:?} already has its maximum of {max} members")]
+    GroupFull { group_id: String, max: usize },
+    #[error("the broker already holds its maximum of {0} groups")]
+    TooManyGroups(usize),
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: u32 },
+    #[error("offset metadata of {bytes} bytes exceeds the maximum of {max}")]
+    OffsetMetadataTooLarge { bytes: usize, max: usize },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
 /// Errors starting or stopping a broker.
 #[derive(Debug, Error)]
 pub enum BrokerError {

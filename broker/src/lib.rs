@@ -7,6 +7,7 @@ mod broker;
 mod clock;
 pub mod config;
 pub mod error;
+mod groups;
 mod maintenance;
 pub mod metadata;
 mod server;

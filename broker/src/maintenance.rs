@@ -1,5 +1,6 @@
-//! Background work that no request triggers: retention and age-based rolls on a timer, and the
-//! periodic sync of partitions whose flush policy is `interval:<ms>`.
+//! Background work that no request triggers: retention and age-based rolls on a timer, the
+//! periodic sync of partitions whose flush policy is `interval:<ms>`, and the expiry of
+//! consumer-group members whose session ended.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,8 +20,29 @@ const FLUSH_TICK_IDLE: Duration = Duration::from_millis(500);
 pub(crate) fn spawn(context: Arc<BrokerContext>) -> Vec<JoinHandle<()>> {
     vec![
         tokio::spawn(run_retention(context.clone())),
-        tokio::spawn(run_interval_flush(context)),
+        tokio::spawn(run_interval_flush(context.clone())),
+        tokio::spawn(run_group_expiry(context)),
     ]
+}
+
+/// Ticks the group coordinator's session timers: one pass over the groups per tick, so
+/// expiry costs the same however many heartbeats arrive.
+async fn run_group_expiry(context: Arc<BrokerContext>) {
+    let mut shutdown = context.shutdown.clone();
+    let mut ticker = tokio::time::interval(Duration::from_millis(context.config.groups.expiry_tick_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let context = context.clone();
+        // Blocking: groups that changed are written to the metadata store.
+        let pass = tokio::task::spawn_blocking(move || context.groups.expire(Instant::now()));
+        if let Err(error) = pass.await {
+            tracing::error!(%error, "group expiry pass panicked");
+        }
+    }
 }
 
 async fn run_retention(context: Arc<BrokerContext>) {

@@ -4,7 +4,12 @@
 //! knows it is sled, so it can be swapped. Every value is framed as
 //! `magic "TLMD" | version u16 BE | crc32 u32 BE of the body | body (TOML text)` so a damaged
 //! record is detected rather than misread; see docs/storage-format.md.
+//!
+//! Keys: `topic/<name>`, `group/<group id>` (a [`GroupRecord`]) and, for committed offsets,
+//! `offset/` + group id length (u16 BE) + group id + topic length (u16 BE) + topic + partition
+//! (u32 BE), so one group's offsets are one prefix scan and no id needs escaping.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +20,8 @@ const RECORD_MAGIC: &[u8; 4] = b"TLMD";
 const RECORD_VERSION: u16 = 1;
 const RECORD_HEADER_BYTES: usize = 4 + 2 + 4;
 const TOPIC_KEY_PREFIX: &str = "topic/";
+const GROUP_KEY_PREFIX: &str = "group/";
+const OFFSET_KEY_PREFIX: &str = "offset/";
 
 /// A topic as persisted: its partition count and the settings it overrides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +45,59 @@ pub struct TopicOverrides {
     pub index_interval_bytes: Option<u32>,
 }
 
+/// A consumer group's membership and assignments as persisted; `broker::groups` owns the
+/// meaning of each field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub group_id: String,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    /// Partition counts of the subscribed topics the target assignment was computed from.
+    #[serde(default)]
+    pub partition_counts: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub members: Vec<GroupMemberRecord>,
+}
+
+/// One member of a [`GroupRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMemberRecord {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub member_epoch: i32,
+    pub previous_epoch: i32,
+    pub session_timeout_ms: u32,
+    /// A static member that left with epoch -2 and keeps its place until its session ends.
+    pub left: bool,
+    pub subscription: Vec<String>,
+    /// Partitions the member was given and keeps.
+    pub assigned: Vec<TopicPartitionsRecord>,
+    /// Partitions the member was told to release and has not yet acknowledged releasing.
+    pub revoking: Vec<TopicPartitionsRecord>,
+    /// The member's share of the group's target assignment.
+    pub target: Vec<TopicPartitionsRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicPartitionsRecord {
+    pub topic: String,
+    pub partitions: Vec<u32>,
+}
+
+/// A committed offset of one group for one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRecord {
+    pub group_id: String,
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset the group will consume.
+    pub offset: i64,
+    pub metadata: String,
+    pub commit_ms: i64,
+}
+
 /// Where the broker keeps what must survive a restart besides the logs themselves.
 /// Every write is durable when it returns.
 pub trait MetadataStore: Send + Sync + std::fmt::Debug {
@@ -45,10 +105,22 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn put_topic(&self, record: &TopicRecord) -> Result<(), MetadataError>;
     /// Returns whether the topic existed.
     fn delete_topic(&self, name: &str) -> Result<bool, MetadataError>;
+
+    /// Every consumer group record; a damaged one is reported in place.
+    fn groups(&self) -> Result<Vec<Result<GroupRecord, MetadataError>>, MetadataError>;
+    fn put_group(&self, record: &GroupRecord) -> Result<(), MetadataError>;
+    /// Removes a group's record and all its committed offsets in one atomic batch; returns
+    /// whether anything existed.
+    fn delete_group(&self, group_id: &str) -> Result<bool, MetadataError>;
+    /// Every committed offset of every group (loaded once, at start).
+    fn committed_offsets(&self) -> Result<Vec<Result<OffsetRecord, MetadataError>>, MetadataError>;
+    /// Writes the offsets in one atomic batch.
+    fn put_offsets(&self, records: &[OffsetRecord]) -> Result<(), MetadataError>;
 }
 
-/// The sled implementation of [`MetadataStore`].
-#[derive(Debug)]
+/// The sled implementation of [`MetadataStore`]. Cloning shares the database (the topic
+/// registry and the group coordinator each hold one).
+#[derive(Debug, Clone)]
 pub struct SledMetadataStore {
     db: sled::Db,
 }
@@ -91,6 +163,80 @@ impl MetadataStore for SledMetadataStore {
         self.db.flush()?;
         Ok(existed)
     }
+
+    fn groups(&self) -> Result<Vec<Result<GroupRecord, MetadataError>>, MetadataError> {
+        let mut groups = Vec::new();
+        for entry in self.db.scan_prefix(GROUP_KEY_PREFIX) {
+            let (key, value) = entry?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            groups.push(decode_record(&key, &value));
+        }
+        Ok(groups)
+    }
+
+    fn put_group(&self, record: &GroupRecord) -> Result<(), MetadataError> {
+        let key = format!("{GROUP_KEY_PREFIX}{}", record.group_id);
+        let value = encode_record(&key, record)?;
+        self.db.insert(key.as_bytes(), value)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn delete_group(&self, group_id: &str) -> Result<bool, MetadataError> {
+        let group_key = format!("{GROUP_KEY_PREFIX}{group_id}");
+        let mut existed = self.db.contains_key(group_key.as_bytes())?;
+        let mut batch = sled::Batch::default();
+        batch.remove(group_key.as_bytes());
+        for entry in self.db.scan_prefix(offset_group_prefix(group_id)?) {
+            let (key, _) = entry?;
+            batch.remove(key);
+            existed = true;
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(existed)
+    }
+
+    fn committed_offsets(&self) -> Result<Vec<Result<OffsetRecord, MetadataError>>, MetadataError> {
+        let mut offsets = Vec::new();
+        for entry in self.db.scan_prefix(OFFSET_KEY_PREFIX) {
+            let (key, value) = entry?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            offsets.push(decode_record(&key, &value));
+        }
+        Ok(offsets)
+    }
+
+    fn put_offsets(&self, records: &[OffsetRecord]) -> Result<(), MetadataError> {
+        let mut batch = sled::Batch::default();
+        for record in records {
+            let mut key = offset_group_prefix(&record.group_id)?;
+            push_length_prefixed(&mut key, &record.topic)?;
+            key.extend_from_slice(&record.partition.to_be_bytes());
+            let value = encode_record(&String::from_utf8_lossy(&key), record)?;
+            batch.insert(key, value);
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// `offset/` + the group id, length-prefixed: the key prefix of all of one group's offsets.
+fn offset_group_prefix(group_id: &str) -> Result<Vec<u8>, MetadataError> {
+    let mut key = OFFSET_KEY_PREFIX.as_bytes().to_vec();
+    push_length_prefixed(&mut key, group_id)?;
+    Ok(key)
+}
+
+fn push_length_prefixed(key: &mut Vec<u8>, text: &str) -> Result<(), MetadataError> {
+    let length = u16::try_from(text.len()).map_err(|_| MetadataError::Encode {
+        key: text.to_owned(),
+        reason: format!("{} bytes is too long for a key part", text.len()),
+    })?;
+    key.extend_from_slice(&length.to_be_bytes());
+    key.extend_from_slice(text.as_bytes());
+    Ok(())
 }
 
 fn encode_record<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, MetadataError> {
@@ -157,6 +303,87 @@ mod tests {
         let store = SledMetadataStore::open(dir.path()).unwrap();
         let topics: Vec<TopicRecord> = store.topics().unwrap().into_iter().map(Result::unwrap).collect();
         assert_eq!(topics, vec![record("b")]);
+    }
+
+    fn group(id: &str) -> GroupRecord {
+        GroupRecord {
+            group_id: id.into(),
+            group_epoch: 7,
+            assignment_epoch: 7,
+            partition_counts: [("a.b".to_owned(), 3), ("c".to_owned(), 1)].into_iter().collect(),
+            members: vec![GroupMemberRecord {
+                member_id: "m1".into(),
+                instance_id: Some("i1".into()),
+                client_id: "client".into(),
+                client_host: "127.0.0.1".into(),
+                member_epoch: 7,
+                previous_epoch: 5,
+                session_timeout_ms: 10_000,
+                left: false,
+                subscription: vec!["a.b".into(), "c".into()],
+                assigned: vec![TopicPartitionsRecord {
+                    topic: "a.b".into(),
+                    partitions: vec![0, 2],
+                }],
+                revoking: Vec::new(),
+                target: vec![TopicPartitionsRecord {
+                    topic: "c".into(),
+                    partitions: vec![0],
+                }],
+            }],
+        }
+    }
+
+    fn offset(group: &str, topic: &str, partition: u32, offset: i64) -> OffsetRecord {
+        OffsetRecord {
+            group_id: group.into(),
+            topic: topic.into(),
+            partition,
+            offset,
+            metadata: "m".into(),
+            commit_ms: 5,
+        }
+    }
+
+    #[test]
+    fn groups_and_offsets_survive_reopening_and_delete_together() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledMetadataStore::open(dir.path()).unwrap();
+            store.put_group(&group("g")).unwrap();
+            store.put_group(&group("g2")).unwrap();
+            store
+                .put_offsets(&[
+                    offset("g", "t", 0, 5),
+                    offset("g", "t", 1, 6),
+                    offset("g2", "t", 0, 1),
+                ])
+                .unwrap();
+            // Overwrites, not duplicates.
+            store.put_offsets(&[offset("g", "t", 0, 9)]).unwrap();
+            // A group id that is a prefix of another must not take the other's offsets along.
+            store.put_offsets(&[offset("g2x", "t", 0, 3)]).unwrap();
+            assert!(store.delete_group("g2").unwrap());
+            assert!(!store.delete_group("never").unwrap());
+        }
+        let store = SledMetadataStore::open(dir.path()).unwrap();
+        let groups: Vec<GroupRecord> = store.groups().unwrap().into_iter().map(Result::unwrap).collect();
+        assert_eq!(groups, vec![group("g")]);
+        let mut offsets: Vec<OffsetRecord> = store
+            .committed_offsets()
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        offsets.sort_by(|a, b| (&a.group_id, a.partition).cmp(&(&b.group_id, b.partition)));
+        assert_eq!(
+            offsets,
+            vec![
+                offset("g", "t", 0, 9),
+                offset("g", "t", 1, 6),
+                offset("g2x", "t", 0, 3)
+            ]
+        );
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! Request handlers, one module per API. Each turns a decoded request body into a response
 //! body; none touches a socket. `dispatch` checks the header and routes.
 
+mod consumer_group_heartbeat;
 mod create_topics;
+mod delete_groups;
 mod delete_topics;
+mod describe_groups;
 mod fetch;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_fetch;
 mod produce;
 
 use std::future::Future;
@@ -16,7 +22,7 @@ use tidelog_proto::pb::{self, request::Body, ErrorCode};
 use tidelog_proto::PROTOCOL_VERSION;
 
 use crate::broker::BrokerContext;
-use crate::error::TopicError;
+use crate::error::{GroupError, TopicError};
 use crate::storage::StorageError;
 
 pub(crate) type Pending = Pin<Box<dyn Future<Output = Option<pb::response::Body>> + Send>>;
@@ -63,13 +69,15 @@ pub(crate) fn dispatch(
         Body::Produce(request) => produce::handle(context, request),
         Body::Fetch(request) => fetch::handle(context, request),
         Body::ListOffsets(request) => list_offsets::handle(context, request),
-        Body::ConsumerGroupHeartbeat(_)
-        | Body::OffsetCommit(_)
-        | Body::OffsetFetch(_)
-        | Body::ListGroups(_)
-        | Body::DescribeGroups(_)
-        | Body::DeleteGroups(_)
-        | Body::InitProducerId(_) => Outcome::Failed(
+        Body::ConsumerGroupHeartbeat(request) => {
+            consumer_group_heartbeat::handle(context, &header.client_id, request)
+        }
+        Body::OffsetCommit(request) => offset_commit::handle(context, request),
+        Body::OffsetFetch(request) => offset_fetch::handle(context, request),
+        Body::ListGroups(request) => list_groups::handle(context, request),
+        Body::DescribeGroups(request) => describe_groups::handle(context, request),
+        Body::DeleteGroups(request) => delete_groups::handle(context, request),
+        Body::InitProducerId(_) => Outcome::Failed(
             ErrorCode::UnsupportedVersion,
             format!("API {:?} is not served by this broker yet", header.api()),
         ),
@@ -98,6 +106,35 @@ pub(crate) fn topic_error(error: &TopicError) -> (ErrorCode, String) {
         TopicError::Metadata(_) | TopicError::Io { .. } => ErrorCode::KafkaStorageError,
     };
     (code, error.to_string())
+}
+
+/// The wire code and message for a consumer-group failure.
+pub(crate) fn group_error(error: &GroupError) -> (ErrorCode, String) {
+    let code = match error {
+        GroupError::InvalidGroupId { .. } => ErrorCode::InvalidGroupId,
+        GroupError::GroupNotFound(_) => ErrorCode::GroupIdNotFound,
+        GroupError::NonEmptyGroup(_) => ErrorCode::NonEmptyGroup,
+        GroupError::UnknownMember { .. } => ErrorCode::UnknownMemberId,
+        GroupError::FencedMemberEpoch { .. } => ErrorCode::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch { .. } => ErrorCode::StaleMemberEpoch,
+        GroupError::UnreleasedInstanceId(_) => ErrorCode::UnreleasedInstanceId,
+        GroupError::InvalidSessionTimeout { .. } => ErrorCode::InvalidSessionTimeout,
+        GroupError::GroupFull { .. } => ErrorCode::GroupMaxSizeReached,
+        GroupError::TooManyGroups(_) | GroupError::Metadata(_) => ErrorCode::CoordinatorNotAvailable,
+        GroupError::UnknownPartition { .. } => ErrorCode::UnknownTopicOrPartition,
+        GroupError::OffsetMetadataTooLarge { .. } => ErrorCode::OffsetMetadataTooLarge,
+        GroupError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+    };
+    (code, error.to_string())
+}
+
+/// A topic's partition count, for the group coordinator; `None` when it does not exist.
+fn partition_count(context: &BrokerContext, topic: &str) -> Option<u32> {
+    // Bounded by partitions_per_topic_max, a u32.
+    context
+        .registry
+        .get(topic)
+        .map(|found| u32::try_from(found.partitions.len()).unwrap_or(u32::MAX))
 }
 
 fn unknown_partition(topic: &str, partition: u32) -> (ErrorCode, String) {

@@ -1,0 +1,23 @@
+//! Consumer groups and committed offsets, broker side, after Kafka's new consumer protocol
+//! (KIP-848): members heartbeat their subscriptions, the coordinator computes the assignment
+//! and hands it out incrementally and cooperatively.
+//!
+//! * `assignor`: the pure, sticky, balanced assignment function.
+//! * `group`: one group's state machine (epochs, reconciliation, revocation).
+//! * `coordinator`: all groups, the heartbeat protocol, commit validation; time is a
+//!   parameter, so tests drive it with a fake clock.
+//! * `service`: the coordinator behind a lock, with its state persisted through
+//!   `MetadataStore`.
+//!
+//! The handlers in `server::handlers` convert protocol messages to the types here; the
+//! session-expiry timer lives in `maintenance`.
+
+pub mod assignor;
+pub mod coordinator;
+pub mod group;
+mod service;
+
+#[cfg(test)]
+mod tests;
+
+pub(crate) use service::GroupService;

@@ -1,0 +1,157 @@
+//! The coordinator as the broker runs it: behind one lock, loaded from and written to the
+//! `MetadataStore`. In-memory decisions are quick and taken under the lock; sled writes are
+//! blocking and happen outside it, serialised per group by a striped write lock.
+//!
+//! Why the write lock: every write for a group (its record, its offsets, its deletion) runs
+//! under the group's stripe and reads the *latest* in-memory state when it runs, so a slow
+//! write can never overwrite a newer one, and a commit validated against the old owner of a
+//! partition is durable before the new owner's commit can be validated and written.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::coordinator::{CommitPartition, Coordinator, PartitionCounts};
+use crate::config::GroupsConfig;
+use crate::error::{GroupError, MetadataError};
+use crate::metadata::{MetadataStore, OffsetRecord};
+
+/// Write-lock stripes: enough that unrelated groups rarely wait on each other's sled flush.
+const WRITE_LOCK_STRIPES: usize = 64;
+
+#[derive(Debug)]
+pub(crate) struct GroupService {
+    coordinator: Mutex<Coordinator>,
+    store: Arc<dyn MetadataStore>,
+    write_locks: Vec<Mutex<()>>,
+}
+
+impl GroupService {
+    /// Loads every group and committed offset. Blocking. A damaged record is skipped with an
+    /// error in the log rather than refusing to start: the rest of the groups stay usable.
+    pub fn open(
+        config: GroupsConfig,
+        store: Arc<dyn MetadataStore>,
+        now: Instant,
+    ) -> Result<Self, MetadataError> {
+        let groups = store.groups()?.into_iter().filter_map(|record| {
+            record
+                .map_err(|error| tracing::error!(%error, "skipping a damaged consumer group record"))
+                .ok()
+        });
+        let offsets = store.committed_offsets()?.into_iter().filter_map(|record| {
+            record
+                .map_err(|error| tracing::error!(%error, "skipping a damaged committed offset"))
+                .ok()
+        });
+        let coordinator = Coordinator::load(
+            config,
+            groups.collect::<Vec<_>>(),
+            offsets.collect::<Vec<_>>(),
+            now,
+        );
+        tracing::info!(groups = coordinator.groups().count(), "consumer groups loaded");
+        Ok(Self {
+            coordinator: Mutex::new(coordinator),
+            store,
+            write_locks: (0..WRITE_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        })
+    }
+
+    /// Runs `work` on the coordinator under its lock. Keep `work` free of I/O.
+    pub fn with<T>(&self, work: impl FnOnce(&mut Coordinator) -> T) -> T {
+        // A panic while holding the lock leaves the coordinator as the panicking call left
+        // it; every method keeps the group invariants between statements that can panic
+        // (none by design), so carrying on beats taking the whole broker down.
+        let mut coordinator = self
+            .coordinator
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut coordinator)
+    }
+
+    fn write_lock(&self, group_id: &str) -> MutexGuard<'_, ()> {
+        let mut hasher = DefaultHasher::new();
+        group_id.hash(&mut hasher);
+        // The modulo keeps the index in range, and the list is never empty.
+        let stripe = (hasher.finish() % WRITE_LOCK_STRIPES as u64) as usize;
+        self.write_locks[stripe]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes the group's current state durable, or deletes its record once the group is gone.
+    /// Blocking.
+    pub fn persist(&self, group_id: &str) -> Result<(), MetadataError> {
+        let _write = self.write_lock(group_id);
+        match self.with(|coordinator| coordinator.record(group_id)) {
+            Some(record) => self.store.put_group(&record),
+            None => self.store.delete_group(group_id).map(|_| ()),
+        }
+    }
+
+    /// Validates and durably stores an offset commit; the offsets are visible to OffsetFetch
+    /// only once flushed. Blocking. Returns the per-partition outcome, in request order.
+    pub fn commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: i32,
+        partitions: &[CommitPartition],
+        partition_count: PartitionCounts<'_>,
+        now_ms: i64,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let _write = self.write_lock(group_id);
+        let checks = self.with(|coordinator| {
+            coordinator.check_commit(group_id, member_id, member_epoch, partitions, partition_count)
+        })?;
+        let records: Vec<OffsetRecord> = partitions
+            .iter()
+            .zip(&checks)
+            .filter(|(_, check)| check.is_ok())
+            .map(|(partition, _)| OffsetRecord {
+                group_id: group_id.to_owned(),
+                topic: partition.topic.clone(),
+                partition: partition.partition,
+                offset: partition.offset,
+                metadata: partition.metadata.clone(),
+                commit_ms: now_ms,
+            })
+            .collect();
+        if !records.is_empty() {
+            self.store.put_offsets(&records)?;
+            self.with(|coordinator| coordinator.apply_commit(&records));
+        }
+        Ok(checks)
+    }
+
+    /// Deletes an empty group and its offsets. Blocking.
+    pub fn delete(&self, group_id: &str) -> Result<(), GroupError> {
+        let _write = self.write_lock(group_id);
+        // Check and forget in one step, so no member can join in between; a join after this
+        // starts a new group whose record is written after the deletion (same write lock).
+        let removed = self.with(|coordinator| {
+            coordinator.check_delete(group_id)?;
+            Ok::<_, GroupError>(coordinator.take_group(group_id))
+        })?;
+        if let Err(error) = self.store.delete_group(group_id) {
+            // Put it back (unless a new incarnation exists), so memory matches the store.
+            if let Some(group) = removed {
+                self.with(|coordinator| coordinator.restore_group(group));
+            }
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// Removes expired members and persists the groups that changed. Blocking.
+    pub fn expire(&self, now: Instant) {
+        let changed = self.with(|coordinator| coordinator.expire(now));
+        for group_id in changed {
+            if let Err(error) = self.persist(&group_id) {
+                tracing::error!(group = %group_id, %error, "could not persist a group after expiring members");
+            }
+        }
+    }
+}
