@@ -391,8 +391,17 @@ impl Accumulator {
                 .get_mut(batch.topic.as_str())
                 .and_then(|topic| topic.sequences.get_mut(batch.partition.get() as usize));
             match (batch.order, state) {
-                (Some(_), Some(state)) => {
-                    if state.backing_off > 0 || state.in_flight >= IN_FLIGHT_BATCHES_PER_PARTITION_MAX {
+                (Some(order), Some(state)) => {
+                    // Counted from the oldest unanswered batch, not by requests in flight:
+                    // responses can arrive out of order, and a batch whose answer was lost
+                    // must still be among the broker's last five for this producer when it
+                    // is resent, or its retry could not be recognised as a duplicate.
+                    let oldest = state.unacknowledged.first().copied().unwrap_or(order);
+                    let window_end = oldest + IN_FLIGHT_BATCHES_PER_PARTITION_MAX as u64;
+                    if state.backing_off > 0
+                        || state.in_flight >= IN_FLIGHT_BATCHES_PER_PARTITION_MAX
+                        || order >= window_end
+                    {
                         held.push_back(batch);
                     } else {
                         state.in_flight += 1;

@@ -18,6 +18,7 @@ pub mod broker;
 pub mod cli;
 pub mod groups;
 pub mod load;
+pub mod proxy;
 pub mod raw;
 pub mod records;
 pub mod wait;
