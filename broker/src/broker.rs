@@ -13,7 +13,7 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
 use crate::maintenance;
-use crate::metadata::SledMetadataStore;
+use crate::metadata::{ProducerIdAllocator, SledMetadataStore};
 use crate::server;
 use crate::topics::TopicRegistry;
 
@@ -24,6 +24,8 @@ pub(crate) struct BrokerContext {
     pub registry: TopicRegistry,
     /// Consumer groups and committed offsets.
     pub groups: GroupService,
+    /// Idempotent producer ids (InitProducerId).
+    pub producer_ids: ProducerIdAllocator,
     /// Address clients are told to connect to (metadata responses).
     pub advertised: SocketAddr,
     pub shutdown: watch::Receiver<bool>,
@@ -46,13 +48,22 @@ impl Broker {
             context: format!("creating data directory {}", config.data_dir.display()),
             source,
         })?;
-        let (registry, groups) = {
+        let (registry, groups, producer_ids) = {
             let config = config.clone();
-            tokio::task::spawn_blocking(move || -> Result<(TopicRegistry, GroupService), BrokerError> {
+            type Opened = (TopicRegistry, GroupService, ProducerIdAllocator);
+            tokio::task::spawn_blocking(move || -> Result<Opened, BrokerError> {
                 let store = SledMetadataStore::open(&config.data_dir.join("metadata"))?;
                 let groups =
                     GroupService::open(config.groups.clone(), Arc::new(store.clone()), Instant::now())?;
-                Ok((TopicRegistry::open(&config, Box::new(store))?, groups))
+                let producer_ids = ProducerIdAllocator::new(
+                    Arc::new(store.clone()),
+                    ProducerIdAllocator::BLOCK_SIZE_DEFAULT,
+                );
+                Ok((
+                    TopicRegistry::open(&config, Box::new(store))?,
+                    groups,
+                    producer_ids,
+                ))
             })
             .await
             .map_err(|error| BrokerError::Task(error.to_string()))??
@@ -72,6 +83,7 @@ impl Broker {
             config,
             registry,
             groups,
+            producer_ids,
             advertised: local_addr,
             shutdown: shutdown.clone(),
         });

@@ -7,6 +7,7 @@ mod delete_groups;
 mod delete_topics;
 mod describe_groups;
 mod fetch;
+mod init_producer_id;
 mod list_groups;
 mod list_offsets;
 mod metadata;
@@ -77,10 +78,7 @@ pub(crate) fn dispatch(
         Body::ListGroups(request) => list_groups::handle(context, request),
         Body::DescribeGroups(request) => describe_groups::handle(context, request),
         Body::DeleteGroups(request) => delete_groups::handle(context, request),
-        Body::InitProducerId(_) => Outcome::Failed(
-            ErrorCode::UnsupportedVersion,
-            format!("API {:?} is not served by this broker yet", header.api()),
-        ),
+        Body::InitProducerId(request) => init_producer_id::handle(context, request),
     }
 }
 
