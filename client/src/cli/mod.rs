@@ -2,6 +2,7 @@
 //! names and flags are a contract: add flags, never rename them.
 
 mod consume;
+mod group;
 mod perf;
 mod produce;
 mod topic;
@@ -38,6 +39,11 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records to stdout, one per line.
     Consume(consume::ConsumeArgs),
+    /// List, describe, reset the offsets of, and delete consumer groups.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
     /// Measure producer or consumer throughput and latency.
     Perf {
         #[command(subcommand)]
@@ -60,6 +66,24 @@ enum TopicCommand {
     Delete {
         /// Topic name.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// List all consumer groups.
+    List,
+    /// Show a group's state, members, and per partition its committed offset and lag.
+    Describe {
+        /// Group id.
+        group: String,
+    },
+    /// Move a group's committed offsets on a topic (only while the group has no members).
+    ResetOffsets(group::ResetOffsetsArgs),
+    /// Delete a group and its committed offsets (only while it has no members).
+    Delete {
+        /// Group id.
+        group: String,
     },
 }
 
@@ -146,6 +170,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = connect(&cli.broker, &args.connection).await?;
             consume::run(client, args).await
         }
+        Command::Group { command } => {
+            let client = connect(&cli.broker, &ConnectionArgs::default()).await?;
+            match command {
+                GroupCommand::List => group::list(&client).await,
+                GroupCommand::Describe { group } => group::describe(&client, &group).await,
+                GroupCommand::ResetOffsets(args) => group::reset_offsets(&client, args).await,
+                GroupCommand::Delete { group } => group::delete(&client, &group).await,
+            }
+        }
         Command::Perf { command } => match command {
             PerfCommand::Produce(args) => {
                 let client = connect(&cli.broker, &args.connection).await?;
@@ -182,11 +215,32 @@ mod tests {
             "tidelog perf produce t --records 10 --record-size 100 --partitions-used 2 --acks none",
             "tidelog perf consume t --records 10",
             "tidelog topic list --broker 127.0.0.1:2",
+            "tidelog consume t --group g --session-timeout-ms 6000 --max-messages 3 --timeout-ms 100 --print-key --print-offset --from-beginning",
+            "tidelog group list",
+            "tidelog group describe g",
+            "tidelog group reset-offsets g --topic t --to-earliest",
+            "tidelog group reset-offsets g --topic t --to-latest",
+            "tidelog group reset-offsets g --topic t --to-offset 5",
+            "tidelog group reset-offsets g --topic t --to-timestamp 1700000000000",
+            "tidelog group delete g",
+            "tidelog perf consume t --records 10 --group g",
         ] {
             let args: Vec<&str> = line.split_whitespace().collect();
             if let Err(error) = Cli::try_parse_from(&args) {
                 panic!("{line}: {error}");
             }
+        }
+    }
+
+    #[test]
+    fn reset_offsets_needs_exactly_one_target() {
+        for line in [
+            "tidelog group reset-offsets g --topic t",
+            "tidelog group reset-offsets g --topic t --to-earliest --to-latest",
+            "tidelog group reset-offsets g --to-earliest",
+        ] {
+            let args: Vec<&str> = line.split_whitespace().collect();
+            assert!(Cli::try_parse_from(&args).is_err(), "{line}");
         }
     }
 

@@ -11,8 +11,8 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tidelog_client::{
-    Client, Consumer, ConsumerConfig, DeliveryFuture, PartitionId, Producer, ProducerConfig, ProducerRecord,
-    Seek, TopicName,
+    Client, Consumer, ConsumerConfig, DeliveryFuture, GroupConfig, GroupConsumer, OffsetReset, PartitionId,
+    Producer, ProducerConfig, ProducerRecord, Record, Seek, TopicName,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -82,6 +82,10 @@ pub struct PerfConsumeArgs {
     /// Records handed out per poll.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     max_poll_records: usize,
+    /// Consume as a member of this group, with auto-commit (partitions without a committed
+    /// offset start at the beginning); run several at once to measure a group.
+    #[arg(long, value_name = "G")]
+    group: Option<String>,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -209,11 +213,51 @@ pub async fn consume(client: Client, args: PerfConsumeArgs) -> anyhow::Result<()
         .fetch_max_bytes(args.fetch_max_bytes)
         .partition_fetch_max_bytes(args.partition_fetch_max_bytes)
         .max_poll_records(args.max_poll_records);
-    let mut consumer = Consumer::new(client, config)?;
-    consumer.assign(args.topic.as_str(), &[]).await?;
-    for partition in description.partitions() {
-        consumer.seek(&args.topic, partition.partition(), Seek::Earliest)?;
+    let mut source = match &args.group {
+        Some(group) => {
+            let config = GroupConfig::new(group)
+                .consumer_config(config)
+                .offset_reset(OffsetReset::Earliest);
+            let consumer = GroupConsumer::subscribe(client, config, [args.topic.as_str()])
+                .await
+                .with_context(|| format!("cannot join group {group}"))?;
+            Source::Group(consumer)
+        }
+        None => {
+            let mut consumer = Consumer::new(client, config)?;
+            consumer.assign(args.topic.as_str(), &[]).await?;
+            for partition in description.partitions() {
+                consumer.seek(&args.topic, partition.partition(), Seek::Earliest)?;
+            }
+            Source::Assigned(consumer)
+        }
+    };
+    let measured = measure_consume(&mut source, &args).await;
+    if let Source::Group(consumer) = source {
+        // Commits the consumed positions and leaves, so the group's partitions move on now.
+        consumer.close().await.context("cannot leave the group")?;
     }
+    println!("{}", measured?);
+    Ok(())
+}
+
+/// Where `perf consume` reads from.
+enum Source {
+    Assigned(Consumer),
+    Group(GroupConsumer),
+}
+
+impl Source {
+    async fn poll(&mut self, timeout: Duration) -> tidelog_client::Result<Vec<Record>> {
+        match self {
+            Source::Assigned(consumer) => consumer.poll(timeout).await,
+            Source::Group(consumer) => consumer.poll(timeout).await,
+        }
+    }
+}
+
+/// Reads `args.records` records; returns the summary line.
+async fn measure_consume(consumer: &mut Source, args: &PerfConsumeArgs) -> anyhow::Result<String> {
     let timeout = Duration::from_millis(args.timeout_ms);
     let mut latency = histogram()?;
     let bar = progress(args.records, "records");
@@ -245,6 +289,5 @@ pub async fn consume(client: Client, args: PerfConsumeArgs) -> anyhow::Result<()
     }
     let elapsed = start.elapsed();
     bar.finish_and_clear();
-    println!("{}", summary(records, bytes, elapsed, &latency));
-    Ok(())
+    Ok(summary(records, bytes, elapsed, &latency))
 }

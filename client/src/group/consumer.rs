@@ -9,7 +9,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -187,8 +188,8 @@ pub struct GroupConsumer {
     pending: VecDeque<Record>,
     /// The loss count last dealt with.
     seen_lost: u64,
-    /// A reconciliation failed half-way (an RPC error): try again on the next poll even if
-    /// the view did not change.
+    /// The view must be reconciled even though the receiver says it was seen: a wait marked
+    /// it seen, or a reconciliation failed half-way (an RPC error).
     reconcile_again: bool,
     next_auto_commit: Instant,
     view_rx: watch::Receiver<MemberView>,
@@ -378,11 +379,13 @@ impl GroupConsumer {
 
     /// The records as an endless stream; each is counted as consumed (for commits) when the
     /// stream yields it. Errors are yielded too, and the stream goes on after them.
-    pub fn stream(&mut self) -> impl Stream<Item = Result<Record>> + Send + '_ {
+    /// Boxed so it is `Unpin`: `stream.next().await` works without pinning.
+    pub fn stream(&mut self) -> BoxStream<'_, Result<Record>> {
         futures::stream::unfold(self, |this| async move {
             let item = this.recv().await;
             Some((item, this))
         })
+        .boxed()
     }
 
     /// Moves an owned partition's position (and sets it for a partition waiting for one under
@@ -554,6 +557,8 @@ impl GroupConsumer {
                     if changed.is_err() {
                         return Err(self.stopped());
                     }
+                    // changed() marked the view seen; make maintain() look at it anyway.
+                    self.reconcile_again = true;
                 }
                 () = tokio::time::sleep_until(wake) => {}
             }
@@ -567,6 +572,7 @@ impl GroupConsumer {
                 if changed.is_err() {
                     return Err(self.stopped());
                 }
+                self.reconcile_again = true;
             }
         }
         Ok(())

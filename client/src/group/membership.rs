@@ -199,9 +199,13 @@ impl Membership {
         })
     }
 
-    /// Forget the partitions and the membership: the next heartbeat joins afresh.
-    fn lose(&mut self) {
-        self.member_id.clear();
+    /// Forget the partitions: the next heartbeat joins again with epoch 0. The member id is
+    /// kept (the coordinator treats a known id at epoch 0 as a rejoin, which is what lets a
+    /// fenced static member back in); only an unknown id is dropped.
+    fn lose(&mut self, forget_id: bool) {
+        if forget_id {
+            self.member_id.clear();
+        }
         self.member_epoch = 0;
         self.assignment = None;
         self.lost_count += 1;
@@ -242,7 +246,7 @@ impl Membership {
             Failure::Rejoin => {
                 let was_member = !self.joining();
                 tracing::info!(group = %self.config.group, %error, "group membership lost; rejoining");
-                self.lose();
+                self.lose(error.code() == Some(ErrorCode::UnknownMemberId));
                 // Rejoin at once after losing a membership; a failing join waits.
                 Step::After(if was_member {
                     Duration::ZERO
@@ -255,7 +259,7 @@ impl Membership {
                 // us and may have handed our partitions on. Stop treating them as ours.
                 if !self.joining() && now.duration_since(self.last_success) >= self.config.session_timeout {
                     tracing::warn!(group = %self.config.group, %error, "no heartbeat for a session timeout; partitions lost");
-                    self.lose();
+                    self.lose(false);
                 } else {
                     tracing::debug!(group = %self.config.group, %error, "heartbeat failed; retrying");
                 }
@@ -502,7 +506,13 @@ mod tests {
             assert_eq!(view.lost_count, 1);
             assert!(view.assignment.is_none());
             let request = membership.request(&owned(&[("t", 1)], 0));
-            assert_eq!((request.member_id.as_str(), request.member_epoch), ("", 0));
+            let kept_id = if code == ErrorCode::UnknownMemberId {
+                ""
+            } else {
+                "m-1"
+            };
+            assert_eq!((request.member_id.as_str(), request.member_epoch), (kept_id, 0));
+            assert!(request.has_subscription, "a rejoin is a join");
             assert!(request.owned_partitions.is_empty());
         }
     }

@@ -22,12 +22,18 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub async fn start() -> TestBroker {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A broker whose config `adjust` may change first (data dir and address are set).
+    pub async fn start_with(adjust: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let config = BrokerConfig {
+        let mut config = BrokerConfig {
             data_dir: dir.path().join("data"),
             listen: "127.0.0.1:0".parse().expect("literal address"),
             ..BrokerConfig::default()
         };
+        adjust(&mut config);
         let handle = Broker::start(config).await.expect("broker starts");
         let addr = handle.local_addr().to_string();
         TestBroker {
