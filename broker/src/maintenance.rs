@@ -36,9 +36,13 @@ async fn run_group_expiry(context: Arc<BrokerContext>) {
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
+        let changed = context.groups.expire(Instant::now());
+        if changed.is_empty() {
+            continue;
+        }
         let context = context.clone();
-        // Blocking: groups that changed are written to the metadata store.
-        let pass = tokio::task::spawn_blocking(move || context.groups.expire(Instant::now()));
+        // Blocking: the groups that changed are written to the metadata store.
+        let pass = tokio::task::spawn_blocking(move || context.groups.persist_all(&changed));
         if let Err(error) = pass.await {
             tracing::error!(%error, "group expiry pass panicked");
         }

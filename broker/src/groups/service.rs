@@ -145,11 +145,16 @@ impl GroupService {
         Ok(())
     }
 
-    /// Removes expired members and persists the groups that changed. Blocking.
-    pub fn expire(&self, now: Instant) {
-        let changed = self.with(|coordinator| coordinator.expire(now));
-        for group_id in changed {
-            if let Err(error) = self.persist(&group_id) {
+    /// Removes expired members, in memory only; returns the groups that changed, which must
+    /// then be [`persist`](Self::persist)ed.
+    pub fn expire(&self, now: Instant) -> Vec<String> {
+        self.with(|coordinator| coordinator.expire(now))
+    }
+
+    /// Persists each of the groups. Blocking.
+    pub fn persist_all(&self, group_ids: &[String]) {
+        for group_id in group_ids {
+            if let Err(error) = self.persist(group_id) {
                 tracing::error!(group = %group_id, %error, "could not persist a group after expiring members");
             }
         }
