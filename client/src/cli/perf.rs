@@ -221,7 +221,7 @@ pub async fn consume(client: Client, args: PerfConsumeArgs) -> anyhow::Result<()
             let consumer = GroupConsumer::subscribe(client, config, [args.topic.as_str()])
                 .await
                 .with_context(|| format!("cannot join group {group}"))?;
-            Source::Group(consumer)
+            Source::Group(Box::new(consumer))
         }
         None => {
             let mut consumer = Consumer::new(client, config)?;
@@ -244,7 +244,8 @@ pub async fn consume(client: Client, args: PerfConsumeArgs) -> anyhow::Result<()
 /// Where `perf consume` reads from.
 enum Source {
     Assigned(Consumer),
-    Group(GroupConsumer),
+    // Boxed: a group consumer is several times larger than the plain one.
+    Group(Box<GroupConsumer>),
 }
 
 impl Source {
