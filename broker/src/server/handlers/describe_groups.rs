@@ -61,10 +61,11 @@ fn describe(context: &BrokerContext, group: &Group) -> pb::describe_groups_respo
         .collect();
     // Every partition of every subscribed topic, plus every committed partition.
     let mut partitions: BTreeSet<(String, u32)> = group.offsets.keys().cloned().collect();
+    let subscribed = group.subscribed_topics();
     let mut log_ends: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for topic in group
-        .subscribed_topics()
-        .into_iter()
+    for topic in subscribed
+        .iter()
+        .cloned()
         .chain(group.offsets.keys().map(|(t, _)| t.clone()))
     {
         if log_ends.contains_key(&topic) {
@@ -75,7 +76,7 @@ fn describe(context: &BrokerContext, group: &Group) -> pb::describe_groups_respo
             .get(&topic)
             .map(|found| found.partitions.iter().map(|log| log.high_watermark()).collect())
             .unwrap_or_default();
-        if group.subscribed_topics().contains(&topic) {
+        if subscribed.contains(&topic) {
             for partition in 0..ends.len() {
                 // Partition counts are bounded by partitions_per_topic_max, a u32.
                 partitions.insert((topic.clone(), u32::try_from(partition).unwrap_or(u32::MAX)));
