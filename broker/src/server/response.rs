@@ -90,7 +90,10 @@ mod tests {
     use proptest::prelude::*;
     use tidelog_proto::frame::encode_frame;
 
-    fn fetch_response(partitions: Vec<(String, Vec<(u32, Vec<u8>)>)>) -> pb::Response {
+    /// A topic name with its partitions' (index, records) pairs.
+    type TopicRecords = (String, Vec<(u32, Vec<u8>)>);
+
+    fn fetch_response(partitions: Vec<TopicRecords>) -> pb::Response {
         pb::Response {
             correlation_id: 42,
             error: 0,
