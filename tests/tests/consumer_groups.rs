@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use rand::Rng;
@@ -169,6 +169,17 @@ fn killed_member_partitions_move_to_the_others_and_no_record_is_lost() {
     let victim_index = rng.random_range(0..3);
     let mut victim = consumers.remove(victim_index);
     victim.kill9();
+    let killed_at = Instant::now();
+    // A dead member keeps its place until its session times out: the coordinator does not
+    // tie membership to a connection.
+    let right_after = describe_group(&mut client, GROUP);
+    if killed_at.elapsed() < Duration::from_millis(1_000) {
+        assert_eq!(
+            right_after.members.len(),
+            3,
+            "a SIGKILLed member must stay in the group until its session times out: {right_after:#?}"
+        );
+    }
     let victim_lines = victim.records();
     let victim_partitions: BTreeSet<u32> = victim_lines.iter().map(|line| line.partition).collect();
     eprintln!(
@@ -194,6 +205,14 @@ fn killed_member_partitions_move_to_the_others_and_no_record_is_lost() {
             describe_text(addr, GROUP)
         )
     });
+    // Its last heartbeat was at most one heartbeat interval (1 s: a third of the session)
+    // before the kill, so its partitions cannot move much before 2 s after it.
+    let moved_after = killed_at.elapsed();
+    assert!(
+        moved_after >= Duration::from_millis(1_500),
+        "the killed member's partitions moved {moved_after:?} after the SIGKILL, before its 3 s session timed out"
+    );
+    eprintln!("partitions moved {moved_after:?} after the SIGKILL");
     let survivors: BTreeSet<String> = owners.keys().cloned().collect();
     assert!(
         survivors.is_subset(&first_members),
