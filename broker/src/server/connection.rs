@@ -46,7 +46,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Brok
         let (responses, queued) = mpsc::channel(limits.response_queue_depth);
         let writer = tokio::spawn(write_responses(writer, queued).in_current_span());
         let in_flight = Arc::new(Semaphore::new(limits.in_flight_requests_per_connection_max));
-        match read_requests(reader, &context, &responses, &in_flight).await {
+        match read_requests(reader, peer, &context, &responses, &in_flight).await {
             Ok(()) => tracing::debug!("client closed the connection"),
             Err(reason) => tracing::warn!(%reason, "closing connection"),
         }
@@ -65,6 +65,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Brok
 /// cannot be trusted any more (the `Err` says why).
 async fn read_requests(
     mut reader: tokio::net::tcp::OwnedReadHalf,
+    peer: SocketAddr,
     context: &Arc<BrokerContext>,
     responses: &mpsc::Sender<FrameChunks>,
     in_flight: &Arc<Semaphore>,
@@ -88,7 +89,7 @@ async fn read_requests(
                 permit = in_flight.clone().acquire_owned() => permit.map_err(|error| error.to_string())?,
                 _ = shutdown.changed() => return Ok(()),
             };
-            start_request(frame, context, responses, permit).await;
+            start_request(frame, peer, context, responses, permit).await;
         }
         if *shutdown.borrow() {
             return Ok(());
@@ -108,6 +109,7 @@ async fn read_requests(
 /// Decodes one request and runs its in-order part here; a deferred remainder gets a task.
 async fn start_request(
     frame: Bytes,
+    peer: SocketAddr,
     context: &Arc<BrokerContext>,
     responses: &mpsc::Sender<FrameChunks>,
     permit: OwnedSemaphorePermit,
@@ -135,7 +137,7 @@ async fn start_request(
     let correlation_id = header.correlation_id;
     let span =
         tracing::debug_span!("request", api = ?header.api(), correlation_id, client_id = %header.client_id);
-    let outcome = span.in_scope(|| handlers::dispatch(context, &header, request.body));
+    let outcome = span.in_scope(|| handlers::dispatch(context, peer, &header, request.body));
     match outcome {
         Outcome::Reply(body) => {
             let response = body_response(correlation_id, body);

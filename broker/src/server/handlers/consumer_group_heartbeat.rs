@@ -15,6 +15,7 @@ use crate::groups::coordinator::{Heartbeat, HeartbeatReply};
 pub(super) fn handle(
     context: &Arc<BrokerContext>,
     client_id: &str,
+    peer: std::net::SocketAddr,
     request: pb::ConsumerGroupHeartbeatRequest,
 ) -> Outcome {
     let heartbeat = Heartbeat {
@@ -28,8 +29,7 @@ pub(super) fn handle(
             .has_owned_partitions
             .then(|| to_assignment(request.owned_partitions)),
         client_id: client_id.to_owned(),
-        // The connection's peer address does not reach handlers today.
-        client_host: String::new(),
+        client_host: peer.ip().to_string(),
     };
     let group_id = heartbeat.group_id.clone();
     let counts = |topic: &str| partition_count(context, topic);

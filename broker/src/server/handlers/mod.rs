@@ -40,8 +40,10 @@ pub(crate) enum Outcome {
     Deferred(Pending),
 }
 
+/// Routes one decoded request. `peer` is the client's address, recorded for group members.
 pub(crate) fn dispatch(
     context: &Arc<BrokerContext>,
+    peer: std::net::SocketAddr,
     header: &pb::RequestHeader,
     body: Option<Body>,
 ) -> Outcome {
@@ -71,7 +73,7 @@ pub(crate) fn dispatch(
         Body::Fetch(request) => fetch::handle(context, request),
         Body::ListOffsets(request) => list_offsets::handle(context, request),
         Body::ConsumerGroupHeartbeat(request) => {
-            consumer_group_heartbeat::handle(context, &header.client_id, request)
+            consumer_group_heartbeat::handle(context, &header.client_id, peer, request)
         }
         Body::OffsetCommit(request) => offset_commit::handle(context, request),
         Body::OffsetFetch(request) => offset_fetch::handle(context, request),
