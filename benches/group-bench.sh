@@ -15,6 +15,8 @@
 # Each configuration runs RUNS times; the median is reported, with the load average.
 #
 # Usage: benches/group-bench.sh [RECORDS] [RUNS]   (defaults 1000000 and 3)
+#        GROUP_BENCH_FLUSH="never always" and GROUP_BENCH_SESSIONS_MS="3000 10000" pick the
+#        configurations; an empty value skips that part.
 # Needs release binaries: cargo build --release --bins
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,14 +71,17 @@ echo "## group throughput: 4 partitions, $records records, two members of one gr
 echo
 echo "| flush | record | records/s (wall) | MiB/s (wall) | wall s | load | member summaries (median run) |"
 echo "|---|---|---|---|---|---|---|"
-for flush in never always; do
+for flush in ${GROUP_BENCH_FLUSH:-never always}; do
   start_broker "$flush"
   for size in 100 1024; do
     for run in $(seq 1 "$runs"); do
       topic="g-$flush-$size-$run"
       "$bin/tidelog" --broker "$broker" topic create "$topic" --partitions 4 >/dev/null
-      "$bin/tidelog" --broker "$broker" perf produce "$topic" --records "$records" --record-size "$size" \
-        >/dev/null 2>&1
+      if ! "$bin/tidelog" --broker "$broker" perf produce "$topic" --records "$records" --record-size "$size" \
+        >/dev/null 2>"$work/produce.err"; then
+        echo "perf produce to $topic failed: $(tail -n 1 "$work/produce.err")" >&2
+        continue
+      fi
       before=$(load)
       start=$(now_ns)
       "$bin/tidelog" --broker "$broker" perf consume "$topic" --records "$half" --max-poll-records "$max_poll" \
@@ -106,7 +111,7 @@ echo
 echo "| session timeout | kill to resume, ms (median) | all runs, ms | load |"
 echo "|---|---|---|---|"
 start_broker never
-for session in 3000 10000; do
+for session in ${GROUP_BENCH_SESSIONS_MS:-3000 10000}; do
   for run in $(seq 1 "$runs"); do
     topic="fo-$session-$run"
     "$bin/tidelog" --broker "$broker" topic create "$topic" --partitions 4 >/dev/null

@@ -182,8 +182,10 @@ fn killed_member_partitions_move_to_the_others_and_no_record_is_lost() {
     }
     let victim_lines = victim.records();
     let victim_partitions: BTreeSet<u32> = victim_lines.iter().map(|line| line.partition).collect();
+    // What the dead member had committed: nobody can change it until its partitions move.
+    let victim_committed = committed_offsets(&mut client, GROUP, TOPIC, victim_partitions.iter().copied());
     eprintln!(
-        "killed {} (partitions {victim_partitions:?}) after it printed {} records",
+        "killed {} (partitions {victim_partitions:?}, committed {victim_committed:?}) after it printed {} records",
         victim.name,
         victim_lines.len()
     );
@@ -261,6 +263,22 @@ fn killed_member_partitions_move_to_the_others_and_no_record_is_lost() {
                 victim.name
             );
         }
+    }
+    // The new owner of each of the dead member's partitions starts exactly at its committed
+    // offset (at the beginning where it had committed nothing: --from-beginning).
+    for (partition, committed) in &victim_committed {
+        let first_after = consumers
+            .iter()
+            .flat_map(|consumer| consumer.records())
+            .filter(|line| line.partition == *partition)
+            .map(|line| line.offset)
+            .min();
+        assert_eq!(
+            first_after,
+            Some((*committed).max(0)),
+            "the survivor that took partition {partition} should start at the dead member's committed offset \
+             {committed}"
+        );
     }
     // A surviving consumer never prints a record twice itself.
     for consumer in &consumers {
