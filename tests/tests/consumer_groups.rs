@@ -356,12 +356,26 @@ fn killed_member_partitions_move_to_the_others_and_no_record_is_lost() {
     );
     let mut newcomer = GroupConsumer::spawn("newcomer", addr, &args);
     wait_until_all_consumed(&fresh, &[&newcomer], "the consumer started after the commits");
-    let status = newcomer.signal_and_wait(Signal::SIGTERM, EXIT_TIMEOUT);
+    // SIGINT (Ctrl-C) ends it as gracefully as SIGTERM: commit, then leave.
+    let status = newcomer.signal_and_wait(Signal::SIGINT, EXIT_TIMEOUT);
     assert!(
         status.success(),
-        "newcomer exit on SIGTERM: {status}; stderr:\n{}",
+        "newcomer exit on SIGINT: {status}; stderr:\n{}",
         newcomer.stderr()
     );
+    let group = describe_group(&mut client, GROUP);
+    assert!(
+        group.members.is_empty(),
+        "after SIGINT the consumer should have left: {group:#?}"
+    );
+    let committed = committed_offsets(&mut client, GROUP, TOPIC, 0..PARTITIONS);
+    for partition in 0..PARTITIONS {
+        assert_eq!(
+            committed[&partition],
+            client.high_watermark(TOPIC, partition),
+            "after SIGINT the consumer should have committed what it printed: {committed:?}"
+        );
+    }
     let printed = newcomer.records();
     assert_lines_match(&fresh, "newcomer", &printed);
     assert_eq!(

@@ -307,7 +307,25 @@ fn group_delete_removes_the_group_and_refuses_active_or_unknown_groups() {
     let mut member = active_member(addr, GROUP);
     let message = run_cli(Some(addr), &["group", "delete", GROUP], b"").assert_one_line_error();
     eprintln!("delete with an active member: {message}");
-    assert_eq!(describe_group(&mut client, GROUP).members.len(), 1);
+    let group = describe_group(&mut client, GROUP);
+    assert_eq!(group.members.len(), 1, "{group:#?}");
+    // `group describe` names the member that owns each partition (once it has them).
+    let member_id = group.members[0].member_id.clone();
+    let described = try_poll_until(Duration::from_secs(30), || {
+        let describe = run_cli(Some(addr), &["group", "describe", GROUP], b"");
+        describe.assert_success();
+        let rows = described_partitions(&describe.stdout, TOPIC);
+        (rows.len() == PARTITIONS as usize
+            && rows
+                .values()
+                .all(|row| row.member.as_deref() == Some(member_id.as_str())))
+        .then_some(())
+    });
+    assert!(
+        described.is_some(),
+        "group describe should show {member_id} owning every partition:\n{}",
+        run_cli(Some(addr), &["group", "describe", GROUP], b"")
+    );
     let status = member.signal_and_wait(Signal::SIGTERM, Duration::from_secs(20));
     assert!(
         status.success(),
