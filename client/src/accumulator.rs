@@ -160,6 +160,8 @@ pub(crate) struct ReadyBatch {
     pub reserved_bytes: usize,
     /// Sends so far; a retry increments it.
     pub attempts: u32,
+    /// When the batch was sealed: the delivery timeout counts from here.
+    pub sealed_at: Instant,
     pub shared: Arc<BatchShared>,
     /// For an idempotent producer, the batch's seal order in its partition. Its bytes carry
     /// the sequence, so a retry resends exactly the same bytes.
@@ -551,6 +553,7 @@ fn seal(
         record_count,
         reserved_bytes: open.reserved_bytes,
         attempts: 0,
+        sealed_at: Instant::now(),
         shared: open.shared,
         order,
     }

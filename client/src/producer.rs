@@ -68,6 +68,7 @@ pub struct ProducerConfig {
     retry_backoff_initial: Duration,
     retry_backoff_max: Duration,
     request_timeout: Duration,
+    delivery_timeout: Duration,
 }
 
 impl ProducerConfig {
@@ -77,6 +78,8 @@ impl ProducerConfig {
     pub const BUFFER_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
     pub const MAX_REQUEST_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
     pub const RETRIES_DEFAULT: u32 = 5;
+    /// Kafka's `delivery.timeout.ms` default.
+    pub const DELIVERY_TIMEOUT_DEFAULT: Duration = Duration::from_secs(120);
     pub const RETRY_BACKOFF_INITIAL_DEFAULT: Duration = Duration::from_millis(100);
     pub const RETRY_BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(1);
     pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
@@ -118,6 +121,13 @@ impl ProducerConfig {
     }
 
     /// Resends of a batch after a retriable error before its records fail.
+    /// Longest a batch may take from being sealed to its final outcome, retries included;
+    /// past it a retriable failure fails the batch (Kafka's `delivery.timeout.ms`).
+    pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.delivery_timeout = timeout;
+        self
+    }
+
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
         self
@@ -183,6 +193,7 @@ impl Default for ProducerConfig {
             retry_backoff_initial: Self::RETRY_BACKOFF_INITIAL_DEFAULT,
             retry_backoff_max: Self::RETRY_BACKOFF_MAX_DEFAULT,
             request_timeout: Self::REQUEST_TIMEOUT_DEFAULT,
+            delivery_timeout: Self::DELIVERY_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -254,7 +265,10 @@ impl Shared {
         // is unanswered: that one was not appended yet. Resend this after it, uncounted.
         let waits_for_earlier = error.code() == Some(ErrorCode::OutOfOrderSequenceNumber)
             && self.lock().has_earlier_unacknowledged(&batch);
-        if !waits_for_earlier && (!error.is_retriable() || batch.attempts >= self.config.retries) {
+        let out_of_time = batch.sealed_at.elapsed() >= self.config.delivery_timeout;
+        if out_of_time
+            || (!waits_for_earlier && (!error.is_retriable() || batch.attempts >= self.config.retries))
+        {
             self.complete(batch, Err(error));
             return;
         }

@@ -44,6 +44,10 @@ pub struct ProduceArgs {
     /// `limits.batch_bytes_max`.
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     batch_size: usize,
+    /// Give up on a record this long after it was batched, retries included (so a dead broker
+    /// ends the command instead of stalling it).
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    delivery_timeout_ms: u64,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -109,7 +113,8 @@ pub async fn run(client: Client, args: ProduceArgs) -> anyhow::Result<()> {
     let config = ProducerConfig::default()
         .acks(args.acks.into())
         .linger(Duration::from_millis(args.linger_ms))
-        .batch_size_bytes(args.batch_size);
+        .batch_size_bytes(args.batch_size)
+        .delivery_timeout(Duration::from_millis(args.delivery_timeout_ms));
     let producer = Producer::new(client, config)?;
     let topic = TopicName::new(&args.topic);
     let separator = args.key_separator.as_deref().map(str::as_bytes);
@@ -170,8 +175,13 @@ pub async fn run(client: Client, args: ProduceArgs) -> anyhow::Result<()> {
         }
     }
     drop(delivery_tx);
-    producer.close().await;
+    // The printer ends once every delivery has resolved (linger sends the last batches), or at
+    // the first failure. After a failure nothing later can be delivered in order, so the
+    // command ends at once instead of waiting out every outstanding batch in close().
     let printed = printer.await.context("the offset printer task failed")?;
+    if printed.is_ok() {
+        producer.close().await;
+    }
     if let Some(error) = send_error {
         return Err(error).context("cannot send a record");
     }
