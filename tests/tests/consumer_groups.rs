@@ -11,8 +11,8 @@ use nix::sys::signal::Signal;
 use rand::Rng;
 use tidelog_e2e::cli::run_cli;
 use tidelog_e2e::groups::{
-    balanced, committed_offsets, describe_group, described_partitions, parse_offset_line, produce_values,
-    ConsumedLine, GroupConsumer, RawMember,
+    balanced, committed_offsets, describe_group, described_partitions, ownership, parse_offset_line,
+    produce_values, ConsumedLine, GroupConsumer, RawMember,
 };
 use tidelog_e2e::{test_rng, BrokerProcess, RawClient, TestDir};
 use tidelog_proto::pb::ErrorCode;
@@ -661,4 +661,48 @@ fn max_messages_commits_exactly_what_was_printed() {
         output.stdout.is_empty(),
         "everything was committed, yet:\n{output}"
     );
+}
+
+#[test]
+fn group_membership_survives_a_broker_sigkill() {
+    const TOPIC: &str = "metrics";
+    const GROUP: &str = "rollup";
+    let (_dir, mut broker) = start_broker("group-members-crash");
+    let mut client = RawClient::connect_or_panic(broker.addr());
+    client.create_topic(TOPIC, 2, None);
+    // A long session, so the member is still within it after the restart.
+    let mut member = RawMember::join(broker.addr(), GROUP, TOPIC, 60_000);
+    let both: BTreeSet<u32> = [0, 1].into();
+    assert!(
+        member.heartbeat_until_owning(&both, Duration::from_secs(10)),
+        "a lone member should own both partitions"
+    );
+    let before = describe_group(&mut client, GROUP);
+
+    broker.kill9();
+    broker.restart();
+    let addr = broker.addr();
+    let mut client = RawClient::connect_or_panic(addr);
+    let after = describe_group(&mut client, GROUP);
+    assert_eq!(after.error(), ErrorCode::None, "{after:#?}");
+    assert_eq!(
+        ownership(&after, TOPIC),
+        ownership(&before, TOPIC),
+        "members and assignments acknowledged before the SIGKILL must survive it"
+    );
+
+    // The member carries on over a new connection with its id and epoch, keeping its
+    // partitions, and its commits are accepted.
+    member.client = RawClient::connect_or_panic(addr);
+    let response = member.heartbeat();
+    assert_eq!(
+        response.error(),
+        ErrorCode::None,
+        "a member within its session should be accepted after the broker restarts: {response:?}"
+    );
+    assert_eq!(member.owned, both);
+    assert_eq!(member.commit(&[(0, 0), (1, 0)]), vec![ErrorCode::None; 2]);
+    let response = member.leave();
+    assert_eq!(response.error(), ErrorCode::None, "leave: {response:?}");
+    assert!(describe_group(&mut client, GROUP).members.is_empty());
 }

@@ -385,3 +385,53 @@ fn group_delete_removes_the_group_and_refuses_active_or_unknown_groups() {
         ErrorCode::GroupIdNotFound
     );
 }
+
+#[test]
+fn consume_with_a_group_refuses_unknown_topics_and_manual_partitions() {
+    const GROUP: &str = "strict";
+    let (_dir, broker) = start_broker("group-cli-consume-errors");
+    let addr = broker.addr();
+    let mut client = RawClient::connect_or_panic(addr);
+    fill_topic(&mut client);
+    let message = run_cli(
+        Some(addr),
+        &[
+            "consume",
+            "no-such-topic",
+            "--group",
+            GROUP,
+            "--timeout-ms",
+            "1000",
+        ],
+        b"",
+    )
+    .assert_one_line_error();
+    assert!(
+        message.contains("no-such-topic"),
+        "the error should name the topic: {message}"
+    );
+    run_cli(
+        Some(addr),
+        &[
+            "consume",
+            TOPIC,
+            "--group",
+            GROUP,
+            "--partition",
+            "0",
+            "--timeout-ms",
+            "1000",
+        ],
+        b"",
+    )
+    .assert_one_line_error();
+    // Neither left a member or offsets behind.
+    let group = describe_group(&mut client, GROUP);
+    assert!(group.members.is_empty(), "{group:#?}");
+    assert!(
+        list_groups(&mut client)
+            .iter()
+            .all(|group| group.group_id != GROUP),
+        "a refused consume should not create the group"
+    );
+}
