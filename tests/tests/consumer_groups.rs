@@ -1,10 +1,13 @@
-//! Consumer groups with real processes: `tidelog consume --group` children sharing a topic,
+//! Consumer groups with real processes: `tidelog consume --group` children sharing a topic
+//! (graceful scale-out and scale-in while producing print every record exactly once),
 //! one of them SIGKILLed (its partitions move after its session timeout and nothing is lost),
 //! a zombie member's commit refused once its partitions moved, committed offsets surviving a
 //! broker SIGKILL, and `--max-messages` committing exactly what was printed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -705,4 +708,115 @@ fn group_membership_survives_a_broker_sigkill() {
     let response = member.leave();
     assert_eq!(response.error(), ErrorCode::None, "leave: {response:?}");
     assert!(describe_group(&mut client, GROUP).members.is_empty());
+}
+
+/// Produces one record to every partition per step, paced, until told to stop (or a bounded
+/// number of steps); returns what it produced.
+fn spawn_steady_producer(
+    addr: SocketAddr,
+    topic: &'static str,
+    partitions: u32,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Produced> {
+    const STEPS_MAX: usize = 5_000;
+    const PACE: Duration = Duration::from_millis(20);
+    std::thread::spawn(move || {
+        let mut client = RawClient::connect_or_panic(addr);
+        let mut produced = Produced::new();
+        for step in 0..STEPS_MAX {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let first = step * partitions as usize;
+            produce_round(
+                &mut client,
+                topic,
+                partitions,
+                first,
+                partitions as usize,
+                &mut produced,
+            );
+            // Pacing, not synchronisation: records keep arriving while the group rebalances.
+            std::thread::sleep(PACE);
+        }
+        produced
+    })
+}
+
+#[test]
+fn graceful_rebalances_while_producing_print_every_record_exactly_once() {
+    const TOPIC: &str = "ticks";
+    const GROUP: &str = "charts";
+    const PARTITIONS: u32 = 6;
+    let (_dir, broker) = start_broker("group-graceful-rebalance");
+    let addr = broker.addr();
+    let mut client = RawClient::connect_or_panic(addr);
+    client.create_topic(TOPIC, PARTITIONS, None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = spawn_steady_producer(addr, TOPIC, PARTITIONS, stop.clone());
+
+    let args = consume_args(TOPIC, GROUP, &["--from-beginning"]);
+    let mut consumers = vec![GroupConsumer::spawn("c0", addr, &args)];
+    tidelog_e2e::wait::try_poll_until(DELIVERY_TIMEOUT, || {
+        (!consumers[0].lines().is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the first consumer printed nothing: {}", consumers[0].stderr()));
+    // Scale out to three, one at a time: each join moves partitions away from running members,
+    // which commit what they printed before they release them.
+    for count in 2..=3 {
+        consumers.push(GroupConsumer::spawn(&format!("c{}", count - 1), addr, &args));
+        tidelog_e2e::wait::try_poll_until(REBALANCE_TIMEOUT, || {
+            balanced(&mut client, GROUP, TOPIC, count, PARTITIONS)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{count} consumers never balanced:\n{}",
+                describe_text(addr, GROUP)
+            )
+        });
+    }
+    // Scale in: the first one leaves gracefully and its partitions move on.
+    let status = consumers[0].signal_and_wait(Signal::SIGTERM, EXIT_TIMEOUT);
+    assert!(
+        status.success(),
+        "c0 exit on SIGTERM: {status}\n{}",
+        consumers[0].stderr()
+    );
+    tidelog_e2e::wait::try_poll_until(REBALANCE_TIMEOUT, || {
+        balanced(&mut client, GROUP, TOPIC, 2, PARTITIONS)
+    })
+    .unwrap_or_else(|| panic!("two consumers never balanced:\n{}", describe_text(addr, GROUP)));
+
+    stop.store(true, Ordering::Relaxed);
+    let produced = producer.join().expect("producer thread");
+    let refs: Vec<&GroupConsumer> = consumers.iter().collect();
+    wait_until_all_consumed(&produced, &refs, "after the rebalances");
+    let mut printers: BTreeMap<(u32, i64), Vec<String>> = BTreeMap::new();
+    for consumer in &consumers {
+        let lines = consumer.records();
+        assert_lines_match(&produced, &consumer.name, &lines);
+        for line in lines {
+            printers
+                .entry((line.partition, line.offset))
+                .or_default()
+                .push(consumer.name.clone());
+        }
+    }
+    let repeated: Vec<_> = printers
+        .iter()
+        .filter(|(_, names)| names.len() > 1)
+        .take(20)
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "graceful rebalances commit before releasing, so no record should be printed twice; \
+         {} of {} records were (first 20): {repeated:?}",
+        printers.values().filter(|names| names.len() > 1).count(),
+        produced.len()
+    );
+    eprintln!(
+        "{} records over {} partitions, each printed once through 3 rebalances",
+        produced.len(),
+        PARTITIONS
+    );
 }
