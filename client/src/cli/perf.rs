@@ -11,8 +11,8 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tidelog_client::{
-    Client, Consumer, ConsumerConfig, DeliveryFuture, GroupConfig, GroupConsumer, OffsetReset, PartitionId,
-    Producer, ProducerConfig, ProducerRecord, Record, Seek, TopicName,
+    Client, Consumer, ConsumerConfig, DeliveryFuture, GroupConfig, GroupConsumer, Offset, OffsetReset,
+    PartitionId, Producer, ProducerConfig, ProducerRecord, Record, Seek, TopicName,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -233,11 +233,22 @@ pub async fn consume(client: Client, args: PerfConsumeArgs) -> anyhow::Result<()
         }
     };
     let measured = measure_consume(&mut source, &args).await;
-    if let Source::Group(consumer) = source {
+    if let Source::Group(mut consumer) = source {
+        // The last poll may have handed out records past the count: rewind to the first of
+        // them, so the group commits exactly what this member counted and a fellow member
+        // reads the rest.
+        if let Ok((_, uncounted)) = &measured {
+            for (topic, partition, offset) in uncounted {
+                consumer
+                    .seek(topic, *partition, Seek::Offset(*offset))
+                    .await
+                    .context("cannot rewind to the first uncounted record")?;
+            }
+        }
         // Commits the consumed positions and leaves, so the group's partitions move on now.
         consumer.close().await.context("cannot leave the group")?;
     }
-    println!("{}", measured?);
+    println!("{}", measured?.0);
     Ok(())
 }
 
@@ -257,8 +268,12 @@ impl Source {
     }
 }
 
-/// Reads `args.records` records; returns the summary line.
-async fn measure_consume(consumer: &mut Source, args: &PerfConsumeArgs) -> anyhow::Result<String> {
+/// Reads `args.records` records; returns the summary line and, per partition, the first
+/// record handed out by the last poll but not counted.
+async fn measure_consume(
+    consumer: &mut Source,
+    args: &PerfConsumeArgs,
+) -> anyhow::Result<(String, Vec<(String, PartitionId, Offset)>)> {
     let timeout = Duration::from_millis(args.timeout_ms);
     let mut latency = histogram()?;
     let bar = progress(args.records, "records");
@@ -282,13 +297,32 @@ async fn measure_consume(consumer: &mut Source, args: &PerfConsumeArgs) -> anyho
         // Latency here is the wait inside one poll() that returned records.
         latency.saturating_record((polled.elapsed().as_micros() as u64).max(1));
         last_record = Instant::now();
-        for record in batch.iter().take((args.records - records) as usize) {
+        let wanted = (args.records - records) as usize;
+        for record in batch.iter().take(wanted) {
             records += 1;
             bytes += (record.key().map_or(0, |k| k.len()) + record.value().map_or(0, |v| v.len())) as u64;
         }
         bar.set_position(records);
+        if records >= args.records {
+            let mut uncounted: Vec<(String, PartitionId, Offset)> = Vec::new();
+            for record in batch.iter().skip(wanted) {
+                let seen = uncounted.iter().any(|(topic, partition, _)| {
+                    topic == record.topic().as_str() && *partition == record.partition()
+                });
+                if !seen {
+                    uncounted.push((
+                        record.topic().as_str().to_owned(),
+                        record.partition(),
+                        record.offset(),
+                    ));
+                }
+            }
+            let elapsed = start.elapsed();
+            bar.finish_and_clear();
+            return Ok((summary(records, bytes, elapsed, &latency), uncounted));
+        }
     }
     let elapsed = start.elapsed();
     bar.finish_and_clear();
-    Ok(summary(records, bytes, elapsed, &latency))
+    Ok((summary(records, bytes, elapsed, &latency), Vec::new()))
 }
