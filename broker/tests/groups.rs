@@ -2,96 +2,25 @@
 //! groups"), against an in-process broker on 127.0.0.1 with hand-built frames.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod common;
+
+use common::{start_broker, RawClient};
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use prost::Message;
-use tidelog_broker::{Broker, BrokerConfig, BrokerHandle};
-use tidelog_proto::frame::{decode_frame, encode_frame};
+use tidelog_broker::BrokerHandle;
 use tidelog_proto::pb::{self, request::Body, response, ErrorCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a test waits for the broker to reach a state (session expiry and the like).
 const CONDITION_DEADLINE: Duration = Duration::from_secs(15);
 
-struct RawClient {
-    stream: TcpStream,
-    buffer: BytesMut,
-    next_id: u64,
-    early: HashMap<u64, pb::Response>,
-}
-
 impl RawClient {
-    async fn connect(broker: &BrokerHandle) -> Self {
-        Self {
-            stream: TcpStream::connect(broker.local_addr()).await.unwrap(),
-            buffer: BytesMut::new(),
-            next_id: 1,
-            early: HashMap::new(),
-        }
-    }
-
-    async fn call(&mut self, body: Body) -> response::Body {
-        let id = self.next_id;
-        self.next_id += 1;
-        let request = pb::Request {
-            header: Some(pb::RequestHeader {
-                api: body.api_key() as i32,
-                version: 1,
-                correlation_id: id,
-                client_id: "groups-test".into(),
-            }),
-            body: Some(body),
-        };
-        let mut frame = BytesMut::new();
-        encode_frame(&request, &mut frame, 64 << 20).unwrap();
-        self.stream.write_all(&frame).await.unwrap();
-        loop {
-            if let Some(response) = self.early.remove(&id) {
-                assert_eq!(response.error, 0, "{}", response.error_message);
-                return response.body.unwrap();
-            }
-            let response = self.next_response().await;
-            self.early.insert(response.correlation_id, response);
-        }
-    }
-
-    async fn next_response(&mut self) -> pb::Response {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
-            if let Some(frame) = decode_frame(&mut self.buffer, 64 << 20).unwrap() {
-                return pb::Response::decode(frame).unwrap();
-            }
-            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buffer))
-                .await
-                .expect("no response within the timeout")
-                .unwrap();
-            assert!(read > 0, "broker closed the connection");
-        }
-    }
-
-    async fn create_topic(&mut self, name: &str, partitions: u32) {
-        let body = Body::CreateTopics(pb::CreateTopicsRequest {
-            topics: vec![pb::create_topics_request::Topic {
-                name: name.into(),
-                partitions,
-                config: None,
-            }],
-        });
-        let response::Body::CreateTopics(created) = self.call(body).await else {
-            panic!()
-        };
-        assert_eq!(created.topics[0].error, 0, "{}", created.topics[0].message);
-    }
-
     async fn heartbeat(
         &mut self,
         request: pb::ConsumerGroupHeartbeatRequest,
     ) -> pb::ConsumerGroupHeartbeatResponse {
-        match self.call(Body::ConsumerGroupHeartbeat(request)).await {
+        match self.call_ok(Body::ConsumerGroupHeartbeat(request)).await {
             response::Body::ConsumerGroupHeartbeat(response) => response,
             other => panic!("unexpected {other:?}"),
         }
@@ -127,7 +56,7 @@ impl RawClient {
                 })
                 .collect(),
         });
-        let response::Body::OffsetCommit(committed) = self.call(body).await else {
+        let response::Body::OffsetCommit(committed) = self.call_ok(body).await else {
             panic!()
         };
         committed
@@ -154,7 +83,7 @@ impl RawClient {
                 })
                 .collect(),
         });
-        let response::Body::OffsetFetch(fetched) = self.call(body).await else {
+        let response::Body::OffsetFetch(fetched) = self.call_ok(body).await else {
             panic!()
         };
         assert_eq!(fetched.error, 0, "{}", fetched.message);
@@ -174,14 +103,15 @@ impl RawClient {
         let body = Body::DescribeGroups(pb::DescribeGroupsRequest {
             group_ids: vec![group.into()],
         });
-        let response::Body::DescribeGroups(mut described) = self.call(body).await else {
+        let response::Body::DescribeGroups(mut described) = self.call_ok(body).await else {
             panic!()
         };
         described.groups.remove(0)
     }
 
     async fn list(&mut self) -> Vec<(String, String, u32)> {
-        let response::Body::ListGroups(listed) = self.call(Body::ListGroups(pb::ListGroupsRequest {})).await
+        let response::Body::ListGroups(listed) =
+            self.call_ok(Body::ListGroups(pb::ListGroupsRequest {})).await
         else {
             panic!()
         };
@@ -196,7 +126,7 @@ impl RawClient {
         let body = Body::DeleteGroups(pb::DeleteGroupsRequest {
             group_ids: vec![group.into()],
         });
-        let response::Body::DeleteGroups(deleted) = self.call(body).await else {
+        let response::Body::DeleteGroups(deleted) = self.call_ok(body).await else {
             panic!()
         };
         deleted.results[0].error
@@ -261,14 +191,11 @@ impl Member {
 }
 
 async fn start(dir: &std::path::Path) -> BrokerHandle {
-    let mut config = BrokerConfig {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..BrokerConfig::default()
-    };
-    config.groups.session_timeout_ms_min = 300;
-    config.groups.expiry_tick_ms = 20;
-    Broker::start(config).await.unwrap()
+    start_broker(dir, |config| {
+        config.groups.session_timeout_ms_min = 300;
+        config.groups.expiry_tick_ms = 20;
+    })
+    .await
 }
 
 #[tokio::test]
@@ -276,7 +203,7 @@ async fn members_join_commit_and_fetch_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start(dir.path()).await;
     let mut client = RawClient::connect(&broker).await;
-    client.create_topic("events", 4).await;
+    assert_eq!(client.create_topic("events", 4).await.error, 0);
 
     let mut first = Member::default();
     first.apply(&client.heartbeat(join("g", &["events"])).await);
@@ -349,7 +276,8 @@ async fn members_join_commit_and_fetch_offsets() {
     let described = client.describe("g").await;
     assert_eq!(described.state, "stable");
     assert_eq!(described.members.len(), 2);
-    assert_eq!(described.members[0].client_id, "groups-test");
+    assert_eq!(described.members[0].client_id, "broker-test");
+    assert_eq!(described.members[0].client_host, "127.0.0.1");
     let p0 = described
         .offsets
         .iter()
@@ -374,7 +302,7 @@ async fn group_errors_use_kafka_codes() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start(dir.path()).await;
     let mut client = RawClient::connect(&broker).await;
-    client.create_topic("t", 2).await;
+    assert_eq!(client.create_topic("t", 2).await.error, 0);
 
     let bad = client.heartbeat(join("", &["t"])).await;
     assert_eq!(bad.error, ErrorCode::InvalidGroupId as i32);
@@ -456,7 +384,7 @@ async fn a_silent_member_expires_and_its_partitions_move() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start(dir.path()).await;
     let mut client = RawClient::connect(&broker).await;
-    client.create_topic("t", 4).await;
+    assert_eq!(client.create_topic("t", 4).await.error, 0);
     let mut quiet = Member::default();
     quiet.apply(
         &client
@@ -489,7 +417,7 @@ async fn committed_offsets_and_group_state_survive_a_restart() {
     let (member, epoch_before) = {
         let broker = start(dir.path()).await;
         let mut client = RawClient::connect(&broker).await;
-        client.create_topic("t", 3).await;
+        assert_eq!(client.create_topic("t", 3).await.error, 0);
         let mut member = Member::default();
         member.apply(&client.heartbeat(join("g", &["t"])).await);
         let committed = client

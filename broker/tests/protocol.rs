@@ -2,113 +2,18 @@
 //! real TCP on 127.0.0.1 with hand-built frames.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+mod common;
+
+use common::{start_broker, RawClient};
+
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use prost::Message;
-use tidelog_broker::{Broker, BrokerConfig, BrokerHandle};
+use tidelog_broker::BrokerHandle;
 use tidelog_proto::batch::{NewRecord, RecordBatchBuilder, CRC_OFFSET};
-use tidelog_proto::frame::{decode_frame, encode_frame};
 use tidelog_proto::pb::{self, request::Body, response, ErrorCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-struct RawClient {
-    stream: TcpStream,
-    buffer: BytesMut,
-    next_id: u64,
-    /// Responses that arrived while waiting for another.
-    early: HashMap<u64, pb::Response>,
-}
 
 impl RawClient {
-    async fn connect(broker: &BrokerHandle) -> Self {
-        Self {
-            stream: TcpStream::connect(broker.local_addr()).await.unwrap(),
-            buffer: BytesMut::new(),
-            next_id: 1,
-            early: HashMap::new(),
-        }
-    }
-
-    fn request(&mut self, api: pb::ApiKey, body: Body) -> (u64, pb::Request) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let request = pb::Request {
-            header: Some(pb::RequestHeader {
-                api: api as i32,
-                version: 1,
-                correlation_id: id,
-                client_id: "protocol-test".into(),
-            }),
-            body: Some(body),
-        };
-        (id, request)
-    }
-
-    async fn send(&mut self, request: &pb::Request) {
-        let mut frame = BytesMut::new();
-        encode_frame(request, &mut frame, 64 << 20).unwrap();
-        self.stream.write_all(&frame).await.unwrap();
-    }
-
-    async fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.unwrap();
-    }
-
-    /// The next response frame, whatever its correlation id; `None` when the broker closed.
-    async fn next_response(&mut self) -> Option<pb::Response> {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
-            if let Some(frame) = decode_frame(&mut self.buffer, 64 << 20).unwrap() {
-                return Some(pb::Response::decode(frame).unwrap());
-            }
-            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buffer))
-                .await
-                .expect("no response within the timeout")
-                .unwrap();
-            if read == 0 {
-                return None;
-            }
-        }
-    }
-
-    async fn response_to(&mut self, id: u64) -> pb::Response {
-        if let Some(response) = self.early.remove(&id) {
-            return response;
-        }
-        loop {
-            let response = self.next_response().await.expect("connection closed");
-            if response.correlation_id == id {
-                return response;
-            }
-            self.early.insert(response.correlation_id, response);
-        }
-    }
-
-    async fn call(&mut self, api: pb::ApiKey, body: Body) -> pb::Response {
-        let (id, request) = self.request(api, body);
-        self.send(&request).await;
-        self.response_to(id).await
-    }
-
-    async fn create_topic(&mut self, name: &str, partitions: u32) -> pb::TopicResult {
-        let body = Body::CreateTopics(pb::CreateTopicsRequest {
-            topics: vec![pb::create_topics_request::Topic {
-                name: name.into(),
-                partitions,
-                config: None,
-            }],
-        });
-        match self.call(pb::ApiKey::CreateTopics, body).await.body {
-            Some(response::Body::CreateTopics(mut created)) => created.topics.remove(0),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
     async fn produce(
         &mut self,
         topic: &str,
@@ -116,10 +21,7 @@ impl RawClient {
         records: Bytes,
     ) -> pb::produce_response::Partition {
         let response = self
-            .call(
-                pb::ApiKey::Produce,
-                produce_body(topic, partition, records, pb::Acks::Leader),
-            )
+            .call(produce_body(topic, partition, records, pb::Acks::Leader))
             .await;
         match response.body {
             Some(response::Body::Produce(mut produced)) => produced.topics.remove(0).partitions.remove(0),
@@ -134,12 +36,7 @@ impl RawClient {
         offset: i64,
         max_wait_ms: u32,
     ) -> pb::fetch_response::Partition {
-        let response = self
-            .call(
-                pb::ApiKey::Fetch,
-                fetch_body(topic, partition, offset, max_wait_ms),
-            )
-            .await;
+        let response = self.call(fetch_body(topic, partition, offset, max_wait_ms)).await;
         match response.body {
             Some(response::Body::Fetch(mut fetched)) => fetched.topics.remove(0).partitions.remove(0),
             other => panic!("unexpected {other:?}"),
@@ -158,7 +55,7 @@ impl RawClient {
                 partitions: vec![pb::list_offsets_request::Partition { partition, timestamp }],
             }],
         });
-        match self.call(pb::ApiKey::ListOffsets, body).await.body {
+        match self.call(body).await.body {
             Some(response::Body::ListOffsets(mut listed)) => listed.topics.remove(0).partitions.remove(0),
             other => panic!("unexpected {other:?}"),
         }
@@ -230,12 +127,7 @@ fn records(fetched: &pb::fetch_response::Partition) -> Vec<(i64, String)> {
 }
 
 async fn start(dir: &std::path::Path) -> BrokerHandle {
-    let config = BrokerConfig {
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..BrokerConfig::default()
-    };
-    Broker::start(config).await.unwrap()
+    start_broker(dir, |_| {}).await
 }
 
 #[tokio::test]
@@ -339,12 +231,9 @@ async fn topic_admin_errors_use_kafka_codes() {
         ErrorCode::InvalidPartitions as i32
     );
     let deleted = client
-        .call(
-            pb::ApiKey::DeleteTopics,
-            Body::DeleteTopics(pb::DeleteTopicsRequest {
-                names: vec!["dup".into(), "nope".into()],
-            }),
-        )
+        .call(Body::DeleteTopics(pb::DeleteTopicsRequest {
+            names: vec!["dup".into(), "nope".into()],
+        }))
         .await;
     let Some(response::Body::DeleteTopics(deleted)) = deleted.body else {
         panic!()
@@ -369,10 +258,7 @@ async fn undecodable_and_unsupported_requests_get_errors_and_the_connection_surv
         (0, ErrorCode::InvalidRequest as i32)
     );
 
-    let (id, mut request) = client.request(
-        pb::ApiKey::Metadata,
-        Body::Metadata(pb::MetadataRequest::default()),
-    );
+    let (id, mut request) = client.request(Body::Metadata(pb::MetadataRequest::default()));
     request.header.as_mut().unwrap().version = 99;
     client.send(&request).await;
     assert_eq!(
@@ -380,13 +266,15 @@ async fn undecodable_and_unsupported_requests_get_errors_and_the_connection_surv
         ErrorCode::UnsupportedVersion as i32
     );
 
-    let mismatched = client
-        .call(
-            pb::ApiKey::Produce,
-            Body::Metadata(pb::MetadataRequest::default()),
-        )
-        .await;
-    assert_eq!(mismatched.error, ErrorCode::InvalidRequest as i32);
+    let (id, mismatched) = client.request_as(
+        pb::ApiKey::Produce,
+        Body::Metadata(pb::MetadataRequest::default()),
+    );
+    client.send(&mismatched).await;
+    assert_eq!(
+        client.response_to(id).await.error,
+        ErrorCode::InvalidRequest as i32
+    );
 
     assert_eq!(client.create_topic("still-fine", 1).await.error, 0);
     broker.shutdown().await.unwrap();
@@ -421,7 +309,7 @@ async fn long_poll_fetch_is_woken_by_an_append() {
     let mut consumer = RawClient::connect(&broker).await;
     let mut producer = RawClient::connect(&broker).await;
     consumer.create_topic("t", 1).await;
-    let (id, request) = consumer.request(pb::ApiKey::Fetch, fetch_body("t", 0, 0, 20_000));
+    let (id, request) = consumer.request(fetch_body("t", 0, 0, 20_000));
     let asked = Instant::now();
     consumer.send(&request).await;
     producer.produce("t", 0, batch(&["wake"], 1)).await;
@@ -452,19 +340,13 @@ async fn pipelined_produces_append_in_send_order_and_acks_none_gets_no_response(
     let mut client = RawClient::connect(&broker).await;
     client.create_topic("t", 1).await;
     let silent = client
-        .request(
-            pb::ApiKey::Produce,
-            produce_body("t", 0, batch(&["silent"], 1), pb::Acks::None),
-        )
+        .request(produce_body("t", 0, batch(&["silent"], 1), pb::Acks::None))
         .1;
     client.send(&silent).await;
     let mut ids = Vec::new();
     for i in 0..50 {
         let value = format!("v{i}");
-        let (id, request) = client.request(
-            pb::ApiKey::Produce,
-            produce_body("t", 0, batch(&[&value], 1), pb::Acks::Leader),
-        );
+        let (id, request) = client.request(produce_body("t", 0, batch(&[&value], 1), pb::Acks::Leader));
         client.send(&request).await;
         ids.push(id);
     }
@@ -497,12 +379,7 @@ async fn topics_and_records_survive_a_graceful_restart() {
     }
     let broker = start(dir.path()).await;
     let mut client = RawClient::connect(&broker).await;
-    let metadata = client
-        .call(
-            pb::ApiKey::Metadata,
-            Body::Metadata(pb::MetadataRequest::default()),
-        )
-        .await;
+    let metadata = client.call(Body::Metadata(pb::MetadataRequest::default())).await;
     let Some(response::Body::Metadata(metadata)) = metadata.body else {
         panic!()
     };
@@ -527,10 +404,7 @@ async fn acks_none_data_becomes_visible_under_flush_always_without_other_traffic
     let broker = start(dir.path()).await;
     let mut client = RawClient::connect(&broker).await;
     client.create_topic("t", 1).await;
-    let (_, silent) = client.request(
-        pb::ApiKey::Produce,
-        produce_body("t", 0, batch(&["alone"], 1), pb::Acks::None),
-    );
+    let (_, silent) = client.request(produce_body("t", 0, batch(&["alone"], 1), pb::Acks::None));
     client.send(&silent).await;
     // A long poll returns as soon as the record is synced and visible.
     let fetched = client.fetch("t", 0, 0, 10_000).await;
