@@ -22,12 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 records=${1:-1000000}
 runs=${2:-3}
-# Each member reads RECORDS/2 less one poll's worth: `perf consume --group` commits every record
-# a poll handed out, including those past its --records count, so a member that finishes
-# first may commit up to --max-poll-records records nobody counted, and the other member would
-# then wait for records that never come (reported as a bug). Reading slightly less avoids it.
 max_poll=10000
-half=$((records / 2 - max_poll))
+half=$((records / 2))
 read_total=$((2 * half))
 bin=target/release
 port=${TIDELOG_PERF_PORT:-7398}
