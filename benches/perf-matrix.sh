@@ -5,6 +5,12 @@
 #
 # Usage: benches/perf-matrix.sh [RECORDS] [RUNS]   (defaults 1000000 and 3)
 # Needs release binaries: cargo build --release --bins
+#
+# Before each produce run the page cache is synced and, when this user may (root), dropped:
+# on the VMs we measure on, buffered writes into never-touched memory run at a fraction of
+# the speed of writes into reused pages (dd shows the same), so runs would otherwise measure
+# how much memory earlier runs dirtied. Consume runs read the topic written last, which is
+# still in the page cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 records=${1:-1000000}
@@ -37,6 +43,13 @@ start_broker() { # flush policy
   exit 1
 }
 
+settle_page_cache() {
+  sync
+  if [ -w /proc/sys/vm/drop_caches ]; then
+    echo 3 > /proc/sys/vm/drop_caches
+  fi
+}
+
 # Prints the median (by records_per_s) of RUNS summary lines of the command.
 median_of_runs() {
   for _ in $(seq 1 "$runs"); do
@@ -53,11 +66,12 @@ for flush in never always; do
       topic="p${partitions}-s${size}"
       produced=$(for run in $(seq 1 "$runs"); do
         "$bin/tidelog" --broker "$broker" topic create "$topic-$run" --partitions "$partitions" >/dev/null
+        settle_page_cache
         "$bin/tidelog" --broker "$broker" perf produce "$topic-$run" --records "$records" --record-size "$size" 2>/dev/null | tail -n 1
       done | sort -t= -k3 -g | awk -v n="$runs" '{ lines[NR] = $0 } END { print lines[int((n + 1) / 2)] }')
       echo "| produce | $flush | $partitions | $size B | \`$produced\` |"
       if [ "$flush" = never ]; then
-        consumed=$(median_of_runs "$bin/tidelog" --broker "$broker" perf consume "$topic-1" --records "$records")
+        consumed=$(median_of_runs "$bin/tidelog" --broker "$broker" perf consume "$topic-$runs" --records "$records")
         echo "| consume | - | $partitions | $size B | \`$consumed\` |"
       fi
     done
