@@ -340,7 +340,10 @@ impl PartitionLog {
             ) {
                 entries.push(pair);
             }
-            first_batch_timestamp.get_or_insert(header.max_timestamp);
+            // The age-roll clock is the broker's append time, not the client's record
+            // timestamp: a producer stamping ancient times must not roll a segment (three
+            // open files) on every append.
+            first_batch_timestamp.get_or_insert(now_ms);
             last_batch = (position, next_offset);
             next_offset += i64::from(header.last_offset_delta) + 1;
         }

@@ -109,13 +109,12 @@ pub(crate) enum Refusal {
     },
 }
 
-/// Kafka's sequence arithmetic: sequences wrap from `i32::MAX` to 0.
+/// Kafka's sequence arithmetic: sequences wrap from `i32::MAX` to 0. Total for any input,
+/// because headers read back from a damaged file reach it too: negative values count as 0.
 pub(crate) fn increment_sequence(sequence: i32, increment: i32) -> i32 {
-    if sequence > i32::MAX - increment {
-        increment - (i32::MAX - sequence) - 1
-    } else {
-        sequence + increment
-    }
+    let sum = i64::from(sequence.max(0)) + i64::from(increment.max(0));
+    // The remainder is below 2^31, so it fits in i32.
+    (sum % (i64::from(i32::MAX) + 1)) as i32
 }
 
 /// Per producer id, what the partition has appended from it.
@@ -223,7 +222,7 @@ impl ProducerStateMap {
             first_sequence: header.base_sequence,
             last_sequence: increment_sequence(header.base_sequence.max(0), header.last_offset_delta),
             base_offset,
-            last_offset: base_offset + i64::from(header.last_offset_delta),
+            last_offset: base_offset.saturating_add(i64::from(header.last_offset_delta)),
         };
         if !self.producers.contains_key(&header.producer_id) && self.producers.len() >= producers_max.max(1) {
             self.evict_least_recently_used();
@@ -432,6 +431,8 @@ pub struct ProducerStateRecovery {
     pub snapshots_rejected: Vec<(i64, String)>,
     /// Batch headers read after the snapshot.
     pub batches_replayed: u64,
+    /// Damaged batch headers (impossible counts or sequences) passed over, not applied.
+    pub headers_skipped: u64,
     pub producers: usize,
 }
 
@@ -527,10 +528,25 @@ pub(crate) fn rebuild(
                 }
             };
             scanner.skip();
-            if header.base_offset >= from {
-                map.apply(&header, header.base_offset, producers_max);
-                recovery.batches_replayed += 1;
+            if header.base_offset < from {
+                continue;
             }
+            // Sealed segments are trusted without a CRC scan, so a header can be damaged:
+            // one that no producer could have written is skipped, never applied.
+            let plausible = header.last_offset_delta >= 0
+                && header.record_count == header.last_offset_delta.saturating_add(1)
+                && (header.producer_id < 0 || (header.producer_epoch >= 0 && header.base_sequence >= 0));
+            if !plausible {
+                tracing::warn!(
+                    log = %segment.paths.log.display(),
+                    base_offset = header.base_offset,
+                    "skipping a damaged batch header while rebuilding producer state"
+                );
+                recovery.headers_skipped += 1;
+                continue;
+            }
+            map.apply(&header, header.base_offset, producers_max);
+            recovery.batches_replayed += 1;
         }
     }
     map.remove_below(log_start_offset);

@@ -94,7 +94,8 @@ pub(crate) struct SegmentState {
     pub end: u64,
     pub next_offset: i64,
     pub max_timestamp: i64,
-    /// The first batch's max timestamp: the clock for age-based rolls.
+    /// The clock for age-based rolls: when the first batch was appended (broker time); after
+    /// a restart, the first batch's max timestamp.
     pub first_batch_timestamp: i64,
     /// Position and base offset of the last batch.
     pub last_batch: Option<(u64, i64)>,

@@ -403,3 +403,15 @@ fn partition_log_can_be_shared_across_threads() {
     shareable::<PartitionLog>();
     shareable::<StorageError>();
 }
+
+#[test]
+fn ancient_record_timestamps_do_not_roll_a_segment_per_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), config(FlushPolicy::Never)).unwrap();
+    let now = 1_700_000_000_000;
+    for _ in 0..50 {
+        // Records stamped at the epoch, appended now: the segment's age is the broker's.
+        log.append(&[simple_batch(1, 0, 10)], now).unwrap();
+    }
+    assert_eq!(log.segment_count(), 1);
+}

@@ -627,3 +627,59 @@ fn producer_model(seed: u64, runtime: &tokio::runtime::Runtime) {
     let unique: HashSet<&(i64, i16, i32)> = stamps.iter().collect();
     assert_eq!(unique.len(), stamps.len(), "seed {seed}: a batch is stored twice");
 }
+
+/// Sealed segments are trusted without a CRC scan; with every snapshot gone, a damaged batch
+/// header (here a negative lastOffsetDelta) reaches the producer-state rebuild. It must be
+/// skipped and reported, never panic the open.
+#[test]
+fn a_damaged_header_in_a_sealed_segment_is_skipped_when_rebuilding_without_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 400,
+        retention_ms: -1,
+        index_interval_bytes: 1,
+        flush: FlushPolicy::Always,
+        ..LogConfig::default()
+    };
+    let now = 1_700_000_000_000;
+    {
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        for i in 0..6 {
+            log.append(&[damage_test_batch(7, i * 3, now)], now).unwrap();
+        }
+        assert!(log.segment_count() > 1, "the test needs a sealed segment");
+        log.close().unwrap();
+    }
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|extension| extension == "snapshot") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    // The first batch of the first segment starts after the 32-byte file header.
+    let path = dir.path().join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[32 + tidelog_proto::batch::LAST_OFFSET_DELTA_OFFSET] ^= 0x80;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    assert_eq!(log.producer_state_recovery().headers_skipped, 1);
+}
+
+fn damage_test_batch(producer_id: i64, sequence: i32, timestamp: i64) -> RecordBatch {
+    let mut builder = RecordBatchBuilder::new().with_producer(ProducerStamp {
+        producer_id,
+        producer_epoch: 0,
+        base_sequence: sequence,
+    });
+    for index in 0..3 {
+        builder.push(&NewRecord {
+            timestamp: timestamp + index,
+            key: None,
+            value: Some(Bytes::from(vec![1u8; 20])),
+            headers: Vec::new(),
+        });
+    }
+    let bytes = builder.build().unwrap();
+    RecordBatch::split_first(&bytes).unwrap().0
+}
