@@ -190,6 +190,15 @@ pub struct Limits {
     pub fetch_bytes_max: usize,
     /// Longest a Fetch may wait for data.
     pub fetch_wait_ms_max: u64,
+    /// Bytes of fetched data one connection may hold at once, read but not yet written to its
+    /// socket; a client that pipelines fetches and never reads waits here, it cannot grow
+    /// the broker's memory. Must be at least `fetch_bytes_max`.
+    pub connection_fetch_bytes_in_flight_max: usize,
+    /// The same bound over all connections together.
+    pub fetch_bytes_in_flight_max: usize,
+    /// At shutdown, how long connections get to finish their in-flight requests before they
+    /// are cut (a client that never reads its socket would otherwise hold shutdown forever).
+    pub shutdown_drain_ms_max: u64,
     /// Longest a Produce may wait for its data to be synced.
     pub produce_timeout_ms_max: u64,
     pub connections_max: usize,
@@ -209,6 +218,9 @@ impl Default for Limits {
             batch_bytes_max: 16 << 20,
             fetch_bytes_max: 50 << 20,
             fetch_wait_ms_max: 60_000,
+            connection_fetch_bytes_in_flight_max: 128 << 20,
+            fetch_bytes_in_flight_max: 2 << 30,
+            shutdown_drain_ms_max: 30_000,
             produce_timeout_ms_max: 300_000,
             connections_max: 4_096,
             in_flight_requests_per_connection_max: 128,
@@ -235,6 +247,20 @@ impl BrokerConfig {
                 "limits.fetch_bytes_max ({}) plus 1 MiB of framing must fit in limits.frame_bytes_max ({})",
                 limits.fetch_bytes_max, limits.frame_bytes_max
             ));
+        }
+        if limits.connection_fetch_bytes_in_flight_max < limits.fetch_bytes_max
+            || limits.fetch_bytes_in_flight_max < limits.connection_fetch_bytes_in_flight_max
+        {
+            return fail(
+                "limits.fetch_bytes_max <= limits.connection_fetch_bytes_in_flight_max <= \
+                 limits.fetch_bytes_in_flight_max must hold"
+                    .into(),
+            );
+        }
+        if limits.fetch_wait_ms_max > 3_600_000 || limits.produce_timeout_ms_max > 3_600_000 {
+            return fail(
+                "limits.fetch_wait_ms_max and limits.produce_timeout_ms_max are at most an hour".into(),
+            );
         }
         if limits.batch_bytes_max > limits.frame_bytes_max {
             return fail("limits.batch_bytes_max must not exceed limits.frame_bytes_max".into());

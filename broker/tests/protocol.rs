@@ -411,3 +411,35 @@ async fn acks_none_data_becomes_visible_under_flush_always_without_other_traffic
     assert_eq!(records(&fetched), [(0, "alone".to_string())]);
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn pipelined_fetches_beyond_the_memory_budget_wait_their_turn_and_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), |config| {
+        config.limits.fetch_bytes_max = 1 << 20;
+        config.limits.connection_fetch_bytes_in_flight_max = 1 << 20;
+    })
+    .await;
+    let mut client = RawClient::connect(&broker).await;
+    client.create_topic("t", 1).await;
+    let value = "x".repeat(200_000);
+    for _ in 0..5 {
+        client.produce("t", 0, batch(&[&value], 1)).await;
+    }
+    // Each fetch may take the whole connection budget, so they run one at a time; a client
+    // that reads nothing until it has sent them all must still get every answer.
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let (id, request) = client.request(fetch_body("t", 0, 0, 0));
+        client.send(&request).await;
+        ids.push(id);
+    }
+    for id in ids {
+        let response = client.response_to(id).await;
+        let Some(response::Body::Fetch(fetched)) = response.body else {
+            panic!("{response:?}")
+        };
+        assert!(!fetched.topics[0].partitions[0].records.is_empty());
+    }
+    broker.shutdown().await.unwrap();
+}

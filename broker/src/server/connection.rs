@@ -23,8 +23,15 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use super::budget::{FetchBudget, FetchReservation};
 use super::handlers::{self, Outcome};
 use super::response::{encode_response, FrameChunks};
+
+/// A framed response on its way to the socket, with the fetch memory it holds until written.
+struct Outgoing {
+    chunks: FrameChunks,
+    reservation: Option<FetchReservation>,
+}
 use crate::broker::BrokerContext;
 
 /// Initial read buffer; it grows to the largest frame in flight.
@@ -46,7 +53,11 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Brok
         let (responses, queued) = mpsc::channel(limits.response_queue_depth);
         let writer = tokio::spawn(write_responses(writer, queued).in_current_span());
         let in_flight = Arc::new(Semaphore::new(limits.in_flight_requests_per_connection_max));
-        match read_requests(reader, peer, &context, &responses, &in_flight).await {
+        let fetch_budget = FetchBudget::new(
+            limits.connection_fetch_bytes_in_flight_max,
+            context.fetch_memory.clone(),
+        );
+        match read_requests(reader, peer, &context, &responses, &in_flight, &fetch_budget).await {
             Ok(()) => tracing::debug!("client closed the connection"),
             Err(reason) => tracing::warn!(%reason, "closing connection"),
         }
@@ -67,8 +78,9 @@ async fn read_requests(
     mut reader: tokio::net::tcp::OwnedReadHalf,
     peer: SocketAddr,
     context: &Arc<BrokerContext>,
-    responses: &mpsc::Sender<FrameChunks>,
+    responses: &mpsc::Sender<Outgoing>,
     in_flight: &Arc<Semaphore>,
+    fetch_budget: &FetchBudget,
 ) -> Result<(), String> {
     let frame_bytes_max = context.config.limits.frame_bytes_max;
     let mut shutdown = context.shutdown.clone();
@@ -89,7 +101,7 @@ async fn read_requests(
                 permit = in_flight.clone().acquire_owned() => permit.map_err(|error| error.to_string())?,
                 _ = shutdown.changed() => return Ok(()),
             };
-            start_request(frame, peer, context, responses, permit).await;
+            start_request(frame, peer, context, responses, fetch_budget, permit).await;
         }
         if *shutdown.borrow() {
             return Ok(());
@@ -111,7 +123,8 @@ async fn start_request(
     frame: Bytes,
     peer: SocketAddr,
     context: &Arc<BrokerContext>,
-    responses: &mpsc::Sender<FrameChunks>,
+    responses: &mpsc::Sender<Outgoing>,
+    fetch_budget: &FetchBudget,
     permit: OwnedSemaphorePermit,
 ) {
     let frame_bytes_max = context.config.limits.frame_bytes_max;
@@ -137,7 +150,7 @@ async fn start_request(
     let correlation_id = header.correlation_id;
     let span =
         tracing::debug_span!("request", api = ?header.api(), correlation_id, client_id = %header.client_id);
-    let outcome = span.in_scope(|| handlers::dispatch(context, peer, &header, request.body));
+    let outcome = span.in_scope(|| handlers::dispatch(context, peer, fetch_budget, &header, request.body));
     match outcome {
         Outcome::Reply(body) => {
             let response = body_response(correlation_id, body);
@@ -155,6 +168,19 @@ async fn start_request(
                     if let Some(body) = pending.await {
                         let response = body_response(correlation_id, body);
                         send_response(&responses, response, frame_bytes_max).await;
+                    }
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+        Outcome::DeferredHeld(pending) => {
+            let responses = responses.clone();
+            tokio::spawn(
+                async move {
+                    if let Some((body, reservation)) = pending.await {
+                        let response = body_response(correlation_id, body);
+                        send_held_response(&responses, response, frame_bytes_max, reservation).await;
                     }
                     drop(permit);
                 }
@@ -184,10 +210,16 @@ fn error_response(correlation_id: u64, code: ErrorCode, message: String) -> pb::
 
 /// Frames `response` and queues it for the writer. A response too large to frame becomes an
 /// error response, so the client is never left waiting.
-async fn send_response(
-    responses: &mpsc::Sender<FrameChunks>,
+async fn send_response(responses: &mpsc::Sender<Outgoing>, response: pb::Response, frame_bytes_max: usize) {
+    send_held_response(responses, response, frame_bytes_max, None).await;
+}
+
+/// `send_response` for a response holding fetch memory, released once it is written.
+async fn send_held_response(
+    responses: &mpsc::Sender<Outgoing>,
     response: pb::Response,
     frame_bytes_max: usize,
+    reservation: Option<FetchReservation>,
 ) {
     let correlation_id = response.correlation_id;
     let frame = match encode_response(response, frame_bytes_max) {
@@ -202,26 +234,37 @@ async fn send_response(
         }
     };
     // The writer is gone only when the client's socket failed; nothing left to tell it.
-    let _ = responses.send(frame).await;
+    let _ = responses
+        .send(Outgoing {
+            chunks: frame,
+            reservation,
+        })
+        .await;
 }
 
 /// Writes queued response frames, gathering whatever is already queued into one vectored
 /// write.
-async fn write_responses(mut writer: OwnedWriteHalf, mut queued: mpsc::Receiver<FrameChunks>) {
+async fn write_responses(mut writer: OwnedWriteHalf, mut queued: mpsc::Receiver<Outgoing>) {
     let mut pending: VecDeque<Bytes> = VecDeque::new();
+    let mut held: Vec<FetchReservation> = Vec::new();
     while let Some(frame) = queued.recv().await {
-        let mut gathered: usize = frame.iter().map(Bytes::len).sum();
-        pending.extend(frame);
+        let mut gathered: usize = frame.chunks.iter().map(Bytes::len).sum();
+        pending.extend(frame.chunks);
+        held.extend(frame.reservation);
         while gathered < WRITE_COALESCE_BYTES {
             match queued.try_recv() {
                 Ok(more) => {
-                    gathered += more.iter().map(Bytes::len).sum::<usize>();
-                    pending.extend(more);
+                    gathered += more.chunks.iter().map(Bytes::len).sum::<usize>();
+                    pending.extend(more.chunks);
+                    held.extend(more.reservation);
                 }
                 Err(_) => break,
             }
         }
-        if let Err(error) = write_all_chunks(&mut writer, &mut pending).await {
+        let written = write_all_chunks(&mut writer, &mut pending).await;
+        // Written (or failed): either way the fetched bytes are no longer needed.
+        held.clear();
+        if let Err(error) = written {
             tracing::debug!(%error, "write failed; dropping the remaining responses");
             // Keep receiving so senders never block on a dead connection.
             while queued.recv().await.is_some() {}

@@ -2,6 +2,7 @@
 //! Shape after mini-redis: a semaphore bounds connections; a watch channel tells every task to
 //! stop; `run` returns only after every connection has drained.
 
+mod budget;
 mod connection;
 mod handlers;
 mod response;
@@ -56,5 +57,14 @@ pub(crate) async fn run(listener: TcpListener, context: Arc<BrokerContext>) {
         }
     }
     drop(listener);
-    while connections.join_next().await.is_some() {}
+    let drain = std::time::Duration::from_millis(context.config.limits.shutdown_drain_ms_max);
+    let drained =
+        tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "connections still busy after the shutdown drain limit; closing them"
+        );
+        connections.shutdown().await;
+    }
 }

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::{storage_error, unknown_partition, Outcome};
 use crate::broker::BrokerContext;
+use crate::server::budget::FetchBudget;
 use crate::storage::{PartitionLog, StorageError};
 
 /// One partition asked for, resolved against the registry.
@@ -24,7 +25,11 @@ struct Wanted {
     max_bytes: usize,
 }
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::FetchRequest) -> Outcome {
+pub(super) fn handle(
+    context: &Arc<BrokerContext>,
+    fetch_budget: &FetchBudget,
+    request: pb::FetchRequest,
+) -> Outcome {
     let limits = &context.config.limits;
     let max_wait = Duration::from_millis(u64::from(request.max_wait_ms).min(limits.fetch_wait_ms_max));
     let min_bytes = request.min_bytes as usize;
@@ -48,7 +53,8 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::FetchRequest) ->
         names.push(topic.name);
     }
     let mut shutdown = context.shutdown.clone();
-    Outcome::Deferred(Box::pin(async move {
+    let budget = fetch_budget.clone();
+    Outcome::DeferredHeld(Box::pin(async move {
         let deadline = Instant::now() + max_wait;
         // Subscribe before the first read, so an append between the read and the wait still
         // wakes us.
@@ -56,10 +62,12 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::FetchRequest) ->
             .iter()
             .filter_map(|want| want.log.as_ref().map(|log| log.subscribe()))
             .collect();
-        let results = loop {
+        let (results, reservation) = loop {
             for watch in &mut watches {
                 watch.borrow_and_update();
             }
+            // Memory for what this pass may read; given back below if the fetch waits on.
+            let reservation = budget.reserve(max_bytes).await;
             let (results, total_bytes, any_error) = read_all(&names, &wanted, max_bytes);
             // min_bytes 0 asks for an immediate answer, as in Kafka.
             let done = min_bytes == 0
@@ -69,8 +77,9 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::FetchRequest) ->
                 || Instant::now() >= deadline
                 || *shutdown.borrow();
             if done {
-                break results;
+                break (results, reservation);
             }
+            drop(reservation);
             let woken = select_all(watches.iter_mut().map(|watch| Box::pin(watch.changed())));
             tokio::select! {
                 _ = woken => {}
@@ -83,7 +92,10 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::FetchRequest) ->
             .zip(results)
             .map(|(name, partitions)| fetch_response::Topic { name, partitions })
             .collect();
-        Some(pb::response::Body::Fetch(pb::FetchResponse { topics }))
+        Some((
+            pb::response::Body::Fetch(pb::FetchResponse { topics }),
+            reservation,
+        ))
     }))
 }
 

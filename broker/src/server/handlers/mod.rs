@@ -22,11 +22,15 @@ use std::sync::Arc;
 use tidelog_proto::pb::{self, request::Body, ErrorCode};
 use tidelog_proto::PROTOCOL_VERSION;
 
+use super::budget::{FetchBudget, FetchReservation};
 use crate::broker::BrokerContext;
 use crate::error::{GroupError, TopicError};
 use crate::storage::StorageError;
 
 pub(crate) type Pending = Pin<Box<dyn Future<Output = Option<pb::response::Body>> + Send>>;
+/// A deferred answer that holds fetched bytes: the reservation is released once it is written.
+pub(crate) type PendingHeld =
+    Pin<Box<dyn Future<Output = Option<(pb::response::Body, Option<FetchReservation>)>> + Send>>;
 
 /// What a handler did with a request.
 pub(crate) enum Outcome {
@@ -38,12 +42,15 @@ pub(crate) enum Outcome {
     Silent,
     /// The in-order part is done; the rest (a sync, a long poll) finishes in its own task.
     Deferred(Pending),
+    /// Like `Deferred`, for a response holding fetched data from the connection's budget.
+    DeferredHeld(PendingHeld),
 }
 
 /// Routes one decoded request. `peer` is the client's address, recorded for group members.
 pub(crate) fn dispatch(
     context: &Arc<BrokerContext>,
     peer: std::net::SocketAddr,
+    fetch_budget: &FetchBudget,
     header: &pb::RequestHeader,
     body: Option<Body>,
 ) -> Outcome {
@@ -70,7 +77,7 @@ pub(crate) fn dispatch(
         Body::DeleteTopics(request) => delete_topics::handle(context, request),
         Body::Metadata(request) => metadata::handle(context, request),
         Body::Produce(request) => produce::handle(context, request),
-        Body::Fetch(request) => fetch::handle(context, request),
+        Body::Fetch(request) => fetch::handle(context, fetch_budget, request),
         Body::ListOffsets(request) => list_offsets::handle(context, request),
         Body::ConsumerGroupHeartbeat(request) => {
             consumer_group_heartbeat::handle(context, &header.client_id, peer, request)
