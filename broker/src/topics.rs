@@ -230,6 +230,14 @@ impl TopicRegistry {
     }
 
     fn open_topic(&self, record: TopicRecord) -> Result<Topic, TopicError> {
+        // Checked again on load: a record read back from the store is input too.
+        validate_topic_name(&record.name, self.limits.topic_name_bytes_max)?;
+        if record.partitions == 0 || record.partitions > self.limits.partitions_per_topic_max {
+            return Err(TopicError::InvalidPartitions {
+                count: record.partitions,
+                max: self.limits.partitions_per_topic_max,
+            });
+        }
         let log_config = self.log_config(&record.overrides)?;
         let dir = self.topics_dir.join(&record.name);
         let mut partitions = Vec::with_capacity(record.partitions as usize);

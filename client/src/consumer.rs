@@ -307,7 +307,7 @@ impl Consumer {
     /// [`Error::CorruptBatch`], broker errors. The consumer stays usable: the next poll
     /// reconnects and retries.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<Record>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             self.resolve_positions().await?;
             self.start_fetches().await?;
@@ -601,6 +601,15 @@ fn decode_records(
         next = Offset::new(header.next_offset());
     }
     Ok(next)
+}
+
+/// `now + timeout`, saturating: a caller may pass `Duration::MAX` to mean "wait as long as it
+/// takes", which plain addition would turn into a panic.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    // A year is beyond any wait this client makes and cannot overflow an Instant.
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 60 * 60))
 }
 
 #[cfg(test)]

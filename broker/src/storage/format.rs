@@ -360,8 +360,16 @@ pub fn parse_segment_file_name(name: &str) -> Option<(i64, FileKind)> {
         return None;
     }
     let base_offset: i64 = stem.parse().ok()?;
+    // No real log comes near this; refusing larger bases keeps `base + relative offset`
+    // (a u32) from overflowing for any file a damaged or hostile directory could hold.
+    if base_offset > SEGMENT_BASE_OFFSET_MAX {
+        return None;
+    }
     Some((base_offset, kind))
 }
+
+/// The largest segment base offset a file name may carry.
+pub const SEGMENT_BASE_OFFSET_MAX: i64 = i64::MAX - (1 << 33);
 
 pub(crate) fn u16_at(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])

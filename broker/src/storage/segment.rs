@@ -775,8 +775,16 @@ pub(crate) fn scan_batches(
             ));
             break;
         };
-        // header.base_offset <= last offset, so it fits too.
-        let relative_offset = relative_last - header.last_offset_delta as u32;
+        let Some(relative_offset) = u32::try_from(header.last_offset_delta)
+            .ok()
+            .and_then(|delta| relative_last.checked_sub(delta))
+        else {
+            outcome.problem = Some(format!(
+                "batch at offset {} has lastOffsetDelta {} reaching before the segment base {base_offset}",
+                header.base_offset, header.last_offset_delta
+            ));
+            break;
+        };
         // next_header checked the length.
         let total = header.total_bytes().unwrap_or(0) as u64;
         if let Some(placer) = placer.as_mut() {

@@ -267,7 +267,7 @@ impl GroupConsumer {
             commit_rx,
         ));
         let next_auto_commit = match config.auto_commit {
-            AutoCommit::Interval(interval) => Instant::now() + interval,
+            AutoCommit::Interval(interval) => crate::consumer::deadline_after(interval),
             AutoCommit::Off => Instant::now(),
         };
         Ok(GroupConsumer {
@@ -339,7 +339,7 @@ impl GroupConsumer {
     /// [`seek`](Self::seek)ed; [`Error::GroupMembership`] when the coordinator refused this
     /// member for good; fetch errors as from [`Consumer::poll`].
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<Record>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::consumer::deadline_after(timeout);
         loop {
             self.maintain().await?;
             if !self.pending.is_empty() {

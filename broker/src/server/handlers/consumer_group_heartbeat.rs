@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use tidelog_proto::pb::{self, ErrorCode};
 
-use super::{blocking, group_error, partition_count, Outcome};
+use super::{blocking, group_error, partition_count, topic_error, Outcome};
 use crate::broker::BrokerContext;
 use crate::groups::assignor::Assignment;
 use crate::groups::coordinator::{Heartbeat, HeartbeatReply};
+use crate::topics::validate_topic_name;
 
 pub(super) fn handle(
     context: &Arc<BrokerContext>,
@@ -18,6 +19,16 @@ pub(super) fn handle(
     peer: std::net::SocketAddr,
     request: pb::ConsumerGroupHeartbeatRequest,
 ) -> Outcome {
+    // Subscriptions are stored per member and persisted: every name must be a topic name.
+    let name_bytes_max = context.config.limits.topic_name_bytes_max;
+    if let Some(error) = request
+        .subscribed_topics
+        .iter()
+        .find_map(|topic| validate_topic_name(topic, name_bytes_max).err())
+    {
+        let (code, message) = topic_error(&error);
+        return Outcome::Reply(failed(code, message));
+    }
     let heartbeat = Heartbeat {
         group_id: request.group_id,
         member_id: request.member_id,
