@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use tidelog_proto::pb::{self, ErrorCode};
+use tidelog_proto::pb;
 
-use super::{blocking, topic_error, Outcome};
+use super::{blocking, topic_result, Outcome};
 use crate::broker::BrokerContext;
 use crate::clock::now_ms;
 use crate::metadata::TopicOverrides;
@@ -24,24 +24,11 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::CreateTopicsRequ
                         partitions: (topic.partitions != 0).then_some(topic.partitions),
                         overrides: overrides(topic.config.unwrap_or_default()),
                     };
-                    match context.registry.create(spec, now_ms()) {
-                        Ok(created) => {
-                            tracing::info!(topic = %name, partitions = created.partitions.len(), "topic created");
-                            pb::TopicResult {
-                                name,
-                                error: ErrorCode::None as i32,
-                                message: String::new(),
-                            }
-                        }
-                        Err(error) => {
-                            let (code, message) = topic_error(&error);
-                            pb::TopicResult {
-                                name,
-                                error: code as i32,
-                                message,
-                            }
-                        }
+                    let created = context.registry.create(spec, now_ms());
+                    if let Ok(topic) = &created {
+                        tracing::info!(topic = %name, partitions = topic.partitions.len(), "topic created");
                     }
+                    topic_result(name, &created)
                 })
                 .collect()
         })

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use tidelog_proto::pb::{self, ErrorCode};
+use tidelog_proto::pb;
 
-use super::{blocking, topic_error, Outcome};
+use super::{blocking, topic_result, Outcome};
 use crate::broker::BrokerContext;
 
 pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::DeleteTopicsRequest) -> Outcome {
@@ -14,23 +14,12 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::DeleteTopicsRequ
             request
                 .names
                 .into_iter()
-                .map(|name| match context.registry.delete(&name) {
-                    Ok(()) => {
+                .map(|name| {
+                    let deleted = context.registry.delete(&name);
+                    if deleted.is_ok() {
                         tracing::info!(topic = %name, "topic deleted");
-                        pb::TopicResult {
-                            name,
-                            error: ErrorCode::None as i32,
-                            message: String::new(),
-                        }
                     }
-                    Err(error) => {
-                        let (code, message) = topic_error(&error);
-                        pb::TopicResult {
-                            name,
-                            error: code as i32,
-                            message,
-                        }
-                    }
+                    topic_result(name, &deleted)
                 })
                 .collect()
         })

@@ -101,6 +101,19 @@ pub(crate) fn storage_error(error: &StorageError) -> (ErrorCode, String) {
     (code, error.to_string())
 }
 
+/// One topic's line in a CreateTopics or DeleteTopics response.
+fn topic_result<T>(name: String, result: &Result<T, TopicError>) -> pb::TopicResult {
+    let (code, message) = match result {
+        Ok(_) => (ErrorCode::None, String::new()),
+        Err(error) => topic_error(error),
+    };
+    pb::TopicResult {
+        name,
+        error: code as i32,
+        message,
+    }
+}
+
 /// The wire code and message for a topic-level failure.
 pub(crate) fn topic_error(error: &TopicError) -> (ErrorCode, String) {
     let code = match error {
