@@ -10,7 +10,7 @@ use crate::storage::StorageError;
 /// Errors of the metadata store (sled), kept apart so the store can be swapped.
 #[derive(Debug, Error)]
 pub enum MetadataError {
-    #[error("metadata store at {path}: {source}")]
+    #[error("cannot open the metadata store at {path}")]
     Open {
         path: String,
         #[source]

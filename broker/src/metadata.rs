@@ -178,15 +178,39 @@ pub struct SledMetadataStore {
 }
 
 impl SledMetadataStore {
+    /// Opens (creating if absent) the store at `path`.
+    ///
+    /// sled 0.34 releases its file lock from a background thread after the last handle is
+    /// dropped, so a store closed a moment ago (an in-process restart) can still look locked:
+    /// a lock conflict is retried for up to `LOCK_WAIT`. Another live process holding the
+    /// directory still fails, with sled's "could not acquire lock" error.
     pub fn open(path: &Path) -> Result<Self, MetadataError> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|source| MetadataError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
-        Ok(Self { db })
+        const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+        const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+        let started = std::time::Instant::now();
+        loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => return Ok(Self { db }),
+                Err(source) if is_lock_conflict(&source) && started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(source) => {
+                    return Err(MetadataError::Open {
+                        path: path.display().to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+}
+
+fn is_lock_conflict(error: &sled::Error) -> bool {
+    match error {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
     }
 }
 
