@@ -413,27 +413,16 @@ impl Segment {
         let start = self.position_for_offset(offset);
         let mut scanner = BatchScanner::new(&*self.log, start, end, LOCATE_CHUNK_BYTES);
         let (position, first) = loop {
-            match scanner
-                .next_header()
-                .map_err(StorageError::io("reading", &self.paths.log))?
-            {
-                ScanStep::End => return Ok(None),
-                ScanStep::Invalid(reason) => {
-                    return Err(StorageError::corrupt(
-                        &self.paths.log,
-                        format!("at byte {}: {reason}", scanner.position()),
-                    ))
-                }
-                ScanStep::Batch(position, header) => {
-                    if header.base_offset >= high_watermark {
-                        return Ok(None);
-                    }
-                    if header.next_offset() > offset {
-                        break (position, header);
-                    }
-                    scanner.skip();
-                }
+            let Some((position, header)) = self.next_batch(&mut scanner)? else {
+                return Ok(None);
+            };
+            if header.base_offset >= high_watermark {
+                return Ok(None);
             }
+            if header.next_offset() > offset {
+                break (position, header);
+            }
+            scanner.skip();
         };
         // parse() checked the length, so total_bytes() is Some.
         let first_bytes = first.total_bytes().unwrap_or(BATCH_HEADER_BYTES);
@@ -460,46 +449,51 @@ impl Segment {
         let start = self.position_for_timestamp(timestamp);
         let mut scanner = BatchScanner::new(&*self.log, start, end, LOCATE_CHUNK_BYTES);
         loop {
-            match scanner
-                .next_header()
-                .map_err(StorageError::io("reading", &self.paths.log))?
-            {
-                ScanStep::End => return Ok(None),
-                ScanStep::Invalid(reason) => {
-                    return Err(StorageError::corrupt(
-                        &self.paths.log,
-                        format!("at byte {}: {reason}", scanner.position()),
-                    ))
-                }
-                ScanStep::Batch(_, header) => {
-                    if header.base_offset >= high_watermark {
-                        return Ok(None);
-                    }
-                    if header.max_timestamp < timestamp {
-                        scanner.skip();
-                        continue;
-                    }
-                    if header.is_log_append_time() {
-                        // Every record of a log-append-time batch carries the batch's timestamp.
-                        return Ok(Some((header.base_offset, header.max_timestamp)));
-                    }
-                    let bytes = scanner
-                        .batch_bytes()
-                        .map_err(StorageError::io("reading", &self.paths.log))?;
-                    let bytes = Bytes::copy_from_slice(bytes);
-                    let found = first_record_at_or_after(&bytes, timestamp).map_err(|source| {
-                        StorageError::Corrupt {
-                            path: self.paths.log.clone(),
-                            detail: format!("batch at offset {} does not decode", header.base_offset),
-                            source: Some(source),
-                        }
-                    })?;
-                    if found.is_some() {
-                        return Ok(found);
-                    }
-                    scanner.skip();
-                }
+            let Some((_, header)) = self.next_batch(&mut scanner)? else {
+                return Ok(None);
+            };
+            if header.base_offset >= high_watermark {
+                return Ok(None);
             }
+            if header.max_timestamp < timestamp {
+                scanner.skip();
+                continue;
+            }
+            if header.is_log_append_time() {
+                // Every record of a log-append-time batch carries the batch's timestamp.
+                return Ok(Some((header.base_offset, header.max_timestamp)));
+            }
+            let bytes = scanner
+                .batch_bytes()
+                .map_err(StorageError::io("reading", &self.paths.log))?;
+            let bytes = Bytes::copy_from_slice(bytes);
+            let found =
+                first_record_at_or_after(&bytes, timestamp).map_err(|source| StorageError::Corrupt {
+                    path: self.paths.log.clone(),
+                    detail: format!("batch at offset {} does not decode", header.base_offset),
+                    source: Some(source),
+                })?;
+            if found.is_some() {
+                return Ok(found);
+            }
+            scanner.skip();
+        }
+    }
+
+    /// The scanner's next batch (position and header) for a reader, `None` at the end; bytes
+    /// that are not a whole batch are corruption here, since readers only scan below the end
+    /// recovery verified.
+    fn next_batch(&self, scanner: &mut BatchScanner<'_>) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+        match scanner
+            .next_header()
+            .map_err(StorageError::io("reading", &self.paths.log))?
+        {
+            ScanStep::End => Ok(None),
+            ScanStep::Invalid(reason) => Err(StorageError::corrupt(
+                &self.paths.log,
+                format!("at byte {}: {reason}", scanner.position()),
+            )),
+            ScanStep::Batch(position, header) => Ok(Some((position, header))),
         }
     }
 }
