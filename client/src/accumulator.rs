@@ -193,6 +193,60 @@ struct TopicBatches {
     previous_sticky: Option<u32>,
 }
 
+/// The topics a producer has written to, found by name. A producer usually writes to one
+/// topic, or a few in turn: the last one found is checked first (by pointer, then by
+/// content), which saves hashing the name on every record.
+#[derive(Debug, Default)]
+struct Topics {
+    list: Vec<(TopicName, TopicBatches)>,
+    by_name: HashMap<TopicName, usize>,
+    last: usize,
+}
+
+impl Topics {
+    fn find(&mut self, name: &TopicName) -> Option<&mut TopicBatches> {
+        let last_matches = self
+            .list
+            .get(self.last)
+            .is_some_and(|(last, _)| last.same_as(name));
+        if !last_matches {
+            self.last = *self.by_name.get(name.as_str())?;
+        }
+        self.list.get_mut(self.last).map(|(_, topic)| topic)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut TopicBatches> {
+        let index = *self.by_name.get(name)?;
+        self.list.get_mut(index).map(|(_, topic)| topic)
+    }
+
+    fn get_or_insert(&mut self, name: &TopicName) -> &mut TopicBatches {
+        let index = match self.by_name.get(name.as_str()) {
+            Some(index) => *index,
+            None => {
+                self.list.push((
+                    name.clone(),
+                    TopicBatches {
+                        open: Vec::new(),
+                        capacity_hint: Vec::new(),
+                        sequences: Vec::new(),
+                        sticky: None,
+                        previous_sticky: None,
+                    },
+                ));
+                self.by_name.insert(name.clone(), self.list.len() - 1);
+                self.list.len() - 1
+            }
+        };
+        // `index` comes from `by_name`, whose entries all point into `list` (never shrunk).
+        &mut self.list[index].1
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&TopicName, &mut TopicBatches)> {
+        self.list.iter_mut().map(|(name, topic)| (&*name, topic))
+    }
+}
+
 /// Batching limits, from the producer config.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchLimits {
@@ -219,7 +273,7 @@ pub(crate) struct Accumulator {
     limits: BatchLimits,
     /// Set once an idempotent producer has its id; every batch sealed after is stamped.
     producer: Option<ProducerIdentity>,
-    topics: HashMap<TopicName, TopicBatches>,
+    topics: Topics,
     ready: VecDeque<ReadyBatch>,
     rng: StdRng,
 }
@@ -229,7 +283,7 @@ impl Accumulator {
         Self {
             limits,
             producer: None,
-            topics: HashMap::new(),
+            topics: Topics::default(),
             ready: VecDeque::new(),
             rng,
         }
@@ -238,13 +292,7 @@ impl Accumulator {
     /// Learns (or updates) a topic's partition count. Open batches of partitions beyond a
     /// shrunken count stay until sealed.
     pub fn set_partition_count(&mut self, topic: &TopicName, partitions: u32) {
-        let entry = self.topics.entry(topic.clone()).or_insert_with(|| TopicBatches {
-            open: Vec::new(),
-            capacity_hint: Vec::new(),
-            sequences: Vec::new(),
-            sticky: None,
-            previous_sticky: None,
-        });
+        let entry = self.topics.get_or_insert(topic);
         let partitions = partitions as usize;
         if entry.open.len() < partitions {
             entry.open.resize_with(partitions, || None);
@@ -268,7 +316,7 @@ impl Accumulator {
         timestamp_ms: i64,
         now: impl FnOnce() -> Instant,
     ) -> Result<Appended> {
-        let Some(topic) = self.topics.get_mut(record.topic.as_str()) else {
+        let Some(topic) = self.topics.find(&record.topic) else {
             return Ok(Appended::NeedMetadata);
         };
         let partitions = topic.open.len() as u32;
@@ -297,20 +345,24 @@ impl Accumulator {
         };
         let mut wake_sender = false;
         // Seal a batch the record would overflow; a keyless record then moves to a new sticky
-        // partition, as Kafka's sticky partitioner does when a batch completes.
-        let full = topic.open[partition as usize].as_ref().is_some_and(|open| {
-            open.writer.record_count() > 0
-                && open.writer.size_bytes() + open.writer.record_size_bytes(&parts)
-                    > self.limits.batch_size_bytes
-        });
-        if full {
-            if let Some(open) = topic.open[partition as usize].take() {
-                let ready = seal(topic, &record.topic, partition, open, self.producer);
-                self.ready.push_back(ready);
-                wake_sender = true;
-            }
-            if keyless {
-                partition = sticky(topic, partitions, &mut self.rng);
+        // partition, as Kafka's sticky partitioner does when a batch completes. The record is
+        // measured once against the batch it goes into.
+        let mut measured = None;
+        if let Some(open) = &topic.open[partition as usize] {
+            let size = open.writer.measure(&parts);
+            if open.writer.record_count() > 0
+                && open.writer.size_bytes() + size.total > self.limits.batch_size_bytes
+            {
+                if let Some(open) = topic.open[partition as usize].take() {
+                    let ready = seal(topic, &record.topic, partition, open, self.producer);
+                    self.ready.push_back(ready);
+                    wake_sender = true;
+                }
+                if keyless {
+                    partition = sticky(topic, partitions, &mut self.rng);
+                }
+            } else {
+                measured = Some(size);
             }
         }
         let slot = partition as usize;
@@ -340,7 +392,9 @@ impl Accumulator {
             unreachable!("the open batch was created above")
         };
         let index = open.writer.record_count() as u32;
-        open.writer.push(&parts);
+        // `measured` is only kept when the record goes into the batch it was measured against.
+        let size = measured.unwrap_or_else(|| open.writer.measure(&parts));
+        open.writer.push(&parts, size);
         open.reserved_bytes += reserved_bytes;
         let delivery = DeliveryFuture {
             batch: open.shared.clone(),
@@ -365,7 +419,7 @@ impl Accumulator {
     pub fn drain(&mut self, now: Instant) -> (Vec<ReadyBatch>, Option<Instant>) {
         let linger = self.limits.linger;
         let mut next_deadline: Option<Instant> = None;
-        for (name, topic) in &mut self.topics {
+        for (name, topic) in self.topics.iter_mut() {
             for slot in 0..topic.open.len() {
                 let Some(open) = &topic.open[slot] else { continue };
                 let deadline = open.created + linger;
@@ -419,7 +473,7 @@ impl Accumulator {
 
     /// Seals every open batch now (flush and close).
     pub fn seal_all(&mut self) {
-        for (name, topic) in &mut self.topics {
+        for (name, topic) in self.topics.iter_mut() {
             for slot in 0..topic.open.len() {
                 if let Some(open) = topic.open[slot].take() {
                     let ready = seal(topic, name, slot as u32, open, self.producer);
@@ -499,7 +553,12 @@ impl Accumulator {
 
     #[cfg(test)]
     pub fn has_open_or_ready(&self) -> bool {
-        !self.ready.is_empty() || self.topics.values().any(|t| t.open.iter().any(Option::is_some))
+        !self.ready.is_empty()
+            || self
+                .topics
+                .list
+                .iter()
+                .any(|(_, t)| t.open.iter().any(Option::is_some))
     }
 }
 

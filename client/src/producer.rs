@@ -355,6 +355,9 @@ impl Producer {
 
     /// Queues a record and returns the future of its delivery. Waits while the buffer is full.
     ///
+    /// The common case (buffer room, the producer id and the topic's partitions known) takes
+    /// the accumulator's lock once and never awaits; everything else goes the slow way.
+    ///
     /// # Errors
     /// [`Error::RecordTooLarge`], [`Error::ProducerClosed`], [`Error::UnknownTopicOrPartition`]
     /// for a missing topic or partition, or the error loading the topic's metadata.
@@ -370,16 +373,60 @@ impl Producer {
         }
         // Checked just above: reserved <= buffer_bytes < 4 GiB.
         let permits = reserved as u32;
-        match shared.buffer.try_acquire_many(permits) {
-            Ok(permit) => permit.forget(),
-            Err(TryAcquireError::NoPermits) => shared
+        let identity_known =
+            shared.config.idempotence == Idempotence::Disabled || shared.identity.initialized();
+        let mut acquired = false;
+        if identity_known {
+            match shared.buffer.try_acquire_many(permits) {
+                Ok(permit) => {
+                    permit.forget();
+                    acquired = true;
+                }
+                Err(TryAcquireError::NoPermits) => {}
+                Err(TryAcquireError::Closed) => return Err(Error::ProducerClosed),
+            }
+        }
+        if acquired {
+            let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+            let appended = shared
+                .lock()
+                .append(&record, reserved, timestamp_ms, Instant::now);
+            match appended {
+                Ok(Appended::Done {
+                    delivery,
+                    wake_sender,
+                    new_batch,
+                }) => return Ok(self.appended(delivery, wake_sender, new_batch)),
+                // The topic's partitions are not known yet: load them below, the bytes held.
+                Ok(Appended::NeedMetadata) => {}
+                Err(error) => {
+                    shared.buffer.add_permits(reserved);
+                    return Err(error);
+                }
+            }
+        }
+        // Boxed, so the rarely taken awaits do not make every `send` future larger.
+        Box::pin(self.send_slow(record, reserved, acquired)).await
+    }
+
+    /// `send` when it has to wait: for buffer room, the producer id or the topic's metadata.
+    async fn send_slow(
+        &self,
+        record: ProducerRecord,
+        reserved: usize,
+        acquired: bool,
+    ) -> Result<DeliveryFuture> {
+        let shared = &self.inner.shared;
+        if !acquired {
+            // Checked by `send`: reserved <= buffer_bytes < 4 GiB.
+            shared
                 .buffer
-                .acquire_many(permits)
+                .acquire_many(reserved as u32)
                 .await
                 .map_err(|_| Error::ProducerClosed)?
-                .forget(),
-            Err(TryAcquireError::Closed) => return Err(Error::ProducerClosed),
+                .forget();
         }
+        // Read after any wait for buffer room: the record is created when it is accepted.
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
         let result = match self.ensure_identity().await {
             Ok(()) => self.append(&record, reserved, timestamp_ms).await,
@@ -389,6 +436,18 @@ impl Producer {
             shared.buffer.add_permits(reserved);
         }
         result
+    }
+
+    /// Bookkeeping after a record went into a batch.
+    fn appended(&self, delivery: DeliveryFuture, wake_sender: bool, new_batch: bool) -> DeliveryFuture {
+        let shared = &self.inner.shared;
+        if new_batch {
+            shared.outstanding.fetch_add(1, Ordering::AcqRel);
+        }
+        if wake_sender {
+            shared.wake_sender.notify_one();
+        }
+        delivery
     }
 
     /// For an idempotent producer, gets its id and epoch from the broker once (the first
@@ -441,15 +500,7 @@ impl Producer {
                     delivery,
                     wake_sender,
                     new_batch,
-                } => {
-                    if new_batch {
-                        shared.outstanding.fetch_add(1, Ordering::AcqRel);
-                    }
-                    if wake_sender {
-                        shared.wake_sender.notify_one();
-                    }
-                    return Ok(delivery);
-                }
+                } => return Ok(self.appended(delivery, wake_sender, new_batch)),
                 Appended::NeedMetadata => {
                     let description = shared.client.topic(record.topic.as_str()).await?;
                     shared
@@ -539,11 +590,17 @@ fn record_reservation(record: &ProducerRecord) -> usize {
         + RECORD_OVERHEAD_BYTES
 }
 
+/// The wall clock in milliseconds since the epoch: a record's default timestamp, read once
+/// per record as Kafka's producer does.
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME) {
+        Ok(now) => now.tv_sec() * 1000 + now.tv_nsec() / 1_000_000,
+        // CLOCK_REALTIME always exists; should it fail, std reads the same clock.
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    }
 }
 
 /// Asks any broker for a new producer id, retrying retriable failures with backoff.
