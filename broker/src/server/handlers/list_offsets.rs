@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tidelog_proto::pb::{self, ErrorCode};
 
-use super::{storage_error, unknown_partition, Outcome};
+use super::{partition_storage_error, unknown_partition, Outcome};
 use crate::broker::BrokerContext;
 
 pub const LATEST: i64 = -1;
@@ -49,7 +49,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ListOffsetsReque
                             }
                         }
                         Err(error) => {
-                            let (code, message) = storage_error(&error);
+                            let (code, message) = partition_storage_error(&topic.name, asked.partition, &error);
                             failed(asked.partition, code, message)
                         }
                     }
