@@ -297,10 +297,22 @@ impl BrokerConfig {
         for (name, value) in [
             ("limits.memory_wait_ms_max", limits.memory_wait_ms_max),
             ("limits.write_stall_timeout_ms", limits.write_stall_timeout_ms),
-            ("limits.connection_idle_timeout_ms", limits.connection_idle_timeout_ms),
-            ("limits.request_header_timeout_ms", limits.request_header_timeout_ms),
-            ("limits.frame_completion_timeout_ms", limits.frame_completion_timeout_ms),
-            ("limits.connections_per_address_max", limits.connections_per_address_max as u64),
+            (
+                "limits.connection_idle_timeout_ms",
+                limits.connection_idle_timeout_ms,
+            ),
+            (
+                "limits.request_header_timeout_ms",
+                limits.request_header_timeout_ms,
+            ),
+            (
+                "limits.frame_completion_timeout_ms",
+                limits.frame_completion_timeout_ms,
+            ),
+            (
+                "limits.connections_per_address_max",
+                limits.connections_per_address_max as u64,
+            ),
         ] {
             if value == 0 {
                 return fail(format!("{name} must be at least 1"));
@@ -404,6 +416,35 @@ mod tests {
         let config = BrokerConfig::from_toml("[groups]\nsession_timeout_ms = 500\n").unwrap();
         assert!(config.validate().is_err());
         assert!(BrokerConfig::from_toml("[groups]\nsesion_timeout_ms = 5000\n").is_err());
+    }
+
+    #[test]
+    fn the_readme_configuration_example_parses_and_states_the_default_limits() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("```toml\ndata_dir")
+            .expect("the README's configuration example")
+            + 8;
+        let end = start + readme[start..].find("```").expect("the example's end");
+        let documented = BrokerConfig::from_toml(&readme[start..end]).unwrap();
+        assert_eq!(
+            format!("{:?}", documented.limits),
+            format!("{:?}", Limits::default()),
+            "README.md's [limits] must state the defaults"
+        );
+    }
+
+    #[test]
+    fn memory_budget_smaller_than_what_one_connection_needs_is_refused() {
+        let mut config = BrokerConfig::default();
+        config.limits.connection_memory_bytes_max = config.limits.frame_bytes_max;
+        assert!(config.validate().is_err());
+        let mut config = BrokerConfig::default();
+        config.limits.memory_bytes_max = config.limits.connection_memory_bytes_max;
+        assert!(config.validate().is_err());
+        let mut config = BrokerConfig::default();
+        config.limits.write_stall_timeout_ms = 0;
+        assert!(config.validate().is_err());
     }
 
     #[test]

@@ -75,9 +75,13 @@ impl Admission {
                 max: self.per_address_max,
             });
         }
-        let slot = self.slots.clone().try_acquire_owned().map_err(|_| Refusal::Broker {
-            max: self.connections_max,
-        })?;
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Broker {
+                max: self.connections_max,
+            })?;
         *count += 1;
         Ok(Admitted {
             _slot: slot,

@@ -197,7 +197,12 @@ impl ConnectionBudget {
         Some(bytes)
     }
 
-    async fn wait_for(&self, min: usize, max: usize, deadline: Option<Instant>) -> Result<usize, BudgetError> {
+    async fn wait_for(
+        &self,
+        min: usize,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> Result<usize, BudgetError> {
         let ceiling = self.broker.ceiling();
         if min > ceiling {
             return Err(BudgetError::TooLarge {
@@ -331,11 +336,17 @@ mod tests {
         while let Some(more) = greedy.try_reserve_between(10, 10) {
             held.merge(more);
         }
-        assert!(held.bytes() <= 500, "one connection took {} of 1000", held.bytes());
+        assert!(
+            held.bytes() <= 500,
+            "one connection took {} of 1000",
+            held.bytes()
+        );
         assert!(broker.used() < 1000);
         // A connection holding nothing still gets memory, at least as much as stays free.
         let modest = broker.connection();
-        let grant = modest.try_reserve_between(10, 100).expect("a small holder is served");
+        let grant = modest
+            .try_reserve_between(10, 100)
+            .expect("a small holder is served");
         assert!(grant.bytes() >= 10);
         // And the greedy one still cannot grow.
         assert!(greedy.try_reserve_between(10, 10).is_none());
@@ -348,7 +359,10 @@ mod tests {
         let mut held: Vec<_> = connections.iter().map(ConnectionBudget::empty).collect();
         // Round-robin growth, like trickling connections taking turns, until none can grow.
         for _ in 0..10_000 {
-            let grew = held.iter_mut().filter_map(|held| held.try_grow(16).then_some(())).count();
+            let grew = held
+                .iter_mut()
+                .filter_map(|held| held.try_grow(16).then_some(()))
+                .count();
             if grew == 0 {
                 break;
             }

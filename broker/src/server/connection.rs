@@ -77,9 +77,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Brok
         let (responses, queued) = mpsc::channel(limits.response_queue_depth);
         let writer_gone = Arc::new(Notify::new());
         let write_stall = Duration::from_millis(limits.write_stall_timeout_ms);
-        let writer = tokio::spawn(
-            write_responses(writer, queued, write_stall, writer_gone.clone()).in_current_span(),
-        );
+        let writer =
+            tokio::spawn(write_responses(writer, queued, write_stall, writer_gone.clone()).in_current_span());
         let in_flight = Arc::new(Semaphore::new(limits.in_flight_requests_per_connection_max));
         let budget = context.memory.connection();
         let surroundings = Reader {
@@ -263,7 +262,12 @@ struct Replier {
 
 /// Decodes one request and runs its in-order part here; a deferred remainder gets a task.
 /// `charge` covers the frame; it is held until the request is answered.
-async fn start_request(frame: Bytes, charge: Reservation, surroundings: &Reader<'_>, permit: OwnedSemaphorePermit) {
+async fn start_request(
+    frame: Bytes,
+    charge: Reservation,
+    surroundings: &Reader<'_>,
+    permit: OwnedSemaphorePermit,
+) {
     let context = surroundings.context;
     let replier = Replier {
         responses: surroundings.responses.clone(),
@@ -311,7 +315,8 @@ async fn start_request(frame: Bytes, charge: Reservation, surroundings: &Reader<
                 Ok(copy) => Some(copy),
                 Err(error) => {
                     tracing::warn!(%error, bytes, "produce got no memory from the broker budget");
-                    let response = error_response(correlation_id, ErrorCode::RequestTimedOut, error.to_string());
+                    let response =
+                        error_response(correlation_id, ErrorCode::RequestTimedOut, error.to_string());
                     replier.send(response, None).await;
                     return;
                 }
@@ -334,7 +339,9 @@ async fn start_request(frame: Bytes, charge: Reservation, surroundings: &Reader<
             replier.send(body_response(correlation_id, body), None).await;
         }
         Outcome::Failed(code, message) => {
-            replier.send(error_response(correlation_id, code, message), None).await;
+            replier
+                .send(error_response(correlation_id, code, message), None)
+                .await;
         }
         Outcome::Silent => {}
         Outcome::Deferred(pending) => {
@@ -353,7 +360,9 @@ async fn start_request(frame: Bytes, charge: Reservation, surroundings: &Reader<
             tokio::spawn(
                 async move {
                     if let Some((body, reservation)) = pending.await {
-                        replier.send(body_response(correlation_id, body), reservation).await;
+                        replier
+                            .send(body_response(correlation_id, body), reservation)
+                            .await;
                     }
                     drop(charge);
                     drop(permit);

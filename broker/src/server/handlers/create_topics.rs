@@ -89,7 +89,11 @@ mod tests {
             ..TopicOverrides::default()
         };
         assert!(check_floors(&with(None, None), &limits).is_ok());
-        assert!(check_floors(&with(Some(limits.segment_bytes_min), Some(limits.segment_ms_min)), &limits).is_ok());
+        assert!(check_floors(
+            &with(Some(limits.segment_bytes_min), Some(limits.segment_ms_min)),
+            &limits
+        )
+        .is_ok());
         assert!(matches!(
             check_floors(&with(None, Some(1)), &limits),
             Err(TopicError::InvalidConfig(_))

@@ -49,7 +49,8 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ListOffsetsReque
                             }
                         }
                         Err(error) => {
-                            let (code, message) = partition_storage_error(&topic.name, asked.partition, &error);
+                            let (code, message) =
+                                partition_storage_error(&topic.name, asked.partition, &error);
                             failed(asked.partition, code, message)
                         }
                     }

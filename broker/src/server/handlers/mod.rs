@@ -113,7 +113,11 @@ pub(crate) fn storage_error(error: &StorageError) -> (ErrorCode, String) {
 }
 
 /// `storage_error` for one partition: the message names the topic and partition.
-pub(crate) fn partition_storage_error(topic: &str, partition: u32, error: &StorageError) -> (ErrorCode, String) {
+pub(crate) fn partition_storage_error(
+    topic: &str,
+    partition: u32,
+    error: &StorageError,
+) -> (ErrorCode, String) {
     let span = tracing::warn_span!("partition", %topic, partition);
     let (code, message) = span.in_scope(|| storage_error(error));
     (code, format!("topic {topic:?} partition {partition}: {message}"))
@@ -265,14 +269,19 @@ mod tests {
     #[test]
     fn paths_are_cut_to_their_file_name_and_other_text_is_kept() {
         assert_eq!(
-            without_paths("I/O error while writing /tmp/x y/data/topics/t-1/0/00000000000000000042.log: No space left"),
+            without_paths(
+                "I/O error while writing /tmp/x y/data/topics/t-1/0/00000000000000000042.log: No space left"
+            ),
             "I/O error while writing x 00000000000000000042.log: No space left"
         );
         assert_eq!(
             without_paths("corrupt data in \"/srv/data/topics/t/0/1.index\", at 7"),
             "corrupt data in \"1.index\", at 7"
         );
-        assert_eq!(without_paths("offset 5 is out of range"), "offset 5 is out of range");
+        assert_eq!(
+            without_paths("offset 5 is out of range"),
+            "offset 5 is out of range"
+        );
         assert_eq!(without_paths("in (./tidelog-data/metadata/)"), "in (metadata)");
     }
 

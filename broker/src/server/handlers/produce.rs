@@ -38,7 +38,14 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ProduceRequest) 
             let index = partition.partition;
             let result = match found.as_ref().and_then(|found| found.partition(index)) {
                 None => Err(unknown_partition(&topic.name, index)),
-                Some(log) => append(log, &topic.name, index, partition.records, limits.batch_bytes_max, now),
+                Some(log) => append(
+                    log,
+                    &topic.name,
+                    index,
+                    partition.records,
+                    limits.batch_bytes_max,
+                    now,
+                ),
             };
             if let Err((code, message)) = &result {
                 tracing::debug!(topic = %topic.name, partition = index, ?code, %message, "produce refused");
