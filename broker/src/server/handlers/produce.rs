@@ -39,7 +39,13 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ProduceRequest) 
             let result = partition_log(found.as_ref(), &topic.name, index)
                 .and_then(|log| append(&log, partition.records, limits.batch_bytes_max, now));
             if let Err((code, message)) = &result {
-                tracing::debug!(topic = %topic.name, partition = index, ?code, %message, "produce refused");
+                if *code == ErrorCode::KafkaStorageError {
+                    // A failed write or roll: an operator must know (the storage engine logged
+                    // the cause at ERROR).
+                    tracing::warn!(topic = %topic.name, partition = index, ?code, %message, "produce failed");
+                } else {
+                    tracing::debug!(topic = %topic.name, partition = index, ?code, %message, "produce refused");
+                }
             }
             partitions.push((index, result));
         }
