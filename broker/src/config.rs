@@ -209,6 +209,13 @@ pub struct Limits {
     pub partitions_per_topic_max: u32,
     pub topics_max: usize,
     pub topic_name_bytes_max: usize,
+    /// Idempotent producers remembered per partition; past it the least recently used one's
+    /// state is forgotten (its next batch then gets UNKNOWN_PRODUCER_ID unless it starts at
+    /// sequence 0).
+    pub producers_per_partition_max: usize,
+    /// A producer that has not appended to a partition for this long, in broker time (never
+    /// the records' own timestamps), has its state there forgotten.
+    pub producer_state_expiry_ms: i64,
 }
 
 impl Default for Limits {
@@ -228,6 +235,8 @@ impl Default for Limits {
             partitions_per_topic_max: 10_000,
             topics_max: 100_000,
             topic_name_bytes_max: 249,
+            producers_per_partition_max: crate::storage::PRODUCERS_PER_PARTITION_MAX_DEFAULT,
+            producer_state_expiry_ms: crate::storage::PRODUCER_IDLE_MS_DEFAULT,
         }
     }
 }
@@ -276,10 +285,17 @@ impl BrokerConfig {
             ),
             ("limits.response_queue_depth", limits.response_queue_depth),
             ("limits.topics_max", limits.topics_max),
+            (
+                "limits.producers_per_partition_max",
+                limits.producers_per_partition_max,
+            ),
         ] {
             if value == 0 {
                 return fail(format!("{name} must be at least 1"));
             }
+        }
+        if limits.producer_state_expiry_ms < 1 {
+            return fail("limits.producer_state_expiry_ms must be at least 1".into());
         }
         if self.log.partitions == 0 || self.log.partitions > limits.partitions_per_topic_max {
             return fail("log.partitions must be between 1 and limits.partitions_per_topic_max".into());
