@@ -118,10 +118,14 @@ fn producer_id_floor(
     registry: &TopicRegistry,
 ) -> Result<ProducerIdFloor, BrokerError> {
     let mut seen_max = -1;
+    let mut offline = 0;
     let topics = registry.list();
     for topic in &topics {
-        for partition in &topic.partitions {
-            seen_max = seen_max.max(partition.producer_id_max()?);
+        for slot in &topic.partitions {
+            match slot.log() {
+                Some(log) => seen_max = seen_max.max(log.producer_id_max()?),
+                None => offline += 1,
+            }
         }
     }
     // Topic directories count even without a metadata record (a lost record is not a fresh
@@ -132,6 +136,7 @@ fn producer_id_floor(
     Ok(ProducerIdFloor {
         seen_max,
         data_present: !topics.is_empty() || topics_on_disk,
+        partitions_offline: offline,
     })
 }
 
@@ -166,16 +171,19 @@ impl BrokerHandle {
             let _ = task.await;
         }
         let context = self.context;
+        // Partitions close in parallel on a bounded pool (`topics::parallel`), off the async
+        // workers; each failure is logged there at ERROR.
         let failures = tokio::task::spawn_blocking(move || context.registry.close_all())
             .await
             .map_err(|error| BrokerError::Task(error.to_string()))?;
+        let count = failures.len();
         match failures.into_iter().next() {
             None => {
                 tracing::info!("tidelog broker stopped cleanly");
                 Ok(())
             }
-            Some((topic, error)) => {
-                tracing::error!(%topic, %error, "partition not closed cleanly; it will be recovered at next start");
+            Some((_, error)) => {
+                tracing::error!(partitions = count, "broker stopped, but not every partition closed cleanly; they will be recovered at next start");
                 Err(error.into())
             }
         }

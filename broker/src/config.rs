@@ -208,7 +208,11 @@ pub struct Limits {
     pub response_queue_depth: usize,
     pub partitions_per_topic_max: u32,
     pub topics_max: usize,
+    /// At most 255 (NAME_MAX): a topic's directory is named after it.
     pub topic_name_bytes_max: usize,
+    /// Threads that open partitions at start, close them at stop and open a new topic's
+    /// partitions; the work is mostly fsync waits, so more threads than cores pay off.
+    pub partition_io_threads_max: usize,
     /// Idempotent producers remembered per partition; past it the least recently used one's
     /// state is forgotten (its next batch then gets UNKNOWN_PRODUCER_ID unless it starts at
     /// sequence 0).
@@ -235,6 +239,7 @@ impl Default for Limits {
             partitions_per_topic_max: 10_000,
             topics_max: 100_000,
             topic_name_bytes_max: 249,
+            partition_io_threads_max: 16,
             producers_per_partition_max: crate::storage::PRODUCERS_PER_PARTITION_MAX_DEFAULT,
             producer_state_expiry_ms: crate::storage::PRODUCER_IDLE_MS_DEFAULT,
         }
@@ -285,6 +290,7 @@ impl BrokerConfig {
             ),
             ("limits.response_queue_depth", limits.response_queue_depth),
             ("limits.topics_max", limits.topics_max),
+            ("limits.partition_io_threads_max", limits.partition_io_threads_max),
             (
                 "limits.producers_per_partition_max",
                 limits.producers_per_partition_max,
@@ -293,6 +299,13 @@ impl BrokerConfig {
             if value == 0 {
                 return fail(format!("{name} must be at least 1"));
             }
+        }
+        // Topic directories are named after the topic, and a file name has at most 255 bytes.
+        if limits.topic_name_bytes_max == 0 || limits.topic_name_bytes_max > 255 {
+            return fail("limits.topic_name_bytes_max must be between 1 and 255".into());
+        }
+        if limits.partition_io_threads_max > 1_024 {
+            return fail("limits.partition_io_threads_max is at most 1024".into());
         }
         if limits.producer_state_expiry_ms < 1 {
             return fail("limits.producer_state_expiry_ms must be at least 1".into());

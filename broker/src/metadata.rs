@@ -42,6 +42,10 @@ pub struct ProducerIdFloor {
     /// Whether the data directory already holds topics: a counter missing there was lost,
     /// not never written.
     pub data_present: bool,
+    /// Partitions that could not be opened, so their producer ids are not in `seen_max`
+    /// (named in the ERROR if the counter has to be recovered; the recovery gap covers them
+    /// unless they hold ids 2^32 above every other partition's).
+    pub partitions_offline: usize,
 }
 
 /// How far past the highest id seen in any partition a lost or damaged counter restarts.
@@ -90,6 +94,7 @@ impl ProducerIdAllocator {
                 tracing::error!(
                     counter = next,
                     seen_max = floor.seen_max,
+                    partitions_offline = floor.partitions_offline,
                     recovered,
                     "the producer id counter is behind producer ids stored in partitions; continuing above them"
                 );
@@ -99,6 +104,7 @@ impl ProducerIdAllocator {
             Ok(None) => {
                 tracing::error!(
                     seen_max = floor.seen_max,
+                    partitions_offline = floor.partitions_offline,
                     recovered,
                     "the producer id counter is missing from a data directory that has topics; \
                      recovered it from the partitions' producer state"
@@ -109,6 +115,7 @@ impl ProducerIdAllocator {
                 tracing::error!(
                     %error,
                     seen_max = floor.seen_max,
+                    partitions_offline = floor.partitions_offline,
                     recovered,
                     "the producer id counter is damaged; recovered it from the partitions' producer state"
                 );
@@ -155,6 +162,11 @@ impl ProducerIdAllocator {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicRecord {
     pub name: String,
+    /// Unique per incarnation of a name (a create after a delete gets a new one): names the
+    /// topic's directory while it is being deleted and matches a manifest to its record. Empty
+    /// in records written before ids existed; the registry assigns one at the next start.
+    #[serde(default)]
+    pub topic_id: String,
     pub partitions: u32,
     pub created_ms: i64,
     #[serde(default)]
@@ -226,10 +238,16 @@ pub struct OffsetRecord {
     pub commit_ms: i64,
 }
 
+/// A topic record as read back: the topic name its key gives, and the record or why it could
+/// not be read.
+pub type StoredTopic = (String, Result<TopicRecord, MetadataError>);
+
 /// Where the broker keeps what must survive a restart besides the logs themselves.
 /// Every write is durable when it returns.
 pub trait MetadataStore: Send + Sync + std::fmt::Debug {
-    fn topics(&self) -> Result<Vec<Result<TopicRecord, MetadataError>>, MetadataError>;
+    /// Every topic record, with the topic name its key gives, so a damaged record still says
+    /// which topic it belonged to.
+    fn topics(&self) -> Result<Vec<StoredTopic>, MetadataError>;
     fn put_topic(&self, record: &TopicRecord) -> Result<(), MetadataError>;
     /// Returns whether the topic existed.
     fn delete_topic(&self, name: &str) -> Result<bool, MetadataError>;
@@ -297,12 +315,24 @@ fn is_lock_conflict(error: &sled::Error) -> bool {
 }
 
 impl MetadataStore for SledMetadataStore {
-    fn topics(&self) -> Result<Vec<Result<TopicRecord, MetadataError>>, MetadataError> {
+    fn topics(&self) -> Result<Vec<StoredTopic>, MetadataError> {
         let mut topics = Vec::new();
         for entry in self.db.scan_prefix(TOPIC_KEY_PREFIX) {
             let (key, value) = entry?;
             let key = String::from_utf8_lossy(&key).into_owned();
-            topics.push(decode_record(&key, &value));
+            let name = key[TOPIC_KEY_PREFIX.len()..].to_owned();
+            let record = decode_record::<TopicRecord>(&key, &value).and_then(|record| {
+                // The key and the value must agree, or the value belongs to another topic.
+                if record.name == name {
+                    Ok(record)
+                } else {
+                    Err(MetadataError::Corrupt {
+                        key: key.clone(),
+                        reason: format!("record names topic {:?}", record.name),
+                    })
+                }
+            });
+            topics.push((name, record));
         }
         Ok(topics)
     }
@@ -461,6 +491,7 @@ mod tests {
     fn record(name: &str) -> TopicRecord {
         TopicRecord {
             name: name.into(),
+            topic_id: format!("id-of-{name}"),
             partitions: 3,
             created_ms: 1,
             overrides: TopicOverrides {
@@ -482,7 +513,16 @@ mod tests {
             assert!(!store.delete_topic("missing").unwrap());
         }
         let store = SledMetadataStore::open(dir.path()).unwrap();
-        let topics: Vec<TopicRecord> = store.topics().unwrap().into_iter().map(Result::unwrap).collect();
+        let topics: Vec<TopicRecord> = store
+            .topics()
+            .unwrap()
+            .into_iter()
+            .map(|(name, record)| {
+                let record = record.unwrap();
+                assert_eq!(name, record.name);
+                record
+            })
+            .collect();
         assert_eq!(topics, vec![record("b")]);
     }
 
@@ -586,6 +626,7 @@ mod tests {
         ProducerIdFloor {
             seen_max: -1,
             data_present: false,
+            partitions_offline: 0,
         }
     }
 
@@ -625,6 +666,7 @@ mod tests {
         let floor = ProducerIdFloor {
             seen_max: 7,
             data_present: true,
+            partitions_offline: 0,
         };
         let id = open_allocator(&store, floor).allocate().unwrap();
         assert_eq!(id, 8 + PRODUCER_ID_RECOVERY_GAP);
@@ -644,6 +686,7 @@ mod tests {
         let floor = ProducerIdFloor {
             seen_max: -1,
             data_present: true,
+            partitions_offline: 0,
         };
         assert_eq!(
             open_allocator(&store, floor).allocate().unwrap(),
@@ -653,6 +696,7 @@ mod tests {
         let floor = ProducerIdFloor {
             seen_max: 41,
             data_present: true,
+            partitions_offline: 0,
         };
         assert_eq!(
             open_allocator(&store, floor).allocate().unwrap(),
@@ -668,11 +712,13 @@ mod tests {
         let sound = ProducerIdFloor {
             seen_max: 4,
             data_present: true,
+            partitions_offline: 0,
         };
         assert_eq!(open_allocator(&store, sound).allocate().unwrap(), 5);
         let behind = ProducerIdFloor {
             seen_max: 1_000,
             data_present: true,
+            partitions_offline: 0,
         };
         assert_eq!(
             open_allocator(&store, behind).allocate().unwrap(),
