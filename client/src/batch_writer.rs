@@ -185,13 +185,22 @@ fn zigzag64(n: i64) -> u64 {
     ((n << 1) ^ (n >> 63)) as u64
 }
 
-fn varint_len(mut v: u64) -> usize {
-    let mut len = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        len += 1;
+fn varint_len(v: u64) -> usize {
+    // Nearly every varint in a batch (deltas, lengths of small keys and values) is one or two
+    // bytes: test for those first.
+    if v < 1 << 7 {
+        1
+    } else if v < 1 << 14 {
+        2
+    } else {
+        let mut len = 3;
+        let mut rest = v >> 21;
+        while rest > 0 {
+            rest >>= 7;
+            len += 1;
+        }
+        len
     }
-    len
 }
 
 fn put_varint(out: &mut BytesMut, mut v: u64) {

@@ -280,5 +280,35 @@ async fn perf_commands_print_one_summary_line() {
         "{}",
         stdout(&described)
     );
+    // Through send_many, with a count that does not divide into the calls.
+    let produced = cli(
+        &[
+            "--broker",
+            addr,
+            "perf",
+            "produce",
+            "bench",
+            "--records",
+            "5001",
+            "--record-size",
+            "100",
+            "--records-per-send",
+            "1000",
+        ],
+        b"",
+    )
+    .await;
+    assert!(produced.status.success(), "{}", stderr(&produced));
+    assert!(
+        stdout(&produced).starts_with("records=5001 "),
+        "{}",
+        stdout(&produced)
+    );
+    let described = cli(&["--broker", addr, "topic", "describe", "bench"], b"").await;
+    assert!(
+        stdout(&described).contains("Records: 10001"),
+        "{}",
+        stdout(&described)
+    );
     broker.stop().await;
 }

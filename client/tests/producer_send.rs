@@ -136,3 +136,82 @@ async fn records_of_one_batch_carry_the_time_of_their_own_send() {
     }
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_many_queues_in_order_through_full_buffers_and_stops_at_the_first_bad_record() {
+    let broker = TestBroker::start().await;
+    let client = broker.client().await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("many", 2))
+        .await
+        .expect("create topic");
+    // A buffer of a few batches: the call waits for room many times on its way.
+    let config = ProducerConfig::default()
+        .batch_size_bytes(16 * 1024)
+        .max_request_bytes(64 * 1024)
+        .buffer_bytes(64 * 1024)
+        .linger(Duration::from_millis(1));
+    let producer = Producer::new(client.clone(), config).expect("producer");
+    let p0 = PartitionId::new(0);
+    let total = 20_000u32;
+    let mut deliveries = Vec::new();
+    let before = wall_ms();
+    producer
+        .send_many(
+            (0..total).map(|i| ProducerRecord::new("many", i.to_be_bytes().to_vec()).partition(p0)),
+            &mut deliveries,
+        )
+        .await
+        .expect("send_many");
+    let after = wall_ms();
+    assert_eq!(deliveries.len(), total as usize);
+    for (i, delivery) in deliveries.drain(..).enumerate() {
+        let delivered = tokio::time::timeout(DEADLINE, delivery)
+            .await
+            .expect("delivered in time")
+            .expect("delivered");
+        assert_eq!(delivered.offset().map(|o| o.get()), Some(i as i64));
+    }
+
+    // A record for a partition the topic does not have: the ones before it are queued, it
+    // and the ones after it are not.
+    let bad = (0..10u32)
+        .map(|i| ProducerRecord::new("many", format!("ok-{i}")).partition(p0))
+        .chain([ProducerRecord::new("many", "bad").partition(PartitionId::new(7))])
+        .chain([ProducerRecord::new("many", "after").partition(p0)]);
+    let error = producer
+        .send_many(bad, &mut deliveries)
+        .await
+        .expect_err("partition 7 does not exist");
+    assert!(
+        matches!(error, tidelog_client::Error::UnknownTopicOrPartition { .. }),
+        "{error:?}"
+    );
+    assert_eq!(deliveries.len(), 10);
+    producer.flush().await;
+    for delivery in deliveries.drain(..) {
+        delivery.await.expect("records before the bad one are delivered");
+    }
+    producer.close().await;
+
+    let mut consumer = Consumer::new(client, ConsumerConfig::default()).expect("consumer");
+    let records = read_all(&mut consumer, "many", total as usize + 10).await;
+    for (i, record) in records.iter().take(total as usize).enumerate() {
+        assert_eq!(&record.value().expect("value")[..], &(i as u32).to_be_bytes());
+        assert!(
+            (before..=after).contains(&record.timestamp_ms()),
+            "record {i} has timestamp {} outside the call's {before}..={after}",
+            record.timestamp_ms()
+        );
+    }
+    let tail: Vec<String> = records[total as usize..]
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value().expect("value")).into_owned())
+        .collect();
+    assert_eq!(tail, (0..10).map(|i| format!("ok-{i}")).collect::<Vec<_>>());
+    // Nothing after the bad record was stored.
+    let more = consumer.poll(Duration::from_millis(300)).await.expect("poll");
+    assert!(more.is_empty(), "records after the bad one were stored: {more:?}");
+    broker.stop().await;
+}
