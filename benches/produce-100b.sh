@@ -9,6 +9,7 @@
 #        FLUSH=never benches/produce-100b.sh         (any tidelogd --flush value)
 #        NO_BUILD=1 ...                              (use the release binaries as they are)
 #        BIN=DIR NO_BUILD=1 ...                      (binaries from another build, for A/B runs)
+#        PERF_ARGS="--records-per-send 1000" ...     (more perf produce flags)
 #
 # Before each run the page cache is synced and, when this user may (root), dropped, as in
 # perf-matrix.sh: on the VMs we measure on, writes into never-touched page-cache memory run at
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-5}
 records=${2:-5000000}
 flush=${FLUSH:-always}
+read -r -a perf_args <<<"${PERF_ARGS:-}"
 bin=${BIN:-target/release}
 port=${TIDELOG_PERF_PORT:-7398}
 broker="127.0.0.1:$port"
@@ -53,7 +55,7 @@ if [ -z "$started" ]; then
   exit 1
 fi
 
-echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo unknown) flush=$flush records=$records runs=$runs nproc=$(nproc)"
+echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo unknown) flush=$flush records=$records runs=$runs nproc=$(nproc) bin=$bin perf_args=${PERF_ARGS:-}"
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 results="$work/results"
 for run in $(seq 1 "$runs"); do
@@ -63,7 +65,7 @@ for run in $(seq 1 "$runs"); do
   if [ -w /proc/sys/vm/drop_caches ]; then
     echo 3 >/proc/sys/vm/drop_caches
   fi
-  line=$("$bin/tidelog" --broker "$broker" perf produce "$topic" --records "$records" --record-size 100 2>/dev/null | tail -n 1)
+  line=$("$bin/tidelog" --broker "$broker" perf produce "$topic" --records "$records" --record-size 100 "${perf_args[@]}" 2>/dev/null | tail -n 1)
   echo "run $run: $line (load $(cut -d' ' -f1 /proc/loadavg))"
   echo "$line" >>"$results"
 done
