@@ -14,6 +14,7 @@ use crate::error::BrokerError;
 use crate::groups::GroupService;
 use crate::maintenance;
 use crate::metadata::{ProducerIdAllocator, SledMetadataStore};
+use crate::resources::StorageResources;
 use crate::server;
 use crate::topics::TopicRegistry;
 
@@ -54,6 +55,8 @@ impl Broker {
             let config = config.clone();
             type Opened = (TopicRegistry, GroupService, ProducerIdAllocator);
             tokio::task::spawn_blocking(move || -> Result<Opened, BrokerError> {
+                // First, so every descriptor opened after it counts against the raised limit.
+                let resources = StorageResources::start(&config.limits)?;
                 let store = SledMetadataStore::open(&config.data_dir.join("metadata"))?;
                 let groups =
                     GroupService::open(config.groups.clone(), Arc::new(store.clone()), Instant::now())?;
@@ -62,7 +65,7 @@ impl Broker {
                     ProducerIdAllocator::BLOCK_SIZE_DEFAULT,
                 );
                 Ok((
-                    TopicRegistry::open(&config, Box::new(store))?,
+                    TopicRegistry::open(&config, Box::new(store), resources)?,
                     groups,
                     producer_ids,
                 ))

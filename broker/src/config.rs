@@ -209,6 +209,22 @@ pub struct Limits {
     pub partitions_per_topic_max: u32,
     pub topics_max: usize,
     pub topic_name_bytes_max: usize,
+    /// Partitions across all topics. A create that would pass it (or the descriptor budget,
+    /// see `resources`) is refused.
+    pub partitions_max: usize,
+    /// Segment files (data and index files) the broker holds across all partitions; a roll
+    /// that would create more fails and the append gets a retriable error.
+    pub segment_files_max: usize,
+    /// File descriptors kept for everything but connections and segment files: the metadata
+    /// store, the listener, the runtime, directory syncs, checkpoints and snapshots being
+    /// written, reads in flight through a just-evicted descriptor.
+    pub descriptors_reserved: usize,
+    /// Segment files open at once through the broker-wide file cache, besides the active
+    /// segments' data files. Unset: whatever the descriptor budget leaves.
+    pub open_segment_files_max: Option<usize>,
+    /// The file cache never shrinks below this many open files; partitions that would need
+    /// the room are refused instead.
+    pub open_segment_files_min: usize,
 }
 
 impl Default for Limits {
@@ -228,6 +244,11 @@ impl Default for Limits {
             partitions_per_topic_max: 10_000,
             topics_max: 100_000,
             topic_name_bytes_max: 249,
+            partitions_max: 20_000,
+            segment_files_max: 1_000_000,
+            descriptors_reserved: 256,
+            open_segment_files_max: None,
+            open_segment_files_min: 1_024,
         }
     }
 }
@@ -276,10 +297,21 @@ impl BrokerConfig {
             ),
             ("limits.response_queue_depth", limits.response_queue_depth),
             ("limits.topics_max", limits.topics_max),
+            ("limits.partitions_max", limits.partitions_max),
+            ("limits.segment_files_max", limits.segment_files_max),
+            ("limits.open_segment_files_min", limits.open_segment_files_min),
         ] {
             if value == 0 {
                 return fail(format!("{name} must be at least 1"));
             }
+        }
+        if limits
+            .open_segment_files_max
+            .is_some_and(|max| max < limits.open_segment_files_min)
+        {
+            return fail(
+                "limits.open_segment_files_max must be at least limits.open_segment_files_min".into(),
+            );
         }
         if self.log.partitions == 0 || self.log.partitions > limits.partitions_per_topic_max {
             return fail("log.partitions must be between 1 and limits.partitions_per_topic_max".into());

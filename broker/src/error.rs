@@ -39,6 +39,22 @@ pub enum TopicError {
     InvalidConfig(String),
     #[error("the broker already holds its maximum of {0} topics")]
     TooManyTopics(usize),
+    #[error("cannot create {requested} partitions: the broker has {existing} and its maximum is {max} (limits.partitions_max)")]
+    TooManyPartitions {
+        requested: usize,
+        existing: usize,
+        max: usize,
+    },
+    #[error(
+        "cannot create {requested} partitions: the broker has {existing} and its file descriptor budget \
+         fits {fit} (RLIMIT_NOFILE {limit}, less connections, reserves and the file cache's minimum)"
+    )]
+    DescriptorBudget {
+        requested: usize,
+        existing: usize,
+        fit: usize,
+        limit: u64,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]

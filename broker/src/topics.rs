@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use crate::config::{BrokerConfig, Limits, LogDefaults};
 use crate::error::TopicError;
 use crate::metadata::{MetadataStore, TopicOverrides, TopicRecord};
+use crate::resources::StorageResources;
 use crate::storage::{FlushPolicy, LogConfig, PartitionLog};
 
 /// One topic: its persisted record, the configuration its logs run with, and the logs.
@@ -49,6 +50,8 @@ pub struct TopicRegistry {
     flush: FlushPolicy,
     limits: Limits,
     store: Box<dyn MetadataStore>,
+    /// The descriptor budget and the file cache every partition opens its files through.
+    resources: StorageResources,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     admin: std::sync::Mutex<()>,
 }
@@ -56,7 +59,11 @@ pub struct TopicRegistry {
 impl TopicRegistry {
     /// Opens every topic the store names, recovering each partition's log. Blocking: call it
     /// off the async runtime.
-    pub fn open(config: &BrokerConfig, store: Box<dyn MetadataStore>) -> Result<Self, TopicError> {
+    pub fn open(
+        config: &BrokerConfig,
+        store: Box<dyn MetadataStore>,
+        resources: StorageResources,
+    ) -> Result<Self, TopicError> {
         let topics_dir = config.data_dir.join("topics");
         let deleting_dir = config.data_dir.join("deleting");
         create_dir(&topics_dir)?;
@@ -70,6 +77,7 @@ impl TopicRegistry {
             flush: config.flush,
             limits: config.limits.clone(),
             store,
+            resources,
             topics: RwLock::new(HashMap::new()),
             admin: std::sync::Mutex::new(()),
         };
@@ -91,6 +99,15 @@ impl TopicRegistry {
             opened.insert(topic.record.name.clone(), Arc::new(topic));
         }
         registry.report_orphans(&opened);
+        let partitions: usize = opened.values().map(|topic| topic.partitions.len()).sum();
+        if let Err(error) = registry
+            .resources
+            .budget
+            .check_partitions(&registry.limits, partitions, 0)
+        {
+            // They exist and must serve; the file cache shrinks to its minimum.
+            tracing::error!(%error, "the partitions on disk exceed the broker's limits; no more can be created");
+        }
         *registry.write_map() = opened;
         Ok(registry)
     }
@@ -126,6 +143,10 @@ impl TopicRegistry {
             if map.len() >= self.limits.topics_max {
                 return Err(TopicError::TooManyTopics(self.limits.topics_max));
             }
+            let existing = map.values().map(|topic| topic.partitions.len()).sum();
+            self.resources
+                .budget
+                .check_partitions(&self.limits, existing, partitions as usize)?;
         }
         // Checks the overrides before anything is written.
         self.log_config(&spec.overrides)?;
@@ -242,7 +263,11 @@ impl TopicRegistry {
         let dir = self.topics_dir.join(&record.name);
         let mut partitions = Vec::with_capacity(record.partitions as usize);
         for partition in 0..record.partitions {
-            let log = PartitionLog::open(&dir.join(partition.to_string()), log_config.clone())?;
+            let log = PartitionLog::open_with_disk(
+                &dir.join(partition.to_string()),
+                log_config.clone(),
+                Arc::clone(&self.resources.disk),
+            )?;
             partitions.push(Arc::new(log));
         }
         Ok(Topic {

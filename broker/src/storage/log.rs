@@ -152,6 +152,7 @@ impl PartitionLog {
         };
         let log_start_offset = first.base_offset;
         let active = Arc::clone(active);
+        active.set_active(true)?;
         let producer_limits = ProducerLimits::default();
         let (producers, snapshots, producer_recovery) =
             producer_state::rebuild(&*disk, dir, &segments, producer_limits.producers_max)?;
@@ -737,8 +738,14 @@ impl Inner {
             .sync_log()
             .and_then(|()| if indexes { segment.sync_indexes() } else { Ok(()) });
         self.log_syncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = &result {
-            self.poison(format!("fsync failed: {error}"));
+        match &result {
+            // No fsync ran: the file could not be reopened (descriptors exhausted). The data
+            // is still in the page cache, so a retry is sound.
+            Err(error) if error.is_reopen_failure() => {
+                tracing::warn!(dir = %self.dir.display(), %error, "sync postponed: a segment file could not be reopened");
+            }
+            Err(error) => self.poison(format!("fsync failed: {error}")),
+            Ok(()) => {}
         }
         result
     }
@@ -819,6 +826,7 @@ impl Inner {
             self.seal_segment(&old)?;
         }
         let new = Arc::new(Segment::create(&*self.disk, &self.dir, base_offset)?);
+        new.set_active(true)?;
         self.sync_dir()?;
         self.snapshot_producers(writer, base_offset);
         {
@@ -829,6 +837,8 @@ impl Inner {
         }
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled to a new segment");
         writer.active = new;
+        // Infallible: releasing a descriptor to the cache opens nothing.
+        let _ = old.set_active(false);
         if self.config.flush == FlushPolicy::Always {
             // Everything written so far is in the synced old segment.
             self.publish_durable(base_offset);
@@ -868,7 +878,11 @@ impl Inner {
                 Ok(())
             }
             Err(error) => {
-                self.poison(format!("sealing segment {} failed: {error}", segment.base_offset));
+                if error.is_reopen_failure() {
+                    tracing::warn!(dir = %self.dir.display(), %error, "sealing postponed: a segment file could not be reopened");
+                } else {
+                    self.poison(format!("sealing segment {} failed: {error}", segment.base_offset));
+                }
                 Err(error)
             }
         }

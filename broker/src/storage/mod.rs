@@ -5,6 +5,7 @@
 mod config;
 mod disk;
 mod error;
+mod file_cache;
 mod format;
 mod log;
 mod producer_state;
@@ -19,6 +20,7 @@ mod tests;
 pub use config::{FlushPolicy, LogConfig, SEGMENT_BYTES_MAX};
 pub use disk::{Disk, OsDisk, SegmentFile};
 pub use error::StorageError;
+pub use file_cache::{FileCache, FileCacheLimits, FileCacheStats};
 pub use format::{BATCH_BYTES_MAX, FORMAT_VERSION};
 pub use log::{AppendOutcome, MaintenanceOutcome, PartitionLog, ReadOutcome};
 pub use producer_state::{

@@ -2,6 +2,7 @@
 //! model test with crashes on the simulated disk, group commit and retention.
 
 mod basics;
+mod file_cache;
 mod group_commit;
 mod model;
 mod producer;
