@@ -112,6 +112,8 @@ struct Writer {
     active: Arc<Segment>,
     buffer: Vec<u8>,
     entries: Vec<(OffsetEntry, TimeEntry)>,
+    /// An append used `buffer` since the last `release_idle_buffers`.
+    buffer_used: bool,
     /// Idempotent producer state: checked and changed only in `append`, under this lock.
     producers: ProducerStateMap,
     producer_limits: ProducerLimits,
@@ -173,6 +175,7 @@ impl PartitionLog {
                     active,
                     buffer: Vec::new(),
                     entries: Vec::new(),
+                    buffer_used: false,
                     producers,
                     producer_limits,
                     snapshots,
@@ -309,6 +312,7 @@ impl PartitionLog {
             inner.roll(&mut writer)?;
         }
 
+        writer.buffer_used = true;
         let Writer {
             active,
             buffer,
@@ -393,6 +397,28 @@ impl PartitionLog {
             log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
             duplicate: false,
         })
+    }
+
+    /// Whether anything written is not fdatasync'ed yet, or a closed segment is not sealed:
+    /// whether [`sync`](Self::sync) has work to do.
+    pub fn has_unsynced_data(&self) -> bool {
+        let inner = &self.inner;
+        inner.durable_tx.borrow().offset < inner.written_next_offset() || inner.has_unsealed_closed_segments()
+    }
+
+    /// Frees the append buffer if no append used it since the last call (maintenance calls it
+    /// every pass), so a partition that went idle keeps no copy buffer however large its last
+    /// append was. Never waits: a busy writer keeps its buffer.
+    pub fn release_idle_buffers(&self) {
+        let Ok(mut writer) = self.inner.writer.try_lock() else {
+            return;
+        };
+        if writer.buffer_used {
+            writer.buffer_used = false;
+        } else if writer.buffer.capacity() > 0 {
+            writer.buffer = Vec::new();
+            writer.entries = Vec::new();
+        }
     }
 
     /// Under [`FlushPolicy::Always`], resolves once everything below `next_offset` is
@@ -670,6 +696,14 @@ impl PartitionLog {
     /// Number of segments, the active one included.
     pub fn segment_count(&self) -> usize {
         self.inner.segments_snapshot().len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn append_buffer_capacity_for_test(&self) -> usize {
+        self.inner
+            .writer
+            .lock()
+            .map_or(0, |writer| writer.buffer.capacity())
     }
 
     #[cfg(test)]

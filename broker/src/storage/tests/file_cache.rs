@@ -32,12 +32,23 @@ fn fill(log: &PartitionLog, batches: usize) -> Vec<u8> {
     expected
 }
 
+/// Opens with sealing deferred to `sync`/`close`, so no background sealer thread holds the log
+/// (and its files) after the test drops it.
+fn open_through(dir: &Path, cache: &Arc<FileCache>) -> PartitionLog {
+    PartitionLog::open_with_seal_mode(
+        dir,
+        small_segments(FlushPolicy::Never),
+        cache.disk(),
+        SealMode::Deferred,
+    )
+    .unwrap()
+}
+
 #[test]
 fn every_record_reads_back_through_a_cache_smaller_than_the_segment_count() {
     let dir = tempfile::tempdir().unwrap();
     let cache = FileCache::new(Arc::new(OsDisk), FileCacheLimits::with_open_files(2));
-    let log =
-        PartitionLog::open_with_disk(dir.path(), small_segments(FlushPolicy::Never), cache.disk()).unwrap();
+    let log = open_through(dir.path(), &cache);
     let expected = fill(&log, 60);
     assert!(log.segment_count() >= 20, "{} segments", log.segment_count());
     assert!(cache.stats().open <= 2, "{:?}", cache.stats());
@@ -58,8 +69,7 @@ fn every_record_reads_back_through_a_cache_smaller_than_the_segment_count() {
     drop(log);
     assert_eq!(cache.stats().files, 0, "a dropped log releases every file");
     let cache = FileCache::new(Arc::new(OsDisk), FileCacheLimits::with_open_files(2));
-    let log =
-        PartitionLog::open_with_disk(dir.path(), small_segments(FlushPolicy::Never), cache.disk()).unwrap();
+    let log = open_through(dir.path(), &cache);
     assert_eq!(read_all(&log, 1 << 20), expected);
     assert!(cache.stats().open <= 2, "{:?}", cache.stats());
     // The active segment is writable after all that.
@@ -131,8 +141,7 @@ fn emfile_on_reopen_fails_that_read_only_and_the_partition_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
     let inner = Arc::new(ExhaustibleDisk::default());
     let cache = FileCache::new(inner.clone(), FileCacheLimits::with_open_files(1));
-    let log =
-        PartitionLog::open_with_disk(dir.path(), small_segments(FlushPolicy::Never), cache.disk()).unwrap();
+    let log = open_through(dir.path(), &cache);
     let expected = fill(&log, 30);
     assert!(log.segment_count() > 3);
 
@@ -166,4 +175,30 @@ fn emfile_on_reopen_fails_that_read_only_and_the_partition_keeps_working() {
     all.extend_from_slice(&stored(&batch, before));
     all.extend_from_slice(&stored(&batch, second.base_offset));
     assert_eq!(read_all(&log, 1 << 20), all);
+}
+
+#[test]
+fn an_idle_partition_gives_its_append_buffer_back_and_has_nothing_to_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(
+        dir.path(),
+        config(FlushPolicy::Interval(std::time::Duration::from_secs(1))),
+    )
+    .unwrap();
+    assert!(!log.has_unsynced_data(), "a new log has nothing to sync");
+    let big = simple_batch(4, 1_000, 256 << 10);
+    log.append(std::slice::from_ref(&big), 1_000).unwrap();
+    assert!(log.has_unsynced_data());
+    assert!(log.append_buffer_capacity_for_test() >= 1 << 20);
+    // The first pass after an append keeps the buffer (the partition may be busy).
+    log.release_idle_buffers();
+    assert!(log.append_buffer_capacity_for_test() >= 1 << 20);
+    // A pass with no append in between frees it.
+    log.release_idle_buffers();
+    assert_eq!(log.append_buffer_capacity_for_test(), 0);
+    log.sync().unwrap();
+    assert!(!log.has_unsynced_data(), "synced");
+    // And appends work on after it.
+    let outcome = log.append(std::slice::from_ref(&big), 1_000).unwrap();
+    assert_eq!(outcome.base_offset, 4);
 }
