@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::disk::{Disk, SegmentFile};
-use super::format::parse_segment_file_name;
+use super::format::{parse_segment_file_name, FileKind};
 
 /// A file the cache had closed could not be opened again (EMFILE, the file gone). Nothing was
 /// read, written or synced: the operation can be retried, and unlike a failed fsync it says
@@ -163,10 +163,12 @@ fn is_out_of_descriptors(error: &io::Error) -> bool {
     code == Some(nix::errno::Errno::EMFILE as i32) || code == Some(nix::errno::Errno::ENFILE as i32)
 }
 
-fn is_segment_file(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|name| name.to_str())
-        .is_some_and(|name| parse_segment_file_name(name).is_some())
+/// Files one segment has: its data file and two indexes.
+const FILES_PER_SEGMENT: usize = 3;
+
+fn segment_file_kind(path: &Path) -> Option<FileKind> {
+    let name = path.file_name()?.to_str()?;
+    parse_segment_file_name(name).map(|(_, kind)| kind)
 }
 
 impl FileCache {
@@ -291,12 +293,17 @@ impl Disk for CachedDisk {
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn SegmentFile>> {
         let cache = &self.cache;
-        let segment_file = is_segment_file(path);
+        let kind = segment_file_kind(path);
+        let segment_file = kind.is_some();
         if segment_file {
             let known = cache.segment_files.fetch_add(1, Ordering::AcqRel);
-            // Only creation is refused: files already on disk must open, or their data would
-            // be unreachable.
-            if create && known >= cache.limits.segment_files_max {
+            // Only a new segment is refused, at its first file (the data file), with room
+            // left for its indexes: files already on disk must open (recovery also recreates
+            // missing indexes), or their data would be unreachable.
+            if create
+                && kind == Some(FileKind::Log)
+                && known + FILES_PER_SEGMENT > cache.limits.segment_files_max
+            {
                 cache.segment_files.fetch_sub(1, Ordering::AcqRel);
                 return Err(io::Error::new(
                     io::ErrorKind::Other,
@@ -517,28 +524,31 @@ mod tests {
     }
 
     #[test]
-    fn segment_file_creation_past_the_cap_fails_but_existing_files_open() {
+    fn a_new_segment_past_the_cap_is_refused_but_existing_files_open() {
         let dir = tempfile::tempdir().unwrap();
         let limits = FileCacheLimits {
-            segment_files_max: 2,
+            segment_files_max: 6,
             ..FileCacheLimits::with_open_files(8)
         };
         let cache = FileCache::new(Arc::new(OsDisk), limits);
         let disk = cache.disk();
+        let index = |base| {
+            dir.path()
+                .join(crate::storage::format::segment_file_name(base, FileKind::OffsetIndex))
+        };
         let first = disk.open(&segment_path(dir.path(), 0), true).unwrap();
+        let first_index = disk.open(&index(0), true).unwrap();
         let _second = disk.open(&segment_path(dir.path(), 1), true).unwrap();
+        let _second_index = disk.open(&index(1), true).unwrap();
+        // Four known: a third segment's data file would leave no room for both its indexes.
         let refused = disk.open(&segment_path(dir.path(), 2), true).unwrap_err();
         assert!(refused.to_string().contains("segment_files_max"), "{refused}");
-        assert!(
-            !segment_path(dir.path(), 2).exists(),
-            "a refused file is not created"
-        );
-        // Other files (checkpoints, snapshots) are not segment files.
-        let other = disk
-            .open(&dir.path().join("clean-shutdown.checkpoint"), true)
-            .unwrap();
-        drop(other);
-        drop(first);
+        assert!(!segment_path(dir.path(), 2).exists(), "a refused file is not created");
+        assert_eq!(cache.stats().segment_files, 4);
+        // An index (recovery recreates missing ones) and other files are not refused.
+        let _more_index = disk.open(&index(7), true).unwrap();
+        drop(disk.open(&dir.path().join("clean-shutdown.checkpoint"), true).unwrap());
+        drop((first, first_index));
         disk.open(&segment_path(dir.path(), 2), true).unwrap();
         // Opening what exists is never refused.
         disk.open(&segment_path(dir.path(), 1), false).unwrap();
