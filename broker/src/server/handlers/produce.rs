@@ -41,7 +41,13 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ProduceRequest) 
                 Some(log) => append(log, partition.records, limits.batch_bytes_max, now),
             };
             if let Err((code, message)) = &result {
-                tracing::debug!(topic = %topic.name, partition = index, ?code, %message, "produce refused");
+                if *code == ErrorCode::KafkaStorageError {
+                    // A failed write or roll: an operator must know (the storage engine logged
+                    // the cause at ERROR).
+                    tracing::warn!(topic = %topic.name, partition = index, ?code, %message, "produce failed");
+                } else {
+                    tracing::debug!(topic = %topic.name, partition = index, ?code, %message, "produce refused");
+                }
             }
             partitions.push((index, result));
         }
