@@ -38,11 +38,19 @@ fn thousands_of_partitions_are_created_written_restarted_and_served_with_one_des
     for topic in 0..TOPICS {
         client.create_topic(&format!("t{topic}"), PARTITIONS, None);
     }
-    eprintln!("created {} partitions in {:?}", TOPICS * PARTITIONS, started.elapsed());
+    eprintln!(
+        "created {} partitions in {:?}",
+        TOPICS * PARTITIONS,
+        started.elapsed()
+    );
     let started = Instant::now();
     for topic in 0..TOPICS {
         for partition in 0..PARTITIONS {
-            client.produce_ok(&format!("t{topic}"), partition, batch_of(&[value(topic, partition)]));
+            client.produce_ok(
+                &format!("t{topic}"),
+                partition,
+                batch_of(&[value(topic, partition)]),
+            );
         }
     }
     eprintln!("wrote to every partition in {:?}", started.elapsed());
@@ -63,7 +71,10 @@ fn thousands_of_partitions_are_created_written_restarted_and_served_with_one_des
     broker.restart();
     eprintln!("restarted in {:?}", started.elapsed());
     let open = open_descriptors(&broker);
-    assert!(open < partitions + CACHE_FILES + 200, "{open} descriptors after the restart");
+    assert!(
+        open < partitions + CACHE_FILES + 200,
+        "{open} descriptors after the restart"
+    );
 
     let mut client = RawClient::connect_or_panic(broker.addr());
     for topic in 0..TOPICS {

@@ -305,13 +305,10 @@ impl Disk for CachedDisk {
                 && known + FILES_PER_SEGMENT > cache.limits.segment_files_max
             {
                 cache.segment_files.fetch_sub(1, Ordering::AcqRel);
-                return Err(io::Error::new(
-                    io::ErrorKind::Other,
-                    format!(
-                        "the broker already holds its maximum of {} segment files (limits.segment_files_max)",
-                        cache.limits.segment_files_max
-                    ),
-                ));
+                return Err(io::Error::other(format!(
+                    "the broker already holds its maximum of {} segment files (limits.segment_files_max)",
+                    cache.limits.segment_files_max
+                )));
             }
         }
         let file = match cache.open_inner(path, create) {
@@ -533,8 +530,10 @@ mod tests {
         let cache = FileCache::new(Arc::new(OsDisk), limits);
         let disk = cache.disk();
         let index = |base| {
-            dir.path()
-                .join(crate::storage::format::segment_file_name(base, FileKind::OffsetIndex))
+            dir.path().join(crate::storage::format::segment_file_name(
+                base,
+                FileKind::OffsetIndex,
+            ))
         };
         let first = disk.open(&segment_path(dir.path(), 0), true).unwrap();
         let first_index = disk.open(&index(0), true).unwrap();
@@ -543,11 +542,17 @@ mod tests {
         // Four known: a third segment's data file would leave no room for both its indexes.
         let refused = disk.open(&segment_path(dir.path(), 2), true).unwrap_err();
         assert!(refused.to_string().contains("segment_files_max"), "{refused}");
-        assert!(!segment_path(dir.path(), 2).exists(), "a refused file is not created");
+        assert!(
+            !segment_path(dir.path(), 2).exists(),
+            "a refused file is not created"
+        );
         assert_eq!(cache.stats().segment_files, 4);
         // An index (recovery recreates missing ones) and other files are not refused.
         let _more_index = disk.open(&index(7), true).unwrap();
-        drop(disk.open(&dir.path().join("clean-shutdown.checkpoint"), true).unwrap());
+        drop(
+            disk.open(&dir.path().join("clean-shutdown.checkpoint"), true)
+                .unwrap(),
+        );
         drop((first, first_index));
         disk.open(&segment_path(dir.path(), 2), true).unwrap();
         // Opening what exists is never refused.

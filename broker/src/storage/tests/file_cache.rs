@@ -202,3 +202,39 @@ fn an_idle_partition_gives_its_append_buffer_back_and_has_nothing_to_sync() {
     let outcome = log.append(std::slice::from_ref(&big), 1_000).unwrap();
     assert_eq!(outcome.base_offset, 4);
 }
+
+#[test]
+fn a_roll_past_segment_files_max_is_refused_retriably_and_the_partition_stays_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = FileCacheLimits {
+        segment_files_max: 6,
+        ..FileCacheLimits::with_open_files(4)
+    };
+    let cache = FileCache::new(Arc::new(OsDisk), limits);
+    let log = open_through(dir.path(), &cache);
+    // 600-byte segments: a few batches fill the first, the roll to the second is allowed,
+    // the roll to a third would pass 6 segment files.
+    let mut expected = Vec::new();
+    let refused = loop {
+        let batch = simple_batch(3, 1_000, 40);
+        match log.append(std::slice::from_ref(&batch), 1_000) {
+            Ok(outcome) => expected.extend_from_slice(&stored(&batch, outcome.base_offset)),
+            Err(error) => break error,
+        }
+        assert!(expected.len() < 10_000, "never refused");
+    };
+    assert!(matches!(refused, StorageError::RollFailed { .. }), "{refused}");
+    assert!(
+        format!("{refused:?}").contains("segment_files_max"),
+        "{refused:?}"
+    );
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(cache.stats().segment_files, 6);
+    // Not poisoned: what is stored reads back, and a batch that fits the active segment
+    // is still appended after it.
+    assert_eq!(read_all(&log, 1 << 20), expected);
+    let before = log.high_watermark();
+    let small = simple_batch(1, 2_000, 1);
+    let outcome = log.append(std::slice::from_ref(&small), 2_000).unwrap();
+    assert_eq!(outcome.base_offset, before);
+}
