@@ -30,8 +30,8 @@ pub(crate) struct BrokerContext {
     /// Address clients are told to connect to (metadata responses).
     pub advertised: SocketAddr,
     pub shutdown: watch::Receiver<bool>,
-    /// The broker-wide budget of fetched bytes held in memory (`server::budget`).
-    pub fetch_memory: Arc<tokio::sync::Semaphore>,
+    /// The broker's one memory budget (`server::budget`).
+    pub memory: Arc<crate::server::budget::MemoryBudget>,
 }
 
 /// Entry point for running a broker in-process.
@@ -84,9 +84,10 @@ impl Broker {
             source,
         })?;
         let (shutdown_sender, shutdown) = watch::channel(false);
-        let fetch_memory = Arc::new(tokio::sync::Semaphore::new(
-            config.limits.fetch_bytes_in_flight_max,
-        ));
+        let memory = crate::server::budget::MemoryBudget::new(
+            config.limits.memory_bytes_max,
+            config.limits.connection_memory_bytes_max,
+        );
         let context = Arc::new(BrokerContext {
             config,
             registry,
@@ -94,7 +95,7 @@ impl Broker {
             producer_ids,
             advertised: local_addr,
             shutdown: shutdown.clone(),
-            fetch_memory,
+            memory,
         });
         tracing::info!(
             listen = %local_addr,
@@ -146,16 +147,19 @@ impl BrokerHandle {
             let _ = task.await;
         }
         let context = self.context;
+        // Partitions close in parallel on a bounded pool (`topics::parallel`), off the async
+        // workers; each failure is logged there at ERROR.
         let failures = tokio::task::spawn_blocking(move || context.registry.close_all())
             .await
             .map_err(|error| BrokerError::Task(error.to_string()))?;
+        let count = failures.len();
         match failures.into_iter().next() {
             None => {
                 tracing::info!("tidelog broker stopped cleanly");
                 Ok(())
             }
-            Some((topic, error)) => {
-                tracing::error!(%topic, %error, "partition not closed cleanly; it will be recovered at next start");
+            Some((_, error)) => {
+                tracing::error!(partitions = count, "broker stopped, but not every partition closed cleanly; they will be recovered at next start");
                 Err(error.into())
             }
         }

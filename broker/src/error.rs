@@ -55,6 +55,9 @@ pub enum TopicError {
         fit: usize,
         limit: u64,
     },
+    /// Data of that name is on disk but cannot be served; it is never moved aside by a create.
+    #[error("topic {name:?} has data on disk that the broker could not recover ({reason}); delete the topic or repair its directory to reuse the name")]
+    DataOnDisk { name: String, reason: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]

@@ -64,7 +64,7 @@ async fn run_retention(context: Arc<BrokerContext>) {
         let pass = tokio::task::spawn_blocking(move || {
             let now = now_ms();
             for topic in context.registry.list() {
-                for (index, partition) in topic.partitions.iter().enumerate() {
+                for (index, partition) in topic.online_partitions() {
                     // A partition not appended to since the last pass gives its append buffer
                     // back: idle partitions hold no buffers, however many there are.
                     partition.release_idle_buffers();
@@ -139,7 +139,7 @@ async fn run_interval_flush(context: Arc<BrokerContext>) {
         }
         let pass = tokio::task::spawn_blocking(move || {
             for topic in due {
-                for (index, partition) in topic.partitions.iter().enumerate() {
+                for (index, partition) in topic.online_partitions() {
                     if !partition.has_unsynced_data() {
                         continue;
                     }
