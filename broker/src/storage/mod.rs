@@ -8,6 +8,7 @@ mod error;
 mod file_cache;
 mod format;
 mod log;
+mod producer_snapshot;
 mod producer_state;
 mod recovery;
 mod segment;
@@ -23,8 +24,8 @@ pub use error::StorageError;
 pub use file_cache::{FileCache, FileCacheLimits, FileCacheStats};
 pub use format::{BATCH_BYTES_MAX, FORMAT_VERSION};
 pub use log::{AppendOutcome, MaintenanceOutcome, PartitionLog, ReadOutcome};
+pub use producer_snapshot::ProducerStateRecovery;
 pub use producer_state::{
-    ProducerLimits, ProducerStateRecovery, PRODUCERS_PER_PARTITION_MAX_DEFAULT, PRODUCER_BATCHES_RETAINED,
-    PRODUCER_IDLE_MS_DEFAULT,
+    ProducerLimits, PRODUCERS_PER_PARTITION_MAX_DEFAULT, PRODUCER_BATCHES_RETAINED, PRODUCER_IDLE_MS_DEFAULT,
 };
 pub use recovery::{DroppedSegment, IndexRebuild, RecoveryReport, Truncation};
