@@ -14,6 +14,7 @@ use crate::error::BrokerError;
 use crate::groups::GroupService;
 use crate::maintenance;
 use crate::metadata::{ProducerIdAllocator, ProducerIdFloor, SledMetadataStore};
+use crate::resources::StorageResources;
 use crate::server;
 use crate::topics::TopicRegistry;
 
