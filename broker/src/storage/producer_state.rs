@@ -18,7 +18,7 @@ use tidelog_proto::batch::BatchHeader;
 use super::disk::{read_exact_at, Disk};
 use super::error::StorageError;
 use super::format::{i64_at, u16_at, u32_at, FILE_HEADER_BYTES, TEMP_SUFFIX};
-use super::segment::{BatchScanner, ScanStep, Segment, SCAN_CHUNK_BYTES};
+use super::segment::{ScanStep, Segment, SCAN_CHUNK_BYTES};
 
 /// Batches remembered per producer, as in Kafka: a producer keeps at most this many batches
 /// in flight per partition, so a retry is always one of them.
@@ -514,7 +514,8 @@ pub(crate) fn rebuild(
         } else {
             FILE_HEADER_BYTES as u64
         };
-        let mut scanner = BatchScanner::new(&*segment.log, start, segment.end(), SCAN_CHUNK_BYTES);
+        // Steps over ranges recovery fenced as damaged.
+        let mut scanner = segment.scanner(start, segment.end(), SCAN_CHUNK_BYTES);
         loop {
             let header = match scanner
                 .next_header()

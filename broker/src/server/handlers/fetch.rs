@@ -137,7 +137,11 @@ fn read_all(
                 }
                 Err(error) => {
                     any_error = true;
-                    let (code, message) = storage_error(&error);
+                    let (code, mut message) = storage_error(&error);
+                    if matches!(error, StorageError::CorruptRange { .. }) {
+                        // Say which partition, so a consumer reading many can skip the range.
+                        message = format!("{} partition {}: {message}", names[want.topic], want.partition);
+                    }
                     let (log_start, high_watermark) = match error {
                         StorageError::OffsetOutOfRange {
                             log_start_offset,

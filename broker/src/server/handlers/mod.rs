@@ -96,6 +96,8 @@ pub(crate) fn storage_error(error: &StorageError) -> (ErrorCode, String) {
     let code = match error {
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+        // Fenced at recovery: the consumer may skip the range deliberately.
+        StorageError::CorruptRange { .. } => ErrorCode::CorruptMessage,
         _ => ErrorCode::KafkaStorageError,
     };
     (code, error.to_string())
