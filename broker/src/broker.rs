@@ -143,16 +143,19 @@ impl BrokerHandle {
             let _ = task.await;
         }
         let context = self.context;
+        // Partitions close in parallel on a bounded pool (`topics::parallel`), off the async
+        // workers; each failure is logged there at ERROR.
         let failures = tokio::task::spawn_blocking(move || context.registry.close_all())
             .await
             .map_err(|error| BrokerError::Task(error.to_string()))?;
+        let count = failures.len();
         match failures.into_iter().next() {
             None => {
                 tracing::info!("tidelog broker stopped cleanly");
                 Ok(())
             }
-            Some((topic, error)) => {
-                tracing::error!(%topic, %error, "partition not closed cleanly; it will be recovered at next start");
+            Some((_, error)) => {
+                tracing::error!(partitions = count, "broker stopped, but not every partition closed cleanly; they will be recovered at next start");
                 Err(error.into())
             }
         }

@@ -208,7 +208,11 @@ pub struct Limits {
     pub response_queue_depth: usize,
     pub partitions_per_topic_max: u32,
     pub topics_max: usize,
+    /// At most 255 (NAME_MAX): a topic's directory is named after it.
     pub topic_name_bytes_max: usize,
+    /// Threads that open partitions at start, close them at stop and open a new topic's
+    /// partitions; the work is mostly fsync waits, so more threads than cores pay off.
+    pub partition_io_threads_max: usize,
 }
 
 impl Default for Limits {
@@ -228,6 +232,7 @@ impl Default for Limits {
             partitions_per_topic_max: 10_000,
             topics_max: 100_000,
             topic_name_bytes_max: 249,
+            partition_io_threads_max: 16,
         }
     }
 }
@@ -276,10 +281,18 @@ impl BrokerConfig {
             ),
             ("limits.response_queue_depth", limits.response_queue_depth),
             ("limits.topics_max", limits.topics_max),
+            ("limits.partition_io_threads_max", limits.partition_io_threads_max),
         ] {
             if value == 0 {
                 return fail(format!("{name} must be at least 1"));
             }
+        }
+        // Topic directories are named after the topic, and a file name has at most 255 bytes.
+        if limits.topic_name_bytes_max == 0 || limits.topic_name_bytes_max > 255 {
+            return fail("limits.topic_name_bytes_max must be between 1 and 255".into());
+        }
+        if limits.partition_io_threads_max > 1_024 {
+            return fail("limits.partition_io_threads_max is at most 1024".into());
         }
         if self.log.partitions == 0 || self.log.partitions > limits.partitions_per_topic_max {
             return fail("log.partitions must be between 1 and limits.partitions_per_topic_max".into());

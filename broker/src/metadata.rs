@@ -75,6 +75,11 @@ impl ProducerIdAllocator {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicRecord {
     pub name: String,
+    /// Unique per incarnation of a name (a create after a delete gets a new one): names the
+    /// topic's directory while it is being deleted and matches a manifest to its record. Empty
+    /// in records written before ids existed; the registry assigns one at the next start.
+    #[serde(default)]
+    pub topic_id: String,
     pub partitions: u32,
     pub created_ms: i64,
     #[serde(default)]
@@ -146,10 +151,16 @@ pub struct OffsetRecord {
     pub commit_ms: i64,
 }
 
+/// A topic record as read back: the topic name its key gives, and the record or why it could
+/// not be read.
+pub type StoredTopic = (String, Result<TopicRecord, MetadataError>);
+
 /// Where the broker keeps what must survive a restart besides the logs themselves.
 /// Every write is durable when it returns.
 pub trait MetadataStore: Send + Sync + std::fmt::Debug {
-    fn topics(&self) -> Result<Vec<Result<TopicRecord, MetadataError>>, MetadataError>;
+    /// Every topic record, with the topic name its key gives, so a damaged record still says
+    /// which topic it belonged to.
+    fn topics(&self) -> Result<Vec<StoredTopic>, MetadataError>;
     fn put_topic(&self, record: &TopicRecord) -> Result<(), MetadataError>;
     /// Returns whether the topic existed.
     fn delete_topic(&self, name: &str) -> Result<bool, MetadataError>;
@@ -215,12 +226,24 @@ fn is_lock_conflict(error: &sled::Error) -> bool {
 }
 
 impl MetadataStore for SledMetadataStore {
-    fn topics(&self) -> Result<Vec<Result<TopicRecord, MetadataError>>, MetadataError> {
+    fn topics(&self) -> Result<Vec<StoredTopic>, MetadataError> {
         let mut topics = Vec::new();
         for entry in self.db.scan_prefix(TOPIC_KEY_PREFIX) {
             let (key, value) = entry?;
             let key = String::from_utf8_lossy(&key).into_owned();
-            topics.push(decode_record(&key, &value));
+            let name = key[TOPIC_KEY_PREFIX.len()..].to_owned();
+            let record = decode_record::<TopicRecord>(&key, &value).and_then(|record| {
+                // The key and the value must agree, or the value belongs to another topic.
+                if record.name == name {
+                    Ok(record)
+                } else {
+                    Err(MetadataError::Corrupt {
+                        key: key.clone(),
+                        reason: format!("record names topic {:?}", record.name),
+                    })
+                }
+            });
+            topics.push((name, record));
         }
         Ok(topics)
     }
@@ -371,6 +394,7 @@ mod tests {
     fn record(name: &str) -> TopicRecord {
         TopicRecord {
             name: name.into(),
+            topic_id: format!("id-of-{name}"),
             partitions: 3,
             created_ms: 1,
             overrides: TopicOverrides {
@@ -392,7 +416,16 @@ mod tests {
             assert!(!store.delete_topic("missing").unwrap());
         }
         let store = SledMetadataStore::open(dir.path()).unwrap();
-        let topics: Vec<TopicRecord> = store.topics().unwrap().into_iter().map(Result::unwrap).collect();
+        let topics: Vec<TopicRecord> = store
+            .topics()
+            .unwrap()
+            .into_iter()
+            .map(|(name, record)| {
+                let record = record.unwrap();
+                assert_eq!(name, record.name);
+                record
+            })
+            .collect();
         assert_eq!(topics, vec![record("b")]);
     }
 

@@ -52,6 +52,8 @@ pub struct LoadOutcome {
 struct Shared {
     outcome: Mutex<LoadOutcome>,
     acked_batches: AtomicUsize,
+    /// Batches the broker answered with a partition error (not acknowledged).
+    refused_batches: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -80,6 +82,11 @@ impl Load {
     /// Batches acknowledged so far.
     pub fn acked_batches(&self) -> usize {
         self.shared.acked_batches.load(Ordering::Relaxed)
+    }
+
+    /// Batches refused so far with a partition-level error (a failed append, a sync timeout).
+    pub fn refused_batches(&self) -> usize {
+        self.shared.refused_batches.load(Ordering::Relaxed)
     }
 
     /// Tells the producers to send nothing more, waits for them to finish (they end at once when
@@ -161,6 +168,7 @@ fn produce(addr: SocketAddr, config: &LoadConfig, producer: u64, seed: u64, shar
         }
         if result.error() != ErrorCode::None {
             // Not acknowledged (a sync timeout, shutdown): the records may or may not be there.
+            shared.refused_batches.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         if result.last_offset - result.base_offset + 1 != values.len() as i64 {

@@ -94,6 +94,16 @@ pub enum StorageError {
     /// One append call mixes batches already appended with new ones. Nothing was appended.
     #[error("producer {producer_id}: some batches of this append are duplicates and some are new")]
     DuplicateSequence { producer_id: i64 },
+
+    /// The append needed a new segment and the roll failed (descriptors, disk space, an I/O
+    /// error). Nothing was appended and the partition is as it was before: retrying is safe.
+    /// The message names offsets only; the cause (with paths) is in `source` and the log.
+    #[error("could not start a new segment at offset {base_offset}; nothing was appended")]
+    RollFailed {
+        base_offset: i64,
+        #[source]
+        source: Box<StorageError>,
+    },
 }
 
 impl StorageError {

@@ -102,7 +102,8 @@ pub(crate) struct Inspection {
 /// if one was present: `Ok` decoded, `Err` why it is unusable.
 ///
 /// `rolls_seal_first` (the log runs under `flush = always`): a roll seals the old segment
-/// before it creates the next, so only the last segment can hold unsynced data.
+/// before the next one takes any append, so only the last segment can hold unsynced data (and
+/// the one before it while the last is still empty).
 pub(crate) fn inspect(
     disk: &dyn Disk,
     dir: &Path,
@@ -269,10 +270,20 @@ fn resolve_layout(
         }
         suffix_start -= 1;
     }
-    // A clean close synced and sealed everything, and under `always` every roll did: nothing
-    // before the last segment is unsynced.
+    // A clean close synced and sealed everything, and under `always` every roll seals the old
+    // segment before the new one takes appends: nothing before the last segment is unsynced.
     if rolls_seal_first || checkpoint.is_some_and(|found| found.segment_count as usize == kept.len()) {
-        suffix_start = suffix_start.max(kept.len().saturating_sub(1));
+        let mut start = kept.len().saturating_sub(1);
+        // Except a roll that crashed after creating the new (still empty) segment and before
+        // sealing the old one: the old one's tail may still be unsynced.
+        if rolls_seal_first
+            && start > 0
+            && kept[start].holds_nothing()
+            && kept[start - 1].unsynced_candidate()
+        {
+            start -= 1;
+        }
+        suffix_start = suffix_start.max(start);
     }
     let mut cut_at = None;
     for index in suffix_start..kept.len().saturating_sub(1) {

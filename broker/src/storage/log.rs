@@ -23,7 +23,7 @@ use super::producer_state::{
     self, Check, ProducerLimits, ProducerStateMap, ProducerStateRecovery, Refusal, SNAPSHOTS_RETAINED,
 };
 use super::recovery::{recover, remove_segment_files, RecoveryReport};
-use super::segment::{read_lock, write_lock, Segment};
+use super::segment::{read_lock, write_lock, CreateError, Segment};
 
 /// Index entries buffered in memory before the writer appends them to the index files. The
 /// active segment's index is rebuilt from the data after a crash, so these need no fsync.
@@ -807,20 +807,45 @@ impl Inner {
     }
 
     /// Closes the active segment and opens a new one at the next offset. The old segment and
-    /// its indexes are synced before the new one exists, so only the active segment can ever
-    /// have an unsynced tail.
+    /// its indexes are synced before the new one is published, so only the active segment can
+    /// ever have an unsynced tail.
+    ///
+    /// All or nothing. The new segment's files are created (headers written and synced) and
+    /// the directory synced *before* anything about the old segment changes, and the old one
+    /// is marked sealed only after that. If any step fails (EMFILE, ENOSPC, EIO), the files
+    /// made are removed, the directory synced, and a sealed flag already written is cleared
+    /// again: the old segment stays active, writable and unsealed, the append that needed the
+    /// roll gets [`StorageError::RollFailed`] and may be retried. Only if that undo fails too
+    /// (or an fsync failed) is the log poisoned, so nothing is appended to a directory that no
+    /// longer describes it alone.
     fn roll(self: &Arc<Self>, writer: &mut Writer) -> Result<(), StorageError> {
         let old = Arc::clone(&writer.active);
         let base_offset = old.next_offset();
-        old.add_final_time_entry();
-        old.flush_index_entries()?;
-        if self.config.flush == FlushPolicy::Always {
-            // Group commit has synced nearly all of it already, so this is cheap, and it lets
-            // the high watermark cover the whole old segment at once.
-            self.seal_segment(&old)?;
+        let new = match Segment::create(&*self.disk, &self.dir, base_offset) {
+            Ok(new) => Arc::new(new),
+            Err(CreateError { error, leftovers }) => {
+                for (path, remove_error) in &leftovers {
+                    tracing::error!(path = %path.display(), error = %remove_error, "could not remove a file of a failed segment roll");
+                }
+                let undone = leftovers.is_empty();
+                if undone {
+                    self.sync_dir_after_discard();
+                }
+                return Err(self.roll_failed(base_offset, error, undone));
+            }
+        };
+        if let Err(error) = self.sync_dir() {
+            let undone = self.discard_segment(&new);
+            return Err(self.roll_failed(base_offset, error, undone));
         }
-        let new = Arc::new(Segment::create(&*self.disk, &self.dir, base_offset)?);
-        self.sync_dir()?;
+        if let Err(error) = self.close_segment(&old) {
+            // After a failed fsync the old segment stays as it is (the log is poisoned and
+            // takes no more appends); otherwise a sealed flag that may have reached the page
+            // cache is cleared again, durably, so the segment can stay the active one.
+            let restored = self.check_failure().is_err() || old.unseal().is_ok();
+            let undone = restored && self.discard_segment(&new);
+            return Err(self.roll_failed(base_offset, error, undone));
+        }
         self.snapshot_producers(writer, base_offset);
         {
             let mut segments = write_lock(&self.segments);
@@ -840,6 +865,84 @@ impl Inner {
             self.kick_sealer();
         }
         Ok(())
+    }
+
+    /// The old segment's part of a roll, once the new segment exists: its final time index
+    /// entry and pending index entries, and under `Always` the seal (sync, flag, sync; the
+    /// flag is recorded in memory only once it is durable).
+    fn close_segment(&self, old: &Segment) -> Result<(), StorageError> {
+        old.add_final_time_entry();
+        old.flush_index_entries()?;
+        if self.config.flush == FlushPolicy::Always {
+            // Group commit has synced nearly all of it already, so this is cheap, and it lets
+            // the high watermark cover the whole old segment at once.
+            self.sync_segment(old, true)?;
+            old.write_sealed_flag()?;
+            self.sync_segment(old, false)?;
+            old.set_sealed();
+        }
+        Ok(())
+    }
+
+    /// Removes the files of a segment that was created but never published, and syncs the
+    /// directory. False if a file could not be removed.
+    fn discard_segment(&self, segment: &Segment) -> bool {
+        let mut removed = true;
+        for path in [
+            &segment.paths.log,
+            &segment.paths.offset_index,
+            &segment.paths.time_index,
+        ] {
+            if let Err(error) = self.disk.remove(path) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::error!(path = %path.display(), %error, "could not remove a file of a failed segment roll");
+                    removed = false;
+                }
+            }
+        }
+        if removed {
+            self.sync_dir_after_discard();
+        }
+        removed
+    }
+
+    /// Makes the removal of a failed roll's files durable. If this sync fails too (say, no
+    /// descriptor for the directory), the partition is still safe to append to: a name that
+    /// reappears after a crash lies inside the active segment's offsets, where recovery drops
+    /// it, and the next roll syncs the directory (and so the removal) before it publishes a
+    /// later segment. Only a file that could not be removed at all poisons the log.
+    fn sync_dir_after_discard(&self) {
+        if let Err(error) = self.sync_dir() {
+            tracing::warn!(dir = %self.dir.display(), error = %error_chain(&error), "could not sync the directory after removing a failed roll's files; the next roll will");
+        }
+    }
+
+    /// Logs a failed roll and makes its error. `undone`: the partition is exactly as before
+    /// the roll; otherwise the log is poisoned (it must be reopened, and recovered, first).
+    fn roll_failed(&self, base_offset: i64, error: StorageError, undone: bool) -> StorageError {
+        let cause = error_chain(&error);
+        if undone {
+            tracing::error!(
+                dir = %self.dir.display(),
+                base_offset,
+                error = %cause,
+                "segment roll failed and was undone; the append is refused and may be retried"
+            );
+        } else {
+            tracing::error!(
+                dir = %self.dir.display(),
+                base_offset,
+                error = %cause,
+                "segment roll failed and could not be undone"
+            );
+            self.poison(format!(
+                "a failed roll to offset {base_offset} could not be undone: {cause}"
+            ));
+        }
+        StorageError::RollFailed {
+            base_offset,
+            source: Box::new(error),
+        }
     }
 
     /// Writes the producer state as of `next_offset` (not synced: see `write_snapshot`) and
@@ -982,6 +1085,20 @@ fn check_producers(
         Some((first, last, _)) if duplicate_count == batches.len() => Ok(Some((first, last))),
         Some((_, _, producer_id)) => Err(StorageError::DuplicateSequence { producer_id }),
     }
+}
+
+/// An error and its causes in one line, for logs.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    // Bounded: error chains are a handful of links long.
+    for _ in 0..16 {
+        let Some(cause) = source else { break };
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

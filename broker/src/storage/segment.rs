@@ -139,11 +139,45 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// Creates a new empty segment's three files and syncs them. The caller syncs the directory.
-    pub fn create(disk: &dyn Disk, dir: &Path, base_offset: i64) -> Result<Segment, StorageError> {
+    ///
+    /// All or nothing: if any step fails (a descriptor limit, a full disk, an I/O error), the
+    /// files this call created are removed again before it returns, so no stray segment file
+    /// can later be taken for part of the log. The error says whether that cleanup worked.
+    pub fn create(disk: &dyn Disk, dir: &Path, base_offset: i64) -> Result<Segment, CreateError> {
         let paths = SegmentPaths::new(dir, base_offset);
-        let log = create_with_header(disk, &paths.log, FileKind::Log, base_offset)?;
-        let offset_index = create_with_header(disk, &paths.offset_index, FileKind::OffsetIndex, base_offset)?;
-        let time_index = create_with_header(disk, &paths.time_index, FileKind::TimeIndex, base_offset)?;
+        let mut created: Vec<&Path> = Vec::with_capacity(3);
+        let files = (|| {
+            let log = create_with_header(disk, &paths.log, FileKind::Log, base_offset, &mut created)?;
+            let offset_index = create_with_header(
+                disk,
+                &paths.offset_index,
+                FileKind::OffsetIndex,
+                base_offset,
+                &mut created,
+            )?;
+            let time_index = create_with_header(
+                disk,
+                &paths.time_index,
+                FileKind::TimeIndex,
+                base_offset,
+                &mut created,
+            )?;
+            Ok((log, offset_index, time_index))
+        })();
+        let (log, offset_index, time_index) = match files {
+            Ok(files) => files,
+            Err(error) => {
+                let mut leftovers = Vec::new();
+                for path in created {
+                    if let Err(remove_error) = disk.remove(path) {
+                        if remove_error.kind() != std::io::ErrorKind::NotFound {
+                            leftovers.push((path.to_path_buf(), remove_error));
+                        }
+                    }
+                }
+                return Err(CreateError { error, leftovers });
+            }
+        };
         let state = SegmentState {
             end: FILE_HEADER_BYTES as u64,
             next_offset: base_offset,
@@ -370,6 +404,18 @@ impl Segment {
         Ok(2)
     }
 
+    /// Writes the sealed flag into the data file header (not synced, and not yet marked sealed
+    /// in memory). Only for a segment whose data and indexes were just synced: the roll syncs,
+    /// calls this, syncs again, then [`set_sealed`](Self::set_sealed).
+    pub fn write_sealed_flag(&self) -> Result<(), StorageError> {
+        self.write_flags(LOG_FLAG_SEALED)
+    }
+
+    /// Records in memory that the sealed flag is durable.
+    pub fn set_sealed(&self) {
+        self.sealed.store(true, Ordering::Release);
+    }
+
     /// Clears the sealed flag (durably) of a segment that becomes the active one again.
     pub fn unseal(&self) -> Result<(), StorageError> {
         self.write_flags(0)?;
@@ -577,12 +623,30 @@ fn whole_batches_below(buffer: &[u8], first_base_offset: i64, high_watermark: i6
     Ok(cut)
 }
 
-fn create_with_header(
+/// A segment that could not be created, and any of its files that could not be removed again.
+#[derive(Debug)]
+pub(crate) struct CreateError {
+    pub error: StorageError,
+    /// Files created and left behind: the directory no longer describes the log alone.
+    pub leftovers: Vec<(PathBuf, std::io::Error)>,
+}
+
+impl From<CreateError> for StorageError {
+    fn from(failed: CreateError) -> Self {
+        failed.error
+    }
+}
+
+fn create_with_header<'a>(
     disk: &dyn Disk,
-    path: &Path,
+    path: &'a Path,
     kind: FileKind,
     base_offset: i64,
+    created: &mut Vec<&'a Path>,
 ) -> Result<Arc<dyn SegmentFile>, StorageError> {
+    // Counted as created before the open: an open that fails after the kernel made the name
+    // (rare, but possible) must still be cleaned up; removing a name that is absent is fine.
+    created.push(path);
     let file = disk
         .open(path, true)
         .map_err(StorageError::io("creating", path))?;

@@ -1,6 +1,8 @@
 //! A simulated disk for tests: an in-memory filesystem that tracks, per file and per
 //! directory, what is durable. `crash` forgets everything not synced (optionally keeping a
-//! random prefix of unsynced appends: a torn write); `fail_writes_after` injects I/O errors.
+//! random prefix of unsynced appends: a torn write); `fail_writes_after` injects I/O errors,
+//! and `inject` fails the n-th operation of one kind (open, write, sync, ...) with a chosen
+//! errno (EMFILE, ENOSPC, EIO), once or from then on, to test every step of a segment roll.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -30,6 +32,69 @@ struct State {
     durable: BTreeMap<PathBuf, Arc<FileData>>,
     /// Writes left before writes fail; `None`: never fail.
     writes_left: Option<u64>,
+    /// An armed fault and how many operations of its kind it still lets through.
+    fault: Option<ArmedFault>,
+    /// Faults that fired since the last `inject`.
+    faults_fired: u64,
+}
+
+/// A kind of disk operation a fault can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FaultOp {
+    /// `Disk::open`, creating or not (EMFILE hits every open).
+    Open,
+    /// `SegmentFile::write_all_at`.
+    Write,
+    /// `SegmentFile::set_len`.
+    SetLen,
+    /// `SegmentFile::sync_data`.
+    Sync,
+    /// `Disk::sync_dir`.
+    SyncDir,
+    /// `Disk::remove`.
+    Remove,
+    /// `Disk::rename`.
+    Rename,
+}
+
+/// The error an injected fault returns, as the kernel would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FaultErrno {
+    /// Too many open files (EMFILE, 24).
+    TooManyOpenFiles,
+    /// No space left on device (ENOSPC, 28).
+    NoSpace,
+    /// Input/output error (EIO, 5).
+    Io,
+}
+
+impl FaultErrno {
+    fn error(self) -> io::Error {
+        let errno = match self {
+            FaultErrno::TooManyOpenFiles => 24,
+            FaultErrno::NoSpace => 28,
+            FaultErrno::Io => 5,
+        };
+        io::Error::from_raw_os_error(errno)
+    }
+}
+
+/// Fails the `after`-th operation of kind `op` from now (0: the next one) with `errno`; with
+/// `sticky`, every later one of that kind fails too (a full descriptor table or disk stays
+/// full), until `clear_faults`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fault {
+    pub op: FaultOp,
+    pub after: u64,
+    pub errno: FaultErrno,
+    pub sticky: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ArmedFault {
+    fault: Fault,
+    passed: u64,
+    fired: bool,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +158,7 @@ impl SimDisk {
         let mut state = lock(&self.shared.state);
         state.generation += 1;
         state.writes_left = None;
+        state.fault = None;
         let mut rng = match mode {
             CrashMode::ForgetUnsynced => None,
             CrashMode::TornAppends(seed) => Some(SplitMix(seed)),
@@ -138,6 +204,27 @@ impl SimDisk {
         lock(&self.shared.state).writes_left = Some(count);
     }
 
+    /// Arms one fault (replacing any earlier one) and resets the fired count.
+    pub fn inject(&self, fault: Fault) {
+        let mut state = lock(&self.shared.state);
+        state.fault = Some(ArmedFault {
+            fault,
+            passed: 0,
+            fired: false,
+        });
+        state.faults_fired = 0;
+    }
+
+    /// Disarms the fault: every operation succeeds again.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.state).fault = None;
+    }
+
+    /// How many operations the armed fault failed since `inject`.
+    pub fn faults_fired(&self) -> u64 {
+        lock(&self.shared.state).faults_fired
+    }
+
     /// Current content of a file, for tests that corrupt files directly.
     pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
         let state = lock(&self.shared.state);
@@ -169,6 +256,34 @@ impl SimDisk {
     }
 }
 
+/// Counts an operation of kind `op` against the armed fault; `Err` if it must fail.
+fn fault_check(shared: &Shared, op: FaultOp) -> io::Result<()> {
+    let mut state = lock(&shared.state);
+    let State {
+        fault, faults_fired, ..
+    } = &mut *state;
+    let Some(armed) = fault.as_mut() else {
+        return Ok(());
+    };
+    if armed.fault.op != op {
+        return Ok(());
+    }
+    let fire = if armed.fired {
+        armed.fault.sticky
+    } else if armed.passed == armed.fault.after {
+        armed.fired = true;
+        true
+    } else {
+        armed.passed += 1;
+        false
+    };
+    if fire {
+        *faults_fired += 1;
+        return Err(armed.fault.errno.error());
+    }
+    Ok(())
+}
+
 impl SimFile {
     fn check(&self) -> io::Result<()> {
         if lock(&self.shared.state).generation != self.generation {
@@ -198,6 +313,7 @@ impl SegmentFile for SimFile {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check()?;
+        fault_check(&self.shared, FaultOp::Write)?;
         {
             let mut state = lock(&self.shared.state);
             if let Some(left) = state.writes_left.as_mut() {
@@ -220,6 +336,7 @@ impl SegmentFile for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.check()?;
+        fault_check(&self.shared, FaultOp::SetLen)?;
         let len = usize::try_from(len).map_err(io::Error::other)?;
         lock(&self.data.content).current.resize(len, 0);
         Ok(())
@@ -230,6 +347,7 @@ impl SegmentFile for SimFile {
         if self.shared.fail_syncs.load(Ordering::Relaxed) {
             return Err(io::Error::other("injected fsync failure"));
         }
+        fault_check(&self.shared, FaultOp::Sync)?;
         if !self.shared.sync_delay.is_zero() {
             std::thread::sleep(self.shared.sync_delay);
         }
@@ -256,6 +374,7 @@ impl Disk for SimDisk {
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn SegmentFile>> {
+        fault_check(&self.shared, FaultOp::Open)?;
         let mut state = lock(&self.shared.state);
         let data = match state.current.get(path) {
             Some(data) => Arc::clone(data),
@@ -279,6 +398,7 @@ impl Disk for SimDisk {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
+        fault_check(&self.shared, FaultOp::Remove)?;
         let mut state = lock(&self.shared.state);
         match state.current.remove(path) {
             Some(_) => Ok(()),
@@ -290,6 +410,7 @@ impl Disk for SimDisk {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fault_check(&self.shared, FaultOp::Rename)?;
         let mut state = lock(&self.shared.state);
         let data = state
             .current
@@ -300,6 +421,7 @@ impl Disk for SimDisk {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        fault_check(&self.shared, FaultOp::SyncDir)?;
         let mut state = lock(&self.shared.state);
         state.durable.retain(|path, _| path.parent() != Some(dir));
         let entries: Vec<(PathBuf, Arc<FileData>)> = state

@@ -11,7 +11,7 @@ use tidelog_proto::pb::{self, fetch_response, ErrorCode};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{storage_error, unknown_partition, Outcome};
+use super::{partition_log, storage_error, Outcome};
 use crate::broker::BrokerContext;
 use crate::server::budget::FetchBudget;
 use crate::storage::{PartitionLog, StorageError};
@@ -20,7 +20,7 @@ use crate::storage::{PartitionLog, StorageError};
 struct Wanted {
     topic: usize,
     partition: u32,
-    log: Option<Arc<PartitionLog>>,
+    log: Result<Arc<PartitionLog>, (ErrorCode, String)>,
     offset: i64,
     max_bytes: usize,
 }
@@ -42,10 +42,7 @@ pub(super) fn handle(
             wanted.push(Wanted {
                 topic: topic_index,
                 partition: partition.partition,
-                log: found
-                    .as_ref()
-                    .and_then(|found| found.partition(partition.partition))
-                    .cloned(),
+                log: partition_log(found.as_ref(), &topic.name, partition.partition),
                 offset: partition.fetch_offset,
                 max_bytes: (partition.max_bytes as usize).min(max_bytes),
             });
@@ -60,7 +57,7 @@ pub(super) fn handle(
         // wakes us.
         let mut watches: Vec<watch::Receiver<i64>> = wanted
             .iter()
-            .filter_map(|want| want.log.as_ref().map(|log| log.subscribe()))
+            .filter_map(|want| want.log.as_ref().ok().map(|log| log.subscribe()))
             .collect();
         let (results, reservation) = loop {
             for watch in &mut watches {
@@ -112,15 +109,14 @@ fn read_all(
     for want in wanted {
         let remaining = max_bytes.saturating_sub(total);
         let partition = match &want.log {
-            None => {
+            Err((code, message)) => {
                 any_error = true;
-                let (code, message) = unknown_partition(&names[want.topic], want.partition);
-                failed(want.partition, code, message, -1, -1)
+                failed(want.partition, *code, message.clone(), -1, -1)
             }
-            Some(log) if remaining == 0 && total > 0 => {
+            Ok(log) if remaining == 0 && total > 0 => {
                 empty(want.partition, log.high_watermark(), log.log_start_offset())
             }
-            Some(log) => match log.read(want.offset, want.max_bytes.min(remaining.max(1))) {
+            Ok(log) => match log.read(want.offset, want.max_bytes.min(remaining.max(1))) {
                 Ok(read) if total > 0 && read.records.len() > remaining => {
                     empty(want.partition, read.high_watermark, read.log_start_offset)
                 }

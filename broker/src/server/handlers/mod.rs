@@ -25,7 +25,8 @@ use tidelog_proto::PROTOCOL_VERSION;
 use super::budget::{FetchBudget, FetchReservation};
 use crate::broker::BrokerContext;
 use crate::error::{GroupError, TopicError};
-use crate::storage::StorageError;
+use crate::storage::{PartitionLog, StorageError};
+use crate::topics::{PartitionSlot, Topic};
 
 pub(crate) type Pending = Pin<Box<dyn Future<Output = Option<pb::response::Body>> + Send>>;
 /// A deferred answer that holds fetched bytes: the reservation is released once it is written.
@@ -125,7 +126,9 @@ pub(crate) fn topic_error(error: &TopicError) -> (ErrorCode, String) {
         TopicError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
         TopicError::InvalidConfig(_) | TopicError::TooManyTopics(_) => ErrorCode::InvalidConfig,
         TopicError::Storage(error) => return storage_error(error),
-        TopicError::Metadata(_) | TopicError::Io { .. } => ErrorCode::KafkaStorageError,
+        TopicError::Metadata(_) | TopicError::Io { .. } | TopicError::DataOnDisk { .. } => {
+            ErrorCode::KafkaStorageError
+        }
     };
     (code, error.to_string())
 }
@@ -157,6 +160,27 @@ fn partition_count(context: &BrokerContext, topic: &str) -> Option<u32> {
         .registry
         .get(topic)
         .map(|found| u32::try_from(found.partitions.len()).unwrap_or(u32::MAX))
+}
+
+/// Resolves a partition for produce, fetch and list-offsets: its log, or the error to answer
+/// (unknown, or offline because it could not be opened).
+fn partition_log(
+    found: Option<&Arc<Topic>>,
+    topic: &str,
+    partition: u32,
+) -> Result<Arc<PartitionLog>, (ErrorCode, String)> {
+    match found.and_then(|found| found.slot(partition)) {
+        Some(PartitionSlot::Online(log)) => Ok(log.clone()),
+        Some(PartitionSlot::Offline(reason)) => Err((
+            ErrorCode::KafkaStorageError,
+            offline_message(topic, partition as usize, reason),
+        )),
+        None => Err(unknown_partition(topic, partition)),
+    }
+}
+
+fn offline_message(topic: &str, partition: usize, reason: &str) -> String {
+    format!("partition {partition} of topic {topic:?} is offline: {reason}")
 }
 
 fn unknown_partition(topic: &str, partition: u32) -> (ErrorCode, String) {

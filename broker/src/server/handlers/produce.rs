@@ -13,7 +13,7 @@ use tidelog_proto::batch::{BatchIter, RecordBatch};
 use tidelog_proto::pb::{self, produce_response, ErrorCode};
 use tidelog_proto::BatchError;
 
-use super::{storage_error, unknown_partition, Outcome};
+use super::{partition_log, storage_error, Outcome};
 use crate::broker::BrokerContext;
 use crate::clock::now_ms;
 use crate::storage::{FlushPolicy, PartitionLog, StorageError};
@@ -36,12 +36,16 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ProduceRequest) 
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
             let index = partition.partition;
-            let result = match found.as_ref().and_then(|found| found.partition(index)) {
-                None => Err(unknown_partition(&topic.name, index)),
-                Some(log) => append(log, partition.records, limits.batch_bytes_max, now),
-            };
+            let result = partition_log(found.as_ref(), &topic.name, index)
+                .and_then(|log| append(&log, partition.records, limits.batch_bytes_max, now));
             if let Err((code, message)) = &result {
-                tracing::debug!(topic = %topic.name, partition = index, ?code, %message, "produce refused");
+                if *code == ErrorCode::KafkaStorageError {
+                    // A failed write or roll: an operator must know (the storage engine logged
+                    // the cause at ERROR).
+                    tracing::warn!(topic = %topic.name, partition = index, ?code, %message, "produce failed");
+                } else {
+                    tracing::debug!(topic = %topic.name, partition = index, ?code, %message, "produce refused");
+                }
             }
             partitions.push((index, result));
         }

@@ -7,6 +7,7 @@ mod group_commit;
 mod model;
 mod producer;
 mod recovery;
+mod roll;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
