@@ -394,3 +394,24 @@ fn a_cut_after_a_clean_shutdown_does_not_reuse_the_lost_offsets() {
     assert!(report.truncations.is_empty(), "{report:?}");
     assert_eq!(report.continued_at, Some(end), "{report:?}");
 }
+
+#[test]
+fn a_roll_that_crashed_before_sealing_the_old_segment_cuts_only_its_unsynced_tail() {
+    // Under `always` a roll creates the new segment, then seals the old one. A crash between
+    // the two leaves the old segment unsealed (maybe with an unacknowledged torn tail) and the
+    // new one empty: the roll never happened.
+    let (disk, stored, ends) = synced_log(small_segments_always(), 20);
+    let end = ends.last().unwrap().1;
+    let active = *segment_bases(&disk).last().unwrap();
+    crash_and_mutate(&disk, &segment_name(active, "log"), |file| {
+        file.extend_from_slice(&simple_batch(3, 0, 30).as_bytes()[..40]);
+    });
+    let header = super::super::format::encode_file_header(super::super::format::FileKind::Log, end + 3);
+    disk.write_file_durably(&sim_path(&segment_name(end + 3, "log")), &header);
+    let log = sim_open(&disk, small_segments_always());
+    let report = check_after_damage(&log, &stored, end);
+    assert_eq!(report.truncations.len(), 1, "{report:?}");
+    assert!(report.fenced.is_empty(), "{report:?}");
+    assert_eq!(report.quarantined.len(), 1, "{report:?}");
+    assert!(report.continued_at.is_none(), "{report:?}");
+}
