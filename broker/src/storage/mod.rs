@@ -8,6 +8,7 @@ mod error;
 mod format;
 mod inspect;
 mod log;
+mod producer_snapshot;
 mod producer_state;
 mod recovery;
 mod scan;
@@ -24,9 +25,9 @@ pub use disk::{Disk, OsDisk, SegmentFile};
 pub use error::StorageError;
 pub use format::{BATCH_BYTES_MAX, FORMAT_VERSION};
 pub use log::{AppendOutcome, MaintenanceOutcome, PartitionLog, ReadOutcome};
+pub use producer_snapshot::ProducerStateRecovery;
 pub use producer_state::{
-    ProducerLimits, ProducerStateRecovery, PRODUCERS_PER_PARTITION_MAX_DEFAULT, PRODUCER_BATCHES_RETAINED,
-    PRODUCER_IDLE_MS_DEFAULT,
+    ProducerLimits, PRODUCERS_PER_PARTITION_MAX_DEFAULT, PRODUCER_BATCHES_RETAINED, PRODUCER_IDLE_MS_DEFAULT,
 };
 pub use recovery::{Fence, IndexRebuild, Quarantined, RecoveryReport, Truncation};
 pub use verify::{verify_data_dir, verify_partition, PartitionVerdict};
