@@ -333,6 +333,15 @@ impl Disk for CachedDisk {
         }))
     }
 
+    /// Read-only handles are for inspection (recovery's scans, checkpoints): held for the
+    /// length of one function, not cached. Room is made first, so they stay within the
+    /// budget's slack for descriptors in flight.
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn SegmentFile>> {
+        let cache = &self.cache;
+        cache.evict_to(cache.capacity().saturating_sub(1));
+        cache.inner.open_read_only(path)
+    }
+
     fn remove(&self, path: &Path) -> io::Result<()> {
         self.cache.inner.remove(path)
     }
