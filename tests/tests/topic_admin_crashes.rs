@@ -227,13 +227,11 @@ fn verify(broker: &BrokerProcess, model: &mut Model, context: &str) {
                 topic.1.extend(values);
             }
         }
-        Some(Operation::Delete { name }) => {
-            if !listed.contains_key(&name) {
-                model.topics.remove(&name);
-                model.deleted.push(name);
-            }
+        Some(Operation::Delete { name }) if !listed.contains_key(&name) => {
+            model.topics.remove(&name);
+            model.deleted.push(name);
         }
-        None => {}
+        Some(Operation::Delete { .. }) | None => {}
     }
     let expected: BTreeMap<String, u32> = model
         .topics
