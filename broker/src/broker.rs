@@ -29,8 +29,8 @@ pub(crate) struct BrokerContext {
     /// Address clients are told to connect to (metadata responses).
     pub advertised: SocketAddr,
     pub shutdown: watch::Receiver<bool>,
-    /// The broker-wide budget of fetched bytes held in memory (`server::budget`).
-    pub fetch_memory: Arc<tokio::sync::Semaphore>,
+    /// The broker's one memory budget (`server::budget`).
+    pub memory: Arc<crate::server::budget::MemoryBudget>,
 }
 
 /// Entry point for running a broker in-process.
@@ -81,9 +81,10 @@ impl Broker {
             source,
         })?;
         let (shutdown_sender, shutdown) = watch::channel(false);
-        let fetch_memory = Arc::new(tokio::sync::Semaphore::new(
-            config.limits.fetch_bytes_in_flight_max,
-        ));
+        let memory = crate::server::budget::MemoryBudget::new(
+            config.limits.memory_bytes_max,
+            config.limits.connection_memory_bytes_max,
+        );
         let context = Arc::new(BrokerContext {
             config,
             registry,
@@ -91,7 +92,7 @@ impl Broker {
             producer_ids,
             advertised: local_addr,
             shutdown: shutdown.clone(),
-            fetch_memory,
+            memory,
         });
         tracing::info!(
             listen = %local_addr,

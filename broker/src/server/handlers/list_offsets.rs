@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tidelog_proto::pb::{self, ErrorCode};
 
-use super::{partition_log, storage_error, Outcome};
+use super::{partition_log, partition_storage_error, Outcome};
 use crate::broker::BrokerContext;
 
 pub const LATEST: i64 = -1;
@@ -48,7 +48,8 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ListOffsetsReque
                             }
                         }
                         Err(error) => {
-                            let (code, message) = storage_error(&error);
+                            let (code, message) =
+                                partition_storage_error(&topic.name, asked.partition, &error);
                             failed(asked.partition, code, message)
                         }
                     }

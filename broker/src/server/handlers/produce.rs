@@ -13,7 +13,7 @@ use tidelog_proto::batch::{BatchIter, RecordBatch};
 use tidelog_proto::pb::{self, produce_response, ErrorCode};
 use tidelog_proto::BatchError;
 
-use super::{partition_log, storage_error, Outcome};
+use super::{partition_log, partition_storage_error, Outcome};
 use crate::broker::BrokerContext;
 use crate::clock::now_ms;
 use crate::storage::{FlushPolicy, PartitionLog, StorageError};
@@ -36,8 +36,16 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ProduceRequest) 
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
             let index = partition.partition;
-            let result = partition_log(found.as_ref(), &topic.name, index)
-                .and_then(|log| append(&log, partition.records, limits.batch_bytes_max, now));
+            let result = partition_log(found.as_ref(), &topic.name, index).and_then(|log| {
+                append(
+                    &log,
+                    &topic.name,
+                    index,
+                    partition.records,
+                    limits.batch_bytes_max,
+                    now,
+                )
+            });
             if let Err((code, message)) = &result {
                 if *code == ErrorCode::KafkaStorageError {
                     // A failed write or roll: an operator must know (the storage engine logged
@@ -75,7 +83,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ProduceRequest) 
             let partitions = join_all(
                 partitions
                     .into_iter()
-                    .map(|(index, result)| await_durable(index, result, deadline)),
+                    .map(|(index, result)| await_durable(&name, index, result, deadline)),
             )
             .await;
             produce_response::Topic { name, partitions }
@@ -87,12 +95,16 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ProduceRequest) 
 
 fn append(
     log: &Arc<PartitionLog>,
+    topic: &str,
+    partition: u32,
     records: Bytes,
     batch_bytes_max: usize,
     now: i64,
 ) -> Result<Appended, (ErrorCode, String)> {
     let batches = validate_batches(records, batch_bytes_max)?;
-    let outcome = log.append(&batches, now).map_err(|error| append_error(&error))?;
+    let outcome = log
+        .append(&batches, now)
+        .map_err(|error| append_error(topic, partition, &error))?;
     if outcome.duplicate {
         // A retry of batches already appended: answer with their original offsets (after
         // waiting, like any append, until they are durable).
@@ -110,14 +122,15 @@ fn append(
 }
 
 /// The wire code for a failed append: the idempotent producer's refusals get Kafka's codes.
-fn append_error(error: &StorageError) -> (ErrorCode, String) {
+/// Any other failure is the broker's own and is logged at WARN (by `partition_storage_error`).
+fn append_error(topic: &str, partition: u32, error: &StorageError) -> (ErrorCode, String) {
     let code = match error {
         StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
         // Kafka answers a produce from a fenced (older) epoch with INVALID_PRODUCER_EPOCH;
         // PRODUCER_FENCED is for transactional coordinators.
         StorageError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
         StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequenceNumber,
-        _ => return storage_error(error),
+        _ => return partition_storage_error(topic, partition, error),
     };
     (code, error.to_string())
 }
@@ -169,6 +182,7 @@ fn validate_batches(records: Bytes, batch_bytes_max: usize) -> Result<Vec<Record
 }
 
 async fn await_durable(
+    topic: &str,
     partition: u32,
     result: Result<Appended, (ErrorCode, String)>,
     deadline: Duration,
@@ -195,7 +209,7 @@ async fn await_durable(
             last_offset: appended.last_offset,
             log_start_offset: appended.log.log_start_offset(),
         },
-        Ok(Err(error)) => failed(storage_error(&error)),
+        Ok(Err(error)) => failed(partition_storage_error(topic, partition, &error)),
         Err(_) => failed((
             ErrorCode::RequestTimedOut,
             format!(
