@@ -421,7 +421,7 @@ fn a_topic_beyond_a_lowered_name_limit_is_left_untouched_and_served_again_later(
     let mut lowered = config(dir.path());
     lowered.limits.topic_name_bytes_max = 100;
     let store = SledMetadataStore::open(&dir.path().join("metadata")).unwrap();
-    let registry = TopicRegistry::open(&lowered, Box::new(DamagedTopics(store))).unwrap();
+    let registry = TopicRegistry::open(&lowered, Box::new(DamagedTopics(store)), test_resources()).unwrap();
     assert!(registry.get(&long).is_none());
     close(registry);
     assert!(topic_dir(dir.path(), &long).join("0").is_dir());
