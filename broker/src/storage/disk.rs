@@ -22,6 +22,16 @@ pub trait SegmentFile: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes the file's data (and the metadata needed to read it, such as its length) durable.
     fn sync_data(&self) -> io::Result<()>;
+    /// Asks that this file keep its descriptor open (`true`: the active segment's data file,
+    /// written by every append) or lets a descriptor cache close it and reopen it on demand
+    /// (`false`, the default state). Files of disks without a cache (`OsDisk` on its own, the
+    /// simulated disk) are always open and ignore it.
+    ///
+    /// # Errors
+    /// Keeping open a file whose descriptor was closed reopens it, which can fail.
+    fn keep_open(&self, _keep: bool) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Directory-level operations. A created, renamed or removed name is durable only after
@@ -32,6 +42,11 @@ pub trait Disk: Send + Sync + Debug {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Opens `path` for reading and writing, creating it (empty) if `create` is set.
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn SegmentFile>>;
+    /// Opens an existing file for reading only (inspection and `tidelogd verify`, which must
+    /// change nothing). Writes through the handle fail.
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn SegmentFile>> {
+        self.open(path, false)
+    }
     fn remove(&self, path: &Path) -> io::Result<()>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
@@ -110,6 +125,14 @@ impl Disk for OsDisk {
             .create(create)
             .truncate(false)
             .open(path)?;
+        Ok(Arc::new(OsFile {
+            file,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn SegmentFile>> {
+        let file = OpenOptions::new().read(true).open(path)?;
         Ok(Arc::new(OsFile {
             file,
             path: path.to_path_buf(),

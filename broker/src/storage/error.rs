@@ -37,6 +37,12 @@ pub enum StorageError {
         source: Option<BatchError>,
     },
 
+    /// The requested offset lies in a range recovery found damaged (or missing) on disk and
+    /// fenced. The message names only offsets, so a consumer can decide to skip the range by
+    /// fetching from `end_offset`.
+    #[error("offsets {first_offset}..{end_offset} are damaged on disk and cannot be served; fetch from {end_offset} to skip them")]
+    CorruptRange { first_offset: i64, end_offset: i64 },
+
     /// One append call (all its batches together) cannot fit in a segment.
     #[error("append of {size} bytes exceeds the limit of {max} bytes")]
     BatchTooLarge { size: usize, max: usize },
@@ -133,6 +139,12 @@ impl StorageError {
             path,
             source,
         }
+    }
+
+    /// An I/O error from reopening a file the descriptor cache had closed: nothing reached the
+    /// disk or failed on it, so it is retriable and never a reason to poison a log.
+    pub(crate) fn is_reopen_failure(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. } if super::file_cache::is_reopen_failure(source))
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, detail: impl Into<String>) -> StorageError {

@@ -5,12 +5,16 @@
 mod config;
 mod disk;
 mod error;
+mod file_cache;
 mod format;
+mod inspect;
 mod log;
 mod producer_snapshot;
 mod producer_state;
 mod recovery;
+mod scan;
 mod segment;
+mod verify;
 
 #[cfg(test)]
 mod sim_disk;
@@ -20,10 +24,12 @@ mod tests;
 pub use config::{FlushPolicy, LogConfig, SEGMENT_BYTES_MAX};
 pub use disk::{Disk, OsDisk, SegmentFile};
 pub use error::StorageError;
+pub use file_cache::{FileCache, FileCacheLimits, FileCacheStats};
 pub use format::{BATCH_BYTES_MAX, FORMAT_VERSION};
 pub use log::{AppendOutcome, MaintenanceOutcome, PartitionLog, ReadOutcome};
 pub use producer_snapshot::ProducerStateRecovery;
 pub use producer_state::{
     ProducerLimits, PRODUCERS_PER_PARTITION_MAX_DEFAULT, PRODUCER_BATCHES_RETAINED, PRODUCER_IDLE_MS_DEFAULT,
 };
-pub use recovery::{DroppedSegment, IndexRebuild, RecoveryReport, Truncation};
+pub use recovery::{Fence, IndexRebuild, Quarantined, RecoveryReport, Truncation};
+pub use verify::{verify_data_dir, verify_partition, PartitionVerdict};

@@ -99,12 +99,15 @@ pub(crate) fn storage_error(error: &StorageError) -> (ErrorCode, String) {
     let code = match error {
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+        // Fenced at recovery: the consumer may skip the range deliberately.
+        StorageError::CorruptRange { .. } => ErrorCode::CorruptMessage,
         _ => ErrorCode::KafkaStorageError,
     };
     match error {
-        StorageError::OffsetOutOfRange { .. } | StorageError::BatchTooLarge { .. } => {
-            (code, error.to_string())
-        }
+        // Recovery logged the damage at ERROR once; its message names only offsets.
+        StorageError::OffsetOutOfRange { .. }
+        | StorageError::BatchTooLarge { .. }
+        | StorageError::CorruptRange { .. } => (code, error.to_string()),
         _ => {
             let full = error_chain(error);
             tracing::warn!(error = %full, "storage operation failed; the client was told without paths");
@@ -192,7 +195,9 @@ pub(crate) fn topic_error(error: &TopicError) -> (ErrorCode, String) {
         TopicError::AlreadyExists(_) => ErrorCode::TopicAlreadyExists,
         TopicError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
         TopicError::InvalidName { .. } => ErrorCode::InvalidTopic,
-        TopicError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
+        TopicError::InvalidPartitions { .. }
+        | TopicError::TooManyPartitions { .. }
+        | TopicError::DescriptorBudget { .. } => ErrorCode::InvalidPartitions,
         TopicError::InvalidConfig(_) | TopicError::TooManyTopics(_) => ErrorCode::InvalidConfig,
         TopicError::Storage(error) => return storage_error(error),
         TopicError::Metadata(_) | TopicError::Io { .. } | TopicError::DataOnDisk { .. } => {
