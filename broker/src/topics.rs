@@ -201,6 +201,7 @@ impl TopicRegistry {
                 .index_interval_bytes
                 .unwrap_or(self.defaults.index_interval_bytes),
             flush,
+            preallocate_bytes: self.defaults.preallocate_bytes,
         };
         if config.segment_bytes < self.limits.batch_bytes_max as u64 {
             return Err(TopicError::InvalidConfig(format!(

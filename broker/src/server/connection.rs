@@ -151,6 +151,11 @@ async fn start_request(
     let span =
         tracing::debug_span!("request", api = ?header.api(), correlation_id, client_id = %header.client_id);
     let outcome = span.in_scope(|| handlers::dispatch(context, peer, fetch_budget, &header, request.body));
+    // Awaited here, before the next request starts, so in-order work stays in order.
+    let outcome = match outcome {
+        Outcome::Ordered(ordered) => ordered.instrument(span.clone()).await,
+        other => other,
+    };
     match outcome {
         Outcome::Reply(body) => {
             let response = body_response(correlation_id, body);
@@ -161,6 +166,15 @@ async fn start_request(
             send_response(responses, response, frame_bytes_max).await;
         }
         Outcome::Silent => {}
+        Outcome::Ordered(_) => {
+            tracing::error!("a handler's in-order part yielded another in-order part");
+            let response = error_response(
+                correlation_id,
+                ErrorCode::UnknownServerError,
+                "internal error".into(),
+            );
+            send_response(responses, response, frame_bytes_max).await;
+        }
         Outcome::Deferred(pending) => {
             let responses = responses.clone();
             tokio::spawn(

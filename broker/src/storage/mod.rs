@@ -12,7 +12,7 @@ mod recovery;
 mod segment;
 
 #[cfg(test)]
-mod sim_disk;
+pub(crate) mod sim_disk;
 #[cfg(test)]
 mod tests;
 

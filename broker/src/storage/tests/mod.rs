@@ -4,6 +4,7 @@
 mod basics;
 mod group_commit;
 mod model;
+mod preallocate;
 mod producer;
 mod recovery;
 mod roll;
