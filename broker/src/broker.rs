@@ -13,7 +13,7 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
 use crate::maintenance;
-use crate::metadata::{ProducerIdAllocator, SledMetadataStore};
+use crate::metadata::{ProducerIdAllocator, ProducerIdFloor, SledMetadataStore};
 use crate::server;
 use crate::topics::TopicRegistry;
 
@@ -29,8 +29,8 @@ pub(crate) struct BrokerContext {
     /// Address clients are told to connect to (metadata responses).
     pub advertised: SocketAddr,
     pub shutdown: watch::Receiver<bool>,
-    /// The broker-wide budget of fetched bytes held in memory (`server::budget`).
-    pub fetch_memory: Arc<tokio::sync::Semaphore>,
+    /// The broker's one memory budget (`server::budget`).
+    pub memory: Arc<crate::server::budget::MemoryBudget>,
 }
 
 /// Entry point for running a broker in-process.
@@ -57,15 +57,15 @@ impl Broker {
                 let store = SledMetadataStore::open(&config.data_dir.join("metadata"))?;
                 let groups =
                     GroupService::open(config.groups.clone(), Arc::new(store.clone()), Instant::now())?;
-                let producer_ids = ProducerIdAllocator::new(
-                    Arc::new(store.clone()),
+                let registry = TopicRegistry::open(&config, Box::new(store.clone()))?;
+                // After the partitions are open: the counter must continue above every
+                // producer id they hold.
+                let producer_ids = ProducerIdAllocator::open(
+                    Arc::new(store),
                     ProducerIdAllocator::BLOCK_SIZE_DEFAULT,
-                );
-                Ok((
-                    TopicRegistry::open(&config, Box::new(store))?,
-                    groups,
-                    producer_ids,
-                ))
+                    producer_id_floor(&config, &registry)?,
+                )?;
+                Ok((registry, groups, producer_ids))
             })
             .await
             .map_err(|error| BrokerError::Task(error.to_string()))??
@@ -81,9 +81,10 @@ impl Broker {
             source,
         })?;
         let (shutdown_sender, shutdown) = watch::channel(false);
-        let fetch_memory = Arc::new(tokio::sync::Semaphore::new(
-            config.limits.fetch_bytes_in_flight_max,
-        ));
+        let memory = crate::server::budget::MemoryBudget::new(
+            config.limits.memory_bytes_max,
+            config.limits.connection_memory_bytes_max,
+        );
         let context = Arc::new(BrokerContext {
             config,
             registry,
@@ -91,7 +92,7 @@ impl Broker {
             producer_ids,
             advertised: local_addr,
             shutdown: shutdown.clone(),
-            fetch_memory,
+            memory,
         });
         tracing::info!(
             listen = %local_addr,
@@ -110,6 +111,34 @@ impl Broker {
             context,
         })
     }
+}
+
+/// What the open partitions say about producer ids already handed out.
+fn producer_id_floor(
+    config: &BrokerConfig,
+    registry: &TopicRegistry,
+) -> Result<ProducerIdFloor, BrokerError> {
+    let mut seen_max = -1;
+    let mut offline = 0;
+    let topics = registry.list();
+    for topic in &topics {
+        for slot in &topic.partitions {
+            match slot.log() {
+                Some(log) => seen_max = seen_max.max(log.producer_id_max()?),
+                None => offline += 1,
+            }
+        }
+    }
+    // Topic directories count even without a metadata record (a lost record is not a fresh
+    // directory).
+    let topics_on_disk = std::fs::read_dir(config.data_dir.join("topics"))
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    Ok(ProducerIdFloor {
+        seen_max,
+        data_present: !topics.is_empty() || topics_on_disk,
+        partitions_offline: offline,
+    })
 }
 
 /// A running broker. Dropping it without [`shutdown`](Self::shutdown) leaves the tasks running
@@ -143,16 +172,19 @@ impl BrokerHandle {
             let _ = task.await;
         }
         let context = self.context;
+        // Partitions close in parallel on a bounded pool (`topics::parallel`), off the async
+        // workers; each failure is logged there at ERROR.
         let failures = tokio::task::spawn_blocking(move || context.registry.close_all())
             .await
             .map_err(|error| BrokerError::Task(error.to_string()))?;
+        let count = failures.len();
         match failures.into_iter().next() {
             None => {
                 tracing::info!("tidelog broker stopped cleanly");
                 Ok(())
             }
-            Some((topic, error)) => {
-                tracing::error!(%topic, %error, "partition not closed cleanly; it will be recovered at next start");
+            Some((_, error)) => {
+                tracing::error!(partitions = count, "broker stopped, but not every partition closed cleanly; they will be recovered at next start");
                 Err(error.into())
             }
         }

@@ -193,12 +193,39 @@ pub struct Limits {
     pub fetch_bytes_max: usize,
     /// Longest a Fetch may wait for data.
     pub fetch_wait_ms_max: u64,
-    /// Bytes of fetched data one connection may hold at once, read but not yet written to its
-    /// socket; a client that pipelines fetches and never reads waits here, it cannot grow
-    /// the broker's memory. Must be at least `fetch_bytes_max`.
-    pub connection_fetch_bytes_in_flight_max: usize,
-    /// The same bound over all connections together.
-    pub fetch_bytes_in_flight_max: usize,
+    /// The broker's one memory budget (`server::budget`): bytes of partially received frames,
+    /// decoded requests, append copies and queued responses, over all connections. Past it
+    /// the broker stops reading from the connections holding the most. 512 MiB: safe on any
+    /// machine with a few GiB, and room for eight largest frames at once; raise it on a big
+    /// machine with many busy clients. At least twice `connection_memory_bytes_max`.
+    pub memory_bytes_max: usize,
+    /// The same budget for one connection. At least twice `frame_bytes_max` (a largest frame
+    /// and its append copy).
+    pub connection_memory_bytes_max: usize,
+    /// Longest a fetch or produce waits for memory from the budget before it is answered with
+    /// the retriable REQUEST_TIMED_OUT (never with an empty success).
+    pub memory_wait_ms_max: u64,
+    /// A connection whose socket accepts no byte of a pending response for this long is cut:
+    /// a client that does not read its responses stalls only itself, and not for ever.
+    pub write_stall_timeout_ms: u64,
+    /// A connection with no request under way and no byte received for this long is closed.
+    /// A fetch long-polling (up to `fetch_wait_ms_max`) is a request under way, not idleness.
+    pub connection_idle_timeout_ms: u64,
+    /// Once a frame's first byte has arrived, its 4-byte length prefix must complete within
+    /// this time.
+    pub request_header_timeout_ms: u64,
+    /// Once a frame's first byte has arrived, the whole frame must complete within this time
+    /// (so a client sending a byte a second is cut).
+    pub frame_completion_timeout_ms: u64,
+    /// Connections from one source IP address at once; more are answered with an error and
+    /// closed.
+    pub connections_per_address_max: usize,
+    /// Smallest `segment_bytes` a client may set on a topic (CreateTopics), so no client can
+    /// make the broker roll a segment (three files) every few requests. Broker defaults (the
+    /// `[log]` section) are the operator's and are not held to it.
+    pub segment_bytes_min: u64,
+    /// Smallest `segment_ms` a client may set on a topic, for the same reason.
+    pub segment_ms_min: i64,
     /// At shutdown, how long connections get to finish their in-flight requests before they
     /// are cut (a client that never reads its socket would otherwise hold shutdown forever).
     pub shutdown_drain_ms_max: u64,
@@ -211,7 +238,18 @@ pub struct Limits {
     pub response_queue_depth: usize,
     pub partitions_per_topic_max: u32,
     pub topics_max: usize,
+    /// At most 255 (NAME_MAX): a topic's directory is named after it.
     pub topic_name_bytes_max: usize,
+    /// Threads that open partitions at start, close them at stop and open a new topic's
+    /// partitions; the work is mostly fsync waits, so more threads than cores pay off.
+    pub partition_io_threads_max: usize,
+    /// Idempotent producers remembered per partition; past it the least recently used one's
+    /// state is forgotten (its next batch then gets UNKNOWN_PRODUCER_ID unless it starts at
+    /// sequence 0).
+    pub producers_per_partition_max: usize,
+    /// A producer that has not appended to a partition for this long, in broker time (never
+    /// the records' own timestamps), has its state there forgotten.
+    pub producer_state_expiry_ms: i64,
 }
 
 impl Default for Limits {
@@ -221,8 +259,16 @@ impl Default for Limits {
             batch_bytes_max: 16 << 20,
             fetch_bytes_max: 50 << 20,
             fetch_wait_ms_max: 60_000,
-            connection_fetch_bytes_in_flight_max: 128 << 20,
-            fetch_bytes_in_flight_max: 2 << 30,
+            memory_bytes_max: 512 << 20,
+            connection_memory_bytes_max: 128 << 20,
+            memory_wait_ms_max: 5_000,
+            write_stall_timeout_ms: 30_000,
+            connection_idle_timeout_ms: 600_000,
+            request_header_timeout_ms: 10_000,
+            frame_completion_timeout_ms: 60_000,
+            connections_per_address_max: 1_000,
+            segment_bytes_min: 1 << 20,
+            segment_ms_min: 60_000,
             shutdown_drain_ms_max: 30_000,
             produce_timeout_ms_max: 300_000,
             connections_max: 4_096,
@@ -231,6 +277,9 @@ impl Default for Limits {
             partitions_per_topic_max: 10_000,
             topics_max: 100_000,
             topic_name_bytes_max: 249,
+            partition_io_threads_max: 16,
+            producers_per_partition_max: crate::storage::PRODUCERS_PER_PARTITION_MAX_DEFAULT,
+            producer_state_expiry_ms: crate::storage::PRODUCER_IDLE_MS_DEFAULT,
         }
     }
 }
@@ -251,14 +300,43 @@ impl BrokerConfig {
                 limits.fetch_bytes_max, limits.frame_bytes_max
             ));
         }
-        if limits.connection_fetch_bytes_in_flight_max < limits.fetch_bytes_max
-            || limits.fetch_bytes_in_flight_max < limits.connection_fetch_bytes_in_flight_max
+        // A connection must be able to hold a largest frame and its append copy, and the
+        // fairness rule of `server::budget` grants one connection at most half the budget.
+        if limits.connection_memory_bytes_max < limits.frame_bytes_max.saturating_mul(2)
+            || limits.memory_bytes_max < limits.connection_memory_bytes_max.saturating_mul(2)
         {
             return fail(
-                "limits.fetch_bytes_max <= limits.connection_fetch_bytes_in_flight_max <= \
-                 limits.fetch_bytes_in_flight_max must hold"
+                "2 * limits.frame_bytes_max <= limits.connection_memory_bytes_max and \
+                 2 * limits.connection_memory_bytes_max <= limits.memory_bytes_max must hold"
                     .into(),
             );
+        }
+        for (name, value) in [
+            ("limits.memory_wait_ms_max", limits.memory_wait_ms_max),
+            ("limits.write_stall_timeout_ms", limits.write_stall_timeout_ms),
+            (
+                "limits.connection_idle_timeout_ms",
+                limits.connection_idle_timeout_ms,
+            ),
+            (
+                "limits.request_header_timeout_ms",
+                limits.request_header_timeout_ms,
+            ),
+            (
+                "limits.frame_completion_timeout_ms",
+                limits.frame_completion_timeout_ms,
+            ),
+            (
+                "limits.connections_per_address_max",
+                limits.connections_per_address_max as u64,
+            ),
+        ] {
+            if value == 0 {
+                return fail(format!("{name} must be at least 1"));
+            }
+        }
+        if limits.segment_ms_min <= 0 {
+            return fail("limits.segment_ms_min must be at least 1".into());
         }
         if limits.fetch_wait_ms_max > 3_600_000 || limits.produce_timeout_ms_max > 3_600_000 {
             return fail(
@@ -279,10 +357,25 @@ impl BrokerConfig {
             ),
             ("limits.response_queue_depth", limits.response_queue_depth),
             ("limits.topics_max", limits.topics_max),
+            ("limits.partition_io_threads_max", limits.partition_io_threads_max),
+            (
+                "limits.producers_per_partition_max",
+                limits.producers_per_partition_max,
+            ),
         ] {
             if value == 0 {
                 return fail(format!("{name} must be at least 1"));
             }
+        }
+        // Topic directories are named after the topic, and a file name has at most 255 bytes.
+        if limits.topic_name_bytes_max == 0 || limits.topic_name_bytes_max > 255 {
+            return fail("limits.topic_name_bytes_max must be between 1 and 255".into());
+        }
+        if limits.partition_io_threads_max > 1_024 {
+            return fail("limits.partition_io_threads_max is at most 1024".into());
+        }
+        if limits.producer_state_expiry_ms < 1 {
+            return fail("limits.producer_state_expiry_ms must be at least 1".into());
         }
         if self.log.partitions == 0 || self.log.partitions > limits.partitions_per_topic_max {
             return fail("log.partitions must be between 1 and limits.partitions_per_topic_max".into());
@@ -355,6 +448,35 @@ mod tests {
         let config = BrokerConfig::from_toml("[groups]\nsession_timeout_ms = 500\n").unwrap();
         assert!(config.validate().is_err());
         assert!(BrokerConfig::from_toml("[groups]\nsesion_timeout_ms = 5000\n").is_err());
+    }
+
+    #[test]
+    fn the_readme_configuration_example_parses_and_states_the_default_limits() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("```toml\ndata_dir")
+            .expect("the README's configuration example")
+            + 8;
+        let end = start + readme[start..].find("```").expect("the example's end");
+        let documented = BrokerConfig::from_toml(&readme[start..end]).unwrap();
+        assert_eq!(
+            format!("{:?}", documented.limits),
+            format!("{:?}", Limits::default()),
+            "README.md's [limits] must state the defaults"
+        );
+    }
+
+    #[test]
+    fn memory_budget_smaller_than_what_one_connection_needs_is_refused() {
+        let mut config = BrokerConfig::default();
+        config.limits.connection_memory_bytes_max = config.limits.frame_bytes_max;
+        assert!(config.validate().is_err());
+        let mut config = BrokerConfig::default();
+        config.limits.memory_bytes_max = config.limits.connection_memory_bytes_max;
+        assert!(config.validate().is_err());
+        let mut config = BrokerConfig::default();
+        config.limits.write_stall_timeout_ms = 0;
+        assert!(config.validate().is_err());
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub enum TopicError {
     InvalidConfig(String),
     #[error("the broker already holds its maximum of {0} topics")]
     TooManyTopics(usize),
+    /// Data of that name is on disk but cannot be served; it is never moved aside by a create.
+    #[error("topic {name:?} has data on disk that the broker could not recover ({reason}); delete the topic or repair its directory to reuse the name")]
+    DataOnDisk { name: String, reason: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]

@@ -62,7 +62,7 @@ async fn run_retention(context: Arc<BrokerContext>) {
         let pass = tokio::task::spawn_blocking(move || {
             let now = now_ms();
             for topic in context.registry.list() {
-                for (index, partition) in topic.partitions.iter().enumerate() {
+                for (index, partition) in topic.online_partitions() {
                     match partition.run_maintenance(now) {
                         Ok(outcome) if outcome.segments_deleted > 0 => tracing::info!(
                             topic = %topic.record.name,
@@ -109,7 +109,7 @@ async fn run_interval_flush(context: Arc<BrokerContext>) {
             let FlushPolicy::Interval(every) = topic.log_config.flush else {
                 continue;
             };
-            for (index, partition) in topic.partitions.iter().enumerate() {
+            for (index, partition) in topic.online_partitions() {
                 let key = (topic.record.name.clone(), index);
                 let last = last_synced.entry(key).or_insert(now);
                 if now.duration_since(*last) >= every {

@@ -1,14 +1,24 @@
 //! The topic registry: which topics exist, their effective configuration and their open
-//! partition logs. Owns the `topics/` tree of the data directory and the metadata store's topic
-//! records; knows nothing of the network.
+//! partition logs. Owns the `topics/`, `creating/` and `deleting/` trees of the data directory,
+//! each topic's manifest and the metadata store's topic records; knows nothing of the network.
 //!
-//! Layout: `<data_dir>/topics/<topic>/<partition>/` holds one partition's segments. Deleting a
-//! topic renames its directory into `<data_dir>/deleting/` before removing it, so a crash
-//! half-way leaves nothing under `topics/` that the metadata store does not name.
+//! Layout: `<data_dir>/topics/<topic>/topic.manifest` describes the topic (`manifest`) and
+//! `<data_dir>/topics/<topic>/<partition>/` holds one partition's segments. The directories are
+//! the truth about data; the metadata store only mirrors them (`reconcile` rebuilds a lost or
+//! damaged record from the manifest at start). So the store never decides to delete records:
+//! * a create builds the topic under `creating/<topic id>/`, renames it into `topics/` and only
+//!   then writes the record; a create of a name whose directory exists is refused;
+//! * a delete renames `topics/<topic>` to `deleting/<topic id>` (a short name, whatever the
+//!   topic name's length) and only then removes the record; a start finishes both trees.
+
+mod manifest;
+mod parallel;
+mod reconcile;
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::config::{BrokerConfig, Limits, LogDefaults};
@@ -16,17 +26,52 @@ use crate::error::TopicError;
 use crate::metadata::{MetadataStore, TopicOverrides, TopicRecord};
 use crate::storage::{FlushPolicy, LogConfig, PartitionLog};
 
-/// One topic: its persisted record, the configuration its logs run with, and the logs.
+/// What clients are told about a partition that could not be opened; the broker log (ERROR)
+/// has the details, which name files of the data directory.
+const OFFLINE_OPEN_FAILED: &str = "its files could not be opened (see the broker log)";
+
+/// One topic: its persisted record, the configuration its logs run with, and its partitions.
 #[derive(Debug)]
 pub struct Topic {
     pub record: TopicRecord,
     pub log_config: LogConfig,
-    pub partitions: Vec<Arc<PartitionLog>>,
+    /// One slot per partition, by index.
+    pub partitions: Vec<PartitionSlot>,
+}
+
+/// A partition is served, or offline on its own (the rest of the broker serves on).
+#[derive(Debug, Clone)]
+pub enum PartitionSlot {
+    Online(Arc<PartitionLog>),
+    /// Why it is offline, in words fit for clients (no paths).
+    Offline(Arc<str>),
+}
+
+impl PartitionSlot {
+    pub fn log(&self) -> Option<&Arc<PartitionLog>> {
+        match self {
+            Self::Online(log) => Some(log),
+            Self::Offline(_) => None,
+        }
+    }
 }
 
 impl Topic {
+    /// The partition's log, if it exists and is online.
     pub fn partition(&self, partition: u32) -> Option<&Arc<PartitionLog>> {
+        self.slot(partition).and_then(PartitionSlot::log)
+    }
+
+    pub fn slot(&self, partition: u32) -> Option<&PartitionSlot> {
         self.partitions.get(partition as usize)
+    }
+
+    /// Online partitions with their indexes.
+    pub fn online_partitions(&self) -> impl Iterator<Item = (usize, &Arc<PartitionLog>)> {
+        self.partitions
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| slot.log().map(|log| (index, log)))
     }
 }
 
@@ -44,54 +89,75 @@ pub struct TopicSpec {
 #[derive(Debug)]
 pub struct TopicRegistry {
     topics_dir: PathBuf,
+    creating_dir: PathBuf,
     deleting_dir: PathBuf,
     defaults: LogDefaults,
     flush: FlushPolicy,
     limits: Limits,
     store: Box<dyn MetadataStore>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Names with a directory on disk that could not be recovered (no readable manifest, no
+    /// record, no partition directory): a create of one is refused, a delete removes it.
+    unrecoverable: RwLock<HashMap<String, String>>,
     admin: std::sync::Mutex<()>,
+    ids_issued: AtomicU64,
 }
 
 impl TopicRegistry {
-    /// Opens every topic the store names, recovering each partition's log. Blocking: call it
-    /// off the async runtime.
+    /// Reconciles the metadata store with the directories and opens every partition, in
+    /// parallel. A partition that cannot open is offline on its own. Blocking: call it off the
+    /// async runtime.
     pub fn open(config: &BrokerConfig, store: Box<dyn MetadataStore>) -> Result<Self, TopicError> {
         let topics_dir = config.data_dir.join("topics");
+        let creating_dir = config.data_dir.join("creating");
         let deleting_dir = config.data_dir.join("deleting");
-        create_dir(&topics_dir)?;
-        create_dir(&deleting_dir)?;
-        // A crash during a deletion leaves the renamed directory here: finish the job.
-        remove_dir_contents(&deleting_dir)?;
+        for dir in [&topics_dir, &creating_dir, &deleting_dir] {
+            create_dir(dir)?;
+        }
+        sync_dir(&config.data_dir)?;
         let registry = Self {
             topics_dir,
+            creating_dir,
             deleting_dir,
             defaults: config.log.clone(),
             flush: config.flush,
             limits: config.limits.clone(),
             store,
             topics: RwLock::new(HashMap::new()),
+            unrecoverable: RwLock::new(HashMap::new()),
             admin: std::sync::Mutex::new(()),
+            ids_issued: AtomicU64::new(0),
         };
+        let plan = reconcile::reconcile(&registry)?;
+        let started = std::time::Instant::now();
         let mut opened = HashMap::new();
-        for record in registry.store.topics()? {
-            let record = match record {
-                Ok(record) => record,
-                Err(error) => {
-                    // Refuse the one damaged record but keep its data on disk untouched.
-                    tracing::error!(%error, "skipping a topic whose metadata record is damaged; its data directory is left as it is");
-                    continue;
+        let topics = registry.open_topics(plan.topics);
+        let (mut online, mut offline) = (0usize, 0usize);
+        for topic in topics {
+            for (index, slot) in topic.partitions.iter().enumerate() {
+                match slot {
+                    PartitionSlot::Online(log) => {
+                        online += 1;
+                        let report = log.recovery_report();
+                        tracing::debug!(topic = %topic.record.name, partition = index, ?report, "partition opened");
+                    }
+                    PartitionSlot::Offline(_) => offline += 1,
                 }
-            };
-            let topic = registry.open_topic(record)?;
-            for (index, partition) in topic.partitions.iter().enumerate() {
-                let report = partition.recovery_report();
-                tracing::info!(topic = %topic.record.name, partition = index, ?report, "partition opened");
             }
             opened.insert(topic.record.name.clone(), Arc::new(topic));
         }
-        registry.report_orphans(&opened);
+        tracing::info!(
+            topics = opened.len(),
+            partitions = online,
+            offline_partitions = offline,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "partitions opened"
+        );
         *registry.write_map() = opened;
+        *registry
+            .unrecoverable
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = plan.unrecoverable;
         Ok(registry)
     }
 
@@ -106,8 +172,10 @@ impl TopicRegistry {
         topics
     }
 
-    /// Creates a topic: validates, persists the record (durably), then creates the partition
-    /// directories. Blocking.
+    /// Creates a topic: validates, builds its directory (partitions and manifest, synced) under
+    /// `creating/`, renames it into `topics/`, opens the partitions, and only then writes the
+    /// record. A name whose directory is already on disk is refused, never moved aside.
+    /// Blocking.
     pub fn create(&self, spec: TopicSpec, now_ms: i64) -> Result<Arc<Topic>, TopicError> {
         let _admin = self.admin.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         validate_topic_name(&spec.name, self.limits.topic_name_bytes_max)?;
@@ -127,62 +195,128 @@ impl TopicRegistry {
                 return Err(TopicError::TooManyTopics(self.limits.topics_max));
             }
         }
+        if let Some(reason) = self.unrecoverable_reason(&spec.name) {
+            return Err(TopicError::DataOnDisk {
+                name: spec.name,
+                reason,
+            });
+        }
+        let dir = self.topics_dir.join(&spec.name);
+        if fs::symlink_metadata(&dir).is_ok() {
+            // Not in the registry yet on disk: put there while we run, or left by something
+            // we do not understand. Its bytes may be someone's records.
+            return Err(TopicError::DataOnDisk {
+                name: spec.name,
+                reason: "a directory of that name is on disk but was not there at start".into(),
+            });
+        }
         // Checks the overrides before anything is written.
-        self.log_config(&spec.overrides)?;
+        let log_config = self.log_config(&spec.overrides)?;
         let record = TopicRecord {
             name: spec.name,
+            topic_id: self.new_topic_id(),
             partitions,
             created_ms: now_ms,
             overrides: spec.overrides,
         };
-        // A directory without a record is a leftover of a crash mid-delete: move it aside.
-        let dir = self.topics_dir.join(&record.name);
-        if dir.exists() {
-            self.move_to_deleting(&record.name)?;
-        }
-        let name = record.name.clone();
-        self.store.put_topic(&record)?;
-        let topic = match self.open_topic(record) {
-            Ok(topic) => Arc::new(topic),
-            Err(error) => {
-                // Undo the record so a retry starts clean; the error returned is the open's.
-                if let Err(undo) = self.store.delete_topic(&name) {
-                    tracing::error!(topic = %name, %undo, "could not undo the record of a topic that failed to open");
-                }
-                return Err(error);
+        self.build_topic_dir(&record)?;
+        let slots = self.open_new_partitions(&record, &log_config);
+        let mut logs = Vec::with_capacity(slots.len());
+        let mut failure = None;
+        for slot in slots {
+            match slot {
+                Ok(log) => logs.push(log),
+                Err(error) => failure = failure.or(Some(error)),
             }
+        }
+        let written = match failure {
+            Some(error) => Err(error),
+            None => self.store.put_topic(&record).map_err(TopicError::from),
         };
+        if let Err(error) = written {
+            // Nothing was acknowledged in the new partitions: take the directory back so a
+            // retry starts clean (and the next start does not recover a topic never created).
+            for log in &logs {
+                let _ = log.close();
+            }
+            drop(logs);
+            if let Err(undo) = self
+                .move_to_deleting(&record)
+                .and_then(|moved| remove_tree(&moved))
+            {
+                tracing::error!(topic = %record.name, %undo, "could not remove the directory of a topic that failed to create; the next start recovers it from its manifest");
+            }
+            return Err(error);
+        }
+        let topic = Arc::new(Topic {
+            record,
+            log_config,
+            partitions: logs.into_iter().map(PartitionSlot::Online).collect(),
+        });
         self.write_map().insert(topic.record.name.clone(), topic.clone());
         Ok(topic)
     }
 
-    /// Deletes a topic: forgets the record (durably), then removes its files. Requests already
-    /// holding one of its partitions finish against the unlinked files. Blocking.
+    /// Deletes a topic: moves its directory into `deleting/` (durably), then forgets the record,
+    /// then removes the files. Requests already holding one of its partitions finish against
+    /// the unlinked files. Also removes a directory that could not be recovered at start.
+    /// Blocking.
     pub fn delete(&self, name: &str) -> Result<(), TopicError> {
         let _admin = self.admin.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !self.read_map().contains_key(name) {
-            return Err(TopicError::UnknownTopic(name.to_owned()));
-        }
-        self.store.delete_topic(name)?;
+        let record = match self.read_map().get(name) {
+            Some(topic) => topic.record.clone(),
+            None if self.unrecoverable_reason(name).is_some() => TopicRecord {
+                name: name.to_owned(),
+                topic_id: self.new_topic_id(),
+                partitions: 0,
+                created_ms: 0,
+                overrides: TopicOverrides::default(),
+            },
+            None => return Err(TopicError::UnknownTopic(name.to_owned())),
+        };
+        let moved = if fs::symlink_metadata(self.topics_dir.join(name)).is_ok() {
+            Some(self.move_to_deleting(&record)?)
+        } else {
+            // Its directory was already gone at start (the partitions were offline).
+            None
+        };
         self.write_map().remove(name);
-        let moved = self.move_to_deleting(name)?;
-        fs::remove_dir_all(&moved).map_err(|source| TopicError::Io {
-            context: format!("removing {}", moved.display()),
-            source,
-        })?;
+        self.unrecoverable
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(name);
+        // The data has moved: from here a crash leaves `deleting/<id>`, which the next start
+        // finishes, record included.
+        self.store.delete_topic(name)?;
+        if let Some(moved) = moved {
+            remove_tree(&moved)?;
+        }
         Ok(())
     }
 
-    /// Syncs every partition and writes its clean-shutdown checkpoint.
+    /// Syncs every partition and writes its clean-shutdown checkpoint, in parallel.
     pub fn close_all(&self) -> Vec<(String, TopicError)> {
-        let mut failures = Vec::new();
+        let mut jobs = Vec::new();
         for topic in self.list() {
-            for partition in &topic.partitions {
-                if let Err(error) = partition.close() {
-                    failures.push((topic.record.name.clone(), error.into()));
-                }
+            for (index, log) in topic.online_partitions() {
+                jobs.push((topic.record.name.clone(), index, log.clone()));
             }
         }
+        let started = std::time::Instant::now();
+        let results = parallel::map_bounded(&jobs, self.limits.partition_io_threads_max, |(_, _, log)| {
+            log.close()
+        });
+        let mut failures = Vec::new();
+        for ((topic, partition, _), result) in jobs.into_iter().zip(results) {
+            if let Err(error) = result {
+                tracing::error!(%topic, partition, %error, "partition not closed cleanly; it will be recovered at next start");
+                failures.push((topic, error.into()));
+            }
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "partitions closed"
+        );
         failures
     }
 
@@ -202,6 +336,10 @@ impl TopicRegistry {
                 .unwrap_or(self.defaults.index_interval_bytes),
             flush,
             preallocate_bytes: self.defaults.preallocate_bytes,
+            producer_limits: crate::storage::ProducerLimits {
+                producers_max: self.limits.producers_per_partition_max,
+                producer_idle_ms: self.limits.producer_state_expiry_ms,
+            },
         };
         if config.segment_bytes < self.limits.batch_bytes_max as u64 {
             return Err(TopicError::InvalidConfig(format!(
@@ -230,54 +368,156 @@ impl TopicRegistry {
         Ok(config)
     }
 
-    fn open_topic(&self, record: TopicRecord) -> Result<Topic, TopicError> {
-        // Checked again on load: a record read back from the store is input too.
-        validate_topic_name(&record.name, self.limits.topic_name_bytes_max)?;
-        if record.partitions == 0 || record.partitions > self.limits.partitions_per_topic_max {
-            return Err(TopicError::InvalidPartitions {
-                count: record.partitions,
-                max: self.limits.partitions_per_topic_max,
-            });
-        }
-        let log_config = self.log_config(&record.overrides)?;
-        let dir = self.topics_dir.join(&record.name);
-        let mut partitions = Vec::with_capacity(record.partitions as usize);
+    /// Why a create of `name` is refused although no topic of that name is served.
+    fn unrecoverable_reason(&self, name: &str) -> Option<String> {
+        self.unrecoverable
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Builds `creating/<id>/` with its partition directories and manifest, syncs it and
+    /// renames it to `topics/<name>`: the topic's directory appears whole or not at all.
+    fn build_topic_dir(&self, record: &TopicRecord) -> Result<(), TopicError> {
+        let staging = self.creating_dir.join(&record.topic_id);
+        create_dir(&staging)?;
         for partition in 0..record.partitions {
-            let log = PartitionLog::open(&dir.join(partition.to_string()), log_config.clone())?;
-            partitions.push(Arc::new(log));
+            create_dir(&staging.join(partition.to_string()))?;
         }
-        Ok(Topic {
-            record,
-            log_config,
-            partitions,
+        // Writes the manifest and fsyncs the staging directory, which makes the partition
+        // directories' names durable too: one directory sync for all of them.
+        manifest::write(&staging, record).map_err(|error| manifest_io(&staging, error))?;
+        let dir = self.topics_dir.join(&record.name);
+        let renamed = fs::rename(&staging, &dir).map_err(|source| TopicError::Io {
+            context: format!("moving {} to {}", staging.display(), dir.display()),
+            source,
+        });
+        if let Err(error) = renamed {
+            let _ = remove_tree(&staging);
+            return Err(error);
+        }
+        sync_dir(&self.topics_dir)?;
+        sync_dir(&self.creating_dir)
+    }
+
+    fn open_topics(&self, plans: Vec<reconcile::TopicPlan>) -> Vec<Topic> {
+        // One pool over every partition of every topic, so 10 topics of 1,000 partitions and
+        // 1,000 topics of 10 open equally fast.
+        let mut jobs = Vec::new();
+        for (topic_index, plan) in plans.iter().enumerate() {
+            if plan.offline.is_none() {
+                for partition in 0..plan.record.partitions {
+                    jobs.push((topic_index, partition));
+                }
+            }
+        }
+        let results = parallel::map_bounded(
+            &jobs,
+            self.limits.partition_io_threads_max,
+            |(topic, partition)| {
+                let plan = &plans[*topic];
+                self.open_existing_partition(&plan.record, &plan.log_config, *partition)
+            },
+        );
+        let mut topics: Vec<Topic> = plans
+            .into_iter()
+            .map(|plan| {
+                let partitions = match &plan.offline {
+                    // Bounded like any partition count, even if the record's is not.
+                    Some(reason) => {
+                        let count = plan.record.partitions.min(self.limits.partitions_per_topic_max);
+                        (0..count)
+                            .map(|_| PartitionSlot::Offline(reason.clone()))
+                            .collect()
+                    }
+                    None => Vec::with_capacity(plan.record.partitions as usize),
+                };
+                Topic {
+                    partitions,
+                    record: plan.record,
+                    log_config: plan.log_config,
+                }
+            })
+            .collect();
+        for ((topic, _), result) in jobs.into_iter().zip(results) {
+            let slot = match result {
+                Ok(log) => PartitionSlot::Online(log),
+                Err(reason) => PartitionSlot::Offline(reason),
+            };
+            topics[topic].partitions.push(slot);
+        }
+        topics
+    }
+
+    /// Opens the partitions of a topic being created; any failure fails the create.
+    fn open_new_partitions(
+        &self,
+        record: &TopicRecord,
+        log_config: &LogConfig,
+    ) -> Vec<Result<Arc<PartitionLog>, TopicError>> {
+        let partitions: Vec<u32> = (0..record.partitions).collect();
+        parallel::map_bounded(&partitions, self.limits.partition_io_threads_max, |partition| {
+            let dir = self.topics_dir.join(&record.name).join(partition.to_string());
+            PartitionLog::open(&dir, log_config.clone())
+                .map(Arc::new)
+                .map_err(TopicError::from)
         })
     }
 
-    fn move_to_deleting(&self, name: &str) -> Result<PathBuf, TopicError> {
-        let from = self.topics_dir.join(name);
-        let unique = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_nanos())
-            .unwrap_or_default();
-        let to = self.deleting_dir.join(format!("{name}.{unique}"));
+    /// Opens one partition of a topic found at start; a failure makes it offline, logged at
+    /// ERROR with the full cause.
+    fn open_existing_partition(
+        &self,
+        record: &TopicRecord,
+        log_config: &LogConfig,
+        partition: u32,
+    ) -> Result<Arc<PartitionLog>, Arc<str>> {
+        let dir = self.topics_dir.join(&record.name).join(partition.to_string());
+        if !dir.is_dir() {
+            // Storage would create it empty and number its records from 0 again; a directory
+            // that went missing is damage, not a new partition.
+            tracing::error!(topic = %record.name, partition, dir = %dir.display(), "partition directory is missing; the partition is offline");
+            return Err(Arc::from("its directory is missing (see the broker log)"));
+        }
+        PartitionLog::open(&dir, log_config.clone())
+            .map(Arc::new)
+            .map_err(|error| {
+                tracing::error!(topic = %record.name, partition, %error, "partition could not be opened; it is offline, the rest of the broker serves on");
+                Arc::from(OFFLINE_OPEN_FAILED)
+            })
+    }
+
+    /// Renames the topic's directory to `deleting/<topic id>`, a name that fits NAME_MAX
+    /// whatever the topic name's length, and syncs both directories.
+    fn move_to_deleting(&self, record: &TopicRecord) -> Result<PathBuf, TopicError> {
+        let from = self.topics_dir.join(&record.name);
+        let mut to = self.deleting_dir.join(&record.topic_id);
+        // Bounded: a clash needs an earlier, unfinished deletion of the same id.
+        for attempt in 1..=1_000u32 {
+            if fs::symlink_metadata(&to).is_err() {
+                break;
+            }
+            to = self.deleting_dir.join(format!("{}-{attempt}", record.topic_id));
+        }
         fs::rename(&from, &to).map_err(|source| TopicError::Io {
             context: format!("moving {} to {}", from.display(), to.display()),
             source,
         })?;
         sync_dir(&self.topics_dir)?;
+        sync_dir(&self.deleting_dir)?;
         Ok(to)
     }
 
-    fn report_orphans(&self, opened: &HashMap<String, Arc<Topic>>) {
-        let Ok(entries) = fs::read_dir(&self.topics_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !opened.contains_key(&name) {
-                tracing::warn!(directory = %entry.path().display(), "topic directory has no metadata record; leaving it untouched");
-            }
-        }
+    /// A topic id never issued before in this data directory: the time in nanoseconds, the
+    /// process id and a counter, 32 hex digits.
+    fn new_topic_id(&self) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos() as u64)
+            .unwrap_or_default();
+        let count = self.ids_issued.fetch_add(1, Ordering::Relaxed);
+        format!("{nanos:016x}{:08x}{:08x}", std::process::id(), count as u32)
     }
 
     fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
@@ -321,6 +561,17 @@ pub fn validate_topic_name(name: &str, max_bytes: usize) -> Result<(), TopicErro
     Ok(())
 }
 
+fn manifest_io(dir: &Path, error: manifest::ManifestError) -> TopicError {
+    let source = match error {
+        manifest::ManifestError::Io { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    };
+    TopicError::Io {
+        context: format!("writing the manifest in {}", dir.display()),
+        source,
+    }
+}
+
 fn create_dir(path: &Path) -> Result<(), TopicError> {
     fs::create_dir_all(path).map_err(|source| TopicError::Io {
         context: format!("creating {}", path.display()),
@@ -328,19 +579,11 @@ fn create_dir(path: &Path) -> Result<(), TopicError> {
     })
 }
 
-fn remove_dir_contents(path: &Path) -> Result<(), TopicError> {
-    let entries = fs::read_dir(path).map_err(|source| TopicError::Io {
-        context: format!("listing {}", path.display()),
+fn remove_tree(path: &Path) -> Result<(), TopicError> {
+    fs::remove_dir_all(path).map_err(|source| TopicError::Io {
+        context: format!("removing {}", path.display()),
         source,
-    })?;
-    for entry in entries.flatten() {
-        let leftover = entry.path();
-        tracing::info!(directory = %leftover.display(), "removing the remains of an interrupted topic deletion");
-        if let Err(error) = fs::remove_dir_all(&leftover) {
-            tracing::warn!(directory = %leftover.display(), %error, "could not remove; will retry at next start");
-        }
-    }
-    Ok(())
+    })
 }
 
 fn sync_dir(path: &Path) -> Result<(), TopicError> {
@@ -353,16 +596,4 @@ fn sync_dir(path: &Path) -> Result<(), TopicError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kafka_topic_name_rules_are_enforced() {
-        for good in ["orders", "a.b-c_d", "X9", &"t".repeat(249)] {
-            validate_topic_name(good, 249).unwrap();
-        }
-        for bad in ["", ".", "..", "a/b", "a b", "ü", &"t".repeat(250)] {
-            assert!(validate_topic_name(bad, 249).is_err(), "{bad:?}");
-        }
-    }
-}
+mod tests;

@@ -417,7 +417,10 @@ async fn pipelined_fetches_beyond_the_memory_budget_wait_their_turn_and_all_comp
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path(), |config| {
         config.limits.fetch_bytes_max = 1 << 20;
-        config.limits.connection_fetch_bytes_in_flight_max = 1 << 20;
+        config.limits.frame_bytes_max = 2 << 20;
+        config.limits.batch_bytes_max = 1 << 20;
+        config.limits.connection_memory_bytes_max = 4 << 20;
+        config.limits.memory_bytes_max = 8 << 20;
     })
     .await;
     let mut client = RawClient::connect(&broker).await;
@@ -426,7 +429,7 @@ async fn pipelined_fetches_beyond_the_memory_budget_wait_their_turn_and_all_comp
     for _ in 0..5 {
         client.produce("t", 0, batch(&[&value], 1)).await;
     }
-    // Each fetch may take the whole connection budget, so they run one at a time; a client
+    // A few fetches fill the connection's budget, so they take turns; a client
     // that reads nothing until it has sent them all must still get every answer.
     let mut ids = Vec::new();
     for _ in 0..40 {

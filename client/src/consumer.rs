@@ -489,6 +489,12 @@ impl Consumer {
                     partition: Some(*partition),
                 });
             }
+            // The broker had no memory for this read (or timed out otherwise): the position
+            // stays and the next poll fetches again.
+            Some(ErrorCode::RequestTimedOut) => {
+                tracing::debug!(%topic, %partition, message = %answer.message, "fetch timed out on the broker; retrying");
+                return Ok(());
+            }
             Some(code) => {
                 return Err(Error::Broker {
                     code,

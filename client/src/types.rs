@@ -407,6 +407,7 @@ error_codes! {
     UnreleasedInstanceId = 111 => "UNRELEASED_INSTANCE_ID",
     StaleMemberEpoch = 113 => "STALE_MEMBER_EPOCH",
     BrokerShuttingDown = 1001 => "BROKER_SHUTTING_DOWN",
+    TooManyConnections = 1002 => "TOO_MANY_CONNECTIONS",
 }
 
 impl ErrorCode {
@@ -420,6 +421,7 @@ impl ErrorCode {
                 | Self::CoordinatorNotAvailable
                 | Self::StorageError
                 | Self::BrokerShuttingDown
+                | Self::TooManyConnections
         )
     }
 }

@@ -6,40 +6,64 @@
 //! fetch's long poll) then run concurrently, so responses may leave in any order; clients match
 //! them by correlation id. At most `in_flight_requests_per_connection_max` are under way; past
 //! that, the task stops reading and TCP pushes back on the client.
-
+//!
+//! Memory: every byte read is charged to the broker's budget (`server::budget`) before it is
+//! read, a frame's charge travels with its request until it is answered, and a response is
+//! charged until the writer has sent it. When the budget says no, this task simply stops
+//! reading: TCP pushes back on that client alone.
+//!
+//! Time: a quiet connection (no request under way, nothing received) is closed after
+//! `connection_idle_timeout_ms`; a frame once started must complete its length prefix within
+//! `request_header_timeout_ms` and all of it within `frame_completion_timeout_ms`; a socket
+//! that accepts no byte of a pending response for `write_stall_timeout_ms` is cut.
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
-use tidelog_proto::frame::decode_frame;
+use tidelog_proto::frame::{decode_frame, FRAME_HEADER_BYTES};
 use tidelog_proto::pb::{self, ErrorCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::budget::{FetchBudget, FetchReservation};
+use super::budget::{ConnectionBudget, Reservation};
 use super::handlers::{self, Outcome};
 use super::response::{encode_response, FrameChunks};
-
-/// A framed response on its way to the socket, with the fetch memory it holds until written.
-struct Outgoing {
-    chunks: FrameChunks,
-    reservation: Option<FetchReservation>,
-}
 use crate::broker::BrokerContext;
 
-/// Initial read buffer; it grows to the largest frame in flight.
-const READ_BUFFER_BYTES: usize = 64 << 10;
+/// A framed response on its way to the socket, with the memory it holds until written.
+struct Outgoing {
+    chunks: FrameChunks,
+    reservation: Reservation,
+}
+
+/// Most bytes read from the socket at once, and so charged to the budget at once.
+const READ_CHUNK_BYTES: usize = 256 << 10;
+/// Least a read waits for from the budget (or what the frame still lacks, if less).
+const READ_GRANT_BYTES_MIN: usize = 4 << 10;
 /// Bytes of queued responses the writer gathers into one vectored write.
 const WRITE_COALESCE_BYTES: usize = 4 << 20;
 /// I/O slices handed to one `writev` (the kernel's limit is 1024).
 const WRITE_SLICES_MAX: usize = 256;
+
+/// What a connection's reader needs from its surroundings.
+struct Reader<'a> {
+    peer: SocketAddr,
+    context: &'a Arc<BrokerContext>,
+    responses: &'a mpsc::Sender<Outgoing>,
+    in_flight: &'a Arc<Semaphore>,
+    budget: &'a ConnectionBudget,
+    /// Told by the writer when it gave up on the socket (failed or stalled).
+    writer_gone: &'a Notify,
+}
 
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<BrokerContext>) {
     let span = tracing::info_span!("connection", %peer);
@@ -51,13 +75,21 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Brok
         let (reader, writer) = stream.into_split();
         let limits = &context.config.limits;
         let (responses, queued) = mpsc::channel(limits.response_queue_depth);
-        let writer = tokio::spawn(write_responses(writer, queued).in_current_span());
+        let writer_gone = Arc::new(Notify::new());
+        let write_stall = Duration::from_millis(limits.write_stall_timeout_ms);
+        let writer =
+            tokio::spawn(write_responses(writer, queued, write_stall, writer_gone.clone()).in_current_span());
         let in_flight = Arc::new(Semaphore::new(limits.in_flight_requests_per_connection_max));
-        let fetch_budget = FetchBudget::new(
-            limits.connection_fetch_bytes_in_flight_max,
-            context.fetch_memory.clone(),
-        );
-        match read_requests(reader, peer, &context, &responses, &in_flight, &fetch_budget).await {
+        let budget = context.memory.connection();
+        let surroundings = Reader {
+            peer,
+            context: &context,
+            responses: &responses,
+            in_flight: &in_flight,
+            budget: &budget,
+            writer_gone: &writer_gone,
+        };
+        match read_requests(reader, &surroundings).await {
             Ok(()) => tracing::debug!("client closed the connection"),
             Err(reason) => tracing::warn!(%reason, "closing connection"),
         }
@@ -72,19 +104,32 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Brok
     .await;
 }
 
-/// Reads and dispatches until the client closes, the broker shuts down, or the byte stream
-/// cannot be trusted any more (the `Err` says why).
-async fn read_requests(
-    mut reader: tokio::net::tcp::OwnedReadHalf,
-    peer: SocketAddr,
-    context: &Arc<BrokerContext>,
-    responses: &mpsc::Sender<Outgoing>,
-    in_flight: &Arc<Semaphore>,
-    fetch_budget: &FetchBudget,
-) -> Result<(), String> {
-    let frame_bytes_max = context.config.limits.frame_bytes_max;
-    let mut shutdown = context.shutdown.clone();
-    let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
+/// Which clock the reader is running against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// Between frames.
+    Idle,
+    /// A frame has started but its length prefix is incomplete.
+    Header,
+    /// The length prefix is in; the rest of the frame is not.
+    Frame,
+}
+
+/// Reads and dispatches until the client closes, the broker shuts down, a timeout cuts the
+/// connection, or the byte stream cannot be trusted any more (the `Err` says why).
+async fn read_requests(reader: OwnedReadHalf, surroundings: &Reader<'_>) -> Result<(), String> {
+    let limits = &surroundings.context.config.limits;
+    let frame_bytes_max = limits.frame_bytes_max;
+    let idle_timeout = Duration::from_millis(limits.connection_idle_timeout_ms);
+    let header_timeout = Duration::from_millis(limits.request_header_timeout_ms);
+    let frame_timeout = Duration::from_millis(limits.frame_completion_timeout_ms);
+    let in_flight_max = limits.in_flight_requests_per_connection_max;
+    let mut shutdown = surroundings.context.shutdown.clone();
+    let mut buffer = BytesMut::new();
+    // Covers `buffer.len()`: the bytes of frames not yet cut.
+    let mut held = surroundings.budget.empty();
+    let mut frame_started = Instant::now();
+    let mut last_activity = Instant::now();
     loop {
         loop {
             let frame = match decode_frame(&mut buffer, frame_bytes_max) {
@@ -93,41 +138,142 @@ async fn read_requests(
                 Err(error) => {
                     // Tell the client why before hanging up; the stream is out of sync now.
                     let response = error_response(0, ErrorCode::InvalidRequest, error.to_string());
-                    send_response(responses, response, frame_bytes_max).await;
+                    let replier = Replier {
+                        responses: surroundings.responses.clone(),
+                        budget: surroundings.budget.clone(),
+                        frame_bytes_max,
+                    };
+                    replier.send(response, None).await;
                     return Err(error.to_string());
                 }
             };
+            let charge = held.split(frame.len() + FRAME_HEADER_BYTES);
             let permit = tokio::select! {
-                permit = in_flight.clone().acquire_owned() => permit.map_err(|error| error.to_string())?,
+                permit = surroundings.in_flight.clone().acquire_owned() => permit.map_err(|error| error.to_string())?,
                 _ = shutdown.changed() => return Ok(()),
             };
-            start_request(frame, peer, context, responses, fetch_budget, permit).await;
+            start_request(frame, charge, surroundings, permit).await;
+            frame_started = Instant::now();
+            last_activity = Instant::now();
+        }
+        if buffer.is_empty() {
+            // Let go of the allocation the last frame came from (it lives on only as long as
+            // that frame), so a quiet connection holds no buffer at all.
+            buffer = BytesMut::new();
         }
         if *shutdown.borrow() {
             return Ok(());
         }
+        let waiting = match buffer.len() {
+            0 => Waiting::Idle,
+            n if n < FRAME_HEADER_BYTES => Waiting::Header,
+            _ => Waiting::Frame,
+        };
+        let deadline = match waiting {
+            Waiting::Idle => last_activity + idle_timeout,
+            Waiting::Header => frame_started + header_timeout,
+            Waiting::Frame => frame_started + frame_timeout,
+        };
+        let timed_out = || -> Result<(), String> {
+            Err(match waiting {
+                Waiting::Idle => format!("idle for {} ms", idle_timeout.as_millis()),
+                Waiting::Header => format!(
+                    "frame length prefix incomplete after {} ms ({} bytes)",
+                    header_timeout.as_millis(),
+                    buffer.len()
+                ),
+                Waiting::Frame => format!(
+                    "frame incomplete after {} ms ({} bytes received)",
+                    frame_timeout.as_millis(),
+                    buffer.len()
+                ),
+            })
+        };
+        // Wait for bytes before taking memory for them: a quiet connection holds none.
         tokio::select! {
-            read = reader.read_buf(&mut buffer) => match read {
-                Ok(0) if buffer.is_empty() => return Ok(()),
-                Ok(0) => return Err(format!("client closed the connection mid-frame ({} bytes pending)", buffer.len())),
-                Ok(_) => {}
-                Err(error) => return Err(format!("read failed: {error}")),
-            },
+            ready = reader.readable() => ready.map_err(|error| format!("read failed: {error}"))?,
+            _ = tokio::time::sleep_until(deadline) => {
+                if waiting == Waiting::Idle && surroundings.in_flight.available_permits() < in_flight_max {
+                    // A request is under way (a long poll, a sync): not idle.
+                    last_activity = Instant::now();
+                    continue;
+                }
+                return timed_out();
+            }
             _ = shutdown.changed() => return Ok(()),
+            _ = surroundings.writer_gone.notified() => return Err("the socket stopped taking responses".into()),
         }
+        let wanted = match frame_length(&buffer) {
+            Some(total) => total.saturating_sub(buffer.len()).clamp(1, READ_CHUNK_BYTES),
+            None => READ_CHUNK_BYTES,
+        };
+        let grant = tokio::select! {
+            grant = surroundings.budget.reserve_between(wanted.min(READ_GRANT_BYTES_MIN), wanted, None) => {
+                grant.map_err(|error| format!("no memory for the next read: {error}"))?
+            }
+            _ = tokio::time::sleep_until(deadline), if waiting != Waiting::Idle => return timed_out(),
+            _ = shutdown.changed() => return Ok(()),
+            _ = surroundings.writer_gone.notified() => return Err("the socket stopped taking responses".into()),
+        };
+        let granted = grant.bytes();
+        held.merge(grant);
+        if buffer.is_empty() {
+            frame_started = Instant::now();
+        }
+        match frame_length(&buffer) {
+            // The whole frame in one allocation: address space for it is reserved, but its
+            // pages become memory only as bytes land in them, and the budget charges exactly
+            // those (never the length the client announced).
+            Some(total) => buffer.reserve(total - buffer.len()),
+            None => buffer.reserve(granted),
+        }
+        let read = reader.try_read_buf(&mut (&mut buffer).limit(granted));
+        match read {
+            Ok(0) if buffer.is_empty() => return Ok(()),
+            Ok(0) => {
+                return Err(format!(
+                    "client closed the connection mid-frame ({} bytes pending)",
+                    buffer.len()
+                ))
+            }
+            Ok(_) => last_activity = Instant::now(),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(format!("read failed: {error}")),
+        }
+        held.shrink_to(buffer.len());
     }
 }
 
+/// The whole length (prefix included) of the frame at the front of `buffer`, once its prefix
+/// is in. A length over the limit is left to `decode_frame` to refuse.
+fn frame_length(buffer: &BytesMut) -> Option<usize> {
+    let header = buffer.get(..FRAME_HEADER_BYTES)?;
+    let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    Some(length + FRAME_HEADER_BYTES)
+}
+
+/// Where responses go: the writer's queue, charged to the connection's budget.
+#[derive(Clone)]
+struct Replier {
+    responses: mpsc::Sender<Outgoing>,
+    budget: ConnectionBudget,
+    frame_bytes_max: usize,
+}
+
 /// Decodes one request and runs its in-order part here; a deferred remainder gets a task.
+/// `charge` covers the frame; it is held until the request is answered.
 async fn start_request(
     frame: Bytes,
-    peer: SocketAddr,
-    context: &Arc<BrokerContext>,
-    responses: &mpsc::Sender<Outgoing>,
-    fetch_budget: &FetchBudget,
+    charge: Reservation,
+    surroundings: &Reader<'_>,
     permit: OwnedSemaphorePermit,
 ) {
-    let frame_bytes_max = context.config.limits.frame_bytes_max;
+    let context = surroundings.context;
+    let replier = Replier {
+        responses: surroundings.responses.clone(),
+        budget: surroundings.budget.clone(),
+        frame_bytes_max: context.config.limits.frame_bytes_max,
+    };
     let request = match pb::Request::decode(frame) {
         Ok(request) => request,
         Err(error) => {
@@ -138,32 +284,70 @@ async fn start_request(
                 ErrorCode::InvalidRequest,
                 format!("undecodable request: {error}"),
             );
-            send_response(responses, response, frame_bytes_max).await;
+            replier.send(response, None).await;
             return;
         }
     };
     let Some(header) = request.header else {
         let response = error_response(0, ErrorCode::InvalidRequest, "request has no header".into());
-        send_response(responses, response, frame_bytes_max).await;
+        replier.send(response, None).await;
         return;
     };
     let correlation_id = header.correlation_id;
     let span =
         tracing::debug_span!("request", api = ?header.api(), correlation_id, client_id = %header.client_id);
-    let outcome = span.in_scope(|| handlers::dispatch(context, peer, fetch_budget, &header, request.body));
-    // Awaited here, before the next request starts, so in-order work stays in order.
+    // The append copies a produce's batches once more, under the partition's lock: charge
+    // that copy for as long as the in-order part runs.
+    let append_copy = match &request.body {
+        Some(pb::request::Body::Produce(produce)) => {
+            let bytes: usize = produce
+                .topics
+                .iter()
+                .flat_map(|topic| &topic.partitions)
+                .map(|partition| partition.records.len())
+                .sum();
+            let wait = Duration::from_millis(context.config.limits.memory_wait_ms_max);
+            match surroundings
+                .budget
+                .reserve_between(bytes, bytes, Some(Instant::now() + wait))
+                .await
+            {
+                Ok(copy) => Some(copy),
+                Err(error) => {
+                    tracing::warn!(%error, bytes, "produce got no memory from the broker budget");
+                    let response =
+                        error_response(correlation_id, ErrorCode::RequestTimedOut, error.to_string());
+                    replier.send(response, None).await;
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
+    let outcome = span.in_scope(|| {
+        handlers::dispatch(
+            context,
+            surroundings.peer,
+            surroundings.budget,
+            &header,
+            request.body,
+        )
+    });
+    // Awaited here, before the next request starts, so in-order work stays in order (and the
+    // append copy stays charged while it runs).
     let outcome = match outcome {
         Outcome::Ordered(ordered) => ordered.instrument(span.clone()).await,
         other => other,
     };
+    drop(append_copy);
     match outcome {
         Outcome::Reply(body) => {
-            let response = body_response(correlation_id, body);
-            send_response(responses, response, frame_bytes_max).await;
+            replier.send(body_response(correlation_id, body), None).await;
         }
         Outcome::Failed(code, message) => {
-            let response = error_response(correlation_id, code, message);
-            send_response(responses, response, frame_bytes_max).await;
+            replier
+                .send(error_response(correlation_id, code, message), None)
+                .await;
         }
         Outcome::Silent => {}
         Outcome::Ordered(_) => {
@@ -173,29 +357,29 @@ async fn start_request(
                 ErrorCode::UnknownServerError,
                 "internal error".into(),
             );
-            send_response(responses, response, frame_bytes_max).await;
+            replier.send(response, None).await;
         }
         Outcome::Deferred(pending) => {
-            let responses = responses.clone();
             tokio::spawn(
                 async move {
                     if let Some(body) = pending.await {
-                        let response = body_response(correlation_id, body);
-                        send_response(&responses, response, frame_bytes_max).await;
+                        replier.send(body_response(correlation_id, body), None).await;
                     }
+                    drop(charge);
                     drop(permit);
                 }
                 .instrument(span),
             );
         }
         Outcome::DeferredHeld(pending) => {
-            let responses = responses.clone();
             tokio::spawn(
                 async move {
                     if let Some((body, reservation)) = pending.await {
-                        let response = body_response(correlation_id, body);
-                        send_held_response(&responses, response, frame_bytes_max, reservation).await;
+                        replier
+                            .send(body_response(correlation_id, body), reservation)
+                            .await;
                     }
+                    drop(charge);
                     drop(permit);
                 }
                 .instrument(span),
@@ -222,64 +406,97 @@ fn error_response(correlation_id: u64, code: ErrorCode, message: String) -> pb::
     }
 }
 
-/// Frames `response` and queues it for the writer. A response too large to frame becomes an
-/// error response, so the client is never left waiting.
-async fn send_response(responses: &mpsc::Sender<Outgoing>, response: pb::Response, frame_bytes_max: usize) {
-    send_held_response(responses, response, frame_bytes_max, None).await;
+impl Replier {
+    /// Frames `response` and queues it for the writer, charged to the budget until written:
+    /// `reservation` (a fetch's, covering its records) topped up to the frame's size. A
+    /// response too large to frame becomes an error response, so the client is never left
+    /// waiting.
+    async fn send(&self, response: pb::Response, reservation: Option<Reservation>) {
+        let correlation_id = response.correlation_id;
+        let frame = match encode_response(response, self.frame_bytes_max) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::error!(%error, "response does not fit in a frame");
+                let fallback = error_response(correlation_id, ErrorCode::MessageTooLarge, error.to_string());
+                match encode_response(fallback, self.frame_bytes_max) {
+                    Ok(frame) => frame,
+                    Err(_) => return,
+                }
+            }
+        };
+        let frame_bytes: usize = frame.iter().map(Bytes::len).sum();
+        let mut reservation = reservation.unwrap_or_else(|| self.budget.empty());
+        if frame_bytes > reservation.bytes() {
+            // The bytes exist already; charging them makes further reads wait.
+            reservation.merge(self.budget.charge(frame_bytes - reservation.bytes()));
+        }
+        // The writer is gone only when the client's socket failed; nothing left to tell it.
+        let _ = self
+            .responses
+            .send(Outgoing {
+                chunks: frame,
+                reservation,
+            })
+            .await;
+    }
 }
 
-/// `send_response` for a response holding fetch memory, released once it is written.
-async fn send_held_response(
-    responses: &mpsc::Sender<Outgoing>,
-    response: pb::Response,
-    frame_bytes_max: usize,
-    reservation: Option<FetchReservation>,
-) {
-    let correlation_id = response.correlation_id;
-    let frame = match encode_response(response, frame_bytes_max) {
-        Ok(frame) => frame,
-        Err(error) => {
-            tracing::error!(%error, "response does not fit in a frame");
-            let fallback = error_response(correlation_id, ErrorCode::MessageTooLarge, error.to_string());
-            match encode_response(fallback, frame_bytes_max) {
-                Ok(frame) => frame,
-                Err(_) => return,
-            }
-        }
+/// Sends an error frame (correlation id 0) on the stream of a connection that is refused
+/// before it is served, without waiting: a fresh socket's send buffer takes a small frame at
+/// once, and a client that cannot take even that only misses the explanation.
+pub(super) fn refuse(stream: TcpStream, code: ErrorCode, message: String) {
+    let mut frame = BytesMut::new();
+    let response = error_response(0, code, message);
+    if tidelog_proto::frame::encode_frame(&response, &mut frame, 64 << 10).is_err() {
+        return;
+    }
+    // Back to a plain socket: tokio's `try_write` needs readiness the reactor has not seen.
+    let Ok(stream) = stream.into_std() else {
+        return;
     };
-    // The writer is gone only when the client's socket failed; nothing left to tell it.
-    let _ = responses
-        .send(Outgoing {
-            chunks: frame,
-            reservation,
-        })
-        .await;
+    let _ = std::io::Write::write(&mut &stream, &frame);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// Writes queued response frames, gathering whatever is already queued into one vectored
-/// write.
-async fn write_responses(mut writer: OwnedWriteHalf, mut queued: mpsc::Receiver<Outgoing>) {
+/// write. A socket that takes no byte for `write_stall` is given up on: the reader is told,
+/// and the remaining responses (and their memory) are dropped.
+async fn write_responses(
+    mut writer: OwnedWriteHalf,
+    mut queued: mpsc::Receiver<Outgoing>,
+    write_stall: Duration,
+    gone: Arc<Notify>,
+) {
     let mut pending: VecDeque<Bytes> = VecDeque::new();
-    let mut held: Vec<FetchReservation> = Vec::new();
+    let mut held: Vec<Reservation> = Vec::new();
     while let Some(frame) = queued.recv().await {
         let mut gathered: usize = frame.chunks.iter().map(Bytes::len).sum();
         pending.extend(frame.chunks);
-        held.extend(frame.reservation);
+        held.push(frame.reservation);
         while gathered < WRITE_COALESCE_BYTES {
             match queued.try_recv() {
                 Ok(more) => {
                     gathered += more.chunks.iter().map(Bytes::len).sum::<usize>();
                     pending.extend(more.chunks);
-                    held.extend(more.reservation);
+                    held.push(more.reservation);
                 }
                 Err(_) => break,
             }
         }
-        let written = write_all_chunks(&mut writer, &mut pending).await;
-        // Written (or failed): either way the fetched bytes are no longer needed.
+        let written = write_all_chunks(&mut writer, &mut pending, write_stall).await;
+        // Written (or failed): either way the bytes are no longer needed.
         held.clear();
         if let Err(error) = written {
-            tracing::debug!(%error, "write failed; dropping the remaining responses");
+            if error.kind() == std::io::ErrorKind::TimedOut {
+                tracing::warn!(
+                    stall_ms = write_stall.as_millis() as u64,
+                    "client stopped reading its responses; cutting the connection"
+                );
+            } else {
+                tracing::debug!(%error, "write failed; dropping the remaining responses");
+            }
+            pending.clear();
+            gone.notify_one();
             // Keep receiving so senders never block on a dead connection.
             while queued.recv().await.is_some() {}
             return;
@@ -288,15 +505,22 @@ async fn write_responses(mut writer: OwnedWriteHalf, mut queued: mpsc::Receiver<
     let _ = writer.shutdown().await;
 }
 
-/// Writes every chunk, in order, with as few `writev` calls as the socket allows.
-async fn write_all_chunks(writer: &mut OwnedWriteHalf, chunks: &mut VecDeque<Bytes>) -> std::io::Result<()> {
+/// Writes every chunk, in order, with as few `writev` calls as the socket allows; fails with
+/// `TimedOut` when the socket takes nothing for `write_stall`.
+async fn write_all_chunks(
+    writer: &mut OwnedWriteHalf,
+    chunks: &mut VecDeque<Bytes>,
+    write_stall: Duration,
+) -> std::io::Result<()> {
     while !chunks.is_empty() {
         let slices: Vec<IoSlice<'_>> = chunks
             .iter()
             .take(WRITE_SLICES_MAX)
             .map(|chunk| IoSlice::new(chunk))
             .collect();
-        let mut written = writer.write_vectored(&slices).await?;
+        let mut written = tokio::time::timeout(write_stall, writer.write_vectored(&slices))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

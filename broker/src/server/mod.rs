@@ -1,19 +1,22 @@
 //! The native-protocol server: accepts TCP connections and runs one `connection` task each.
-//! Shape after mini-redis: a semaphore bounds connections; a watch channel tells every task to
-//! stop; `run` returns only after every connection has drained.
+//! Shape after mini-redis: `admission` bounds connections (in all and per source address); a
+//! watch channel tells every task to stop; `run` returns only after every connection has
+//! drained. `budget` is the one memory budget every connection draws from.
 
-mod budget;
+mod admission;
+pub(crate) mod budget;
 mod connection;
 mod handlers;
 mod response;
 
 use std::sync::Arc;
 
+use tidelog_proto::pb::ErrorCode;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::broker::BrokerContext;
+use admission::Admission;
 
 /// Pause after a failed accept, so running out of file descriptors does not spin a core.
 const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
@@ -21,19 +24,13 @@ const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_mill
 /// Serves `listener` until the context's shutdown signal, then waits for every connection to
 /// finish its in-flight requests.
 pub(crate) async fn run(listener: TcpListener, context: Arc<BrokerContext>) {
-    let connection_slots = Arc::new(Semaphore::new(context.config.limits.connections_max));
+    let limits = &context.config.limits;
+    let admission = Admission::new(limits.connections_max, limits.connections_per_address_max);
     let mut shutdown = context.shutdown.clone();
     let mut connections = JoinSet::new();
     loop {
-        // Wait for a free slot before accepting: past the limit, new clients queue in the
-        // kernel's backlog instead of being accepted and starved.
-        let permit = tokio::select! {
-            permit = connection_slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
-        };
+        // Accept whatever arrives, also past the caps: a refused client is told so at once
+        // instead of waiting unseen in the kernel's backlog.
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.changed() => break,
@@ -41,13 +38,18 @@ pub(crate) async fn run(listener: TcpListener, context: Arc<BrokerContext>) {
         // Reap finished connection tasks so the set does not grow without bound.
         while connections.try_join_next().is_some() {}
         match accepted {
-            Ok((stream, peer)) => {
-                let context = context.clone();
-                connections.spawn(async move {
-                    connection::serve(stream, peer, context).await;
-                    drop(permit);
-                });
-            }
+            Ok((stream, peer)) => match admission.admit(peer.ip()) {
+                Ok(admitted) => {
+                    let context = context.clone();
+                    connections.spawn(async move {
+                        connection::serve(stream, peer, context).await;
+                        drop(admitted);
+                    });
+                }
+                Err(refusal) => {
+                    connection::refuse(stream, ErrorCode::TooManyConnections, refusal.to_string())
+                }
+            },
             Err(error) => {
                 // Usually a client that reset before we accepted, or out of file descriptors:
                 // log and keep serving everyone else.

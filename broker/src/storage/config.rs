@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::error::StorageError;
 use super::format::{BATCH_BYTES_MAX, FILE_HEADER_BYTES};
+use super::producer_state::ProducerLimits;
 
 /// When appended data is fdatasync'ed, and so when it becomes visible to readers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,9 @@ pub struct LogConfig {
     /// overwrite allocated blocks and their fdatasync commits no new file length. Cut off when
     /// the segment is sealed or the log closed. 0 turns it off.
     pub preallocate_bytes: u64,
+    /// Bounds of the idempotent producer state (the broker's `limits.producers_per_partition_max`
+    /// and `limits.producer_state_expiry_ms`).
+    pub producer_limits: ProducerLimits,
 }
 
 impl Default for LogConfig {
@@ -97,6 +101,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             flush: FlushPolicy::Always,
             preallocate_bytes: PREALLOCATE_BYTES_DEFAULT,
+            producer_limits: ProducerLimits::default(),
         }
     }
 }

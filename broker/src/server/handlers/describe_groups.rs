@@ -74,7 +74,14 @@ fn describe(context: &BrokerContext, group: &Group) -> pb::describe_groups_respo
         let ends: Vec<i64> = context
             .registry
             .get(&topic)
-            .map(|found| found.partitions.iter().map(|log| log.high_watermark()).collect())
+            .map(|found| {
+                // -1 (unknown) for an offline partition, as for one without a log end.
+                found
+                    .partitions
+                    .iter()
+                    .map(|slot| slot.log().map_or(-1, |log| log.high_watermark()))
+                    .collect()
+            })
             .unwrap_or_default();
         if subscribed.contains(&topic) {
             for partition in 0..ends.len() {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tidelog_proto::pb::{self, ErrorCode};
 
-use super::{storage_error, unknown_partition, Outcome};
+use super::{partition_log, partition_storage_error, Outcome};
 use crate::broker::BrokerContext;
 
 pub const LATEST: i64 = -1;
@@ -20,10 +20,9 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ListOffsetsReque
                 .partitions
                 .into_iter()
                 .map(|asked| {
-                    let log = found.as_ref().and_then(|found| found.partition(asked.partition));
-                    let Some(log) = log else {
-                        let (code, message) = unknown_partition(&topic.name, asked.partition);
-                        return failed(asked.partition, code, message);
+                    let log = match partition_log(found.as_ref(), &topic.name, asked.partition) {
+                        Ok(log) => log,
+                        Err((code, message)) => return failed(asked.partition, code, message),
                     };
                     let answer = match asked.timestamp {
                         LATEST => Ok(Some((log.high_watermark(), -1))),
@@ -49,7 +48,8 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ListOffsetsReque
                             }
                         }
                         Err(error) => {
-                            let (code, message) = storage_error(&error);
+                            let (code, message) =
+                                partition_storage_error(&topic.name, asked.partition, &error);
                             failed(asked.partition, code, message)
                         }
                     }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use tidelog_proto::pb::{self, ErrorCode};
 
-use super::{unknown_topic, Outcome};
+use super::{offline_message, unknown_topic, Outcome};
 use crate::broker::BrokerContext;
-use crate::topics::Topic;
+use crate::topics::{PartitionSlot, Topic};
 
 pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::MetadataRequest) -> Outcome {
     let broker_id = context.config.broker_id;
@@ -71,12 +71,23 @@ fn describe(topic: &Topic, leader: u32) -> pb::TopicMetadata {
             .partitions
             .iter()
             .enumerate()
-            .map(|(index, log)| pb::PartitionMetadata {
-                partition: index as u32,
-                error: ErrorCode::None as i32,
-                leader,
-                log_start_offset: log.log_start_offset(),
-                high_watermark: log.high_watermark(),
+            .map(|(index, slot)| match slot {
+                PartitionSlot::Online(log) => pb::PartitionMetadata {
+                    partition: index as u32,
+                    error: ErrorCode::None as i32,
+                    message: String::new(),
+                    leader,
+                    log_start_offset: log.log_start_offset(),
+                    high_watermark: log.high_watermark(),
+                },
+                PartitionSlot::Offline(reason) => pb::PartitionMetadata {
+                    partition: index as u32,
+                    error: ErrorCode::KafkaStorageError as i32,
+                    message: offline_message(&topic.record.name, index, reason),
+                    leader,
+                    log_start_offset: -1,
+                    high_watermark: -1,
+                },
             })
             .collect(),
     }

@@ -22,15 +22,16 @@ use std::sync::Arc;
 use tidelog_proto::pb::{self, request::Body, ErrorCode};
 use tidelog_proto::PROTOCOL_VERSION;
 
-use super::budget::{FetchBudget, FetchReservation};
+use super::budget::{ConnectionBudget, Reservation};
 use crate::broker::BrokerContext;
 use crate::error::{GroupError, TopicError};
-use crate::storage::StorageError;
+use crate::storage::{PartitionLog, StorageError};
+use crate::topics::{PartitionSlot, Topic};
 
 pub(crate) type Pending = Pin<Box<dyn Future<Output = Option<pb::response::Body>> + Send>>;
 /// A deferred answer that holds fetched bytes: the reservation is released once it is written.
 pub(crate) type PendingHeld =
-    Pin<Box<dyn Future<Output = Option<(pb::response::Body, Option<FetchReservation>)>> + Send>>;
+    Pin<Box<dyn Future<Output = Option<(pb::response::Body, Option<Reservation>)>> + Send>>;
 
 /// What a handler did with a request.
 pub(crate) enum Outcome {
@@ -42,7 +43,7 @@ pub(crate) enum Outcome {
     Silent,
     /// The in-order part is done; the rest (a sync, a long poll) finishes in its own task.
     Deferred(Pending),
-    /// Like `Deferred`, for a response holding fetched data from the connection's budget.
+    /// Like `Deferred`, for a response holding fetched data from the memory budget.
     DeferredHeld(PendingHeld),
     /// Part of the in-order work must leave the async workers (a produce whose append rolls a
     /// segment runs on a blocking thread): the connection awaits this before it starts the
@@ -56,7 +57,7 @@ pub(crate) type Ordered = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 pub(crate) fn dispatch(
     context: &Arc<BrokerContext>,
     peer: std::net::SocketAddr,
-    fetch_budget: &FetchBudget,
+    budget: &ConnectionBudget,
     header: &pb::RequestHeader,
     body: Option<Body>,
 ) -> Outcome {
@@ -83,7 +84,7 @@ pub(crate) fn dispatch(
         Body::DeleteTopics(request) => delete_topics::handle(context, request),
         Body::Metadata(request) => metadata::handle(context, request),
         Body::Produce(request) => produce::handle(context, request),
-        Body::Fetch(request) => fetch::handle(context, fetch_budget, request),
+        Body::Fetch(request) => fetch::handle(context, budget, request),
         Body::ListOffsets(request) => list_offsets::handle(context, request),
         Body::ConsumerGroupHeartbeat(request) => {
             consumer_group_heartbeat::handle(context, &header.client_id, peer, request)
@@ -97,14 +98,85 @@ pub(crate) fn dispatch(
     }
 }
 
-/// The wire code and message for a storage failure.
+/// The wire code and message for a storage failure. Failures of the broker's own (disk,
+/// corruption, a failed log) are logged here at WARN with the whole cause, paths included; the
+/// client's message keeps file names at most, never a path of the data directory.
 pub(crate) fn storage_error(error: &StorageError) -> (ErrorCode, String) {
     let code = match error {
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
         _ => ErrorCode::KafkaStorageError,
     };
-    (code, error.to_string())
+    match error {
+        StorageError::OffsetOutOfRange { .. } | StorageError::BatchTooLarge { .. } => {
+            (code, error.to_string())
+        }
+        _ => {
+            let full = error_chain(error);
+            tracing::warn!(error = %full, "storage operation failed; the client was told without paths");
+            (code, without_paths(&full))
+        }
+    }
+}
+
+/// `storage_error` for one partition: the message names the topic and partition.
+pub(crate) fn partition_storage_error(
+    topic: &str,
+    partition: u32,
+    error: &StorageError,
+) -> (ErrorCode, String) {
+    let span = tracing::warn_span!("partition", %topic, partition);
+    let (code, message) = span.in_scope(|| storage_error(error));
+    (code, format!("topic {topic:?} partition {partition}: {message}"))
+}
+
+/// An error and its causes, one after the other.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // `#[error(transparent)]` wrappers repeat their cause's text.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// `text` with every path cut to its last component, so a client learns a file name (a
+/// segment's base offset) at most, never where the data directory is or how it is laid out.
+/// Path-agnostic on purpose: it also covers messages of error variants added later.
+pub(crate) fn without_paths(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for token in text.split_inclusive(char::is_whitespace) {
+        let Some(first_slash) = token.find('/') else {
+            out.push_str(token);
+            continue;
+        };
+        let body_end = token
+            .trim_end_matches(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | ';' | ')' | '"' | '\''))
+            .len()
+            .max(first_slash + 1);
+        let start = token[..first_slash]
+            .rfind(['(', '"', '\''])
+            .map_or(0, |quote| quote + 1);
+        let path = &token[start..body_end];
+        // A path is absolute, explicitly relative, or has several components; "I/O" is none.
+        let looks_like_path =
+            path.starts_with('/') || path.starts_with('.') || path.matches('/').count() >= 2;
+        if !looks_like_path {
+            out.push_str(token);
+            continue;
+        }
+        let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        out.push_str(&token[..start]);
+        out.push_str(if last.is_empty() { "<path>" } else { last });
+        out.push_str(&token[body_end..]);
+    }
+    out
 }
 
 /// One topic's line in a CreateTopics or DeleteTopics response.
@@ -129,7 +201,11 @@ pub(crate) fn topic_error(error: &TopicError) -> (ErrorCode, String) {
         TopicError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
         TopicError::InvalidConfig(_) | TopicError::TooManyTopics(_) => ErrorCode::InvalidConfig,
         TopicError::Storage(error) => return storage_error(error),
-        TopicError::Metadata(_) | TopicError::Io { .. } => ErrorCode::KafkaStorageError,
+        TopicError::Metadata(_) | TopicError::Io { .. } | TopicError::DataOnDisk { .. } => {
+            let full = error_chain(error);
+            tracing::warn!(error = %full, "topic operation failed");
+            return (ErrorCode::KafkaStorageError, without_paths(&full));
+        }
     };
     (code, error.to_string())
 }
@@ -146,7 +222,12 @@ pub(crate) fn group_error(error: &GroupError) -> (ErrorCode, String) {
         GroupError::UnreleasedInstanceId(_) => ErrorCode::UnreleasedInstanceId,
         GroupError::InvalidSessionTimeout { .. } => ErrorCode::InvalidSessionTimeout,
         GroupError::GroupFull { .. } => ErrorCode::GroupMaxSizeReached,
-        GroupError::TooManyGroups(_) | GroupError::Metadata(_) => ErrorCode::CoordinatorNotAvailable,
+        GroupError::TooManyGroups(_) => ErrorCode::CoordinatorNotAvailable,
+        GroupError::Metadata(_) => {
+            let full = error_chain(error);
+            tracing::warn!(error = %full, "group operation failed");
+            return (ErrorCode::CoordinatorNotAvailable, without_paths(&full));
+        }
         GroupError::UnknownPartition { .. } => ErrorCode::UnknownTopicOrPartition,
         GroupError::OffsetMetadataTooLarge { .. } => ErrorCode::OffsetMetadataTooLarge,
         GroupError::InvalidRequest(_) => ErrorCode::InvalidRequest,
@@ -161,6 +242,31 @@ fn partition_count(context: &BrokerContext, topic: &str) -> Option<u32> {
         .registry
         .get(topic)
         .map(|found| u32::try_from(found.partitions.len()).unwrap_or(u32::MAX))
+}
+
+/// Resolves a partition for produce, fetch and list-offsets: its log, or the error to answer
+/// (unknown, or offline because it could not be opened).
+fn partition_log(
+    found: Option<&Arc<Topic>>,
+    topic: &str,
+    partition: u32,
+) -> Result<Arc<PartitionLog>, (ErrorCode, String)> {
+    match found.and_then(|found| found.slot(partition)) {
+        Some(PartitionSlot::Online(log)) => Ok(log.clone()),
+        Some(PartitionSlot::Offline(reason)) => Err((
+            ErrorCode::KafkaStorageError,
+            offline_message(topic, partition as usize, reason),
+        )),
+        None => Err(unknown_partition(topic, partition)),
+    }
+}
+
+fn offline_message(topic: &str, partition: usize, reason: &str) -> String {
+    // The reason is the open error, which names files; the broker logged it whole at start.
+    format!(
+        "partition {partition} of topic {topic:?} is offline: {}",
+        without_paths(reason)
+    )
 }
 
 fn unknown_partition(topic: &str, partition: u32) -> (ErrorCode, String) {
@@ -185,5 +291,45 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
             tracing::error!(%error, "admin task panicked");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_cut_to_their_file_name_and_other_text_is_kept() {
+        assert_eq!(
+            without_paths(
+                "I/O error while writing /tmp/x y/data/topics/t-1/0/00000000000000000042.log: No space left"
+            ),
+            "I/O error while writing x 00000000000000000042.log: No space left"
+        );
+        assert_eq!(
+            without_paths("corrupt data in \"/srv/data/topics/t/0/1.index\", at 7"),
+            "corrupt data in \"1.index\", at 7"
+        );
+        assert_eq!(
+            without_paths("offset 5 is out of range"),
+            "offset 5 is out of range"
+        );
+        assert_eq!(without_paths("in (./tidelog-data/metadata/)"), "in (metadata)");
+    }
+
+    #[test]
+    fn storage_failures_reach_clients_without_the_data_directory() {
+        let error = StorageError::Io {
+            operation: "writing",
+            path: "/var/lib/tidelog/topics/orders-7f/3/00000000000000000000.log".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        };
+        let (code, message) = partition_storage_error("orders", 3, &error);
+        assert_eq!(code, ErrorCode::KafkaStorageError);
+        assert!(!message.contains("/var/lib"), "{message}");
+        assert!(!message.contains("topics/"), "{message}");
+        assert!(message.contains("\"orders\" partition 3"), "{message}");
+        assert!(message.contains("00000000000000000000.log"), "{message}");
+        assert!(message.contains("No space left on device"), "{message}");
     }
 }

@@ -13,7 +13,7 @@ use tidelog_proto::batch::{BatchIter, RecordBatch};
 use tidelog_proto::pb::{self, produce_response, ErrorCode};
 use tidelog_proto::BatchError;
 
-use super::{storage_error, unknown_partition, Outcome};
+use super::{partition_log, partition_storage_error, Outcome};
 use crate::broker::BrokerContext;
 use crate::clock::now_ms;
 use crate::storage::{AppendOutcome, FlushPolicy, PartitionLog, StorageError};
@@ -46,9 +46,16 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ProduceRequest) 
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
             let index = partition.partition;
-            let step = match found.as_ref().and_then(|found| found.partition(index)) {
-                None => Step::Done(Err(unknown_partition(&topic.name, index))),
-                Some(log) => append(log, partition.records, limits.batch_bytes_max, now),
+            let step = match partition_log(found.as_ref(), &topic.name, index) {
+                Err(error) => Step::Done(Err(error)),
+                Ok(log) => append(
+                    &log,
+                    &topic.name,
+                    index,
+                    partition.records,
+                    limits.batch_bytes_max,
+                    now,
+                ),
             };
             if matches!(step, Step::Roll(..)) {
                 rolls += 1;
@@ -69,7 +76,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ProduceRequest) 
             for (index, step) in partitions {
                 let result = match step {
                     Step::Done(result) => result,
-                    Step::Roll(log, batches) => append_blocking(log, batches, now).await,
+                    Step::Roll(log, batches) => append_blocking(log, &name, index, batches, now).await,
                 };
                 log_failure(&name, index, &result);
                 done.push((index, result));
@@ -139,7 +146,7 @@ fn finish(topics: Vec<(String, Partitions)>, acks: pb::Acks, timeout_ms: u64) ->
             let partitions = join_all(
                 partitions
                     .into_iter()
-                    .map(|(index, result)| await_durable(index, result, deadline)),
+                    .map(|(index, result)| await_durable(&name, index, result, deadline)),
             )
             .await;
             produce_response::Topic { name, partitions }
@@ -150,7 +157,14 @@ fn finish(topics: Vec<(String, Partitions)>, acks: pb::Acks, timeout_ms: u64) ->
 }
 
 /// Validates and appends on the calling (async) thread unless the append needs a roll.
-fn append(log: &Arc<PartitionLog>, records: Bytes, batch_bytes_max: usize, now: i64) -> Step {
+fn append(
+    log: &Arc<PartitionLog>,
+    topic: &str,
+    partition: u32,
+    records: Bytes,
+    batch_bytes_max: usize,
+    now: i64,
+) -> Step {
     let batches = match validate_batches(records, batch_bytes_max) {
         Ok(batches) => batches,
         Err(error) => return Step::Done(Err(error)),
@@ -158,20 +172,22 @@ fn append(log: &Arc<PartitionLog>, records: Bytes, batch_bytes_max: usize, now: 
     match log.append_without_roll(&batches, now) {
         Ok(Some(outcome)) => Step::Done(Ok(appended(log, outcome))),
         Ok(None) => Step::Roll(log.clone(), batches),
-        Err(error) => Step::Done(Err(append_error(&error))),
+        Err(error) => Step::Done(Err(append_error(topic, partition, &error))),
     }
 }
 
 /// An append that rolls, on the blocking thread pool.
 async fn append_blocking(
     log: Arc<PartitionLog>,
+    topic: &str,
+    partition: u32,
     batches: Vec<RecordBatch>,
     now: i64,
 ) -> Result<Appended, (ErrorCode, String)> {
     let appending = Arc::clone(&log);
     match tokio::task::spawn_blocking(move || appending.append(&batches, now)).await {
         Ok(Ok(outcome)) => Ok(appended(&log, outcome)),
-        Ok(Err(error)) => Err(append_error(&error)),
+        Ok(Err(error)) => Err(append_error(topic, partition, &error)),
         Err(join_error) => {
             tracing::error!(%join_error, "append task failed");
             Err((ErrorCode::KafkaStorageError, "append failed".into()))
@@ -197,14 +213,20 @@ fn appended(log: &Arc<PartitionLog>, outcome: AppendOutcome) -> Appended {
 }
 
 /// The wire code for a failed append: the idempotent producer's refusals get Kafka's codes.
-fn append_error(error: &StorageError) -> (ErrorCode, String) {
+/// Any other failure is the broker's own and is logged at WARN (by `partition_storage_error`).
+fn append_error(topic: &str, partition: u32, error: &StorageError) -> (ErrorCode, String) {
     let code = match error {
         StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
         // Kafka answers a produce from a fenced (older) epoch with INVALID_PRODUCER_EPOCH;
         // PRODUCER_FENCED is for transactional coordinators.
         StorageError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
         StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequenceNumber,
-        _ => return storage_error(error),
+        // Kafka's answer to a producer the partition has no state for (KIP-360); our client
+        // waits for its earlier batches or fails the batch, never appends across a gap.
+        StorageError::UnknownProducerId { .. } => ErrorCode::UnknownProducerId,
+        // Not a retry of the stored batch: fatal for the producer, like a sequence gap.
+        StorageError::SequenceConflict { .. } => ErrorCode::OutOfOrderSequenceNumber,
+        _ => return partition_storage_error(topic, partition, error),
     };
     (code, error.to_string())
 }
@@ -256,6 +278,7 @@ fn validate_batches(records: Bytes, batch_bytes_max: usize) -> Result<Vec<Record
 }
 
 async fn await_durable(
+    topic: &str,
     partition: u32,
     result: Result<Appended, (ErrorCode, String)>,
     deadline: Duration,
@@ -282,7 +305,7 @@ async fn await_durable(
             last_offset: appended.last_offset,
             log_start_offset: appended.log.log_start_offset(),
         },
-        Ok(Err(error)) => failed(storage_error(&error)),
+        Ok(Err(error)) => failed(partition_storage_error(topic, partition, &error)),
         Err(_) => failed((
             ErrorCode::RequestTimedOut,
             format!(
@@ -339,9 +362,9 @@ mod tests {
         disk.record_blocking_threads();
         runtime.block_on(async {
             for _ in 0..20 {
-                let result = match append(&log, records(1000), 1 << 20, 0) {
+                let result = match append(&log, "t", 0, records(1000), 1 << 20, 0) {
                     Step::Done(result) => result,
-                    Step::Roll(log, batches) => append_blocking(log, batches, 0).await,
+                    Step::Roll(log, batches) => append_blocking(log, "t", 0, batches, 0).await,
                 };
                 let appended = result.unwrap_or_else(|(code, message)| panic!("{code:?}: {message}"));
                 appended

@@ -99,6 +99,7 @@ fn random_config(rng: &mut SplitMix) -> LogConfig {
         flush,
         // Preallocation off, or small enough that segments of a few KiB exercise it.
         preallocate_bytes: rng.below(3) * 2048,
+        ..LogConfig::default()
     }
 }
 
