@@ -131,7 +131,8 @@ fn a_sealed_segment_ends_exactly_at_its_data() {
     drop(log);
     let log = PartitionLog::open(dir.path(), config).unwrap();
     let report = log.recovery_report();
-    assert!(report.segments_dropped.is_empty(), "{report:?}");
+    assert!(report.fenced.is_empty(), "{report:?}");
+    assert!(report.quarantined.is_empty(), "{report:?}");
     assert!(report.headers_repaired.is_empty(), "{report:?}");
     assert_eq!(log.high_watermark(), 80);
     assert_eq!(&read_all(&log, 1 << 20)[..], &expected[..]);
