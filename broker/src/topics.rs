@@ -24,6 +24,7 @@ use std::sync::{Arc, RwLock};
 use crate::config::{BrokerConfig, Limits, LogDefaults};
 use crate::error::TopicError;
 use crate::metadata::{MetadataStore, TopicOverrides, TopicRecord};
+use crate::resources::StorageResources;
 use crate::storage::{FlushPolicy, LogConfig, PartitionLog};
 
 /// What clients are told about a partition that could not be opened; the broker log (ERROR)
@@ -95,6 +96,8 @@ pub struct TopicRegistry {
     flush: FlushPolicy,
     limits: Limits,
     store: Box<dyn MetadataStore>,
+    /// The descriptor budget and the file cache every partition opens its files through.
+    resources: StorageResources,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Names with a directory on disk that could not be recovered (no readable manifest, no
     /// record, no partition directory): a create of one is refused, a delete removes it.
@@ -105,9 +108,13 @@ pub struct TopicRegistry {
 
 impl TopicRegistry {
     /// Reconciles the metadata store with the directories and opens every partition, in
-    /// parallel. A partition that cannot open is offline on its own. Blocking: call it off the
-    /// async runtime.
-    pub fn open(config: &BrokerConfig, store: Box<dyn MetadataStore>) -> Result<Self, TopicError> {
+    /// parallel, through the file cache of `resources`. A partition that cannot open is offline
+    /// on its own. Blocking: call it off the async runtime.
+    pub fn open(
+        config: &BrokerConfig,
+        store: Box<dyn MetadataStore>,
+        resources: StorageResources,
+    ) -> Result<Self, TopicError> {
         let topics_dir = config.data_dir.join("topics");
         let creating_dir = config.data_dir.join("creating");
         let deleting_dir = config.data_dir.join("deleting");
@@ -123,6 +130,7 @@ impl TopicRegistry {
             flush: config.flush,
             limits: config.limits.clone(),
             store,
+            resources,
             topics: RwLock::new(HashMap::new()),
             unrecoverable: RwLock::new(HashMap::new()),
             admin: std::sync::Mutex::new(()),
@@ -153,6 +161,15 @@ impl TopicRegistry {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partitions opened"
         );
+        let partitions: usize = opened.values().map(|topic| topic.partitions.len()).sum();
+        if let Err(error) = registry
+            .resources
+            .budget
+            .check_partitions(&registry.limits, partitions, 0)
+        {
+            // They exist and must serve; the file cache shrinks to its minimum.
+            tracing::error!(%error, "the partitions on disk exceed the broker's limits; no more can be created");
+        }
         *registry.write_map() = opened;
         *registry
             .unrecoverable
@@ -194,6 +211,10 @@ impl TopicRegistry {
             if map.len() >= self.limits.topics_max {
                 return Err(TopicError::TooManyTopics(self.limits.topics_max));
             }
+            let existing = map.values().map(|topic| topic.partitions.len()).sum();
+            self.resources
+                .budget
+                .check_partitions(&self.limits, existing, partitions as usize)?;
         }
         if let Some(reason) = self.unrecoverable_reason(&spec.name) {
             return Err(TopicError::DataOnDisk {
@@ -236,9 +257,8 @@ impl TopicRegistry {
         if let Err(error) = written {
             // Nothing was acknowledged in the new partitions: take the directory back so a
             // retry starts clean (and the next start does not recover a topic never created).
-            for log in &logs {
-                let _ = log.close();
-            }
+            // The logs are dropped, not closed: a checkpoint of files about to go is wasted
+            // fsyncs, and under descriptor exhaustion the next create should not wait for them.
             drop(logs);
             if let Err(undo) = self
                 .move_to_deleting(&record)
@@ -289,7 +309,11 @@ impl TopicRegistry {
         // finishes, record included.
         self.store.delete_topic(name)?;
         if let Some(moved) = moved {
-            remove_tree(&moved)?;
+            // The delete has happened (the name is free); a failure here only leaves files the
+            // next start removes, so it is not the client's error.
+            if let Err(error) = remove_tree(&moved) {
+                tracing::warn!(topic = %name, %error, "deleted topic's files not all removed; the next start finishes");
+            }
         }
         Ok(())
     }
@@ -368,8 +392,9 @@ impl TopicRegistry {
         Ok(config)
     }
 
-    /// Why a create of `name` is refused although no topic of that name is served.
-    fn unrecoverable_reason(&self, name: &str) -> Option<String> {
+    /// Why a create of `name` is refused although no topic of that name is served: its
+    /// directory is on disk but could not be recovered at start.
+    pub fn unrecoverable_reason(&self, name: &str) -> Option<String> {
         self.unrecoverable
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -459,7 +484,7 @@ impl TopicRegistry {
         let partitions: Vec<u32> = (0..record.partitions).collect();
         parallel::map_bounded(&partitions, self.limits.partition_io_threads_max, |partition| {
             let dir = self.topics_dir.join(&record.name).join(partition.to_string());
-            PartitionLog::open(&dir, log_config.clone())
+            PartitionLog::open_with_disk(&dir, log_config.clone(), Arc::clone(&self.resources.disk))
                 .map(Arc::new)
                 .map_err(TopicError::from)
         })
@@ -480,7 +505,7 @@ impl TopicRegistry {
             tracing::error!(topic = %record.name, partition, dir = %dir.display(), "partition directory is missing; the partition is offline");
             return Err(Arc::from("its directory is missing (see the broker log)"));
         }
-        PartitionLog::open(&dir, log_config.clone())
+        PartitionLog::open_with_disk(&dir, log_config.clone(), Arc::clone(&self.resources.disk))
             .map(Arc::new)
             .map_err(|error| {
                 tracing::error!(topic = %record.name, partition, %error, "partition could not be opened; it is offline, the rest of the broker serves on");
