@@ -166,6 +166,38 @@ fn huge_frames_trickled_in_are_charged_as_they_arrive_and_memory_stays_bounded()
 }
 
 #[test]
+fn large_appends_to_many_partitions_leave_no_large_buffer_behind() {
+    const PARTITIONS: u32 = 20;
+    const BATCH_BYTES: usize = 15 << 20;
+    let (_dir, mut broker) = start_with("append-buffers", &[]);
+    let addr = broker.addr();
+    let mut client = RawClient::connect_or_panic(addr);
+    client.create_topic("wide", PARTITIONS, None);
+    // Warm the allocator up with one large append, so what follows measures what is kept.
+    let value = vec![b'w'; BATCH_BYTES];
+    client.produce_ok("wide", 0, batch_of(&[&value]));
+    let baseline = rss_bytes(broker.pid());
+    for partition in 1..PARTITIONS {
+        client.produce_ok("wide", partition, batch_of(&[&value]));
+    }
+    let growth = rss_bytes(broker.pid()).saturating_sub(baseline);
+    eprintln!(
+        "{} MiB appended to {} partitions; broker RSS grew {} MiB",
+        (BATCH_BYTES >> 20) * (PARTITIONS as usize - 1),
+        PARTITIONS - 1,
+        growth >> 20
+    );
+    // Each partition keeping its append buffer would hold 15 MiB apiece (285 MiB here). What
+    // is left is the allocator keeping freed frames and copies for reuse, per thread.
+    assert!(
+        growth < (160 << 20),
+        "broker RSS grew {} MiB after large appends",
+        growth >> 20
+    );
+    broker.assert_alive("large appends to many partitions");
+}
+
+#[test]
 fn silent_and_slow_sockets_are_cut_on_time_while_new_clients_are_served() {
     let idle = Duration::from_millis(5_000);
     let header = Duration::from_millis(2_000);
