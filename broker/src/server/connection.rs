@@ -490,6 +490,9 @@ async fn write_responses(
                 tracing::debug!(%error, "write failed; dropping the remaining responses");
             }
             pending.clear();
+            // Close our half now: the socket goes once the reader (told next) lets go of its
+            // half, not only when the last request still under way has finished.
+            drop(writer);
             gone.notify_one();
             // Keep receiving so senders never block on a dead connection.
             while queued.recv().await.is_some() {}
