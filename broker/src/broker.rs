@@ -13,7 +13,7 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
 use crate::maintenance;
-use crate::metadata::{ProducerIdAllocator, SledMetadataStore};
+use crate::metadata::{ProducerIdAllocator, ProducerIdFloor, SledMetadataStore};
 use crate::server;
 use crate::topics::TopicRegistry;
 
@@ -57,15 +57,15 @@ impl Broker {
                 let store = SledMetadataStore::open(&config.data_dir.join("metadata"))?;
                 let groups =
                     GroupService::open(config.groups.clone(), Arc::new(store.clone()), Instant::now())?;
-                let producer_ids = ProducerIdAllocator::new(
-                    Arc::new(store.clone()),
+                let registry = TopicRegistry::open(&config, Box::new(store.clone()))?;
+                // After the partitions are open: the counter must continue above every
+                // producer id they hold.
+                let producer_ids = ProducerIdAllocator::open(
+                    Arc::new(store),
                     ProducerIdAllocator::BLOCK_SIZE_DEFAULT,
-                );
-                Ok((
-                    TopicRegistry::open(&config, Box::new(store))?,
-                    groups,
-                    producer_ids,
-                ))
+                    producer_id_floor(&config, &registry)?,
+                )?;
+                Ok((registry, groups, producer_ids))
             })
             .await
             .map_err(|error| BrokerError::Task(error.to_string()))??
@@ -111,6 +111,34 @@ impl Broker {
             context,
         })
     }
+}
+
+/// What the open partitions say about producer ids already handed out.
+fn producer_id_floor(
+    config: &BrokerConfig,
+    registry: &TopicRegistry,
+) -> Result<ProducerIdFloor, BrokerError> {
+    let mut seen_max = -1;
+    let mut offline = 0;
+    let topics = registry.list();
+    for topic in &topics {
+        for slot in &topic.partitions {
+            match slot.log() {
+                Some(log) => seen_max = seen_max.max(log.producer_id_max()?),
+                None => offline += 1,
+            }
+        }
+    }
+    // Topic directories count even without a metadata record (a lost record is not a fresh
+    // directory).
+    let topics_on_disk = std::fs::read_dir(config.data_dir.join("topics"))
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    Ok(ProducerIdFloor {
+        seen_max,
+        data_present: !topics.is_empty() || topics_on_disk,
+        partitions_offline: offline,
+    })
 }
 
 /// A running broker. Dropping it without [`shutdown`](Self::shutdown) leaves the tasks running

@@ -240,6 +240,13 @@ pub struct Limits {
     /// Threads that open partitions at start, close them at stop and open a new topic's
     /// partitions; the work is mostly fsync waits, so more threads than cores pay off.
     pub partition_io_threads_max: usize,
+    /// Idempotent producers remembered per partition; past it the least recently used one's
+    /// state is forgotten (its next batch then gets UNKNOWN_PRODUCER_ID unless it starts at
+    /// sequence 0).
+    pub producers_per_partition_max: usize,
+    /// A producer that has not appended to a partition for this long, in broker time (never
+    /// the records' own timestamps), has its state there forgotten.
+    pub producer_state_expiry_ms: i64,
 }
 
 impl Default for Limits {
@@ -268,6 +275,8 @@ impl Default for Limits {
             topics_max: 100_000,
             topic_name_bytes_max: 249,
             partition_io_threads_max: 16,
+            producers_per_partition_max: crate::storage::PRODUCERS_PER_PARTITION_MAX_DEFAULT,
+            producer_state_expiry_ms: crate::storage::PRODUCER_IDLE_MS_DEFAULT,
         }
     }
 }
@@ -346,6 +355,10 @@ impl BrokerConfig {
             ("limits.response_queue_depth", limits.response_queue_depth),
             ("limits.topics_max", limits.topics_max),
             ("limits.partition_io_threads_max", limits.partition_io_threads_max),
+            (
+                "limits.producers_per_partition_max",
+                limits.producers_per_partition_max,
+            ),
         ] {
             if value == 0 {
                 return fail(format!("{name} must be at least 1"));
@@ -357,6 +370,9 @@ impl BrokerConfig {
         }
         if limits.partition_io_threads_max > 1_024 {
             return fail("limits.partition_io_threads_max is at most 1024".into());
+        }
+        if limits.producer_state_expiry_ms < 1 {
+            return fail("limits.producer_state_expiry_ms must be at least 1".into());
         }
         if self.log.partitions == 0 || self.log.partitions > limits.partitions_per_topic_max {
             return fail("log.partitions must be between 1 and limits.partitions_per_topic_max".into());

@@ -5,7 +5,8 @@
 //! `magic "TLMD" | version u16 BE | crc32 u32 BE of the body | body (TOML text)` so a damaged
 //! record is detected rather than misread; see docs/storage-format.md.
 //!
-//! Keys: `topic/<name>`, `group/<group id>` (a [`GroupRecord`]) and, for committed offsets,
+//! Keys: `topic/<name>`, `group/<group id>` (a [`GroupRecord`]), `producer-ids/next` (the
+//! producer-id counter, see [`ProducerIdAllocator`]) and, for committed offsets,
 //! `offset/` + group id length (u16 BE) + group id + topic length (u16 BE) + topic + partition
 //! (u32 BE), so one group's offsets are one prefix scan and no id needs escaping.
 
@@ -31,14 +32,38 @@ struct ProducerIdBlock {
     next: i64,
 }
 
+/// What the partitions on disk say about producer ids already handed out, gathered at start
+/// before the first id is: the counter must never fall back below them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdFloor {
+    /// The highest producer id found in any partition's producer state (snapshots plus batch
+    /// headers); -1: none.
+    pub seen_max: i64,
+    /// Whether the data directory already holds topics: a counter missing there was lost,
+    /// not never written.
+    pub data_present: bool,
+    /// Partitions that could not be opened, so their producer ids are not in `seen_max`
+    /// (named in the ERROR if the counter has to be recovered; the recovery gap covers them
+    /// unless they hold ids 2^32 above every other partition's).
+    pub partitions_offline: usize,
+}
+
+/// How far past the highest id seen in any partition a lost or damaged counter restarts.
+/// Ids above it may have been handed out to producers that have not written yet (or wrote
+/// only to topics since deleted); 2^32 is more than any broker hands out between restarts,
+/// and costs nothing in a 63-bit id space.
+pub const PRODUCER_ID_RECOVERY_GAP: i64 = 1 << 32;
+
 /// Hands out producer ids from blocks reserved in the [`MetadataStore`], so a crash never
-/// reuses one (it only skips the rest of the block). Calls block on the store: run them on
-/// the blocking pool.
+/// reuses one (it only skips the rest of the block). The counter is read once, at
+/// [`open`](Self::open), and checked against the partitions; after that this allocator is its
+/// only writer and never reads it back, so a record the store later loses or damages cannot
+/// send ids backwards. Calls block on the store: run them on the blocking pool.
 #[derive(Debug)]
 pub struct ProducerIdAllocator {
     store: std::sync::Arc<dyn MetadataStore>,
     block_size: i64,
-    /// Next id to hand out and the end of the reserved block.
+    /// Next id to hand out and the end of the reserved block (the persisted counter).
     range: std::sync::Mutex<(i64, i64)>,
 }
 
@@ -46,12 +71,66 @@ impl ProducerIdAllocator {
     /// Ids reserved per metadata write.
     pub const BLOCK_SIZE_DEFAULT: i64 = 1000;
 
-    pub fn new(store: std::sync::Arc<dyn MetadataStore>, block_size: i64) -> Self {
-        Self {
+    /// Reads the persisted counter and settles where ids continue: at the counter if it is
+    /// sound and above every id the partitions have seen. A counter that is damaged, missing
+    /// on a data directory that has topics, or behind the partitions is corruption: it is
+    /// logged at ERROR and recovered above the highest id seen (plus
+    /// [`PRODUCER_ID_RECOVERY_GAP`]), and the recovered value is persisted before any id is
+    /// handed out. A fresh data directory starts at 0 and records that at once, so a later
+    /// absence is recognised as a loss.
+    ///
+    /// # Errors
+    /// The store cannot be read or written (other than a damaged counter record).
+    pub fn open(
+        store: std::sync::Arc<dyn MetadataStore>,
+        block_size: i64,
+        floor: ProducerIdFloor,
+    ) -> Result<Self, MetadataError> {
+        let seen_next = floor.seen_max.max(-1) + 1;
+        let recovered = seen_next.saturating_add(PRODUCER_ID_RECOVERY_GAP);
+        let (next, persist) = match store.producer_id_counter() {
+            Ok(Some(next)) if next >= seen_next => (next, false),
+            Ok(Some(next)) => {
+                tracing::error!(
+                    counter = next,
+                    seen_max = floor.seen_max,
+                    partitions_offline = floor.partitions_offline,
+                    recovered,
+                    "the producer id counter is behind producer ids stored in partitions; continuing above them"
+                );
+                (recovered, true)
+            }
+            Ok(None) if !floor.data_present && seen_next == 0 => (0, true),
+            Ok(None) => {
+                tracing::error!(
+                    seen_max = floor.seen_max,
+                    partitions_offline = floor.partitions_offline,
+                    recovered,
+                    "the producer id counter is missing from a data directory that has topics; \
+                     recovered it from the partitions' producer state"
+                );
+                (recovered, true)
+            }
+            Err(error @ MetadataError::Corrupt { .. }) => {
+                tracing::error!(
+                    %error,
+                    seen_max = floor.seen_max,
+                    partitions_offline = floor.partitions_offline,
+                    recovered,
+                    "the producer id counter is damaged; recovered it from the partitions' producer state"
+                );
+                (recovered, true)
+            }
+            Err(error) => return Err(error),
+        };
+        if persist {
+            store.put_producer_id_counter(next)?;
+        }
+        Ok(Self {
             store,
             block_size: block_size.max(1),
-            range: std::sync::Mutex::new((0, 0)),
-        }
+            range: std::sync::Mutex::new((next, next)),
+        })
     }
 
     /// A producer id never handed out before, by this broker or an earlier run of it.
@@ -62,8 +141,16 @@ impl ProducerIdAllocator {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if range.0 >= range.1 {
-            let first = self.store.reserve_producer_ids(self.block_size)?;
-            *range = (first, first + self.block_size);
+            let end = range
+                .0
+                .checked_add(self.block_size)
+                .ok_or_else(|| MetadataError::Corrupt {
+                    key: PRODUCER_IDS_KEY.to_owned(),
+                    reason: "producer ids exhausted".into(),
+                })?;
+            // Durable before any id of the block is used.
+            self.store.put_producer_id_counter(end)?;
+            range.1 = end;
         }
         let id = range.0;
         range.0 += 1;
@@ -176,9 +263,11 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     /// Writes the offsets in one atomic batch.
     fn put_offsets(&self, records: &[OffsetRecord]) -> Result<(), MetadataError>;
 
-    /// Durably reserves the next `count` producer ids and returns the first. Ids are never
-    /// handed out twice: the block's end is persisted before any id of it is used.
-    fn reserve_producer_ids(&self, count: i64) -> Result<i64, MetadataError>;
+    /// The persisted end of the producer ids reserved so far: `None` if there is no record,
+    /// `Err(Corrupt)` if the record fails its checks (never read as absent).
+    fn producer_id_counter(&self) -> Result<Option<i64>, MetadataError>;
+    /// Durably sets the producer id counter (see [`ProducerIdAllocator`]).
+    fn put_producer_id_counter(&self, next: i64) -> Result<(), MetadataError>;
 }
 
 /// The sled implementation of [`MetadataStore`]. Cloning shares the database (the topic
@@ -320,19 +409,27 @@ impl MetadataStore for SledMetadataStore {
         Ok(())
     }
 
-    fn reserve_producer_ids(&self, count: i64) -> Result<i64, MetadataError> {
-        let first = match self.db.get(PRODUCER_IDS_KEY)? {
-            Some(value) => decode_record::<ProducerIdBlock>(PRODUCER_IDS_KEY, &value)?.next,
-            None => 0,
-        };
-        let next = first.checked_add(count).ok_or_else(|| MetadataError::Corrupt {
-            key: PRODUCER_IDS_KEY.to_owned(),
-            reason: "producer ids exhausted".into(),
-        })?;
+    fn producer_id_counter(&self) -> Result<Option<i64>, MetadataError> {
+        match self.db.get(PRODUCER_IDS_KEY)? {
+            Some(value) => {
+                let next = decode_record::<ProducerIdBlock>(PRODUCER_IDS_KEY, &value)?.next;
+                if next < 0 {
+                    return Err(MetadataError::Corrupt {
+                        key: PRODUCER_IDS_KEY.to_owned(),
+                        reason: format!("negative counter {next}"),
+                    });
+                }
+                Ok(Some(next))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn put_producer_id_counter(&self, next: i64) -> Result<(), MetadataError> {
         let value = encode_record(PRODUCER_IDS_KEY, &ProducerIdBlock { next })?;
         self.db.insert(PRODUCER_IDS_KEY.as_bytes(), value)?;
         self.db.flush()?;
-        Ok(first)
+        Ok(())
     }
 }
 
@@ -516,12 +613,132 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..3 {
             let store = SledMetadataStore::open(dir.path()).unwrap();
-            let allocator = ProducerIdAllocator::new(std::sync::Arc::new(store), 4);
+            let allocator = ProducerIdAllocator::open(std::sync::Arc::new(store), 4, fresh()).unwrap();
             // Part of a block, then the rest is lost with the "crash" (the drop).
             for _ in 0..6 {
                 let id = allocator.allocate().unwrap();
                 assert!(seen.insert(id), "producer id {id} handed out twice");
             }
+        }
+    }
+
+    fn fresh() -> ProducerIdFloor {
+        ProducerIdFloor {
+            seen_max: -1,
+            data_present: false,
+            partitions_offline: 0,
+        }
+    }
+
+    fn open_allocator(store: &SledMetadataStore, floor: ProducerIdFloor) -> ProducerIdAllocator {
+        ProducerIdAllocator::open(std::sync::Arc::new(store.clone()), 10, floor).unwrap()
+    }
+
+    #[test]
+    fn a_fresh_directory_starts_at_zero_and_records_it_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledMetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.producer_id_counter().unwrap(), None);
+        let allocator = open_allocator(&store, fresh());
+        assert_eq!(
+            store.producer_id_counter().unwrap(),
+            Some(0),
+            "recorded before any id"
+        );
+        assert_eq!(allocator.allocate().unwrap(), 0);
+        assert_eq!(store.producer_id_counter().unwrap(), Some(10));
+    }
+
+    #[test]
+    fn a_damaged_counter_is_recovered_above_the_partitions_never_restarted_at_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledMetadataStore::open(dir.path()).unwrap();
+        open_allocator(&store, fresh()).allocate().unwrap();
+        // One bit of the record's body flipped: its CRC catches it.
+        let mut value = store.db.get(PRODUCER_IDS_KEY).unwrap().unwrap().to_vec();
+        let last = value.len() - 2;
+        value[last] ^= 0x01;
+        store.db.insert(PRODUCER_IDS_KEY, value).unwrap();
+        assert!(matches!(
+            store.producer_id_counter(),
+            Err(MetadataError::Corrupt { .. })
+        ));
+        let floor = ProducerIdFloor {
+            seen_max: 7,
+            data_present: true,
+            partitions_offline: 0,
+        };
+        let id = open_allocator(&store, floor).allocate().unwrap();
+        assert_eq!(id, 8 + PRODUCER_ID_RECOVERY_GAP);
+        assert_eq!(
+            store.producer_id_counter().unwrap(),
+            Some(8 + PRODUCER_ID_RECOVERY_GAP + 10),
+            "the recovered counter is persisted"
+        );
+    }
+
+    #[test]
+    fn a_missing_counter_on_a_directory_with_topics_is_recovered_not_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledMetadataStore::open(dir.path()).unwrap();
+        // Topics exist but no partition saw a producer: still above every id ever handed out
+        // that might be live, so never 0.
+        let floor = ProducerIdFloor {
+            seen_max: -1,
+            data_present: true,
+            partitions_offline: 0,
+        };
+        assert_eq!(
+            open_allocator(&store, floor).allocate().unwrap(),
+            PRODUCER_ID_RECOVERY_GAP
+        );
+        store.db.remove(PRODUCER_IDS_KEY).unwrap();
+        let floor = ProducerIdFloor {
+            seen_max: 41,
+            data_present: true,
+            partitions_offline: 0,
+        };
+        assert_eq!(
+            open_allocator(&store, floor).allocate().unwrap(),
+            42 + PRODUCER_ID_RECOVERY_GAP
+        );
+    }
+
+    #[test]
+    fn a_counter_behind_the_partitions_continues_above_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledMetadataStore::open(dir.path()).unwrap();
+        store.put_producer_id_counter(5).unwrap();
+        let sound = ProducerIdFloor {
+            seen_max: 4,
+            data_present: true,
+            partitions_offline: 0,
+        };
+        assert_eq!(open_allocator(&store, sound).allocate().unwrap(), 5);
+        let behind = ProducerIdFloor {
+            seen_max: 1_000,
+            data_present: true,
+            partitions_offline: 0,
+        };
+        assert_eq!(
+            open_allocator(&store, behind).allocate().unwrap(),
+            1_001 + PRODUCER_ID_RECOVERY_GAP
+        );
+    }
+
+    #[test]
+    fn a_counter_lost_while_running_does_not_send_ids_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledMetadataStore::open(dir.path()).unwrap();
+        let allocator = open_allocator(&store, fresh());
+        let mut last = -1;
+        for round in 0..25 {
+            if round % 7 == 3 {
+                store.db.remove(PRODUCER_IDS_KEY).unwrap();
+            }
+            let id = allocator.allocate().unwrap();
+            assert!(id > last, "id {id} after {last}");
+            last = id;
         }
     }
 

@@ -335,6 +335,10 @@ impl TopicRegistry {
                 .index_interval_bytes
                 .unwrap_or(self.defaults.index_interval_bytes),
             flush,
+            producer_limits: crate::storage::ProducerLimits {
+                producers_max: self.limits.producers_per_partition_max,
+                producer_idle_ms: self.limits.producer_state_expiry_ms,
+            },
         };
         if config.segment_bytes < self.limits.batch_bytes_max as u64 {
             return Err(TopicError::InvalidConfig(format!(

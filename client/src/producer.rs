@@ -261,10 +261,15 @@ impl Shared {
             // A moved leader or a dead connection: look the partition up again before retrying.
             self.client.invalidate_topic(batch.topic.as_str());
         }
-        // An idempotent batch refused as out of order while an earlier batch of its partition
-        // is unanswered: that one was not appended yet. Resend this after it, uncounted.
-        let waits_for_earlier = error.code() == Some(ErrorCode::OutOfOrderSequenceNumber)
-            && self.lock().has_earlier_unacknowledged(&batch);
+        // An idempotent batch refused as out of order (or, for the partition's first batches
+        // of this producer, as from an unknown producer) while an earlier batch of its
+        // partition is unanswered: that one was not appended yet. Resend this after it,
+        // uncounted. Otherwise either code fails the batch: resending it could only land it
+        // across a gap.
+        let waits_for_earlier = matches!(
+            error.code(),
+            Some(ErrorCode::OutOfOrderSequenceNumber | ErrorCode::UnknownProducerId)
+        ) && self.lock().has_earlier_unacknowledged(&batch);
         let out_of_time = batch.sealed_at.elapsed() >= self.config.delivery_timeout;
         if out_of_time
             || (!waits_for_earlier && (!error.is_retriable() || batch.attempts >= self.config.retries))

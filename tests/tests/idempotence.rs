@@ -21,12 +21,22 @@ fn values(records: &[StoredRecord]) -> Vec<String> {
 
 /// A batch of `values` stamped with a producer id, epoch and base sequence.
 fn stamped_batch(producer_id: i64, epoch: i16, base_sequence: i32, values: &[String]) -> Bytes {
+    stamped_batch_at(producer_id, epoch, base_sequence, values, now_ms())
+}
+
+/// The same with every record's timestamp set to `timestamp` (client time).
+fn stamped_batch_at(
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+    values: &[String],
+    timestamp: i64,
+) -> Bytes {
     let mut builder = RecordBatchBuilder::new().with_producer(ProducerStamp {
         producer_id,
         producer_epoch: epoch,
         base_sequence,
     });
-    let timestamp = now_ms();
     for value in values {
         builder.push(&NewRecord {
             timestamp,
@@ -160,4 +170,175 @@ fn a_batch_retried_after_a_broker_sigkill_gets_its_original_offsets() {
     // Producer ids are never reused across a restart.
     let (next_id, _) = init_producer_id(&mut client);
     assert!(next_id > producer_id, "id {next_id} after {producer_id}");
+}
+
+/// Every place under `dir` where `needle` occurs: (file, byte offset).
+fn find_in_files(dir: &std::path::Path, needle: &[u8]) -> Vec<(std::path::PathBuf, usize)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    // Bounded: sled's directory holds a handful of files and one level of subdirectories.
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("listing the metadata directory") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).expect("reading a metadata file");
+            let mut at = 0;
+            while let Some(position) = bytes[at..]
+                .windows(needle.len())
+                .position(|window| window == needle)
+            {
+                found.push((path.clone(), at + position));
+                at += position + 1;
+            }
+        }
+    }
+    found
+}
+
+/// Seen: one flipped bit in the stored producer-id counter made sled drop the record; the
+/// counter restarted at 0, the next producer got the id an earlier one had used, and its 10
+/// different records were acknowledged as duplicates of that one's and never stored.
+#[test]
+fn a_damaged_producer_id_counter_never_makes_new_records_look_like_duplicates() {
+    let dir = TestDir::new("idempotence-counter-flip");
+    let mut broker = BrokerProcess::start(&dir.data_dir(), &[]);
+    let mut client = RawClient::connect_or_panic(broker.addr());
+    client.create_topic(TOPIC, 1, None);
+    let (old_id, old_epoch) = init_producer_id(&mut client);
+    let old: Vec<String> = (0..10).map(|n| format!("old-{n}")).collect();
+    assert_eq!(
+        client.produce_ok(TOPIC, 0, stamped_batch(old_id, old_epoch, 0, &old)),
+        0
+    );
+    broker.terminate_and_wait();
+
+    // Flip one bit of the counter's value in the newest copy of its record on disk.
+    let metadata = dir.data_dir().join("metadata");
+    let key = b"producer-ids/next";
+    let copies = find_in_files(&metadata, key);
+    let (path, key_at) = copies
+        .iter()
+        .max_by_key(|(path, at)| (std::fs::metadata(path).map(|m| m.len()).unwrap_or(0), *at))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {key:?} record under {}", metadata.display()));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let value = b"next = ";
+    let value_at = bytes[key_at..]
+        .windows(value.len())
+        .take(256)
+        .position(|window| window == value)
+        .map(|position| key_at + position + value.len())
+        .unwrap_or_else(|| panic!("the counter's value follows its key in {}", path.display()));
+    bytes[value_at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+
+    broker.restart();
+    let mut client = RawClient::connect_or_panic(broker.addr());
+    let (new_id, new_epoch) = init_producer_id(&mut client);
+    let new: Vec<String> = (0..10).map(|n| format!("new-{n}")).collect();
+    let response = client
+        .produce(TOPIC, 0, stamped_batch(new_id, new_epoch, 0, &new))
+        .expect("produce");
+    let (records, high_watermark) = read_partition(&mut client, TOPIC, 0, 0);
+    assert_eq!(
+        high_watermark, 20,
+        "every new record stored (answer: {response:?}; ids {old_id} then {new_id})"
+    );
+    let expected: Vec<String> = old.iter().chain(&new).cloned().collect();
+    assert_eq!(values(&records), expected);
+    assert_eq!(response.error(), ErrorCode::None, "{response:?}");
+    assert_eq!((response.base_offset, response.last_offset), (10, 19));
+    assert!(new_id > old_id, "id {new_id} after {old_id}: ids went backwards");
+    assert!(
+        broker.log_text().contains("ERROR") && broker.log_text().contains("producer id counter"),
+        "the damage is logged at ERROR:\n{}",
+        broker.logs()
+    );
+}
+
+/// Seen: producer-state expiry compared the broker's clock with the batch's own timestamps,
+/// so a producer replaying events stamped years ago was forgotten at the next maintenance
+/// pass and its retry was stored twice. With default expiry settings the retry must still be
+/// recognised after maintenance has run (here: after it deleted a segment, which it logs).
+#[test]
+fn a_retry_of_a_batch_with_historical_timestamps_is_deduplicated_after_maintenance() {
+    let dir = TestDir::new("idempotence-historical");
+    let config = dir.path().join("tidelogd.toml");
+    std::fs::write(
+        &config,
+        "maintenance_interval_ms = 200\n\n[log]\nsegment_bytes = 1048576\nretention_bytes = 1048576\n\n\
+         [limits]\nbatch_bytes_max = 524288\n",
+    )
+    .unwrap();
+    let broker = BrokerProcess::start(&dir.data_dir(), &["--config", config.to_str().unwrap()]);
+    let mut client = RawClient::connect_or_panic(broker.addr());
+    client.create_topic(TOPIC, 1, None);
+    let year_2000 = 946_684_800_000;
+    // Three 400 KiB batches: the third rolls a segment, so maintenance has one to delete.
+    let filler: Vec<String> = (0..40).map(|n| format!("{n:0>10240}")).collect();
+    for _ in 0..3 {
+        client.produce_ok(TOPIC, 0, tidelog_e2e::records::timed_batch(&filler, year_2000));
+    }
+    let (producer_id, epoch) = init_producer_id(&mut client);
+    let replayed: Vec<String> = (0..5).map(|n| format!("replayed-{n}")).collect();
+    let batch = stamped_batch_at(producer_id, epoch, 0, &replayed, year_2000);
+    let first = client.produce(TOPIC, 0, batch.clone()).expect("produce");
+    assert_eq!(first.error(), ErrorCode::None, "{first:?}");
+    assert_eq!((first.base_offset, first.last_offset), (120, 124));
+
+    tidelog_e2e::wait::poll_until(
+        Duration::from_secs(60),
+        "a maintenance pass that deletes the oldest segment",
+        || {
+            broker
+                .log_text()
+                .contains("retention deleted segments")
+                .then_some(())
+        },
+    );
+    let retry = client.produce(TOPIC, 0, batch).expect("retry");
+    assert_eq!(retry.error(), ErrorCode::None, "{retry:?}");
+    let (_, high_watermark) = read_partition(&mut client, TOPIC, 0, 80);
+    assert_eq!(high_watermark, 125, "the retry is not stored twice");
+    assert_eq!(
+        (retry.base_offset, retry.last_offset),
+        (120, 124),
+        "the retry gets its original offsets"
+    );
+}
+
+/// Seen on a full disk: a new producer's first batch (0..57) failed and its next one (58..99)
+/// was stored across the gap. The broker must refuse a first batch from a producer it does
+/// not know unless it starts at sequence 0 (the disk fault itself is simulated in the storage
+/// tests; here the wire answer and that nothing is stored).
+#[test]
+fn a_producers_first_batch_past_sequence_zero_is_refused_as_unknown_producer() {
+    let dir = TestDir::new("idempotence-gap");
+    let broker = BrokerProcess::start(&dir.data_dir(), &[]);
+    let mut client = RawClient::connect_or_panic(broker.addr());
+    client.create_topic(TOPIC, 1, None);
+    let (producer_id, epoch) = init_producer_id(&mut client);
+    let first: Vec<String> = (0..58).map(|n| format!("first-{n}")).collect();
+    let second: Vec<String> = (58..100).map(|n| format!("second-{n}")).collect();
+    let gap = client
+        .produce(TOPIC, 0, stamped_batch(producer_id, epoch, 58, &second))
+        .expect("produce");
+    assert_eq!(gap.error(), ErrorCode::UnknownProducerId, "{gap:?}");
+    let (_, high_watermark) = read_partition(&mut client, TOPIC, 0, 0);
+    assert_eq!(high_watermark, 0, "nothing stored across the gap");
+    assert_eq!(
+        client.produce_ok(TOPIC, 0, stamped_batch(producer_id, epoch, 0, &first)),
+        0
+    );
+    assert_eq!(
+        client.produce_ok(TOPIC, 0, stamped_batch(producer_id, epoch, 58, &second)),
+        58
+    );
+    let (records, high_watermark) = read_partition(&mut client, TOPIC, 0, 0);
+    assert_eq!(high_watermark, 100);
+    let expected: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(values(&records), expected);
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::error::StorageError;
 use super::format::{BATCH_BYTES_MAX, FILE_HEADER_BYTES};
+use super::producer_state::ProducerLimits;
 
 /// When appended data is fdatasync'ed, and so when it becomes visible to readers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,9 @@ pub struct LogConfig {
     /// An offset index and time index entry at most every this many bytes of batches.
     pub index_interval_bytes: u32,
     pub flush: FlushPolicy,
+    /// Bounds of the idempotent producer state (the broker's `limits.producers_per_partition_max`
+    /// and `limits.producer_state_expiry_ms`).
+    pub producer_limits: ProducerLimits,
 }
 
 impl Default for LogConfig {
@@ -84,6 +88,7 @@ impl Default for LogConfig {
             retention_bytes: -1,
             index_interval_bytes: 4096,
             flush: FlushPolicy::Always,
+            producer_limits: ProducerLimits::default(),
         }
     }
 }

@@ -85,6 +85,27 @@ pub enum StorageError {
         found: i16,
     },
 
+    /// A batch of a producer this partition holds no state for, not starting at sequence 0:
+    /// an earlier batch of it never landed (storing this one would leave a gap), or its state
+    /// expired. Nothing was appended.
+    #[error(
+        "producer {producer_id}: unknown to this partition, and its batch starts at sequence {found}, not 0"
+    )]
+    UnknownProducerId { producer_id: i64, found: i32 },
+
+    /// A batch with the producer id and sequence range of a stored batch but other contents
+    /// (its CRC differs): not a retry. Nothing was appended.
+    #[error(
+        "producer {producer_id}: sequences {first_sequence}..={last_sequence} were already stored at \
+         offset {base_offset} with different contents"
+    )]
+    SequenceConflict {
+        producer_id: i64,
+        first_sequence: i32,
+        last_sequence: i32,
+        base_offset: i64,
+    },
+
     /// One append call mixes batches already appended with new ones. Nothing was appended.
     #[error("producer {producer_id}: some batches of this append are duplicates and some are new")]
     DuplicateSequence { producer_id: i64 },

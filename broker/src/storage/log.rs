@@ -19,9 +19,8 @@ use super::config::{FlushPolicy, LogConfig};
 use super::disk::{Disk, OsDisk};
 use super::error::StorageError;
 use super::format::{Checkpoint, OffsetEntry, TimeEntry, CHECKPOINT_FILE_NAME, TEMP_SUFFIX};
-use super::producer_state::{
-    self, Check, ProducerLimits, ProducerStateMap, ProducerStateRecovery, Refusal, SNAPSHOTS_RETAINED,
-};
+use super::producer_snapshot::{self, ProducerStateRecovery, SNAPSHOTS_RETAINED};
+use super::producer_state::{Check, ProducerLimits, ProducerStateMap, Refusal};
 use super::recovery::{recover, remove_segment_files, RecoveryReport};
 use super::segment::{read_lock, write_lock, CreateError, Segment};
 
@@ -155,9 +154,15 @@ impl PartitionLog {
         };
         let log_start_offset = first.base_offset;
         let active = Arc::clone(active);
-        let producer_limits = ProducerLimits::default();
-        let (producers, snapshots, producer_recovery) =
-            producer_state::rebuild(&*disk, dir, &segments, producer_limits.producers_max)?;
+        let producer_limits = config.producer_limits;
+        // Replayed headers get the open time as their broker append time (see rebuild).
+        let (producers, snapshots, producer_recovery) = producer_snapshot::rebuild(
+            &*disk,
+            dir,
+            &segments,
+            producer_limits.producers_max,
+            crate::clock::now_ms(),
+        )?;
         tracing::info!(dir = %dir.display(), ?producer_recovery, "producer state rebuilt");
         // recover() synced the active segment, so everything recovered is durable and visible.
         let next_offset = active.next_offset();
@@ -225,6 +230,12 @@ impl PartitionLog {
         Ok(self.inner.lock_writer()?.producers.len())
     }
 
+    /// The highest producer id this partition ever appended a batch of (-1: none), from its
+    /// snapshots and batch headers: the broker's producer-id counter must stay above it.
+    pub fn producer_id_max(&self) -> Result<i64, StorageError> {
+        Ok(self.inner.lock_writer()?.producers.producer_id_max())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
@@ -239,12 +250,15 @@ impl PartitionLog {
     /// Batches with a producer id (idempotent producers) are checked against the partition's
     /// producer state here, under the writer lock and before offsets are assigned: a retry of
     /// one of the producer's last [`PRODUCER_BATCHES_RETAINED`] batches is not written again
-    /// (the outcome has `duplicate` set and the original offsets); a gap in the sequence, or a
-    /// new epoch not starting at sequence 0, is refused; an older epoch is fenced.
+    /// (the outcome has `duplicate` set and the original offsets) if its sequence range and
+    /// CRC match; a gap in the sequence, a new epoch or an unknown producer not starting at
+    /// sequence 0, or a known range with other contents is refused; an older epoch is fenced.
+    /// A failed append leaves the producer state as it was.
     ///
     /// # Errors
     /// `BatchTooLarge` if a batch or the whole call cannot fit a segment (nothing is written),
-    /// `OutOfOrderSequence`, `InvalidProducerEpoch`, `DuplicateSequence` (nothing is written),
+    /// `OutOfOrderSequence`, `InvalidProducerEpoch`, `DuplicateSequence`, `UnknownProducerId`,
+    /// `SequenceConflict` (nothing is written),
     /// `Closed`, `Poisoned` after an earlier fsync failure, `Io` if the write fails.
     ///
     /// [`PRODUCER_BATCHES_RETAINED`]: super::PRODUCER_BATCHES_RETAINED
@@ -360,11 +374,18 @@ impl PartitionLog {
             return Err(StorageError::io("writing", &active.paths.log)(error));
         }
         if has_producer_batches {
-            // Only header fields: no per-record work on the append path.
+            // Only header fields: no per-record work on the append path. Expiry runs on
+            // this broker time, never on the batches' client timestamps.
             let mut offset = base_offset;
             for batch in batches {
                 let header = batch.header();
-                producers.apply(header, offset, producer_limits.producers_max);
+                if producers.apply(header, offset, now_ms, producer_limits.producers_max) {
+                    tracing::warn!(
+                        dir = %inner.dir.display(),
+                        producers_max = producer_limits.producers_max,
+                        "producer limit reached: forgot the least recently used producer's state"
+                    );
+                }
                 offset += i64::from(header.last_offset_delta) + 1;
             }
         }
@@ -565,15 +586,15 @@ impl PartitionLog {
                 snapshots,
                 ..
             } = &mut *writer;
-            let expired = producers.expire(now_ms, producer_limits.producer_idle_ms, log_start_offset);
+            let expired = producers.expire(now_ms, producer_limits.producer_idle_ms);
             if expired > 0 {
-                tracing::debug!(expired, "forgot idle producers");
+                tracing::info!(dir = %inner.dir.display(), expired, "forgot idle producers");
             }
             // Snapshots below the log start describe deleted segments; they go with them.
             let stale = snapshots.partition_point(|offset| *offset < log_start_offset);
             let stale: Vec<i64> = snapshots.drain(..stale).collect();
             for offset in stale {
-                producer_state::remove_snapshot(&*inner.disk, &inner.dir, offset)?;
+                producer_snapshot::remove_snapshot(&*inner.disk, &inner.dir, offset)?;
             }
             segments[..victims].to_vec()
         };
@@ -619,7 +640,7 @@ impl PartitionLog {
         inner.sync_segment(&active, true)?;
         inner.publish_durable(active.next_offset());
         // The producer state at the very end, so the next open replays nothing.
-        producer_state::write_snapshot(
+        producer_snapshot::write_snapshot(
             &*inner.disk,
             &inner.dir,
             &writer.producers,
@@ -952,7 +973,7 @@ impl Inner {
     /// the next open, so it is logged, not returned.
     fn snapshot_producers(&self, writer: &mut Writer, next_offset: i64) {
         let written =
-            producer_state::write_snapshot(&*self.disk, &self.dir, &writer.producers, next_offset, false);
+            producer_snapshot::write_snapshot(&*self.disk, &self.dir, &writer.producers, next_offset, false);
         if let Err(error) = written {
             tracing::warn!(dir = %self.dir.display(), %error, "could not write a producer state snapshot");
             return;
@@ -961,7 +982,7 @@ impl Inner {
         writer.snapshots.push(next_offset);
         while writer.snapshots.len() > SNAPSHOTS_RETAINED {
             let oldest = writer.snapshots.remove(0);
-            if let Err(error) = producer_state::remove_snapshot(&*self.disk, &self.dir, oldest) {
+            if let Err(error) = producer_snapshot::remove_snapshot(&*self.disk, &self.dir, oldest) {
                 tracing::warn!(dir = %self.dir.display(), %error, "could not delete an old producer state snapshot");
             }
         }
@@ -1079,6 +1100,34 @@ fn check_producers(
                     current,
                     found,
                 })
+            }
+            Err(Refusal::UnknownProducer { producer_id, found }) => {
+                return Err(StorageError::UnknownProducerId { producer_id, found })
+            }
+            Err(Refusal::Conflict {
+                producer_id,
+                first_sequence,
+                last_sequence,
+                stored,
+                found_crc,
+            }) => {
+                // Two different batches under one producer id and sequence range: the id was
+                // handed out twice, or a client rebuilt a batch. Never acknowledged as stored.
+                tracing::warn!(
+                    producer_id,
+                    first_sequence,
+                    last_sequence,
+                    stored_base_offset = stored.base_offset,
+                    stored_crc = stored.crc,
+                    found_crc,
+                    "refused a producer batch that reuses the sequences of a different stored batch"
+                );
+                return Err(StorageError::SequenceConflict {
+                    producer_id,
+                    first_sequence,
+                    last_sequence,
+                    base_offset: stored.base_offset,
+                });
             }
         }
     }

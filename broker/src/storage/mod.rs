@@ -7,6 +7,7 @@ mod disk;
 mod error;
 mod format;
 mod log;
+mod producer_snapshot;
 mod producer_state;
 mod recovery;
 mod segment;
@@ -21,8 +22,8 @@ pub use disk::{Disk, OsDisk, SegmentFile};
 pub use error::StorageError;
 pub use format::{BATCH_BYTES_MAX, FORMAT_VERSION};
 pub use log::{AppendOutcome, MaintenanceOutcome, PartitionLog, ReadOutcome};
+pub use producer_snapshot::ProducerStateRecovery;
 pub use producer_state::{
-    ProducerLimits, ProducerStateRecovery, PRODUCERS_PER_PARTITION_MAX_DEFAULT, PRODUCER_BATCHES_RETAINED,
-    PRODUCER_IDLE_MS_DEFAULT,
+    ProducerLimits, PRODUCERS_PER_PARTITION_MAX_DEFAULT, PRODUCER_BATCHES_RETAINED, PRODUCER_IDLE_MS_DEFAULT,
 };
 pub use recovery::{DroppedSegment, IndexRebuild, RecoveryReport, Truncation};

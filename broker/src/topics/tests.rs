@@ -122,8 +122,11 @@ impl MetadataStore for DamagedTopics {
     fn put_offsets(&self, records: &[crate::metadata::OffsetRecord]) -> Result<(), MetadataError> {
         self.0.put_offsets(records)
     }
-    fn reserve_producer_ids(&self, count: i64) -> Result<i64, MetadataError> {
-        self.0.reserve_producer_ids(count)
+    fn producer_id_counter(&self) -> Result<Option<i64>, MetadataError> {
+        self.0.producer_id_counter()
+    }
+    fn put_producer_id_counter(&self, next: i64) -> Result<(), MetadataError> {
+        self.0.put_producer_id_counter(next)
     }
 }
 

@@ -130,6 +130,11 @@ fn append_error(topic: &str, partition: u32, error: &StorageError) -> (ErrorCode
         // PRODUCER_FENCED is for transactional coordinators.
         StorageError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
         StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequenceNumber,
+        // Kafka's answer to a producer the partition has no state for (KIP-360); our client
+        // waits for its earlier batches or fails the batch, never appends across a gap.
+        StorageError::UnknownProducerId { .. } => ErrorCode::UnknownProducerId,
+        // Not a retry of the stored batch: fatal for the producer, like a sequence gap.
+        StorageError::SequenceConflict { .. } => ErrorCode::OutOfOrderSequenceNumber,
         _ => return partition_storage_error(topic, partition, error),
     };
     (code, error.to_string())

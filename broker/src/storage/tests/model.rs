@@ -97,6 +97,7 @@ fn random_config(rng: &mut SplitMix) -> LogConfig {
         },
         index_interval_bytes: rng.below(500) as u32,
         flush,
+        ..LogConfig::default()
     }
 }
 
