@@ -95,6 +95,12 @@ impl TopicName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Equality that first compares the shared pointer: clones of one name (the usual case
+    /// on the producer's hot path) need no string comparison.
+    pub(crate) fn same_as(&self, other: &TopicName) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
 }
 
 impl fmt::Display for TopicName {

@@ -198,6 +198,29 @@ impl Crashed {
     }
 }
 
+/// Records from `from` on, up to the first fetch answered with CORRUPT_MESSAGE.
+fn read_until_corrupt(client: &mut RawClient, from: i64) -> Vec<tidelog_e2e::records::StoredRecord> {
+    let mut records = Vec::new();
+    let mut next = from;
+    for _ in 0..100_000 {
+        let result = client.fetch(TOPIC, 0, next, 0, 0);
+        if result.error() == ErrorCode::CorruptMessage {
+            return records;
+        }
+        assert_eq!(result.error(), ErrorCode::None, "fetch at {next}: {result:?}");
+        let fresh: Vec<_> = decode_records(result.records)
+            .into_iter()
+            .filter(|record| record.offset >= next)
+            .collect();
+        let Some(last) = fresh.last() else {
+            panic!("no CORRUPT_MESSAGE before the end of the log at {next}");
+        };
+        next = last.offset + 1;
+        records.extend(fresh);
+    }
+    panic!("reading did not reach the damage");
+}
+
 fn set_len(path: &Path, length: u64) {
     OpenOptions::new()
         .write(true)
@@ -274,18 +297,45 @@ fn flipped_byte_in_the_last_batch_drops_that_batch() {
 }
 
 #[test]
-fn flipped_byte_in_the_first_batch_of_the_active_segment_truncates_from_there() {
-    let mut rng = test_rng("flipped_byte_in_the_first_batch_of_the_active_segment_truncates_from_there");
+fn flipped_byte_in_the_first_batch_of_the_active_segment_fences_it_and_keeps_the_rest() {
+    // Damage followed by valid batches is corruption in the middle, not a torn tail: the
+    // batches after it were acknowledged too.
+    let mut rng =
+        test_rng("flipped_byte_in_the_first_batch_of_the_active_segment_fences_it_and_keeps_the_rest");
     let mut crashed = Crashed::new("flipped-first");
     let (_, active) = crashed.active_segment();
     let first = crashed.first_batch_of_active_segment();
+    let (damaged_from, damaged_to) = (first.base_offset, first.base_offset + RECORDS_PER_BATCH as i64);
     let position = crashed.position_of(&active, first);
     let flip_at = position + rng.random_range(CRC_OFFSET..first.bytes.len());
     let mut data = std::fs::read(&active).unwrap();
     data[flip_at] ^= 0xff;
     std::fs::write(&active, &data).unwrap();
-    let expected = first.base_offset;
-    crashed.restart_and_expect(expected);
+    crashed.broker.restart();
+    let mut client = RawClient::connect_or_panic(crashed.broker.addr());
+    let damaged = client.fetch(TOPIC, 0, damaged_from, 0, 0);
+    assert_eq!(damaged.error(), ErrorCode::CorruptMessage, "{damaged:?}");
+    assert!(
+        damaged
+            .message
+            .contains(&format!("offsets {damaged_from}..{damaged_to}")),
+        "{damaged:?}"
+    );
+    let before = read_until_corrupt(&mut client, 0);
+    assert_dense(&before, 0, "before the damage");
+    assert_eq!(
+        before.len() as i64,
+        damaged_from,
+        "a read before the damage stops at its start"
+    );
+    let (after, high_watermark) = read_partition(&mut client, TOPIC, 0, damaged_to);
+    assert_eq!(high_watermark, crashed.total_records());
+    assert_dense(&after, damaged_to, "after the damage");
+    for record in before.iter().chain(&after) {
+        assert_eq!(record.value_text(), crashed.value_at(record.offset));
+    }
+    let appended = client.produce_ok(TOPIC, 0, batch_of(&["after recovery"]));
+    assert_eq!(appended, crashed.total_records());
 }
 
 #[test]
@@ -377,7 +427,9 @@ fn garbage_appended_after_a_clean_shutdown_is_not_served() {
 }
 
 #[test]
-fn last_batch_cut_after_a_clean_shutdown_is_not_served() {
+fn last_batch_cut_after_a_clean_shutdown_is_fenced_and_its_offsets_never_reused() {
+    // The clean-shutdown checkpoint says those bytes were synced: losing them is damage, not
+    // a crash tail, and the offsets they held were acknowledged.
     let mut crashed = Crashed::new("cut-after-clean");
     crashed.broker.restart();
     let status = crashed.broker.terminate_and_wait();
@@ -386,6 +438,15 @@ fn last_batch_cut_after_a_clean_shutdown_is_not_served() {
     let last = crashed.last_batch();
     let position = crashed.position_of(&active, last);
     set_len(&active, (position + last.bytes.len() - 3) as u64);
-    let expected = last.base_offset;
-    crashed.restart_and_expect(expected);
+    let (damaged_from, end) = (last.base_offset, crashed.total_records());
+    crashed.broker.restart();
+    let mut client = RawClient::connect_or_panic(crashed.broker.addr());
+    let records = read_until_corrupt(&mut client, 0);
+    assert_eq!(records.len() as i64, damaged_from);
+    assert_dense(&records, 0, "before the damage");
+    let damaged = client.fetch(TOPIC, 0, damaged_from, 0, 0);
+    assert_eq!(damaged.error(), ErrorCode::CorruptMessage, "{damaged:?}");
+    assert_eq!(client.high_watermark(TOPIC, 0), end);
+    let appended = client.produce_ok(TOPIC, 0, batch_of(&["after recovery"]));
+    assert_eq!(appended, end, "no acknowledged offset is handed out again");
 }

@@ -1,13 +1,14 @@
 //! `tidelogd`: the Tidelog broker daemon. Merges configuration (flags over `TIDELOG_*`
 //! environment variables over an optional TOML file over defaults), starts the broker and
-//! shuts it down gracefully on SIGINT or SIGTERM.
+//! shuts it down gracefully on SIGINT or SIGTERM. `tidelogd verify --data-dir DIR` checks a
+//! data directory read-only instead.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tidelog_broker::{Broker, BrokerConfig, FlushPolicy};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -15,6 +16,8 @@ use tokio::signal::unix::{signal, SignalKind};
 #[derive(Debug, Parser)]
 #[command(name = "tidelogd", version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Data directory: segments, indexes and metadata [default: ./tidelog-data]
     #[arg(long, env = "TIDELOG_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -44,6 +47,23 @@ struct Args {
     default_partitions: Option<u32>,
 }
 
+/// Without a subcommand, `tidelogd` runs the broker.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check every batch (offsets, CRC) and every index entry of every partition, read-only,
+    /// and report per partition. Exit status 0 only when everything is clean, 1 when damage
+    /// was found, 2 when the check could not run.
+    Verify {
+        /// Data directory to check
+        #[arg(long, env = "TIDELOG_DATA_DIR", value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Exit status of `verify` when it found damage (2 is a failure to run at all).
+const VERIFY_DAMAGE_EXIT: u8 = 1;
+const VERIFY_ERROR_EXIT: u8 = 2;
+
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -54,7 +74,17 @@ fn main() -> ExitCode {
         // Colour codes only for a person at a terminal; log files and pipes get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run() {
+    let mut args = Args::parse();
+    if let Some(Command::Verify { data_dir }) = args.command.take() {
+        return match verify(&data_dir) {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("tidelogd verify: {error:#}");
+                ExitCode::from(VERIFY_ERROR_EXIT)
+            }
+        };
+    }
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("tidelogd: {error:#}");
@@ -63,8 +93,44 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// Prints one verdict per partition (and each problem indented under it) to stdout.
+fn verify(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if !data_dir.join("topics").is_dir() {
+        anyhow::bail!(
+            "{} is not a Tidelog data directory (no topics/ in it)",
+            data_dir.display()
+        );
+    }
+    let verdicts = tidelog_broker::storage::verify_data_dir(data_dir)
+        .with_context(|| format!("checking {}", data_dir.display()))?;
+    let mut damaged = 0;
+    for verdict in &verdicts {
+        let range = format!(
+            "{} segment(s), offsets {}..{}, {} bytes of batches checked",
+            verdict.segments, verdict.log_start_offset, verdict.next_offset, verdict.bytes_checked
+        );
+        if verdict.is_clean() {
+            println!("{}: clean: {range}", verdict.name);
+        } else {
+            damaged += 1;
+            println!("{}: DAMAGED: {range}", verdict.name);
+            for problem in &verdict.problems {
+                println!("  {problem}");
+            }
+        }
+        for note in &verdict.notes {
+            println!("  note: {note}");
+        }
+    }
+    println!("{} partition(s) checked, {damaged} damaged", verdicts.len());
+    Ok(if damaged == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(VERIFY_DAMAGE_EXIT)
+    })
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let config = merge(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

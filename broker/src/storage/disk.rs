@@ -32,6 +32,11 @@ pub trait Disk: Send + Sync + Debug {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Opens `path` for reading and writing, creating it (empty) if `create` is set.
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn SegmentFile>>;
+    /// Opens an existing file for reading only (inspection and `tidelogd verify`, which must
+    /// change nothing). Writes through the handle fail.
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn SegmentFile>> {
+        self.open(path, false)
+    }
     fn remove(&self, path: &Path) -> io::Result<()>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
@@ -110,6 +115,14 @@ impl Disk for OsDisk {
             .create(create)
             .truncate(false)
             .open(path)?;
+        Ok(Arc::new(OsFile {
+            file,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn SegmentFile>> {
+        let file = OpenOptions::new().read(true).open(path)?;
         Ok(Arc::new(OsFile {
             file,
             path: path.to_path_buf(),

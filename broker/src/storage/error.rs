@@ -37,6 +37,12 @@ pub enum StorageError {
         source: Option<BatchError>,
     },
 
+    /// The requested offset lies in a range recovery found damaged (or missing) on disk and
+    /// fenced. The message names only offsets, so a consumer can decide to skip the range by
+    /// fetching from `end_offset`.
+    #[error("offsets {first_offset}..{end_offset} are damaged on disk and cannot be served; fetch from {end_offset} to skip them")]
+    CorruptRange { first_offset: i64, end_offset: i64 },
+
     /// One append call (all its batches together) cannot fit in a segment.
     #[error("append of {size} bytes exceeds the limit of {max} bytes")]
     BatchTooLarge { size: usize, max: usize },

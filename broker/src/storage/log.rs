@@ -145,7 +145,8 @@ impl PartitionLog {
         seal_mode: SealMode,
     ) -> Result<PartitionLog, StorageError> {
         config.validate()?;
-        let (segments, report) = recover(&*disk, dir, config.index_interval_bytes)?;
+        let rolls_seal_first = config.flush == FlushPolicy::Always;
+        let (segments, report) = recover(&*disk, dir, config.index_interval_bytes, rolls_seal_first)?;
         tracing::info!(dir = %dir.display(), ?report, "partition log recovered");
         let segments: Vec<Arc<Segment>> = segments.into_iter().map(Arc::new).collect();
         let (Some(first), Some(active)) = (segments.first(), segments.last()) else {

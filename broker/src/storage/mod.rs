@@ -6,11 +6,14 @@ mod config;
 mod disk;
 mod error;
 mod format;
+mod inspect;
 mod log;
 mod producer_snapshot;
 mod producer_state;
 mod recovery;
+mod scan;
 mod segment;
+mod verify;
 
 #[cfg(test)]
 mod sim_disk;
@@ -26,4 +29,5 @@ pub use producer_snapshot::ProducerStateRecovery;
 pub use producer_state::{
     ProducerLimits, PRODUCERS_PER_PARTITION_MAX_DEFAULT, PRODUCER_BATCHES_RETAINED, PRODUCER_IDLE_MS_DEFAULT,
 };
-pub use recovery::{DroppedSegment, IndexRebuild, RecoveryReport, Truncation};
+pub use recovery::{Fence, IndexRebuild, Quarantined, RecoveryReport, Truncation};
+pub use verify::{verify_data_dir, verify_partition, PartitionVerdict};

@@ -9,7 +9,7 @@ use super::disk::{read_exact_at, Disk};
 use super::error::StorageError;
 use super::format::{i64_at, u16_at, u32_at, FILE_HEADER_BYTES, TEMP_SUFFIX};
 use super::producer_state::{BatchRange, ProducerEntry, ProducerStateMap, PRODUCER_BATCHES_RETAINED};
-use super::segment::{BatchScanner, ScanStep, Segment, SCAN_CHUNK_BYTES};
+use super::segment::{ScanStep, Segment, SCAN_CHUNK_BYTES};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"TDLGPST1";
 /// Version 2 added the producer-id high-water mark, broker append times and batch CRCs.
@@ -283,7 +283,8 @@ pub(crate) fn rebuild(
         } else {
             FILE_HEADER_BYTES as u64
         };
-        let mut scanner = BatchScanner::new(&*segment.log, start, segment.end(), SCAN_CHUNK_BYTES);
+        // Steps over ranges recovery fenced as damaged.
+        let mut scanner = segment.scanner(start, segment.end(), SCAN_CHUNK_BYTES);
         loop {
             let header = match scanner
                 .next_header()

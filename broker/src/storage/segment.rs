@@ -17,6 +17,7 @@ use super::format::{
     encode_file_header, encode_file_header_with_flags, segment_file_name, FileKind, OffsetEntry, TimeEntry,
     BATCH_BYTES_MAX, FILE_HEADER_BYTES, LOG_FLAG_SEALED, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
 };
+use super::inspect::Fence;
 
 /// Marks "no timestamp yet" in an empty segment's running maximum.
 pub(crate) const NO_TIMESTAMP: i64 = i64::MIN;
@@ -106,6 +107,9 @@ pub(crate) struct SegmentState {
     pub time_entries_on_disk: usize,
     /// The data file header carries the sealed flag.
     pub sealed: bool,
+    /// Ranges recovery found damaged or missing, offset order: skipped by every walk and
+    /// refused to readers.
+    pub fences: Vec<Fence>,
 }
 
 #[derive(Debug)]
@@ -129,6 +133,8 @@ pub(crate) struct Segment {
     offset_entries_on_disk: AtomicUsize,
     time_entries_on_disk: AtomicUsize,
     sealed: AtomicBool,
+    /// Set at open, never changed: see `SegmentState::fences`.
+    fences: Vec<Fence>,
 }
 
 impl Segment {
@@ -183,6 +189,7 @@ impl Segment {
             offset_entries_on_disk: 0,
             time_entries_on_disk: 0,
             sealed: false,
+            fences: Vec::new(),
         };
         Ok(Segment::from_parts(
             base_offset,
@@ -221,7 +228,22 @@ impl Segment {
             offset_entries_on_disk: AtomicUsize::new(state.offset_entries_on_disk),
             time_entries_on_disk: AtomicUsize::new(state.time_entries_on_disk),
             sealed: AtomicBool::new(state.sealed),
+            fences: state.fences,
         }
+    }
+
+    /// A scanner over `[start, end)` of the data file (`end` at most [`Self::end`], loaded by
+    /// the caller) that steps over fenced bytes, for every walk of a recovered segment (reads,
+    /// lookups, producer state replay).
+    pub fn scanner(&self, start: u64, end: u64, chunk_bytes: usize) -> BatchScanner<'_> {
+        let mut scanner = BatchScanner::new(&*self.log, start, end, chunk_bytes);
+        scanner.skips = self
+            .fences
+            .iter()
+            .filter(|fence| fence.from_bytes < fence.to_bytes)
+            .map(|fence| (fence.from_bytes, fence.to_bytes))
+            .collect();
+        scanner
     }
 
     pub fn end(&self) -> u64 {
@@ -455,9 +477,15 @@ impl Segment {
         max_bytes: usize,
         high_watermark: i64,
     ) -> Result<Option<Bytes>, StorageError> {
+        if let Some(fence) = self.fences.iter().find(|fence| fence.contains_offset(offset)) {
+            return Err(StorageError::CorruptRange {
+                first_offset: fence.first_offset,
+                end_offset: fence.end_offset,
+            });
+        }
         let end = self.end();
         let start = self.position_for_offset(offset);
-        let mut scanner = BatchScanner::new(&*self.log, start, end, LOCATE_CHUNK_BYTES);
+        let mut scanner = self.scanner(start, end, LOCATE_CHUNK_BYTES);
         let (position, first) = loop {
             let Some((position, header)) = self.next_batch(&mut scanner)? else {
                 return Ok(None);
@@ -472,7 +500,14 @@ impl Segment {
         };
         // parse() checked the length, so total_bytes() is Some.
         let first_bytes = first.total_bytes().unwrap_or(BATCH_HEADER_BYTES);
-        let available = usize::try_from(end - position).unwrap_or(usize::MAX);
+        // A read stops where fenced bytes start: what follows is served by a read past them.
+        let stop = self
+            .fences
+            .iter()
+            .map(|fence| fence.from_bytes)
+            .filter(|from| *from > position)
+            .fold(end, u64::min);
+        let available = usize::try_from(stop - position).unwrap_or(usize::MAX);
         let length = max_bytes.min(available).max(first_bytes);
         let mut buffer = BytesMut::zeroed(length);
         read_exact_at(&*self.log, &mut buffer, position)
@@ -491,9 +526,8 @@ impl Segment {
         timestamp: i64,
         high_watermark: i64,
     ) -> Result<Option<(i64, i64)>, StorageError> {
-        let end = self.end();
         let start = self.position_for_timestamp(timestamp);
-        let mut scanner = BatchScanner::new(&*self.log, start, end, LOCATE_CHUNK_BYTES);
+        let mut scanner = self.scanner(start, self.end(), LOCATE_CHUNK_BYTES);
         loop {
             let Some((_, header)) = self.next_batch(&mut scanner)? else {
                 return Ok(None);
@@ -654,6 +688,8 @@ pub(crate) struct BatchScanner<'a> {
     buffer: Vec<u8>,
     buffer_start: u64,
     current: Option<(u64, usize)>,
+    /// Byte ranges `[from, to)` to step over when the walk reaches `from` (fenced damage).
+    skips: Vec<(u64, u64)>,
 }
 
 impl<'a> BatchScanner<'a> {
@@ -666,6 +702,7 @@ impl<'a> BatchScanner<'a> {
             buffer: Vec::new(),
             buffer_start: start,
             current: None,
+            skips: Vec::new(),
         }
     }
 
@@ -695,6 +732,10 @@ impl<'a> BatchScanner<'a> {
             // The previous batch was not skipped explicitly: move past it.
             debug_assert_eq!(position, self.position);
             self.position += total as u64;
+        }
+        // Fences start where a valid batch ended and end where one starts (or at the end).
+        while let Some((_, to)) = self.skips.iter().find(|(from, _)| *from == self.position) {
+            self.position = *to;
         }
         let position = self.position;
         // `>=`, not `==`: a reader may pick an index entry the writer added after the reader
@@ -767,96 +808,4 @@ impl<'a> BatchScanner<'a> {
         }
         Ok(Ok(()))
     }
-}
-
-/// Result of scanning a data file range batch by batch.
-#[derive(Debug, Clone)]
-pub(crate) struct ScanOutcome {
-    /// End of the last valid batch.
-    pub valid_end: u64,
-    pub next_offset: i64,
-    pub max_timestamp: i64,
-    pub first_batch_timestamp: Option<i64>,
-    pub last_batch: Option<(u64, i64)>,
-    pub batches: u64,
-    /// Why the scan stopped before the end of the range, if it did.
-    pub problem: Option<String>,
-    pub entries: Vec<(OffsetEntry, TimeEntry)>,
-}
-
-/// Scans `[start, end)` of a data file: every batch must parse, pass its CRC and continue the
-/// offsets from `expected_offset`. Stops at the first that does not. With `placer`, builds the
-/// index entries the writer would have made.
-pub(crate) fn scan_batches(
-    file: &dyn SegmentFile,
-    base_offset: i64,
-    start: u64,
-    end: u64,
-    expected_offset: i64,
-    mut placer: Option<IndexPlacer>,
-) -> std::io::Result<ScanOutcome> {
-    let mut scanner = BatchScanner::new(file, start, end, SCAN_CHUNK_BYTES);
-    let mut outcome = ScanOutcome {
-        valid_end: start,
-        next_offset: expected_offset,
-        max_timestamp: NO_TIMESTAMP,
-        first_batch_timestamp: None,
-        last_batch: None,
-        batches: 0,
-        problem: None,
-        entries: Vec::new(),
-    };
-    loop {
-        let (position, header) = match scanner.next_header()? {
-            ScanStep::End => break,
-            ScanStep::Invalid(reason) => {
-                outcome.problem = Some(reason);
-                break;
-            }
-            ScanStep::Batch(position, header) => (position, header),
-        };
-        if header.base_offset != outcome.next_offset {
-            outcome.problem = Some(format!(
-                "batch at byte {position} has base offset {}, expected {}",
-                header.base_offset, outcome.next_offset
-            ));
-            break;
-        }
-        if let Err(reason) = scanner.verify_current(&header)? {
-            outcome.problem = Some(format!("batch at offset {}: {reason}", header.base_offset));
-            break;
-        }
-        let Ok(relative_last) = u32::try_from(header.last_offset() - base_offset) else {
-            outcome.problem = Some(format!(
-                "batch at offset {} is too far from the segment base {base_offset}",
-                header.base_offset
-            ));
-            break;
-        };
-        let Some(relative_offset) = u32::try_from(header.last_offset_delta)
-            .ok()
-            .and_then(|delta| relative_last.checked_sub(delta))
-        else {
-            outcome.problem = Some(format!(
-                "batch at offset {} has lastOffsetDelta {} reaching before the segment base {base_offset}",
-                header.base_offset, header.last_offset_delta
-            ));
-            break;
-        };
-        // next_header checked the length.
-        let total = header.total_bytes().unwrap_or(0) as u64;
-        if let Some(placer) = placer.as_mut() {
-            if let Some(entries) = placer.on_batch(relative_offset, position, total, header.max_timestamp) {
-                outcome.entries.push(entries);
-            }
-        }
-        outcome.first_batch_timestamp.get_or_insert(header.max_timestamp);
-        outcome.max_timestamp = outcome.max_timestamp.max(header.max_timestamp);
-        outcome.last_batch = Some((position, header.base_offset));
-        outcome.next_offset = header.next_offset();
-        outcome.valid_end = position + total;
-        outcome.batches += 1;
-        scanner.skip();
-    }
-    Ok(outcome)
 }

@@ -99,12 +99,15 @@ pub(crate) fn storage_error(error: &StorageError) -> (ErrorCode, String) {
     let code = match error {
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+        // Fenced at recovery: the consumer may skip the range deliberately.
+        StorageError::CorruptRange { .. } => ErrorCode::CorruptMessage,
         _ => ErrorCode::KafkaStorageError,
     };
     match error {
-        StorageError::OffsetOutOfRange { .. } | StorageError::BatchTooLarge { .. } => {
-            (code, error.to_string())
-        }
+        // Recovery logged the damage at ERROR once; its message names only offsets.
+        StorageError::OffsetOutOfRange { .. }
+        | StorageError::BatchTooLarge { .. }
+        | StorageError::CorruptRange { .. } => (code, error.to_string()),
         _ => {
             let full = error_chain(error);
             tracing::warn!(error = %full, "storage operation failed; the client was told without paths");

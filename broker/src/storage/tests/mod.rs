@@ -2,6 +2,7 @@
 //! model test with crashes on the simulated disk, group commit and retention.
 
 mod basics;
+mod damage;
 mod group_commit;
 mod model;
 mod producer;
@@ -55,14 +56,21 @@ pub(super) fn read_all(log: &PartitionLog, max_bytes: usize) -> Bytes {
     let mut out = BytesMut::new();
     let mut offset = log.log_start_offset();
     let high_watermark = log.high_watermark();
-    // Every successful read returns at least one batch, so this many reads always suffice.
+    // Every successful read returns at least one batch and every fenced range at least one
+    // offset, so this many reads always suffice.
     for _ in 0..=(high_watermark - offset).max(0) {
         if offset >= high_watermark {
             break;
         }
-        let outcome = log
-            .read(offset, max_bytes)
-            .expect("read below the high watermark");
+        let outcome = match log.read(offset, max_bytes) {
+            // A fenced range: skip it, as a consumer would.
+            Err(super::StorageError::CorruptRange { end_offset, .. }) => {
+                assert!(end_offset > offset, "fence at {offset} ends at {end_offset}");
+                offset = end_offset;
+                continue;
+            }
+            result => result.expect("read below the high watermark"),
+        };
         assert!(
             !outcome.records.is_empty(),
             "empty read at {offset} below hw {high_watermark}"

@@ -7,11 +7,11 @@ use super::super::sim_disk::{CrashMode, SimDisk};
 use super::super::{FlushPolicy, LogConfig, StorageError};
 use super::{config, read_all, segment_name, sim_open, sim_path, simple_batch};
 
-const HEADER: usize = 32;
+pub(super) const HEADER: usize = 32;
 
 /// A log of `batches` synced batches on a fresh simulated disk; returns the disk, the stored
 /// bytes (after the data file header) and the end offset of each batch.
-fn synced_log(config: LogConfig, batches: usize) -> (SimDisk, Vec<u8>, Vec<(usize, i64)>) {
+pub(super) fn synced_log(config: LogConfig, batches: usize) -> (SimDisk, Vec<u8>, Vec<(usize, i64)>) {
     let disk = SimDisk::new();
     let log = sim_open(&disk, config);
     let mut ends = Vec::new();
@@ -28,7 +28,7 @@ fn synced_log(config: LogConfig, batches: usize) -> (SimDisk, Vec<u8>, Vec<(usiz
     (disk, bytes, ends)
 }
 
-fn crash_and_mutate(disk: &SimDisk, name: &str, mutate: impl FnOnce(&mut Vec<u8>)) {
+pub(super) fn crash_and_mutate(disk: &SimDisk, name: &str, mutate: impl FnOnce(&mut Vec<u8>)) {
     disk.crash(CrashMode::ForgetUnsynced);
     let path = sim_path(name);
     let mut bytes = disk.read_file(&path).expect("file exists");
@@ -77,18 +77,37 @@ fn flipped_byte_in_the_last_batch_fails_its_crc_and_is_truncated() {
 }
 
 #[test]
-fn zero_filled_tail_is_truncated() {
+fn zero_filled_tail_is_the_clean_end_of_the_data_not_damage() {
+    // A preallocated (or extended but never written) active segment ends in zeros.
     let (disk, bytes, ends) = synced_log(config(FlushPolicy::Never), 3);
     crash_and_mutate(&disk, &segment_name(0, "log"), |file| {
         file.extend_from_slice(&[0u8; 4096])
     });
     let log = sim_open(&disk, config(FlushPolicy::Never));
-    assert_eq!(log.recovery_report().truncations.len(), 1);
+    let report = log.recovery_report().clone();
+    assert!(report.truncations.is_empty(), "{report:?}");
+    assert!(report.fenced.is_empty(), "{report:?}");
     assert_eq!(log.high_watermark(), ends[2].1);
     assert_eq!(&read_all(&log, 1 << 20)[..], &bytes[..]);
+    // Appends overwrite the zeros, and a crash after a sync keeps them.
+    let appended = log.append(&[simple_batch(2, 0, 1)], 0).unwrap();
+    assert_eq!(appended.base_offset, ends[2].1);
+    log.sync().unwrap();
+    drop(log);
+    disk.crash(CrashMode::ForgetUnsynced);
+    let log = sim_open(&disk, config(FlushPolicy::Never));
+    assert_eq!(log.high_watermark(), appended.last_offset + 1);
 }
 
-fn small_segments() -> LogConfig {
+/// Small segments under `flush = always`, where every roll seals the old segment first.
+pub(super) fn small_segments_always() -> LogConfig {
+    LogConfig {
+        flush: FlushPolicy::Always,
+        ..small_segments()
+    }
+}
+
+pub(super) fn small_segments() -> LogConfig {
     LogConfig {
         segment_bytes: 600,
         index_interval_bytes: 100,
@@ -97,7 +116,7 @@ fn small_segments() -> LogConfig {
 }
 
 /// Base offsets of the segments of a closed log on `disk`.
-fn segment_bases(disk: &SimDisk) -> Vec<i64> {
+pub(super) fn segment_bases(disk: &SimDisk) -> Vec<i64> {
     let mut bases: Vec<i64> = disk
         .file_names(&super::sim_dir())
         .iter()
@@ -209,11 +228,12 @@ fn checkpoint_that_does_not_match_the_files_is_not_trusted() {
 }
 
 #[test]
-fn corrupt_closed_segment_truncates_the_log_there_and_drops_later_segments() {
-    let (disk, bytes, _) = synced_log(small_segments(), 20);
+fn corrupt_last_batch_of_a_sealed_segment_is_fenced_and_later_segments_kept() {
+    let (disk, bytes, ends) = synced_log(small_segments(), 20);
     let bases = segment_bases(&disk);
     assert!(bases.len() >= 4, "{bases:?}");
-    // Damage the last batch of the second segment: the tail check of a closed segment sees it.
+    // Damage the last batch of the second segment: the segment is sealed and followed by
+    // others, so this is corruption, never a crash tail.
     let name = segment_name(bases[1], "log");
     crash_and_mutate(&disk, &name, |file| {
         let last = file.len() - 2;
@@ -221,25 +241,42 @@ fn corrupt_closed_segment_truncates_the_log_there_and_drops_later_segments() {
     });
     let log = sim_open(&disk, small_segments());
     let report = log.recovery_report().clone();
-    assert_eq!(report.truncations.len(), 1, "{report:?}");
-    assert_eq!(report.truncations[0].segment_base_offset, bases[1]);
-    let dropped: Vec<i64> = report
-        .segments_dropped
-        .iter()
-        .map(|dropped| dropped.base_offset)
-        .collect();
-    assert_eq!(dropped, bases[2..].to_vec());
-    let next = report.truncations[0].next_offset;
-    assert_eq!(log.high_watermark(), next);
-    assert_eq!(log.segment_count(), 2);
+    assert!(report.truncations.is_empty(), "{report:?}");
+    assert_eq!(report.fenced.len(), 1, "{report:?}");
+    let fence = &report.fenced[0];
+    assert_eq!(fence.segment_base_offset, bases[1]);
+    assert_eq!(
+        fence.end_offset, bases[2],
+        "the damaged batch ran up to the next segment"
+    );
+    assert!(fence.first_offset < fence.end_offset);
+    let end = ends.last().unwrap().1;
+    assert_eq!(log.high_watermark(), end, "nothing after the damage is lost");
+    assert_eq!(log.segment_count(), bases.len());
+    assert!(matches!(
+        log.read(fence.first_offset, 1 << 20),
+        Err(StorageError::CorruptRange { first_offset, end_offset })
+            if (first_offset, end_offset) == (fence.first_offset, fence.end_offset)
+    ));
+    // Everything else reads back intact: the stored bytes minus the damaged batch.
     let kept = read_all(&log, 1 << 20);
-    assert_eq!(&kept[..], &bytes[..kept.len()]);
-    assert_eq!(log.append(&[simple_batch(1, 0, 1)], 0).unwrap().base_offset, next);
-    assert_eq!(segment_bases(&disk), bases[..2].to_vec());
+    let damaged: Vec<u8> = bytes_of_offsets(&bytes, fence.first_offset, fence.end_offset);
+    assert_eq!(kept.len() + damaged.len(), bytes.len());
+    assert_eq!(log.append(&[simple_batch(1, 0, 1)], 0).unwrap().base_offset, end);
+    assert_eq!(segment_bases(&disk), bases, "no segment file was removed");
+}
+
+/// The stored bytes of the batches whose offsets lie in `first..end`.
+pub(super) fn bytes_of_offsets(bytes: &[u8], first: i64, end: i64) -> Vec<u8> {
+    BatchIter::new(bytes::Bytes::copy_from_slice(bytes))
+        .map(|batch| batch.unwrap())
+        .filter(|batch| batch.header().base_offset >= first && batch.header().base_offset < end)
+        .flat_map(|batch| batch.as_bytes().to_vec())
+        .collect()
 }
 
 #[test]
-fn gap_left_by_an_interrupted_deletion_drops_the_segments_before_it() {
+fn gap_left_by_an_interrupted_deletion_is_fenced_and_nothing_is_dropped() {
     let (disk, bytes, ends) = synced_log(small_segments(), 20);
     let bases = segment_bases(&disk);
     disk.crash(CrashMode::ForgetUnsynced);
@@ -247,33 +284,43 @@ fn gap_left_by_an_interrupted_deletion_drops_the_segments_before_it() {
         disk.remove_durably(&sim_path(&segment_name(bases[1], extension)));
     }
     let log = sim_open(&disk, small_segments());
-    let report = log.recovery_report();
-    let dropped: Vec<i64> = report
-        .segments_dropped
-        .iter()
-        .map(|dropped| dropped.base_offset)
-        .collect();
-    assert_eq!(dropped, vec![bases[0]], "{report:?}");
-    assert_eq!(log.log_start_offset(), bases[2]);
+    let report = log.recovery_report().clone();
+    assert_eq!(report.fenced.len(), 1, "{report:?}");
+    assert_eq!(
+        (report.fenced[0].first_offset, report.fenced[0].end_offset),
+        (bases[1], bases[2])
+    );
+    assert_eq!(log.log_start_offset(), bases[0]);
     assert_eq!(log.high_watermark(), ends.last().unwrap().1);
+    assert!(matches!(
+        log.read(bases[1], 100),
+        Err(StorageError::CorruptRange { .. })
+    ));
     let kept = read_all(&log, 1 << 20);
-    assert_eq!(&kept[..], &bytes[bytes.len() - kept.len()..]);
+    let missing = bytes_of_offsets(&bytes, bases[1], bases[2]);
+    assert_eq!(kept.len() + missing.len(), bytes.len());
 }
 
 #[test]
-fn orphaned_index_files_and_temp_files_are_removed() {
+fn orphaned_index_files_are_quarantined_and_temp_files_removed() {
     let disk = SimDisk::new();
     drop(sim_open(&disk, config(FlushPolicy::Never)));
     disk.write_file_durably(&sim_path(&segment_name(500, "index")), b"junk");
     disk.write_file_durably(&sim_path("clean-shutdown.checkpoint.tmp"), b"junk");
     let log = sim_open(&disk, config(FlushPolicy::Never));
+    let report = log.recovery_report().clone();
     assert_eq!(
-        log.recovery_report().files_removed.len(),
-        2,
-        "{:?}",
-        log.recovery_report()
+        report.files_removed,
+        vec!["clean-shutdown.checkpoint.tmp".to_string()]
     );
-    assert_eq!(disk.file_names(&super::sim_dir()).len(), 3);
+    assert_eq!(report.quarantined.len(), 1, "{report:?}");
+    assert_eq!(
+        disk.read_file(&sim_path(&format!("quarantine/{}", segment_name(500, "index")))),
+        Some(b"junk".to_vec()),
+        "moved, not deleted"
+    );
+    // No record was ever in an index: its name decides nothing.
+    assert_eq!(log.append(&[simple_batch(1, 0, 1)], 0).unwrap().base_offset, 0);
 }
 
 #[test]
@@ -324,7 +371,9 @@ fn failed_write_leaves_no_phantom_batch_after_restart() {
 }
 
 #[test]
-fn closed_segments_not_yet_sealed_lose_their_unsynced_tail_and_everything_after() {
+fn closed_segments_not_yet_sealed_lose_their_unsynced_tail_and_the_unsynced_segments_after_it() {
+    // Under `never` a roll does not wait for the disk: after a crash the log ends at the first
+    // byte lost, and the unsynced segments written after it go to quarantine (never deleted).
     let disk = SimDisk::new();
     let log = sim_open(&disk, small_segments());
     let mut next = 0;
@@ -348,7 +397,8 @@ fn closed_segments_not_yet_sealed_lose_their_unsynced_tail_and_everything_after(
     let report = log.recovery_report().clone();
     assert_eq!(log.high_watermark(), synced, "{report:?}");
     assert_eq!(read_all(&log, 1 << 20), synced_bytes);
-    assert!(!report.segments_dropped.is_empty(), "{report:?}");
+    assert!(!report.quarantined.is_empty(), "{report:?}");
+    assert!(report.fenced.is_empty(), "{report:?}");
     assert_eq!(
         log.append(&[simple_batch(1, 0, 1)], 0).unwrap().base_offset,
         synced
@@ -359,7 +409,7 @@ fn closed_segments_not_yet_sealed_lose_their_unsynced_tail_and_everything_after(
     let log = sim_open(&disk, small_segments());
     assert_eq!(log.high_watermark(), synced);
     assert!(
-        log.recovery_report().segments_dropped.is_empty(),
+        log.recovery_report().quarantined.is_empty(),
         "{:?}",
         log.recovery_report()
     );

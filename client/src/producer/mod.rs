@@ -18,25 +18,25 @@
 //! Without idempotence, batches of one partition are sent in order, but with several requests
 //! in flight a retried batch can land after a later one (and twice, if its response was lost).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod sender;
+
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tidelog_proto::batch::BATCH_HEADER_BYTES;
-use tidelog_proto::pb;
-use tokio::sync::{Notify, OnceCell, Semaphore, TryAcquireError};
+use tokio::sync::{Notify, OnceCell, Semaphore};
 use tokio::task::JoinHandle;
 
+use sender::{init_producer_id, run_sender};
+
 pub use crate::accumulator::DeliveryFuture;
-use crate::accumulator::{Accumulator, Appended, BatchLimits, ProducerIdentity, ReadyBatch};
+use crate::accumulator::{Accumulator, Appended, BatchLimits, ProducerIdentity, ReadyBatch, Reserve};
 use crate::client::Client;
-use crate::connection::{Connection, InFlight};
 use crate::error::{Error, Result};
 use crate::types::{Acks, ErrorCode, Offset, PartitionId, ProducerRecord};
-use crate::wire::{self, ProducePartition, ProduceTopic};
 
 /// Per-record bytes reserved beyond key, value and headers: the record's framing in the
 /// batch (length, attributes, deltas, lengths), rounded up.
@@ -242,8 +242,8 @@ impl Shared {
             self.wake_sender.notify_one();
         }
         batch.complete(outcome);
-        // reserved_bytes is a sum of per-record reservations that were each acquired as u32
-        // permits from a budget below 4 GiB (checked in validate), so it fits.
+        // reserved_bytes is what the batch took from a budget below 4 GiB (checked in
+        // validate), so it fits.
         self.buffer.add_permits(batch.reserved_bytes);
         if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
@@ -360,6 +360,9 @@ impl Producer {
 
     /// Queues a record and returns the future of its delivery. Waits while the buffer is full.
     ///
+    /// The common case (buffer room, the producer id and the topic's partitions known) takes
+    /// the accumulator's lock once and never awaits; everything else goes the slow way.
+    ///
     /// # Errors
     /// [`Error::RecordTooLarge`], [`Error::ProducerClosed`], [`Error::UnknownTopicOrPartition`]
     /// for a missing topic or partition, or the error loading the topic's metadata.
@@ -373,18 +376,54 @@ impl Producer {
         if reserved > max {
             return Err(Error::RecordTooLarge { size: reserved, max });
         }
-        // Checked just above: reserved <= buffer_bytes < 4 GiB.
-        let permits = reserved as u32;
-        match shared.buffer.try_acquire_many(permits) {
-            Ok(permit) => permit.forget(),
-            Err(TryAcquireError::NoPermits) => shared
-                .buffer
-                .acquire_many(permits)
-                .await
-                .map_err(|_| Error::ProducerClosed)?
-                .forget(),
-            Err(TryAcquireError::Closed) => return Err(Error::ProducerClosed),
+        let identity_known =
+            shared.config.idempotence == Idempotence::Disabled || shared.identity.initialized();
+        if identity_known {
+            let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+            let mut take = |bytes: usize| {
+                u32::try_from(bytes)
+                    .ok()
+                    .and_then(|permits| shared.buffer.try_acquire_many(permits).ok())
+                    .map(|permit| permit.forget())
+                    .is_some()
+            };
+            let appended = shared.lock().append(
+                &record,
+                reserved,
+                timestamp_ms,
+                Instant::now,
+                Reserve::Take(&mut take),
+            );
+            match appended? {
+                Appended::Done {
+                    delivery,
+                    wake_sender,
+                    new_batch,
+                } => return Ok(self.appended(delivery, wake_sender, new_batch)),
+                // The topic's partitions are not known yet: load them below.
+                Appended::NeedMetadata => {}
+                Appended::NeedBuffer { wake_sender } => {
+                    if wake_sender {
+                        shared.wake_sender.notify_one();
+                    }
+                }
+            }
         }
+        // Boxed, so the rarely taken awaits do not make every `send` future larger.
+        Box::pin(self.send_slow(record, reserved)).await
+    }
+
+    /// `send` when it has to wait: for buffer room, the producer id or the topic's metadata.
+    async fn send_slow(&self, record: ProducerRecord, reserved: usize) -> Result<DeliveryFuture> {
+        let shared = &self.inner.shared;
+        // Checked by `send`: reserved <= buffer_bytes < 4 GiB.
+        shared
+            .buffer
+            .acquire_many(reserved as u32)
+            .await
+            .map_err(|_| Error::ProducerClosed)?
+            .forget();
+        // Read after any wait for buffer room: the record is created when it is accepted.
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
         let result = match self.ensure_identity().await {
             Ok(()) => self.append(&record, reserved, timestamp_ms).await,
@@ -394,6 +433,18 @@ impl Producer {
             shared.buffer.add_permits(reserved);
         }
         result
+    }
+
+    /// Bookkeeping after a record went into a batch.
+    fn appended(&self, delivery: DeliveryFuture, wake_sender: bool, new_batch: bool) -> DeliveryFuture {
+        let shared = &self.inner.shared;
+        if new_batch {
+            shared.outstanding.fetch_add(1, Ordering::AcqRel);
+        }
+        if wake_sender {
+            shared.wake_sender.notify_one();
+        }
+        delivery
     }
 
     /// For an idempotent producer, gets its id and epoch from the broker once (the first
@@ -438,23 +489,18 @@ impl Producer {
         let shared = &self.inner.shared;
         // Two rounds at most: the second runs after loading the topic's metadata.
         for _ in 0..2 {
-            let appended = shared
-                .lock()
-                .append(record, reserved, timestamp_ms, Instant::now)?;
+            let appended =
+                shared
+                    .lock()
+                    .append(record, reserved, timestamp_ms, Instant::now, Reserve::Held)?;
             match appended {
                 Appended::Done {
                     delivery,
                     wake_sender,
                     new_batch,
-                } => {
-                    if new_batch {
-                        shared.outstanding.fetch_add(1, Ordering::AcqRel);
-                    }
-                    if wake_sender {
-                        shared.wake_sender.notify_one();
-                    }
-                    return Ok(delivery);
-                }
+                } => return Ok(self.appended(delivery, wake_sender, new_batch)),
+                // Not asked for: the bytes are held.
+                Appended::NeedBuffer { .. } => unreachable!("append with Reserve::Held never needs buffer"),
                 Appended::NeedMetadata => {
                     let description = shared.client.topic(record.topic.as_str()).await?;
                     shared
@@ -544,247 +590,16 @@ fn record_reservation(record: &ProducerRecord) -> usize {
         + RECORD_OVERHEAD_BYTES
 }
 
+/// The wall clock in milliseconds since the epoch: a record's default timestamp, read once
+/// per record as Kafka's producer does.
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Asks any broker for a new producer id, retrying retriable failures with backoff.
-async fn init_producer_id(shared: &Shared) -> Result<ProducerIdentity> {
-    let mut attempt = 0u32;
-    loop {
-        let request = pb::request::Body::InitProducerId(pb::InitProducerIdRequest {
-            producer_id: -1,
-            producer_epoch: -1,
-        });
-        let result = match shared.client.request_any(request).await {
-            Ok(pb::response::Body::InitProducerId(response)) => match wire::error_code(response.error) {
-                None => match i16::try_from(response.producer_epoch) {
-                    Ok(epoch) if response.producer_id >= 0 && epoch >= 0 => Ok(ProducerIdentity {
-                        producer_id: response.producer_id,
-                        epoch,
-                    }),
-                    _ => Err(Error::Protocol {
-                        addr: String::new(),
-                        reason: format!(
-                            "InitProducerId gave producer id {} epoch {}",
-                            response.producer_id, response.producer_epoch
-                        ),
-                    }),
-                },
-                Some(code) => Err(Error::Broker {
-                    code,
-                    message: response.message,
-                }),
-            },
-            Ok(_) => Err(Error::Protocol {
-                addr: String::new(),
-                reason: "InitProducerId answered with another body".into(),
-            }),
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(identity) => return Ok(identity),
-            Err(error) if error.is_retriable() && attempt < shared.config.retries => {
-                let backoff = shared
-                    .config
-                    .retry_backoff_initial
-                    .saturating_mul(1 << attempt.min(16))
-                    .min(shared.config.retry_backoff_max);
-                tracing::debug!(%error, attempt, "retrying InitProducerId");
-                tokio::time::sleep(backoff).await;
-                attempt += 1;
-            }
-            Err(error) => return Err(error),
-        }
-    }
-}
-
-async fn run_sender(shared: Arc<Shared>) {
-    loop {
-        let (batches, next_deadline) = {
-            let mut accumulator = shared.lock();
-            if shared.closing.load(Ordering::Acquire) {
-                accumulator.seal_all();
-            }
-            accumulator.drain(Instant::now())
-        };
-        if batches.is_empty() {
-            if shared.closing.load(Ordering::Acquire) && shared.outstanding.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            match next_deadline {
-                Some(deadline) => {
-                    tokio::select! {
-                        () = shared.wake_sender.notified() => {}
-                        () = tokio::time::sleep_until(deadline.into()) => {}
-                    }
-                }
-                None => shared.wake_sender.notified().await,
-            }
-            continue;
-        }
-        send_batches(&shared, batches).await;
-    }
-}
-
-/// Groups batches by leader and sends them as requests of at most `max_request_bytes`, with at
-/// most one batch per partition in a request (the response has one result per partition).
-async fn send_batches(shared: &Arc<Shared>, batches: Vec<ReadyBatch>) {
-    let mut by_leader: HashMap<String, (Connection, Vec<ReadyBatch>)> = HashMap::new();
-    for batch in batches {
-        match shared
-            .client
-            .leader_connection(batch.topic.as_str(), batch.partition)
-            .await
-        {
-            Ok(connection) => {
-                by_leader
-                    .entry(connection.addr().to_owned())
-                    .or_insert_with(|| (connection, Vec::new()))
-                    .1
-                    .push(batch);
-            }
-            Err(error) => shared.fail_or_retry(batch, Arc::new(error)),
-        }
-    }
-    for (connection, batches) in by_leader.into_values() {
-        for request in split_into_requests(batches, shared.config.max_request_bytes - REQUEST_OVERHEAD_BYTES)
-        {
-            send_request(shared, &connection, request).await;
-        }
-    }
-}
-
-fn split_into_requests(batches: Vec<ReadyBatch>, max_bytes: usize) -> Vec<Vec<ReadyBatch>> {
-    let mut requests: Vec<(usize, Vec<ReadyBatch>)> = Vec::new();
-    for batch in batches {
-        let size = batch.records.len();
-        let fits = |(bytes, request): &(usize, Vec<ReadyBatch>)| {
-            bytes + size <= max_bytes
-                && !request
-                    .iter()
-                    .any(|b| b.partition == batch.partition && b.topic == batch.topic)
-        };
-        match requests.iter_mut().find(|r| fits(r)) {
-            Some((bytes, request)) => {
-                *bytes += size;
-                request.push(batch);
-            }
-            None => requests.push((size, vec![batch])),
-        }
-    }
-    requests.into_iter().map(|(_, request)| request).collect()
-}
-
-async fn send_request(shared: &Arc<Shared>, connection: &Connection, batches: Vec<ReadyBatch>) {
-    let mut topics: Vec<ProduceTopic<'_>> = Vec::new();
-    for batch in &batches {
-        let partition = ProducePartition {
-            partition: batch.partition.get(),
-            records: batch.records.clone(),
-        };
-        match topics.iter_mut().find(|t| t.name == batch.topic.as_str()) {
-            Some(topic) => topic.partitions.push(partition),
-            None => topics.push(ProduceTopic {
-                name: batch.topic.as_str(),
-                partitions: vec![partition],
-            }),
-        }
-    }
-    let timeout_ms = u32::try_from(shared.config.request_timeout.as_millis()).unwrap_or(u32::MAX);
-    let started = connection
-        .start_produce(shared.config.acks, timeout_ms, &topics)
-        .await;
-    drop(topics);
-    match started {
-        Ok(in_flight) => {
-            let shared = shared.clone();
-            tokio::spawn(async move { complete_request(&shared, in_flight, batches).await });
-        }
-        Err(error) => {
-            let error = Arc::new(error);
-            for batch in batches {
-                shared.fail_or_retry(batch, error.clone());
-            }
-        }
-    }
-}
-
-async fn complete_request(shared: &Arc<Shared>, in_flight: InFlight, batches: Vec<ReadyBatch>) {
-    let response = match in_flight.wait().await {
-        Ok(None) => {
-            for batch in batches {
-                shared.complete(batch, Ok(None));
-            }
-            return;
-        }
-        Ok(Some(response)) => response,
-        Err(error) => {
-            let error = Arc::new(error);
-            for batch in batches {
-                shared.fail_or_retry(batch, error.clone());
-            }
-            return;
-        }
-    };
-    if let Some(code) = wire::error_code(response.error) {
-        let error = Arc::new(Error::Broker {
-            code,
-            message: response.error_message,
-        });
-        for batch in batches {
-            shared.fail_or_retry(batch, error.clone());
-        }
-        return;
-    }
-    let Some(pb::response::Body::Produce(body)) = response.body else {
-        let error = Arc::new(Error::Protocol {
-            addr: String::new(),
-            reason: "produce request answered without a produce body".into(),
-        });
-        for batch in batches {
-            shared.complete(batch, Err(error.clone()));
-        }
-        return;
-    };
-    let mut results: HashMap<(&str, u32), &pb::produce_response::Partition> = HashMap::new();
-    for topic in &body.topics {
-        for partition in &topic.partitions {
-            results.insert((topic.name.as_str(), partition.partition), partition);
-        }
-    }
-    for batch in batches {
-        let Some(result) = results.get(&(batch.topic.as_str(), batch.partition.get())) else {
-            let error = Error::Protocol {
-                addr: String::new(),
-                reason: format!("no produce result for {}/{}", batch.topic, batch.partition),
-            };
-            shared.complete(batch, Err(Arc::new(error)));
-            continue;
-        };
-        match wire::error_code(result.error) {
-            None => {
-                let base = Offset::new(result.base_offset);
-                shared.complete(batch, Ok(Some(base)));
-            }
-            Some(ErrorCode::UnknownTopicOrPartition) => {
-                let error = Error::UnknownTopicOrPartition {
-                    topic: batch.topic.to_string(),
-                    partition: Some(batch.partition),
-                };
-                shared.fail_or_retry(batch, Arc::new(error));
-            }
-            Some(code) => {
-                let error = Error::Broker {
-                    code,
-                    message: result.message.clone(),
-                };
-                shared.fail_or_retry(batch, Arc::new(error));
-            }
-        }
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME) {
+        Ok(now) => now.tv_sec() * 1000 + now.tv_nsec() / 1_000_000,
+        // CLOCK_REALTIME always exists; should it fail, std reads the same clock.
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
     }
 }
 
@@ -797,7 +612,6 @@ pub fn partition_for(key: &[u8], partitions: u32) -> PartitionId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     #[test]
     fn default_config_is_consistent() {
@@ -810,41 +624,5 @@ mod tests {
     fn request_larger_than_a_frame_is_a_config_error() {
         let config = ProducerConfig::default().max_request_bytes(128 << 20);
         assert!(matches!(config.validate(64 << 20), Err(Error::Config(_))));
-    }
-
-    #[test]
-    fn requests_hold_one_batch_per_partition_and_respect_the_size_limit() {
-        use crate::accumulator::{Accumulator, BatchLimits};
-        use crate::types::TopicName;
-        let mut accumulator = Accumulator::new(
-            BatchLimits {
-                batch_size_bytes: 1000,
-                linger: Duration::ZERO,
-            },
-            StdRng::seed_from_u64(1),
-        );
-        let topic = TopicName::new("t");
-        accumulator.set_partition_count(&topic, 2);
-        for i in 0..30u32 {
-            let record = ProducerRecord::new(topic.clone(), Bytes::from(vec![0u8; 200]))
-                .partition(PartitionId::new(i % 2));
-            let _ = accumulator.append(&record, 224, 0, Instant::now).unwrap();
-        }
-        let (batches, _) = accumulator.drain(Instant::now());
-        let count = batches.len();
-        let requests = split_into_requests(batches, 2500);
-        assert_eq!(requests.iter().map(Vec::len).sum::<usize>(), count);
-        for request in &requests {
-            let bytes: usize = request.iter().map(|b| b.records.len()).sum();
-            assert!(bytes <= 2500);
-            let mut partitions: Vec<u32> = request.iter().map(|b| b.partition.get()).collect();
-            partitions.sort_unstable();
-            partitions.dedup();
-            assert_eq!(
-                partitions.len(),
-                request.len(),
-                "two batches of one partition in a request"
-            );
-        }
     }
 }

@@ -5,11 +5,10 @@
 //! Nothing here does I/O or reads the clock: callers pass `now`, so batching is tested with
 //! exact times.
 
+mod delivery;
+
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,101 +18,15 @@ use tidelog_proto::batch::{ProducerStamp, BATCH_HEADER_BYTES};
 use crate::batch_writer::{BatchWriter, RecordParts};
 use crate::error::{Error, Result};
 use crate::partitioner::{next_sticky_partition, partition_for_key};
-use crate::types::{Delivery, Offset, PartitionId, ProducerRecord, TopicName};
+use crate::types::{PartitionId, ProducerRecord, TopicName};
+
+use delivery::BatchOutcome;
+pub(crate) use delivery::BatchShared;
+pub use delivery::DeliveryFuture;
 
 /// A new batch's buffer starts at least this large; later batches of the partition start at
 /// the size the previous one reached, so a steady stream does not regrow its buffers.
 const BATCH_CAPACITY_MIN_BYTES: usize = 16 * 1024;
-
-/// What a finished batch resolved to: the base offset (`None` under acks=none) or the error
-/// every record of it shares.
-type BatchOutcome = std::result::Result<Option<Offset>, Arc<Error>>;
-
-#[derive(Debug, Default)]
-struct BatchState {
-    outcome: Option<BatchOutcome>,
-    wakers: Vec<Waker>,
-}
-
-/// Completion state of one batch, shared by the delivery futures of its records.
-#[derive(Debug)]
-pub(crate) struct BatchShared {
-    topic: TopicName,
-    partition: PartitionId,
-    state: Mutex<BatchState>,
-}
-
-impl BatchShared {
-    fn new(topic: TopicName, partition: PartitionId) -> Self {
-        Self {
-            topic,
-            partition,
-            state: Mutex::new(BatchState::default()),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, BatchState> {
-        // The state is a single Option and a Vec of wakers: never torn by a panic.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Records the outcome and wakes every waiting future. Later calls are ignored: a batch
-    /// completes once.
-    pub fn complete(&self, outcome: BatchOutcome) {
-        let wakers = {
-            let mut state = self.lock();
-            if state.outcome.is_some() {
-                return;
-            }
-            state.outcome = Some(outcome);
-            std::mem::take(&mut state.wakers)
-        };
-        for waker in wakers {
-            waker.wake();
-        }
-    }
-}
-
-/// Resolves to where one sent record landed, once its batch is acknowledged (or written,
-/// under acks=none), or to the error that failed its batch.
-#[derive(Debug)]
-#[must_use = "a delivery future reports whether the record was delivered"]
-pub struct DeliveryFuture {
-    batch: Arc<BatchShared>,
-    index: u32,
-}
-
-impl DeliveryFuture {
-    /// The partition the record was assigned to (known before delivery).
-    pub fn partition(&self) -> PartitionId {
-        self.batch.partition
-    }
-}
-
-impl Future for DeliveryFuture {
-    type Output = Result<Delivery>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.batch.lock();
-        match &state.outcome {
-            Some(Ok(base)) => Poll::Ready(Ok(Delivery {
-                partition: self.batch.partition,
-                offset: base.map(|base| base.plus(i64::from(self.index))),
-            })),
-            Some(Err(error)) => Poll::Ready(Err(Error::Delivery {
-                topic: self.batch.topic.to_string(),
-                partition: self.batch.partition,
-                source: error.clone(),
-            })),
-            None => {
-                if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    state.wakers.push(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
 
 /// An idempotent producer's identity, stamped into every batch it seals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +92,11 @@ struct OpenBatch {
     writer: BatchWriter,
     shared: Arc<BatchShared>,
     created: Instant,
+    /// Buffer bytes the batch holds: its records' reservations plus `reserved_ahead`. All of
+    /// them are released when the batch completes.
     reserved_bytes: usize,
+    /// Taken ahead for the batch's next records, not yet used by one.
+    reserved_ahead: usize,
 }
 
 #[derive(Debug)]
@@ -191,6 +108,60 @@ struct TopicBatches {
     /// The partition keyless records go to until its batch is sealed.
     sticky: Option<u32>,
     previous_sticky: Option<u32>,
+}
+
+/// The topics a producer has written to, found by name. A producer usually writes to one
+/// topic, or a few in turn: the last one found is checked first (by pointer, then by
+/// content), which saves hashing the name on every record.
+#[derive(Debug, Default)]
+struct Topics {
+    list: Vec<(TopicName, TopicBatches)>,
+    by_name: HashMap<TopicName, usize>,
+    last: usize,
+}
+
+impl Topics {
+    fn find(&mut self, name: &TopicName) -> Option<&mut TopicBatches> {
+        let last_matches = self
+            .list
+            .get(self.last)
+            .is_some_and(|(last, _)| last.same_as(name));
+        if !last_matches {
+            self.last = *self.by_name.get(name.as_str())?;
+        }
+        self.list.get_mut(self.last).map(|(_, topic)| topic)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut TopicBatches> {
+        let index = *self.by_name.get(name)?;
+        self.list.get_mut(index).map(|(_, topic)| topic)
+    }
+
+    fn get_or_insert(&mut self, name: &TopicName) -> &mut TopicBatches {
+        let index = match self.by_name.get(name.as_str()) {
+            Some(index) => *index,
+            None => {
+                self.list.push((
+                    name.clone(),
+                    TopicBatches {
+                        open: Vec::new(),
+                        capacity_hint: Vec::new(),
+                        sequences: Vec::new(),
+                        sticky: None,
+                        previous_sticky: None,
+                    },
+                ));
+                self.by_name.insert(name.clone(), self.list.len() - 1);
+                self.list.len() - 1
+            }
+        };
+        // `index` comes from `by_name`, whose entries all point into `list` (never shrunk).
+        &mut self.list[index].1
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&TopicName, &mut TopicBatches)> {
+        self.list.iter_mut().map(|(name, topic)| (&*name, topic))
+    }
 }
 
 /// Batching limits, from the producer config.
@@ -212,14 +183,33 @@ pub(crate) enum Appended {
     },
     /// The topic's partition count is not known yet: load metadata and call again.
     NeedMetadata,
+    /// [`Reserve::Take`] found no room in the buffer: wait for the record's bytes and call
+    /// again with [`Reserve::Held`]. `wake_sender` as in `Done` (a full batch may have been
+    /// sealed first, and its completion is what frees the buffer).
+    NeedBuffer { wake_sender: bool },
 }
+
+/// How [`Accumulator::append`] gets a record's bytes from the producer's buffer budget.
+pub(crate) enum Reserve<'a> {
+    /// The caller took them already.
+    Held,
+    /// Take them with this function (true when it took the bytes asked for). An open batch
+    /// takes a little ahead for its next records, so a stream of small records costs one
+    /// take per many records rather than one per record.
+    Take(&'a mut dyn FnMut(usize) -> bool),
+}
+
+/// The most buffer bytes an open batch takes ahead of its records. It also takes at most half
+/// of what its records hold, so ahead-taken bytes never exceed a third of what open batches
+/// hold and a batch of one small record takes no more than it needs.
+pub(crate) const RESERVE_AHEAD_MAX_BYTES: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub(crate) struct Accumulator {
     limits: BatchLimits,
     /// Set once an idempotent producer has its id; every batch sealed after is stamped.
     producer: Option<ProducerIdentity>,
-    topics: HashMap<TopicName, TopicBatches>,
+    topics: Topics,
     ready: VecDeque<ReadyBatch>,
     rng: StdRng,
 }
@@ -229,7 +219,7 @@ impl Accumulator {
         Self {
             limits,
             producer: None,
-            topics: HashMap::new(),
+            topics: Topics::default(),
             ready: VecDeque::new(),
             rng,
         }
@@ -238,13 +228,7 @@ impl Accumulator {
     /// Learns (or updates) a topic's partition count. Open batches of partitions beyond a
     /// shrunken count stay until sealed.
     pub fn set_partition_count(&mut self, topic: &TopicName, partitions: u32) {
-        let entry = self.topics.entry(topic.clone()).or_insert_with(|| TopicBatches {
-            open: Vec::new(),
-            capacity_hint: Vec::new(),
-            sequences: Vec::new(),
-            sticky: None,
-            previous_sticky: None,
-        });
+        let entry = self.topics.get_or_insert(topic);
         let partitions = partitions as usize;
         if entry.open.len() < partitions {
             entry.open.resize_with(partitions, || None);
@@ -260,15 +244,17 @@ impl Accumulator {
 
     /// Adds a record to its partition's open batch, sealing a full batch first. `now` is only
     /// called when a batch is opened: reading the clock per record is measurable at millions
-    /// of records per second.
+    /// of records per second. The record's `reserved_bytes` of buffer budget come with it
+    /// (`Reserve::Held`) or are taken here, from what its batch took ahead if it can.
     pub fn append(
         &mut self,
         record: &ProducerRecord,
         reserved_bytes: usize,
         timestamp_ms: i64,
         now: impl FnOnce() -> Instant,
+        reserve: Reserve<'_>,
     ) -> Result<Appended> {
-        let Some(topic) = self.topics.get_mut(record.topic.as_str()) else {
+        let Some(topic) = self.topics.find(&record.topic) else {
             return Ok(Appended::NeedMetadata);
         };
         let partitions = topic.open.len() as u32;
@@ -297,23 +283,47 @@ impl Accumulator {
         };
         let mut wake_sender = false;
         // Seal a batch the record would overflow; a keyless record then moves to a new sticky
-        // partition, as Kafka's sticky partitioner does when a batch completes.
-        let full = topic.open[partition as usize].as_ref().is_some_and(|open| {
-            open.writer.record_count() > 0
-                && open.writer.size_bytes() + open.writer.record_size_bytes(&parts)
-                    > self.limits.batch_size_bytes
-        });
-        if full {
-            if let Some(open) = topic.open[partition as usize].take() {
-                let ready = seal(topic, &record.topic, partition, open, self.producer);
-                self.ready.push_back(ready);
-                wake_sender = true;
-            }
-            if keyless {
-                partition = sticky(topic, partitions, &mut self.rng);
+        // partition, as Kafka's sticky partitioner does when a batch completes. The record is
+        // measured once against the batch it goes into.
+        let mut measured = None;
+        if let Some(open) = &topic.open[partition as usize] {
+            let size = open.writer.measure(&parts);
+            if open.writer.record_count() > 0
+                && open.writer.size_bytes() + size.total > self.limits.batch_size_bytes
+            {
+                if let Some(open) = topic.open[partition as usize].take() {
+                    let ready = seal(topic, &record.topic, partition, open, self.producer);
+                    self.ready.push_back(ready);
+                    wake_sender = true;
+                }
+                if keyless {
+                    partition = sticky(topic, partitions, &mut self.rng);
+                }
+            } else {
+                measured = Some(size);
             }
         }
         let slot = partition as usize;
+        // Budget before any batch is opened, so a batch is never left empty. `added` is what
+        // the batch takes from the buffer now, `ahead` what it then holds beyond its records.
+        let (held, ahead_left) = topic.open[slot]
+            .as_ref()
+            .map_or((0, 0), |open| (open.reserved_bytes, open.reserved_ahead));
+        let (added, ahead) = match reserve {
+            Reserve::Held => (reserved_bytes, ahead_left),
+            Reserve::Take(_) if ahead_left >= reserved_bytes => (0, ahead_left - reserved_bytes),
+            Reserve::Take(take) => {
+                let missing = reserved_bytes - ahead_left;
+                let ahead = (held / 2).min(RESERVE_AHEAD_MAX_BYTES);
+                if ahead > 0 && take(missing + ahead) {
+                    (missing + ahead, ahead)
+                } else if take(missing) {
+                    (missing, 0)
+                } else {
+                    return Ok(Appended::NeedBuffer { wake_sender });
+                }
+            }
+        };
         let mut new_batch = false;
         if topic.open[slot].is_none() {
             let record_bytes = BATCH_HEADER_BYTES + reserved_bytes;
@@ -331,6 +341,7 @@ impl Accumulator {
                 )),
                 created: now(),
                 reserved_bytes: 0,
+                reserved_ahead: 0,
             });
             new_batch = true;
             wake_sender = true;
@@ -340,8 +351,11 @@ impl Accumulator {
             unreachable!("the open batch was created above")
         };
         let index = open.writer.record_count() as u32;
-        open.writer.push(&parts);
-        open.reserved_bytes += reserved_bytes;
+        // `measured` is only kept when the record goes into the batch it was measured against.
+        let size = measured.unwrap_or_else(|| open.writer.measure(&parts));
+        open.writer.push(&parts, size);
+        open.reserved_bytes += added;
+        open.reserved_ahead = ahead;
         let delivery = DeliveryFuture {
             batch: open.shared.clone(),
             index,
@@ -365,7 +379,7 @@ impl Accumulator {
     pub fn drain(&mut self, now: Instant) -> (Vec<ReadyBatch>, Option<Instant>) {
         let linger = self.limits.linger;
         let mut next_deadline: Option<Instant> = None;
-        for (name, topic) in &mut self.topics {
+        for (name, topic) in self.topics.iter_mut() {
             for slot in 0..topic.open.len() {
                 let Some(open) = &topic.open[slot] else { continue };
                 let deadline = open.created + linger;
@@ -419,7 +433,7 @@ impl Accumulator {
 
     /// Seals every open batch now (flush and close).
     pub fn seal_all(&mut self) {
-        for (name, topic) in &mut self.topics {
+        for (name, topic) in self.topics.iter_mut() {
             for slot in 0..topic.open.len() {
                 if let Some(open) = topic.open[slot].take() {
                     let ready = seal(topic, name, slot as u32, open, self.producer);
@@ -499,7 +513,12 @@ impl Accumulator {
 
     #[cfg(test)]
     pub fn has_open_or_ready(&self) -> bool {
-        !self.ready.is_empty() || self.topics.values().any(|t| t.open.iter().any(Option::is_some))
+        !self.ready.is_empty()
+            || self
+                .topics
+                .list
+                .iter()
+                .any(|(_, t)| t.open.iter().any(Option::is_some))
     }
 }
 
@@ -560,201 +579,4 @@ fn seal(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::SeedableRng;
-    use tidelog_proto::batch::RecordBatch;
-
-    fn accumulator(batch_size_bytes: usize, linger_ms: u64) -> Accumulator {
-        let mut acc = Accumulator::new(
-            BatchLimits {
-                batch_size_bytes,
-                linger: Duration::from_millis(linger_ms),
-            },
-            StdRng::seed_from_u64(7),
-        );
-        acc.set_partition_count(&TopicName::new("t"), 4);
-        acc
-    }
-
-    fn append(acc: &mut Accumulator, record: ProducerRecord, now: Instant) -> DeliveryFuture {
-        match acc.append(&record, 10, 1_000, || now).unwrap() {
-            Appended::Done { delivery, .. } => delivery,
-            Appended::NeedMetadata => panic!("metadata is known"),
-        }
-    }
-
-    fn value(n: usize) -> Bytes {
-        Bytes::from(vec![b'x'; n])
-    }
-
-    #[test]
-    fn unknown_topic_asks_for_metadata() {
-        let mut acc = accumulator(1024, 5);
-        let record = ProducerRecord::new("other", value(1));
-        assert!(matches!(
-            acc.append(&record, 1, 0, Instant::now),
-            Ok(Appended::NeedMetadata)
-        ));
-    }
-
-    #[test]
-    fn explicit_partition_out_of_range_is_an_error() {
-        let mut acc = accumulator(1024, 5);
-        let record = ProducerRecord::new("t", value(1)).partition(PartitionId::new(4));
-        assert!(matches!(
-            acc.append(&record, 1, 0, Instant::now),
-            Err(Error::UnknownTopicOrPartition { .. })
-        ));
-    }
-
-    #[test]
-    fn records_batch_until_the_size_limit_then_a_new_batch_starts() {
-        let mut acc = accumulator(1000, 1_000);
-        let now = Instant::now();
-        let p0 = PartitionId::new(0);
-        for _ in 0..20 {
-            drop(append(
-                &mut acc,
-                ProducerRecord::new("t", value(100)).partition(p0),
-                now,
-            ));
-        }
-        let (ready, next) = acc.drain(now);
-        assert!(next.is_some(), "the last batch is still open");
-        assert!(!ready.is_empty());
-        let mut total = 0;
-        for batch in &ready {
-            assert!(
-                batch.records.len() <= 1000,
-                "batch of {} bytes",
-                batch.records.len()
-            );
-            let (parsed, _) = RecordBatch::split_first(&batch.records).unwrap();
-            parsed.validate().unwrap();
-            assert_eq!(parsed.header().record_count as usize, batch.record_count);
-            total += batch.record_count;
-        }
-        acc.seal_all();
-        let (rest, _) = acc.drain(now);
-        total += rest.iter().map(|b| b.record_count).sum::<usize>();
-        assert_eq!(total, 20);
-    }
-
-    #[test]
-    fn open_batch_is_sent_only_after_its_linger() {
-        let mut acc = accumulator(1 << 20, 5);
-        let start = Instant::now();
-        drop(append(
-            &mut acc,
-            ProducerRecord::new("t", value(10)).partition(PartitionId::new(1)),
-            start,
-        ));
-        let (ready, next) = acc.drain(start + Duration::from_millis(4));
-        assert!(ready.is_empty());
-        assert_eq!(next, Some(start + Duration::from_millis(5)));
-        let (ready, next) = acc.drain(start + Duration::from_millis(5));
-        assert_eq!(ready.len(), 1);
-        assert_eq!(ready[0].partition, PartitionId::new(1));
-        assert_eq!(next, None);
-        assert!(!acc.has_open_or_ready());
-    }
-
-    #[test]
-    fn keyed_records_follow_murmur2() {
-        let mut acc = accumulator(1 << 20, 5);
-        for key in ["a", "b", "foobar", "21", "kafka"] {
-            let delivery = append(
-                &mut acc,
-                ProducerRecord::new("t", value(1)).key(key),
-                Instant::now(),
-            );
-            assert_eq!(delivery.partition().get(), partition_for_key(key.as_bytes(), 4));
-        }
-    }
-
-    #[test]
-    fn keyless_records_stick_to_a_partition_until_its_batch_is_sealed() {
-        let mut acc = accumulator(1 << 20, 5);
-        let now = Instant::now();
-        let first = append(&mut acc, ProducerRecord::new("t", value(1)), now).partition();
-        for _ in 0..50 {
-            assert_eq!(
-                append(&mut acc, ProducerRecord::new("t", value(1)), now).partition(),
-                first
-            );
-        }
-        let (ready, _) = acc.drain(now + Duration::from_millis(5));
-        assert_eq!(ready.len(), 1);
-        assert_eq!(ready[0].record_count, 51);
-        let second = append(&mut acc, ProducerRecord::new("t", value(1)), now).partition();
-        assert_ne!(
-            second, first,
-            "a new batch moves keyless records to another partition"
-        );
-    }
-
-    #[test]
-    fn full_keyless_batch_moves_on_to_another_partition() {
-        let mut acc = accumulator(1000, 1_000);
-        let now = Instant::now();
-        let first = append(&mut acc, ProducerRecord::new("t", value(300)), now).partition();
-        let mut moved = None;
-        for _ in 0..5 {
-            let partition = append(&mut acc, ProducerRecord::new("t", value(300)), now).partition();
-            if partition != first {
-                moved = Some(partition);
-                break;
-            }
-        }
-        assert!(
-            moved.is_some(),
-            "the sticky partition changes once its batch is full"
-        );
-    }
-
-    #[tokio::test]
-    async fn delivery_futures_resolve_to_base_offset_plus_index() {
-        let mut acc = accumulator(1 << 20, 0);
-        let now = Instant::now();
-        let p2 = PartitionId::new(2);
-        let futures: Vec<DeliveryFuture> = (0..3)
-            .map(|_| append(&mut acc, ProducerRecord::new("t", value(5)).partition(p2), now))
-            .collect();
-        let (ready, _) = acc.drain(now);
-        assert_eq!(ready.len(), 1);
-        ready[0].complete(Ok(Some(Offset::new(40))));
-        for (index, future) in futures.into_iter().enumerate() {
-            let delivery = future.await.unwrap();
-            assert_eq!(delivery.partition(), p2);
-            assert_eq!(delivery.offset(), Some(Offset::new(40 + index as i64)));
-        }
-    }
-
-    #[tokio::test]
-    async fn a_failed_batch_fails_every_record_with_the_shared_cause() {
-        let mut acc = accumulator(1 << 20, 0);
-        let now = Instant::now();
-        let a = append(
-            &mut acc,
-            ProducerRecord::new("t", value(5)).partition(PartitionId::new(0)),
-            now,
-        );
-        let b = append(
-            &mut acc,
-            ProducerRecord::new("t", value(5)).partition(PartitionId::new(0)),
-            now,
-        );
-        let (ready, _) = acc.drain(now);
-        let waiting = tokio::spawn(b);
-        ready[0].complete(Err(Arc::new(Error::ProducerClosed)));
-        // A second completion is ignored: a batch completes once.
-        ready[0].complete(Ok(Some(Offset::new(1))));
-        for result in [a.await, waiting.await.unwrap()] {
-            match result {
-                Err(Error::Delivery { source, .. }) => assert!(matches!(*source, Error::ProducerClosed)),
-                other => panic!("expected a delivery error, got {other:?}"),
-            }
-        }
-    }
-}
+mod tests;
