@@ -114,6 +114,8 @@ struct Writer {
     active: Arc<Segment>,
     buffer: Vec<u8>,
     entries: Vec<(OffsetEntry, TimeEntry)>,
+    /// An append used `buffer` since the last `release_idle_buffers`.
+    buffer_used: bool,
     /// Idempotent producer state: checked and changed only in `append`, under this lock.
     producers: ProducerStateMap,
     producer_limits: ProducerLimits,
@@ -155,6 +157,7 @@ impl PartitionLog {
         };
         let log_start_offset = first.base_offset;
         let active = Arc::clone(active);
+        active.set_active(true)?;
         let producer_limits = config.producer_limits;
         // Replayed headers get the open time as their broker append time (see rebuild).
         let (producers, snapshots, producer_recovery) = producer_snapshot::rebuild(
@@ -181,6 +184,7 @@ impl PartitionLog {
                     active,
                     buffer: Vec::new(),
                     entries: Vec::new(),
+                    buffer_used: false,
                     producers,
                     producer_limits,
                     snapshots,
@@ -326,6 +330,7 @@ impl PartitionLog {
             inner.roll(&mut writer)?;
         }
 
+        writer.buffer_used = true;
         let Writer {
             active,
             buffer,
@@ -417,6 +422,28 @@ impl PartitionLog {
             log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
             duplicate: false,
         })
+    }
+
+    /// Whether anything written is not fdatasync'ed yet, or a closed segment is not sealed:
+    /// whether [`sync`](Self::sync) has work to do.
+    pub fn has_unsynced_data(&self) -> bool {
+        let inner = &self.inner;
+        inner.durable_tx.borrow().offset < inner.written_next_offset() || inner.has_unsealed_closed_segments()
+    }
+
+    /// Frees the append buffer if no append used it since the last call (maintenance calls it
+    /// every pass), so a partition that went idle keeps no copy buffer however large its last
+    /// append was. Never waits: a busy writer keeps its buffer.
+    pub fn release_idle_buffers(&self) {
+        let Ok(mut writer) = self.inner.writer.try_lock() else {
+            return;
+        };
+        if writer.buffer_used {
+            writer.buffer_used = false;
+        } else if writer.buffer.capacity() > 0 {
+            writer.buffer = Vec::new();
+            writer.entries = Vec::new();
+        }
     }
 
     /// Under [`FlushPolicy::Always`], resolves once everything below `next_offset` is
@@ -697,6 +724,14 @@ impl PartitionLog {
     }
 
     #[cfg(test)]
+    pub(crate) fn append_buffer_capacity_for_test(&self) -> usize {
+        self.inner
+            .writer
+            .lock()
+            .map_or(0, |writer| writer.buffer.capacity())
+    }
+
+    #[cfg(test)]
     pub(crate) fn segments_for_test(&self) -> Arc<Vec<Arc<Segment>>> {
         self.inner.segments_snapshot()
     }
@@ -762,8 +797,14 @@ impl Inner {
             .sync_log()
             .and_then(|()| if indexes { segment.sync_indexes() } else { Ok(()) });
         self.log_syncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = &result {
-            self.poison(format!("fsync failed: {error}"));
+        match &result {
+            // No fsync ran: the file could not be reopened (descriptors exhausted). The data
+            // is still in the page cache, so a retry is sound.
+            Err(error) if error.is_reopen_failure() => {
+                tracing::warn!(dir = %self.dir.display(), %error, "sync postponed: a segment file could not be reopened");
+            }
+            Err(error) => self.poison(format!("fsync failed: {error}")),
+            Ok(()) => {}
         }
         result
     }
@@ -858,7 +899,9 @@ impl Inner {
                 return Err(self.roll_failed(base_offset, error, undone));
             }
         };
-        if let Err(error) = self.sync_dir() {
+        // The new active data file keeps its descriptor (appends never reopen a file); this
+        // only opens something if the cache closed the just-created file meanwhile.
+        if let Err(error) = new.set_active(true).and_then(|()| self.sync_dir()) {
             let undone = self.discard_segment(&new);
             return Err(self.roll_failed(base_offset, error, undone));
         }
@@ -879,6 +922,8 @@ impl Inner {
         }
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled to a new segment");
         writer.active = new;
+        // Infallible: releasing a descriptor to the cache opens nothing.
+        let _ = old.set_active(false);
         if self.config.flush == FlushPolicy::Always {
             // Everything written so far is in the synced old segment.
             self.publish_durable(base_offset);
@@ -996,7 +1041,11 @@ impl Inner {
                 Ok(())
             }
             Err(error) => {
-                self.poison(format!("sealing segment {} failed: {error}", segment.base_offset));
+                if error.is_reopen_failure() {
+                    tracing::warn!(dir = %self.dir.display(), %error, "sealing postponed: a segment file could not be reopened");
+                } else {
+                    self.poison(format!("sealing segment {} failed: {error}", segment.base_offset));
+                }
                 Err(error)
             }
         }

@@ -250,6 +250,15 @@ impl Segment {
         self.end.load(Ordering::Acquire)
     }
 
+    /// Marks this segment the active one (its data file keeps its descriptor: every append
+    /// writes it, every group commit syncs it) or a closed one (its files are opened on demand
+    /// through the broker's file cache, so closed segments pin no descriptors).
+    pub fn set_active(&self, active: bool) -> Result<(), StorageError> {
+        self.log
+            .keep_open(active)
+            .map_err(StorageError::io("opening", &self.paths.log))
+    }
+
     pub fn next_offset(&self) -> i64 {
         self.next_offset.load(Ordering::Acquire)
     }

@@ -195,7 +195,9 @@ pub(crate) fn topic_error(error: &TopicError) -> (ErrorCode, String) {
         TopicError::AlreadyExists(_) => ErrorCode::TopicAlreadyExists,
         TopicError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
         TopicError::InvalidName { .. } => ErrorCode::InvalidTopic,
-        TopicError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
+        TopicError::InvalidPartitions { .. }
+        | TopicError::TooManyPartitions { .. }
+        | TopicError::DescriptorBudget { .. } => ErrorCode::InvalidPartitions,
         TopicError::InvalidConfig(_) | TopicError::TooManyTopics(_) => ErrorCode::InvalidConfig,
         TopicError::Storage(error) => return storage_error(error),
         TopicError::Metadata(_) | TopicError::Io { .. } | TopicError::DataOnDisk { .. } => {

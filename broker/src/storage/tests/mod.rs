@@ -3,6 +3,7 @@
 
 mod basics;
 mod damage;
+mod file_cache;
 mod group_commit;
 mod model;
 mod producer;
