@@ -19,9 +19,14 @@ fn config(data_dir: &Path) -> BrokerConfig {
     }
 }
 
+/// The broker's descriptor budget and file cache, as `Broker::start` makes them.
+fn test_resources() -> StorageResources {
+    StorageResources::start(&config(Path::new(".")).limits).unwrap()
+}
+
 fn open(data_dir: &Path) -> TopicRegistry {
     let store = SledMetadataStore::open(&data_dir.join("metadata")).unwrap();
-    TopicRegistry::open(&config(data_dir), Box::new(store)).unwrap()
+    TopicRegistry::open(&config(data_dir), Box::new(store), test_resources()).unwrap()
 }
 
 fn spec(name: &str, partitions: u32) -> TopicSpec {
@@ -174,7 +179,12 @@ fn a_damaged_topic_record_is_rebuilt_from_the_manifest() {
     close(registry);
 
     let store = SledMetadataStore::open(&dir.path().join("metadata")).unwrap();
-    let registry = TopicRegistry::open(&config(dir.path()), Box::new(DamagedTopics(store))).unwrap();
+    let registry = TopicRegistry::open(
+        &config(dir.path()),
+        Box::new(DamagedTopics(store)),
+        test_resources(),
+    )
+    .unwrap();
     assert_eq!(
         high_watermarks(&registry, "events"),
         filled.into_iter().map(Some).collect::<Vec<_>>()
@@ -411,7 +421,7 @@ fn a_topic_beyond_a_lowered_name_limit_is_left_untouched_and_served_again_later(
     let mut lowered = config(dir.path());
     lowered.limits.topic_name_bytes_max = 100;
     let store = SledMetadataStore::open(&dir.path().join("metadata")).unwrap();
-    let registry = TopicRegistry::open(&lowered, Box::new(DamagedTopics(store))).unwrap();
+    let registry = TopicRegistry::open(&lowered, Box::new(DamagedTopics(store)), test_resources()).unwrap();
     assert!(registry.get(&long).is_none());
     close(registry);
     assert!(topic_dir(dir.path(), &long).join("0").is_dir());
