@@ -492,7 +492,12 @@ fn a_create_whose_record_cannot_be_written_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
     let store = SledMetadataStore::open(&dir.path().join("metadata")).unwrap();
-    let registry = TopicRegistry::open(&config(dir.path()), Box::new(FailingTopicWrites(store))).unwrap();
+    let registry = TopicRegistry::open(
+        &config(dir.path()),
+        Box::new(FailingTopicWrites(store)),
+        test_resources(),
+    )
+    .unwrap();
     assert!(registry.create(spec("unlucky", 3), NOW_MS).is_err());
     assert!(registry.get("unlucky").is_none());
     assert!(
