@@ -162,6 +162,8 @@ pub struct LogDefaults {
     pub retention_bytes: i64,
     pub index_interval_bytes: u32,
     pub partitions: u32,
+    /// Zeros kept ahead of an active segment's data under `flush = always` (broker-wide).
+    pub preallocate_bytes: u64,
 }
 
 impl Default for LogDefaults {
@@ -174,6 +176,7 @@ impl Default for LogDefaults {
             retention_bytes: log.retention_bytes,
             index_interval_bytes: log.index_interval_bytes,
             partitions: 1,
+            preallocate_bytes: log.preallocate_bytes,
         }
     }
 }

@@ -333,6 +333,12 @@ async fn start_request(
             request.body,
         )
     });
+    // Awaited here, before the next request starts, so in-order work stays in order (and the
+    // append copy stays charged while it runs).
+    let outcome = match outcome {
+        Outcome::Ordered(ordered) => ordered.instrument(span.clone()).await,
+        other => other,
+    };
     drop(append_copy);
     match outcome {
         Outcome::Reply(body) => {
@@ -344,6 +350,15 @@ async fn start_request(
                 .await;
         }
         Outcome::Silent => {}
+        Outcome::Ordered(_) => {
+            tracing::error!("a handler's in-order part yielded another in-order part");
+            let response = error_response(
+                correlation_id,
+                ErrorCode::UnknownServerError,
+                "internal error".into(),
+            );
+            replier.send(response, None).await;
+        }
         Outcome::Deferred(pending) => {
             tokio::spawn(
                 async move {

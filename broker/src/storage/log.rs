@@ -268,6 +268,36 @@ impl PartitionLog {
     ///
     /// [`PRODUCER_BATCHES_RETAINED`]: super::PRODUCER_BATCHES_RETAINED
     pub fn append(&self, batches: &[RecordBatch], now_ms: i64) -> Result<AppendOutcome, StorageError> {
+        match self.append_inner(batches, now_ms, true)? {
+            Some(outcome) => Ok(outcome),
+            // append_inner returns None only when rolling is not allowed.
+            None => Err(StorageError::Poisoned {
+                reason: "append needed a roll it was not allowed".to_string(),
+            }),
+        }
+    }
+
+    /// Like [`append`](Self::append), but never blocks on the filesystem beyond the write
+    /// itself (a page-cache copy): if the append needs a segment roll (files created and
+    /// fsynced), nothing is done and `Ok(None)` is returned, so the caller can run
+    /// [`append`](Self::append) on a blocking thread. The async request path uses this.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append).
+    pub fn append_without_roll(
+        &self,
+        batches: &[RecordBatch],
+        now_ms: i64,
+    ) -> Result<Option<AppendOutcome>, StorageError> {
+        self.append_inner(batches, now_ms, false)
+    }
+
+    fn append_inner(
+        &self,
+        batches: &[RecordBatch],
+        now_ms: i64,
+        allow_roll: bool,
+    ) -> Result<Option<AppendOutcome>, StorageError> {
         let inner = &self.inner;
         inner.check_writable()?;
         let batch_bytes_max = inner.config.batch_bytes_max();
@@ -303,21 +333,21 @@ impl PartitionLog {
         inner.check_writable()?;
         let base_offset = writer.active.next_offset();
         if batches.is_empty() {
-            return Ok(AppendOutcome {
+            return Ok(Some(AppendOutcome {
                 base_offset,
                 last_offset: base_offset - 1,
                 log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
                 duplicate: false,
-            });
+            }));
         }
         let mut has_producer_batches = false;
         if let Some(duplicate) = check_producers(&writer.producers, batches, &mut has_producer_batches)? {
-            return Ok(AppendOutcome {
+            return Ok(Some(AppendOutcome {
                 base_offset: duplicate.0,
                 last_offset: duplicate.1,
                 log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
                 duplicate: true,
-            });
+            }));
         }
         let last_offset = base_offset
             .checked_add(record_count - 1)
@@ -327,6 +357,9 @@ impl PartitionLog {
         let too_old = now_ms.saturating_sub(active.first_batch_timestamp()) > inner.config.segment_ms;
         let offsets_exhausted = last_offset - active.base_offset > i64::from(u32::MAX);
         if !active.is_empty() && (too_big || too_old || offsets_exhausted) {
+            if !allow_roll {
+                return Ok(None);
+            }
             inner.roll(&mut writer)?;
         }
 
@@ -374,8 +407,11 @@ impl PartitionLog {
         if let Err(error) = active.log.write_all_at(buffer, start) {
             // Cut off whatever part of the write landed, so the bytes a caller was told failed
             // cannot reappear as batches after a restart.
-            if let Err(truncate_error) = active.log.set_len(start) {
-                inner.poison(format!("could not undo a failed write: {truncate_error}"));
+            match active.log.set_len(start) {
+                Ok(()) => active.set_file_bytes(start),
+                Err(truncate_error) => {
+                    inner.poison(format!("could not undo a failed write: {truncate_error}"))
+                }
             }
             return Err(StorageError::io("writing", &active.paths.log)(error));
         }
@@ -416,12 +452,12 @@ impl PartitionLog {
         if inner.config.flush != FlushPolicy::Always {
             inner.publish_visible(next_offset);
         }
-        Ok(AppendOutcome {
+        Ok(Some(AppendOutcome {
             base_offset,
             last_offset,
             log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
             duplicate: false,
-        })
+        }))
     }
 
     /// Whether anything written is not fdatasync'ed yet, or a closed segment is not sealed:
@@ -664,6 +700,8 @@ impl PartitionLog {
         inner.seal_pending()?;
         let writer = inner.lock_writer()?;
         let active = Arc::clone(&writer.active);
+        // The checkpoint records the data file's length: it must end at the data.
+        active.trim_preallocation()?;
         active.flush_index_entries()?;
         inner.sync_segment(&active, true)?;
         inner.publish_durable(active.next_offset());
@@ -840,7 +878,32 @@ impl Inner {
         }
         let _finish = Finish(self);
         self.check_failure()?;
-        self.sync_active(false)
+        self.sync_active(false)?;
+        self.extend_preallocation()
+    }
+
+    /// Keeps zeros ahead of the active segment's data (under `Always`), synced, so the next
+    /// appends overwrite allocated blocks and their fdatasync commits no new file length. Runs
+    /// in the group-commit leader's slot after its waiters were woken, so it never overlaps a
+    /// data sync; zeros are written under the writer lock, so never over data.
+    fn extend_preallocation(&self) -> Result<(), StorageError> {
+        if self.config.flush != FlushPolicy::Always || self.config.preallocate_bytes == 0 {
+            return Ok(());
+        }
+        let active = {
+            let writer = self.lock_writer()?;
+            let active = Arc::clone(&writer.active);
+            match active.preallocate(self.config.preallocate_bytes, self.config.segment_bytes) {
+                Ok(true) => active,
+                Ok(false) => return Ok(()),
+                Err(error) => {
+                    // Not fatal: appends grow the file as they would without preallocation.
+                    tracing::warn!(dir = %self.dir.display(), error = %error_chain(&error), "could not preallocate the active segment");
+                    return Ok(());
+                }
+            }
+        };
+        self.sync_segment(&active, false)
     }
 
     fn publish_durable(&self, offset: i64) {
@@ -940,6 +1003,9 @@ impl Inner {
     /// entry and pending index entries, and under `Always` the seal (sync, flag, sync; the
     /// flag is recorded in memory only once it is durable).
     fn close_segment(&self, old: &Segment) -> Result<(), StorageError> {
+        // A closed segment's file ends exactly at its data (recovery checks a sealed one's
+        // tail up to the file's end).
+        old.trim_preallocation()?;
         old.add_final_time_entry();
         old.flush_index_entries()?;
         if self.config.flush == FlushPolicy::Always {

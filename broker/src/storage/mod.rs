@@ -17,7 +17,7 @@ mod segment;
 mod verify;
 
 #[cfg(test)]
-mod sim_disk;
+pub(crate) mod sim_disk;
 #[cfg(test)]
 mod tests;
 

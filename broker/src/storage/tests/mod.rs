@@ -6,6 +6,7 @@ mod damage;
 mod file_cache;
 mod group_commit;
 mod model;
+mod preallocate;
 mod producer;
 mod recovery;
 mod roll;
