@@ -227,7 +227,9 @@ fn resolve_layout(
             ))
         } else if scan.is_garbage() {
             Some("neither its header nor any of its bytes belong to a segment".to_string())
-        } else if holds_nothing && !intact && !is_last {
+        } else if holds_nothing && !intact && !is_last && !(kept.is_empty() && scan.base_offset == 0) {
+            // (At offset 0 it can only be the partition's first segment, emptied: it is kept
+            // with its offsets fenced, so a consumer reading from the start is told.)
             Some("holds no segment header and no batch, but other segments follow it".to_string())
         } else if holds_nothing && !intact && previous_end.is_some_and(|end| scan.base_offset > end) {
             // An empty last file is a roll that crashed creating it, and a roll creates it
