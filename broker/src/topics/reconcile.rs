@@ -42,16 +42,18 @@ pub(super) fn reconcile(registry: &TopicRegistry) -> Result<Plan, TopicError> {
     for entry in list(&registry.topics_dir)? {
         let name = entry.file_name().to_string_lossy().into_owned();
         let dir = entry.path();
+        // Taken out of `records` whatever happens below: a record whose name is on disk is
+        // never treated as a record without data.
+        let record = records.remove(&name);
         if !dir.is_dir() {
-            tracing::warn!(path = %dir.display(), "not a topic directory; leaving it untouched");
+            tracing::warn!(path = %dir.display(), "not a topic directory; leaving it (and any record of its name) untouched");
             continue;
         }
         if validate_topic_name(&name, registry.limits.topic_name_bytes_max).is_err() {
-            tracing::error!(directory = %dir.display(), "directory name is not a topic name this broker accepts; leaving it untouched");
+            tracing::error!(directory = %dir.display(), "directory name is not a topic name this broker accepts (see limits.topic_name_bytes_max); leaving it and any record of its name untouched");
             continue;
         }
         manifest::remove_leftover_temp(&dir);
-        let record = records.remove(&name);
         match decide(registry, &name, &dir, record)? {
             Decision::Serve { record, write_record } => {
                 if write_record {

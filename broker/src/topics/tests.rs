@@ -398,3 +398,39 @@ fn topics_created_before_manifests_get_one_at_start() {
     assert_eq!(manifest::read(&topic_dir(dir.path(), "legacy")).unwrap(), record);
     close(registry);
 }
+
+#[test]
+fn a_topic_beyond_a_lowered_name_limit_is_left_untouched_and_served_again_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "l".repeat(200);
+    let registry = open(dir.path());
+    registry.create(spec(&long, 1), NOW_MS).unwrap();
+    let filled = fill(&registry, &long, 6);
+    close(registry);
+
+    let mut lowered = config(dir.path());
+    lowered.limits.topic_name_bytes_max = 100;
+    let store = SledMetadataStore::open(&dir.path().join("metadata")).unwrap();
+    let registry = TopicRegistry::open(&lowered, Box::new(DamagedTopics(store))).unwrap();
+    assert!(registry.get(&long).is_none());
+    close(registry);
+    assert!(topic_dir(dir.path(), &long).join("0").is_dir());
+    // The record (read as damaged) was not taken for one without data and removed.
+    {
+        let store = SledMetadataStore::open(&dir.path().join("metadata")).unwrap();
+        let names: Vec<String> = store
+            .topics()
+            .unwrap()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(names, vec![long.clone()]);
+    }
+
+    let registry = open(dir.path());
+    assert_eq!(
+        high_watermarks(&registry, &long),
+        filled.into_iter().map(Some).collect::<Vec<_>>()
+    );
+    close(registry);
+}

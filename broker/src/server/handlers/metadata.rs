@@ -35,7 +35,14 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::MetadataRequest)
             .map(|name| match context.registry.get(name) {
                 Some(topic) => describe(&topic, broker_id),
                 None => {
-                    let (code, message) = unknown_topic(name);
+                    let (code, message) = match context.registry.unrecoverable_reason(name) {
+                        // The reason names no paths; the broker log has them.
+                        Some(reason) => (
+                            ErrorCode::KafkaStorageError,
+                            format!("topic {name:?} has data on disk that could not be recovered: {reason}"),
+                        ),
+                        None => unknown_topic(name),
+                    };
                     pb::TopicMetadata {
                         name: name.clone(),
                         error: code as i32,
