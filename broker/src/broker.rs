@@ -14,6 +14,7 @@ use crate::error::BrokerError;
 use crate::groups::GroupService;
 use crate::maintenance;
 use crate::metadata::{ProducerIdAllocator, ProducerIdFloor, SledMetadataStore};
+use crate::resources::StorageResources;
 use crate::server;
 use crate::topics::TopicRegistry;
 
@@ -54,10 +55,12 @@ impl Broker {
             let config = config.clone();
             type Opened = (TopicRegistry, GroupService, ProducerIdAllocator);
             tokio::task::spawn_blocking(move || -> Result<Opened, BrokerError> {
+                // First, so every descriptor opened after it counts against the raised limit.
+                let resources = StorageResources::start(&config.limits)?;
                 let store = SledMetadataStore::open(&config.data_dir.join("metadata"))?;
                 let groups =
                     GroupService::open(config.groups.clone(), Arc::new(store.clone()), Instant::now())?;
-                let registry = TopicRegistry::open(&config, Box::new(store.clone()))?;
+                let registry = TopicRegistry::open(&config, Box::new(store.clone()), resources)?;
                 // After the partitions are open: the counter must continue above every
                 // producer id they hold.
                 let producer_ids = ProducerIdAllocator::open(

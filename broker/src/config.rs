@@ -162,6 +162,8 @@ pub struct LogDefaults {
     pub retention_bytes: i64,
     pub index_interval_bytes: u32,
     pub partitions: u32,
+    /// Zeros kept ahead of an active segment's data under `flush = always` (broker-wide).
+    pub preallocate_bytes: u64,
 }
 
 impl Default for LogDefaults {
@@ -174,6 +176,7 @@ impl Default for LogDefaults {
             retention_bytes: log.retention_bytes,
             index_interval_bytes: log.index_interval_bytes,
             partitions: 1,
+            preallocate_bytes: log.preallocate_bytes,
         }
     }
 }
@@ -237,6 +240,22 @@ pub struct Limits {
     pub topics_max: usize,
     /// At most 255 (NAME_MAX): a topic's directory is named after it.
     pub topic_name_bytes_max: usize,
+    /// Partitions across all topics. A create that would pass it (or the descriptor budget,
+    /// see `resources`) is refused.
+    pub partitions_max: usize,
+    /// Segment files (data and index files) the broker holds across all partitions; a roll
+    /// that would create more fails and the append gets a retriable error.
+    pub segment_files_max: usize,
+    /// File descriptors kept for everything but connections and segment files: the metadata
+    /// store, the listener, the runtime, directory syncs, checkpoints and snapshots being
+    /// written, reads in flight through a just-evicted descriptor.
+    pub descriptors_reserved: usize,
+    /// Segment files open at once through the broker-wide file cache, besides the active
+    /// segments' data files. Unset: whatever the descriptor budget leaves.
+    pub open_segment_files_max: Option<usize>,
+    /// The file cache never shrinks below this many open files; partitions that would need
+    /// the room are refused instead.
+    pub open_segment_files_min: usize,
     /// Threads that open partitions at start, close them at stop and open a new topic's
     /// partitions; the work is mostly fsync waits, so more threads than cores pay off.
     pub partition_io_threads_max: usize,
@@ -274,6 +293,11 @@ impl Default for Limits {
             partitions_per_topic_max: 10_000,
             topics_max: 100_000,
             topic_name_bytes_max: 249,
+            partitions_max: 20_000,
+            segment_files_max: 1_000_000,
+            descriptors_reserved: 256,
+            open_segment_files_max: None,
+            open_segment_files_min: 1_024,
             partition_io_threads_max: 16,
             producers_per_partition_max: crate::storage::PRODUCERS_PER_PARTITION_MAX_DEFAULT,
             producer_state_expiry_ms: crate::storage::PRODUCER_IDLE_MS_DEFAULT,
@@ -354,6 +378,9 @@ impl BrokerConfig {
             ),
             ("limits.response_queue_depth", limits.response_queue_depth),
             ("limits.topics_max", limits.topics_max),
+            ("limits.partitions_max", limits.partitions_max),
+            ("limits.segment_files_max", limits.segment_files_max),
+            ("limits.open_segment_files_min", limits.open_segment_files_min),
             ("limits.partition_io_threads_max", limits.partition_io_threads_max),
             (
                 "limits.producers_per_partition_max",
@@ -363,6 +390,14 @@ impl BrokerConfig {
             if value == 0 {
                 return fail(format!("{name} must be at least 1"));
             }
+        }
+        if limits
+            .open_segment_files_max
+            .is_some_and(|max| max < limits.open_segment_files_min)
+        {
+            return fail(
+                "limits.open_segment_files_max must be at least limits.open_segment_files_min".into(),
+            );
         }
         // Topic directories are named after the topic, and a file name has at most 255 bytes.
         if limits.topic_name_bytes_max == 0 || limits.topic_name_bytes_max > 255 {

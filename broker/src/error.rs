@@ -39,6 +39,22 @@ pub enum TopicError {
     InvalidConfig(String),
     #[error("the broker already holds its maximum of {0} topics")]
     TooManyTopics(usize),
+    #[error("cannot create {requested} partitions: the broker has {existing} and its maximum is {max} (limits.partitions_max)")]
+    TooManyPartitions {
+        requested: usize,
+        existing: usize,
+        max: usize,
+    },
+    #[error(
+        "cannot create {requested} partitions: the broker has {existing} and its file descriptor budget \
+         fits {fit} (RLIMIT_NOFILE {limit}, less connections, reserves and the file cache's minimum)"
+    )]
+    DescriptorBudget {
+        requested: usize,
+        existing: usize,
+        fit: usize,
+        limit: u64,
+    },
     /// Data of that name is on disk but cannot be served; it is never moved aside by a create.
     #[error("topic {name:?} has data on disk that the broker could not recover ({reason}); delete the topic or repair its directory to reuse the name")]
     DataOnDisk { name: String, reason: String },

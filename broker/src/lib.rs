@@ -10,6 +10,7 @@ pub mod error;
 mod groups;
 mod maintenance;
 pub mod metadata;
+pub mod resources;
 mod server;
 pub mod storage;
 pub mod topics;

@@ -1,6 +1,8 @@
-//! Background work that no request triggers: retention and age-based rolls on a timer, the
-//! periodic sync of partitions whose flush policy is `interval:<ms>`, and the expiry of
-//! consumer-group members whose session ended.
+//! Background work that no request triggers: retention and age-based rolls on a timer (which
+//! also frees idle partitions' append buffers), the periodic sync of partitions whose flush
+//! policy is `interval:<ms>`, and the expiry of consumer-group members whose session ended.
+//! Every timer is one task for the whole broker, never one per partition, so an idle broker's
+//! cost does not grow with its partition count beyond a cheap pass every few seconds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,6 +65,9 @@ async fn run_retention(context: Arc<BrokerContext>) {
             let now = now_ms();
             for topic in context.registry.list() {
                 for (index, partition) in topic.online_partitions() {
+                    // A partition not appended to since the last pass gives its append buffer
+                    // back: idle partitions hold no buffers, however many there are.
+                    partition.release_idle_buffers();
                     match partition.run_maintenance(now) {
                         Ok(outcome) if outcome.segments_deleted > 0 => tracing::info!(
                             topic = %topic.record.name,
@@ -85,13 +90,15 @@ async fn run_retention(context: Arc<BrokerContext>) {
     }
 }
 
+/// Syncs the partitions of `interval:<ms>` topics, each topic on its own period. Keyed by
+/// topic, not partition, so a tick costs one map lookup per topic however many partitions
+/// there are; partitions with nothing unsynced are skipped, so idle ones cost no fsync.
 async fn run_interval_flush(context: Arc<BrokerContext>) {
     let mut shutdown = context.shutdown.clone();
-    let mut last_synced: HashMap<(String, usize), Instant> = HashMap::new();
+    let mut last_synced: HashMap<String, Instant> = HashMap::new();
     loop {
-        let tick = context
-            .registry
-            .list()
+        let topics = context.registry.list();
+        let tick = topics
             .iter()
             .filter_map(|topic| match topic.log_config.flush {
                 FlushPolicy::Interval(every) => Some(every.max(FLUSH_TICK_MIN)),
@@ -99,32 +106,46 @@ async fn run_interval_flush(context: Arc<BrokerContext>) {
             })
             .min()
             .unwrap_or(FLUSH_TICK_IDLE);
+        drop(topics);
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             _ = shutdown.changed() => return,
         }
         let mut due = Vec::new();
         let now = Instant::now();
-        for topic in context.registry.list() {
+        let topics = context.registry.list();
+        for topic in &topics {
             let FlushPolicy::Interval(every) = topic.log_config.flush else {
                 continue;
             };
-            for (index, partition) in topic.online_partitions() {
-                let key = (topic.record.name.clone(), index);
-                let last = last_synced.entry(key).or_insert(now);
-                if now.duration_since(*last) >= every {
+            match last_synced.get_mut(&topic.record.name) {
+                Some(last) if now.duration_since(*last) >= every => {
                     *last = now;
-                    due.push((topic.record.name.clone(), index, partition.clone()));
+                    due.push(Arc::clone(topic));
+                }
+                Some(_) => {}
+                None => {
+                    last_synced.insert(topic.record.name.clone(), now);
                 }
             }
         }
+        // Forget deleted topics, so the map stays as small as the registry.
+        if last_synced.len() > topics.len() {
+            last_synced.retain(|name, _| topics.iter().any(|topic| &topic.record.name == name));
+        }
+        drop(topics);
         if due.is_empty() {
             continue;
         }
         let pass = tokio::task::spawn_blocking(move || {
-            for (topic, index, partition) in due {
-                if let Err(error) = partition.sync() {
-                    tracing::error!(%topic, partition = index, %error, "interval flush failed");
+            for topic in due {
+                for (index, partition) in topic.online_partitions() {
+                    if !partition.has_unsynced_data() {
+                        continue;
+                    }
+                    if let Err(error) = partition.sync() {
+                        tracing::error!(topic = %topic.record.name, partition = index, %error, "interval flush failed");
+                    }
                 }
             }
         });

@@ -24,6 +24,7 @@ use std::sync::{Arc, RwLock};
 use crate::config::{BrokerConfig, Limits, LogDefaults};
 use crate::error::TopicError;
 use crate::metadata::{MetadataStore, TopicOverrides, TopicRecord};
+use crate::resources::StorageResources;
 use crate::storage::{FlushPolicy, LogConfig, PartitionLog};
 
 /// What clients are told about a partition that could not be opened; the broker log (ERROR)
@@ -95,6 +96,8 @@ pub struct TopicRegistry {
     flush: FlushPolicy,
     limits: Limits,
     store: Box<dyn MetadataStore>,
+    /// The descriptor budget and the file cache every partition opens its files through.
+    resources: StorageResources,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Names with a directory on disk that could not be recovered (no readable manifest, no
     /// record, no partition directory): a create of one is refused, a delete removes it.
@@ -105,9 +108,13 @@ pub struct TopicRegistry {
 
 impl TopicRegistry {
     /// Reconciles the metadata store with the directories and opens every partition, in
-    /// parallel. A partition that cannot open is offline on its own. Blocking: call it off the
-    /// async runtime.
-    pub fn open(config: &BrokerConfig, store: Box<dyn MetadataStore>) -> Result<Self, TopicError> {
+    /// parallel, through the file cache of `resources`. A partition that cannot open is offline
+    /// on its own. Blocking: call it off the async runtime.
+    pub fn open(
+        config: &BrokerConfig,
+        store: Box<dyn MetadataStore>,
+        resources: StorageResources,
+    ) -> Result<Self, TopicError> {
         let topics_dir = config.data_dir.join("topics");
         let creating_dir = config.data_dir.join("creating");
         let deleting_dir = config.data_dir.join("deleting");
@@ -123,6 +130,7 @@ impl TopicRegistry {
             flush: config.flush,
             limits: config.limits.clone(),
             store,
+            resources,
             topics: RwLock::new(HashMap::new()),
             unrecoverable: RwLock::new(HashMap::new()),
             admin: std::sync::Mutex::new(()),
@@ -153,6 +161,15 @@ impl TopicRegistry {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partitions opened"
         );
+        let partitions: usize = opened.values().map(|topic| topic.partitions.len()).sum();
+        if let Err(error) = registry
+            .resources
+            .budget
+            .check_partitions(&registry.limits, partitions, 0)
+        {
+            // They exist and must serve; the file cache shrinks to its minimum.
+            tracing::error!(%error, "the partitions on disk exceed the broker's limits; no more can be created");
+        }
         *registry.write_map() = opened;
         *registry
             .unrecoverable
@@ -194,6 +211,10 @@ impl TopicRegistry {
             if map.len() >= self.limits.topics_max {
                 return Err(TopicError::TooManyTopics(self.limits.topics_max));
             }
+            let existing = map.values().map(|topic| topic.partitions.len()).sum();
+            self.resources
+                .budget
+                .check_partitions(&self.limits, existing, partitions as usize)?;
         }
         if let Some(reason) = self.unrecoverable_reason(&spec.name) {
             return Err(TopicError::DataOnDisk {
@@ -338,6 +359,7 @@ impl TopicRegistry {
                 .index_interval_bytes
                 .unwrap_or(self.defaults.index_interval_bytes),
             flush,
+            preallocate_bytes: self.defaults.preallocate_bytes,
             producer_limits: crate::storage::ProducerLimits {
                 producers_max: self.limits.producers_per_partition_max,
                 producer_idle_ms: self.limits.producer_state_expiry_ms,
@@ -462,7 +484,7 @@ impl TopicRegistry {
         let partitions: Vec<u32> = (0..record.partitions).collect();
         parallel::map_bounded(&partitions, self.limits.partition_io_threads_max, |partition| {
             let dir = self.topics_dir.join(&record.name).join(partition.to_string());
-            PartitionLog::open(&dir, log_config.clone())
+            PartitionLog::open_with_disk(&dir, log_config.clone(), Arc::clone(&self.resources.disk))
                 .map(Arc::new)
                 .map_err(TopicError::from)
         })
@@ -483,7 +505,7 @@ impl TopicRegistry {
             tracing::error!(topic = %record.name, partition, dir = %dir.display(), "partition directory is missing; the partition is offline");
             return Err(Arc::from("its directory is missing (see the broker log)"));
         }
-        PartitionLog::open(&dir, log_config.clone())
+        PartitionLog::open_with_disk(&dir, log_config.clone(), Arc::clone(&self.resources.disk))
             .map(Arc::new)
             .map_err(|error| {
                 tracing::error!(topic = %record.name, partition, %error, "partition could not be opened; it is offline, the rest of the broker serves on");

@@ -33,6 +33,8 @@ const FAILURE_LOG_BYTES: usize = 16 << 10;
 pub struct BrokerProcess {
     data_dir: PathBuf,
     args: Vec<String>,
+    /// A command the broker runs under, e.g. `prlimit --nofile=256:256 --`; empty: none.
+    launcher: Vec<String>,
     child: Option<Child>,
     addr: SocketAddr,
     log: Arc<Mutex<LogText>>,
@@ -47,9 +49,18 @@ impl BrokerProcess {
     /// logs that it accepts connections. Panics (with the broker's log) if it exits instead or
     /// does not come up within [`START_TIMEOUT`].
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Self {
+        Self::start_under(&[], data_dir, extra_args)
+    }
+
+    /// Like [`start`](Self::start), but runs `LAUNCHER... tidelogd ...`: a command that sets
+    /// something up and execs the broker, such as `prlimit --nofile=256:256 --`. It must exec
+    /// (not fork), so the process signalled and waited for is the broker itself. Restarts use
+    /// it too.
+    pub fn start_under(launcher: &[&str], data_dir: &Path, extra_args: &[&str]) -> Self {
         let mut broker = Self {
             data_dir: data_dir.to_path_buf(),
             args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            launcher: launcher.iter().map(|arg| arg.to_string()).collect(),
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log: Arc::default(),
@@ -84,7 +95,14 @@ impl BrokerProcess {
     }
 
     fn spawn(&mut self) {
-        let mut command = Command::new(&binaries().broker);
+        let mut command = match self.launcher.split_first() {
+            None => Command::new(&binaries().broker),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&binaries().broker);
+                command
+            }
+        };
         command
             .arg("--data-dir")
             .arg(&self.data_dir)

@@ -22,6 +22,16 @@ pub trait SegmentFile: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes the file's data (and the metadata needed to read it, such as its length) durable.
     fn sync_data(&self) -> io::Result<()>;
+    /// Asks that this file keep its descriptor open (`true`: the active segment's data file,
+    /// written by every append) or lets a descriptor cache close it and reopen it on demand
+    /// (`false`, the default state). Files of disks without a cache (`OsDisk` on its own, the
+    /// simulated disk) are always open and ignore it.
+    ///
+    /// # Errors
+    /// Keeping open a file whose descriptor was closed reopens it, which can fail.
+    fn keep_open(&self, _keep: bool) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Directory-level operations. A created, renamed or removed name is durable only after

@@ -141,6 +141,12 @@ impl StorageError {
         }
     }
 
+    /// An I/O error from reopening a file the descriptor cache had closed: nothing reached the
+    /// disk or failed on it, so it is retriable and never a reason to poison a log.
+    pub(crate) fn is_reopen_failure(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. } if super::file_cache::is_reopen_failure(source))
+    }
+
     pub(crate) fn corrupt(path: impl Into<PathBuf>, detail: impl Into<String>) -> StorageError {
         StorageError::Corrupt {
             path: path.into(),

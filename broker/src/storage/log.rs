@@ -114,6 +114,8 @@ struct Writer {
     active: Arc<Segment>,
     buffer: Vec<u8>,
     entries: Vec<(OffsetEntry, TimeEntry)>,
+    /// An append used `buffer` since the last `release_idle_buffers`.
+    buffer_used: bool,
     /// Idempotent producer state: checked and changed only in `append`, under this lock.
     producers: ProducerStateMap,
     producer_limits: ProducerLimits,
@@ -155,6 +157,7 @@ impl PartitionLog {
         };
         let log_start_offset = first.base_offset;
         let active = Arc::clone(active);
+        active.set_active(true)?;
         let producer_limits = config.producer_limits;
         // Replayed headers get the open time as their broker append time (see rebuild).
         let (producers, snapshots, producer_recovery) = producer_snapshot::rebuild(
@@ -181,6 +184,7 @@ impl PartitionLog {
                     active,
                     buffer: Vec::new(),
                     entries: Vec::new(),
+                    buffer_used: false,
                     producers,
                     producer_limits,
                     snapshots,
@@ -264,6 +268,36 @@ impl PartitionLog {
     ///
     /// [`PRODUCER_BATCHES_RETAINED`]: super::PRODUCER_BATCHES_RETAINED
     pub fn append(&self, batches: &[RecordBatch], now_ms: i64) -> Result<AppendOutcome, StorageError> {
+        match self.append_inner(batches, now_ms, true)? {
+            Some(outcome) => Ok(outcome),
+            // append_inner returns None only when rolling is not allowed.
+            None => Err(StorageError::Poisoned {
+                reason: "append needed a roll it was not allowed".to_string(),
+            }),
+        }
+    }
+
+    /// Like [`append`](Self::append), but never blocks on the filesystem beyond the write
+    /// itself (a page-cache copy): if the append needs a segment roll (files created and
+    /// fsynced), nothing is done and `Ok(None)` is returned, so the caller can run
+    /// [`append`](Self::append) on a blocking thread. The async request path uses this.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append).
+    pub fn append_without_roll(
+        &self,
+        batches: &[RecordBatch],
+        now_ms: i64,
+    ) -> Result<Option<AppendOutcome>, StorageError> {
+        self.append_inner(batches, now_ms, false)
+    }
+
+    fn append_inner(
+        &self,
+        batches: &[RecordBatch],
+        now_ms: i64,
+        allow_roll: bool,
+    ) -> Result<Option<AppendOutcome>, StorageError> {
         let inner = &self.inner;
         inner.check_writable()?;
         let batch_bytes_max = inner.config.batch_bytes_max();
@@ -299,21 +333,21 @@ impl PartitionLog {
         inner.check_writable()?;
         let base_offset = writer.active.next_offset();
         if batches.is_empty() {
-            return Ok(AppendOutcome {
+            return Ok(Some(AppendOutcome {
                 base_offset,
                 last_offset: base_offset - 1,
                 log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
                 duplicate: false,
-            });
+            }));
         }
         let mut has_producer_batches = false;
         if let Some(duplicate) = check_producers(&writer.producers, batches, &mut has_producer_batches)? {
-            return Ok(AppendOutcome {
+            return Ok(Some(AppendOutcome {
                 base_offset: duplicate.0,
                 last_offset: duplicate.1,
                 log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
                 duplicate: true,
-            });
+            }));
         }
         let last_offset = base_offset
             .checked_add(record_count - 1)
@@ -323,9 +357,13 @@ impl PartitionLog {
         let too_old = now_ms.saturating_sub(active.first_batch_timestamp()) > inner.config.segment_ms;
         let offsets_exhausted = last_offset - active.base_offset > i64::from(u32::MAX);
         if !active.is_empty() && (too_big || too_old || offsets_exhausted) {
+            if !allow_roll {
+                return Ok(None);
+            }
             inner.roll(&mut writer)?;
         }
 
+        writer.buffer_used = true;
         let Writer {
             active,
             buffer,
@@ -369,8 +407,11 @@ impl PartitionLog {
         if let Err(error) = active.log.write_all_at(buffer, start) {
             // Cut off whatever part of the write landed, so the bytes a caller was told failed
             // cannot reappear as batches after a restart.
-            if let Err(truncate_error) = active.log.set_len(start) {
-                inner.poison(format!("could not undo a failed write: {truncate_error}"));
+            match active.log.set_len(start) {
+                Ok(()) => active.set_file_bytes(start),
+                Err(truncate_error) => {
+                    inner.poison(format!("could not undo a failed write: {truncate_error}"))
+                }
             }
             return Err(StorageError::io("writing", &active.paths.log)(error));
         }
@@ -411,12 +452,34 @@ impl PartitionLog {
         if inner.config.flush != FlushPolicy::Always {
             inner.publish_visible(next_offset);
         }
-        Ok(AppendOutcome {
+        Ok(Some(AppendOutcome {
             base_offset,
             last_offset,
             log_start_offset: inner.log_start_offset.load(Ordering::Acquire),
             duplicate: false,
-        })
+        }))
+    }
+
+    /// Whether anything written is not fdatasync'ed yet, or a closed segment is not sealed:
+    /// whether [`sync`](Self::sync) has work to do.
+    pub fn has_unsynced_data(&self) -> bool {
+        let inner = &self.inner;
+        inner.durable_tx.borrow().offset < inner.written_next_offset() || inner.has_unsealed_closed_segments()
+    }
+
+    /// Frees the append buffer if no append used it since the last call (maintenance calls it
+    /// every pass), so a partition that went idle keeps no copy buffer however large its last
+    /// append was. Never waits: a busy writer keeps its buffer.
+    pub fn release_idle_buffers(&self) {
+        let Ok(mut writer) = self.inner.writer.try_lock() else {
+            return;
+        };
+        if writer.buffer_used {
+            writer.buffer_used = false;
+        } else if writer.buffer.capacity() > 0 {
+            writer.buffer = Vec::new();
+            writer.entries = Vec::new();
+        }
     }
 
     /// Under [`FlushPolicy::Always`], resolves once everything below `next_offset` is
@@ -637,6 +700,8 @@ impl PartitionLog {
         inner.seal_pending()?;
         let writer = inner.lock_writer()?;
         let active = Arc::clone(&writer.active);
+        // The checkpoint records the data file's length: it must end at the data.
+        active.trim_preallocation()?;
         active.flush_index_entries()?;
         inner.sync_segment(&active, true)?;
         inner.publish_durable(active.next_offset());
@@ -694,6 +759,14 @@ impl PartitionLog {
     /// Number of segments, the active one included.
     pub fn segment_count(&self) -> usize {
         self.inner.segments_snapshot().len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn append_buffer_capacity_for_test(&self) -> usize {
+        self.inner
+            .writer
+            .lock()
+            .map_or(0, |writer| writer.buffer.capacity())
     }
 
     #[cfg(test)]
@@ -762,8 +835,14 @@ impl Inner {
             .sync_log()
             .and_then(|()| if indexes { segment.sync_indexes() } else { Ok(()) });
         self.log_syncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = &result {
-            self.poison(format!("fsync failed: {error}"));
+        match &result {
+            // No fsync ran: the file could not be reopened (descriptors exhausted). The data
+            // is still in the page cache, so a retry is sound.
+            Err(error) if error.is_reopen_failure() => {
+                tracing::warn!(dir = %self.dir.display(), %error, "sync postponed: a segment file could not be reopened");
+            }
+            Err(error) => self.poison(format!("fsync failed: {error}")),
+            Ok(()) => {}
         }
         result
     }
@@ -799,7 +878,32 @@ impl Inner {
         }
         let _finish = Finish(self);
         self.check_failure()?;
-        self.sync_active(false)
+        self.sync_active(false)?;
+        self.extend_preallocation()
+    }
+
+    /// Keeps zeros ahead of the active segment's data (under `Always`), synced, so the next
+    /// appends overwrite allocated blocks and their fdatasync commits no new file length. Runs
+    /// in the group-commit leader's slot after its waiters were woken, so it never overlaps a
+    /// data sync; zeros are written under the writer lock, so never over data.
+    fn extend_preallocation(&self) -> Result<(), StorageError> {
+        if self.config.flush != FlushPolicy::Always || self.config.preallocate_bytes == 0 {
+            return Ok(());
+        }
+        let active = {
+            let writer = self.lock_writer()?;
+            let active = Arc::clone(&writer.active);
+            match active.preallocate(self.config.preallocate_bytes, self.config.segment_bytes) {
+                Ok(true) => active,
+                Ok(false) => return Ok(()),
+                Err(error) => {
+                    // Not fatal: appends grow the file as they would without preallocation.
+                    tracing::warn!(dir = %self.dir.display(), error = %error_chain(&error), "could not preallocate the active segment");
+                    return Ok(());
+                }
+            }
+        };
+        self.sync_segment(&active, false)
     }
 
     fn publish_durable(&self, offset: i64) {
@@ -858,7 +962,9 @@ impl Inner {
                 return Err(self.roll_failed(base_offset, error, undone));
             }
         };
-        if let Err(error) = self.sync_dir() {
+        // The new active data file keeps its descriptor (appends never reopen a file); this
+        // only opens something if the cache closed the just-created file meanwhile.
+        if let Err(error) = new.set_active(true).and_then(|()| self.sync_dir()) {
             let undone = self.discard_segment(&new);
             return Err(self.roll_failed(base_offset, error, undone));
         }
@@ -879,6 +985,8 @@ impl Inner {
         }
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled to a new segment");
         writer.active = new;
+        // Infallible: releasing a descriptor to the cache opens nothing.
+        let _ = old.set_active(false);
         if self.config.flush == FlushPolicy::Always {
             // Everything written so far is in the synced old segment.
             self.publish_durable(base_offset);
@@ -895,6 +1003,9 @@ impl Inner {
     /// entry and pending index entries, and under `Always` the seal (sync, flag, sync; the
     /// flag is recorded in memory only once it is durable).
     fn close_segment(&self, old: &Segment) -> Result<(), StorageError> {
+        // A closed segment's file ends exactly at its data (recovery checks a sealed one's
+        // tail up to the file's end).
+        old.trim_preallocation()?;
         old.add_final_time_entry();
         old.flush_index_entries()?;
         if self.config.flush == FlushPolicy::Always {
@@ -996,7 +1107,11 @@ impl Inner {
                 Ok(())
             }
             Err(error) => {
-                self.poison(format!("sealing segment {} failed: {error}", segment.base_offset));
+                if error.is_reopen_failure() {
+                    tracing::warn!(dir = %self.dir.display(), %error, "sealing postponed: a segment file could not be reopened");
+                } else {
+                    self.poison(format!("sealing segment {} failed: {error}", segment.base_offset));
+                }
                 Err(error)
             }
         }

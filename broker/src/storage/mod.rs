@@ -5,6 +5,7 @@
 mod config;
 mod disk;
 mod error;
+mod file_cache;
 mod format;
 mod inspect;
 mod log;
@@ -16,13 +17,14 @@ mod segment;
 mod verify;
 
 #[cfg(test)]
-mod sim_disk;
+pub(crate) mod sim_disk;
 #[cfg(test)]
 mod tests;
 
 pub use config::{FlushPolicy, LogConfig, SEGMENT_BYTES_MAX};
 pub use disk::{Disk, OsDisk, SegmentFile};
 pub use error::StorageError;
+pub use file_cache::{FileCache, FileCacheLimits, FileCacheStats};
 pub use format::{BATCH_BYTES_MAX, FORMAT_VERSION};
 pub use log::{AppendOutcome, MaintenanceOutcome, PartitionLog, ReadOutcome};
 pub use producer_snapshot::ProducerStateRecovery;

@@ -133,9 +133,19 @@ pub(crate) struct Segment {
     offset_entries_on_disk: AtomicUsize,
     time_entries_on_disk: AtomicUsize,
     sealed: AtomicBool,
+    /// Length of the data file as the writer left it: at least `end`, more while zeros are
+    /// preallocated past it (writer and sync leader only, under the writer lock).
+    file_bytes: AtomicU64,
     /// Set at open, never changed: see `SegmentState::fences`.
     fences: Vec<Fence>,
 }
+
+/// Zeros written per call while preallocating.
+const ZERO_CHUNK_BYTES: usize = 64 << 10;
+static ZEROS: [u8; ZERO_CHUNK_BYTES] = [0; ZERO_CHUNK_BYTES];
+/// A segment preallocates only once it holds this much data (an idle or nearly empty
+/// partition keeps files of exactly its data), and then at most as much again as it holds.
+pub(crate) const PREALLOCATE_AFTER_BYTES: u64 = 4096;
 
 impl Segment {
     /// Creates a new empty segment's three files and syncs them. The caller syncs the directory.
@@ -228,8 +238,68 @@ impl Segment {
             offset_entries_on_disk: AtomicUsize::new(state.offset_entries_on_disk),
             time_entries_on_disk: AtomicUsize::new(state.time_entries_on_disk),
             sealed: AtomicBool::new(state.sealed),
+            file_bytes: AtomicU64::new(state.end),
             fences: state.fences,
         }
+    }
+
+    /// Bytes of the data file including preallocated zeros past the data.
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes.load(Ordering::Acquire).max(self.end())
+    }
+
+    /// Records the data file's length after a write or truncation by the writer.
+    pub fn set_file_bytes(&self, bytes: u64) {
+        self.file_bytes.store(bytes, Ordering::Release);
+    }
+
+    /// Writes real zeros past the data (writer lock held, so no append overlaps them), so
+    /// that later appends overwrite allocated blocks instead of growing the file: their
+    /// fdatasync then needs no metadata commit. Aims for `min(chunk, data held)` bytes ahead,
+    /// never past `limit` (the segment size), and only once the segment holds
+    /// [`PREALLOCATE_AFTER_BYTES`]. Returns whether it wrote anything; the caller syncs.
+    pub fn preallocate(&self, chunk_bytes: u64, limit: u64) -> Result<bool, StorageError> {
+        let end = self.end();
+        let held = end.saturating_sub(FILE_HEADER_BYTES as u64);
+        if chunk_bytes == 0 || held < PREALLOCATE_AFTER_BYTES {
+            return Ok(false);
+        }
+        let ahead = chunk_bytes.min(held);
+        let file_bytes = self.file_bytes();
+        // Extend once less than half the target lies ahead, so this runs once per ahead/2.
+        if file_bytes.saturating_sub(end) >= ahead / 2 {
+            return Ok(false);
+        }
+        let target = (end + ahead).min(limit);
+        let mut at = file_bytes;
+        // Bounded: (target - at) / ZERO_CHUNK_BYTES + 1 iterations.
+        while at < target {
+            let length = usize::try_from(target - at)
+                .unwrap_or(ZERO_CHUNK_BYTES)
+                .min(ZERO_CHUNK_BYTES);
+            if let Err(error) = self.log.write_all_at(&ZEROS[..length], at) {
+                // Part of the chunk may have landed: count all of it, so the trim at seal or
+                // close cuts whatever did.
+                self.set_file_bytes(target);
+                return Err(StorageError::io("preallocating", &self.paths.log)(error));
+            }
+            at += length as u64;
+            self.set_file_bytes(at);
+        }
+        Ok(target > file_bytes)
+    }
+
+    /// Cuts preallocated zeros off the data file (before it is sealed or checkpointed, so a
+    /// trusted segment's file ends exactly at its data).
+    pub fn trim_preallocation(&self) -> Result<(), StorageError> {
+        let end = self.end();
+        if self.file_bytes.load(Ordering::Acquire) > end {
+            self.log
+                .set_len(end)
+                .map_err(StorageError::io("truncating", &self.paths.log))?;
+            self.set_file_bytes(end);
+        }
+        Ok(())
     }
 
     /// A scanner over `[start, end)` of the data file (`end` at most [`Self::end`], loaded by
@@ -247,6 +317,15 @@ impl Segment {
 
     pub fn end(&self) -> u64 {
         self.end.load(Ordering::Acquire)
+    }
+
+    /// Marks this segment the active one (its data file keeps its descriptor: every append
+    /// writes it, every group commit syncs it) or a closed one (its files are opened on demand
+    /// through the broker's file cache, so closed segments pin no descriptors).
+    pub fn set_active(&self, active: bool) -> Result<(), StorageError> {
+        self.log
+            .keep_open(active)
+            .map_err(StorageError::io("opening", &self.paths.log))
     }
 
     pub fn next_offset(&self) -> i64 {
@@ -316,6 +395,7 @@ impl Segment {
         self.last_batch_base_offset.store(last_batch.1, Ordering::Relaxed);
         self.max_timestamp.store(max_timestamp, Ordering::Release);
         self.next_offset.store(next_offset, Ordering::Release);
+        self.file_bytes.fetch_max(new_end, Ordering::AcqRel);
         self.end.store(new_end, Ordering::Release);
     }
 

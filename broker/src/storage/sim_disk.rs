@@ -36,6 +36,9 @@ struct State {
     fault: Option<ArmedFault>,
     /// Faults that fired since the last `inject`.
     faults_fired: u64,
+    /// While `Some`, the threads that ran operations which block on the device or on
+    /// metadata (open, sync, sync_dir, set_len, remove, rename), in order.
+    blocking_threads: Option<Vec<std::thread::ThreadId>>,
 }
 
 /// A kind of disk operation a fault can target.
@@ -215,6 +218,19 @@ impl SimDisk {
         state.faults_fired = 0;
     }
 
+    /// Starts recording which threads run blocking operations (see `blocking_threads`).
+    pub fn record_blocking_threads(&self) {
+        lock(&self.shared.state).blocking_threads = Some(Vec::new());
+    }
+
+    /// The threads that ran blocking operations since `record_blocking_threads`.
+    pub fn blocking_threads(&self) -> Vec<std::thread::ThreadId> {
+        lock(&self.shared.state)
+            .blocking_threads
+            .clone()
+            .unwrap_or_default()
+    }
+
     /// Disarms the fault: every operation succeeds again.
     pub fn clear_faults(&self) {
         lock(&self.shared.state).fault = None;
@@ -260,8 +276,16 @@ impl SimDisk {
 fn fault_check(shared: &Shared, op: FaultOp) -> io::Result<()> {
     let mut state = lock(&shared.state);
     let State {
-        fault, faults_fired, ..
+        fault,
+        faults_fired,
+        blocking_threads,
+        ..
     } = &mut *state;
+    if let Some(threads) = blocking_threads.as_mut() {
+        if op != FaultOp::Write {
+            threads.push(std::thread::current().id());
+        }
+    }
     let Some(armed) = fault.as_mut() else {
         return Ok(());
     };

@@ -59,6 +59,11 @@ pub struct PerfProduceArgs {
     /// Measure latency on one record in this many.
     #[arg(long, default_value_t = 64, value_name = "N")]
     latency_sample_every: u64,
+    /// One record at a time: send the next only once the previous is acknowledged, and
+    /// measure every record's latency (the durable single-record workload; use with
+    /// `--linger-ms 0`).
+    #[arg(long)]
+    sync: bool,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -155,6 +160,10 @@ pub async fn produce(client: Client, args: PerfProduceArgs) -> anyhow::Result<()
     // Fill one partition's batch before moving to the next, so batches leave full.
     let records_per_batch = (args.batch_size / (args.record_size + 16).max(1)).max(1) as u64;
 
+    if args.sync {
+        return produce_one_at_a_time(producer, topic, value, used, &args).await;
+    }
+
     let (sample_tx, mut sample_rx) = mpsc::channel::<(Instant, DeliveryFuture)>(LATENCY_QUEUE);
     let collector = tokio::spawn(async move {
         let mut latency = histogram()?;
@@ -209,6 +218,45 @@ pub async fn produce(client: Client, args: PerfProduceArgs) -> anyhow::Result<()
             args.records
         );
     }
+    println!(
+        "{}",
+        summary(
+            args.records,
+            args.records * args.record_size as u64,
+            elapsed,
+            &latency
+        )
+    );
+    Ok(())
+}
+
+/// `perf produce --sync`: each record waits for its acknowledgement before the next is sent,
+/// round-robin over the partitions used; every record's latency is recorded.
+async fn produce_one_at_a_time(
+    producer: Producer,
+    topic: TopicName,
+    value: Bytes,
+    used: u32,
+    args: &PerfProduceArgs,
+) -> anyhow::Result<()> {
+    let mut latency = histogram()?;
+    let bar = progress(args.records, "records");
+    let start = Instant::now();
+    for i in 0..args.records {
+        let partition = PartitionId::new((i % u64::from(used)) as u32);
+        let record = ProducerRecord::new(topic.clone(), value.clone()).partition(partition);
+        let sent = Instant::now();
+        let delivery = producer.send(record).await.context("cannot send a record")?;
+        delivery.await.context("a record was not delivered")?;
+        let micros = sent.elapsed().as_micros().min(u128::from(LATENCY_MAX_US)) as u64;
+        latency.saturating_record(micros.max(1));
+        if i % PROGRESS_EVERY == 0 {
+            bar.set_position(i);
+        }
+    }
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    producer.close().await;
     println!(
         "{}",
         summary(

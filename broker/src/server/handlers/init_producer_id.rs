@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tidelog_proto::batch::NO_PRODUCER_ID;
 use tidelog_proto::pb::{self, ErrorCode};
 
-use super::{blocking, Outcome};
+use super::{blocking, without_paths, Outcome};
 use crate::broker::BrokerContext;
 
 pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::InitProducerIdRequest) -> Outcome {
@@ -55,7 +55,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::InitProducerIdRe
                 tracing::error!(%error, "could not allocate a producer id");
                 reply(
                     ErrorCode::KafkaStorageError,
-                    error.to_string(),
+                    without_paths(&error.to_string()),
                     NO_PRODUCER_ID,
                     -1,
                 )

@@ -45,7 +45,13 @@ pub(crate) enum Outcome {
     Deferred(Pending),
     /// Like `Deferred`, for a response holding fetched data from the memory budget.
     DeferredHeld(PendingHeld),
+    /// Part of the in-order work must leave the async workers (a produce whose append rolls a
+    /// segment runs on a blocking thread): the connection awaits this before it starts the
+    /// next request, so order is kept, then handles the outcome it yields (never `Ordered`).
+    Ordered(Ordered),
 }
+
+pub(crate) type Ordered = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 /// Routes one decoded request. `peer` is the client's address, recorded for group members.
 pub(crate) fn dispatch(
@@ -195,7 +201,9 @@ pub(crate) fn topic_error(error: &TopicError) -> (ErrorCode, String) {
         TopicError::AlreadyExists(_) => ErrorCode::TopicAlreadyExists,
         TopicError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
         TopicError::InvalidName { .. } => ErrorCode::InvalidTopic,
-        TopicError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
+        TopicError::InvalidPartitions { .. }
+        | TopicError::TooManyPartitions { .. }
+        | TopicError::DescriptorBudget { .. } => ErrorCode::InvalidPartitions,
         TopicError::InvalidConfig(_) | TopicError::TooManyTopics(_) => ErrorCode::InvalidConfig,
         TopicError::Storage(error) => return storage_error(error),
         TopicError::Metadata(_) | TopicError::Io { .. } | TopicError::DataOnDisk { .. } => {

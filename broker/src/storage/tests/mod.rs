@@ -3,8 +3,10 @@
 
 mod basics;
 mod damage;
+mod file_cache;
 mod group_commit;
 mod model;
+mod preallocate;
 mod producer;
 mod recovery;
 mod roll;

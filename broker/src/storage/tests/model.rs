@@ -108,6 +108,8 @@ fn random_config(rng: &mut SplitMix) -> LogConfig {
         },
         index_interval_bytes: rng.below(500) as u32,
         flush,
+        // Preallocation off, or small enough that segments of a few KiB exercise it.
+        preallocate_bytes: rng.below(3) * 2048,
         ..LogConfig::default()
     }
 }
