@@ -1,7 +1,8 @@
 //! InitProducerId: gives an idempotent producer its id and epoch. A new producer (id -1) gets
 //! an id never handed out before (see `metadata::ProducerIdAllocator`) with epoch 0; a producer
 //! that passes its id and epoch gets the next epoch, which fences its older incarnations on
-//! every partition it then writes to. Past `i16::MAX` epochs it gets a fresh id instead.
+//! every partition it then writes to. Past `i16::MAX` epochs it gets a fresh id instead. An id
+//! not handed out yet cannot be bumped (it would collide with the producer that gets it).
 //!
 //! The broker keeps no per-producer record here: fencing happens in each partition's log
 //! (`PartitionLog::append` refuses an epoch older than the newest it has seen).
@@ -31,6 +32,19 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::InitProducerIdRe
                 format!(
                     "producer id {} with epoch {} cannot be bumped",
                     request.producer_id, request.producer_epoch
+                ),
+                NO_PRODUCER_ID,
+                -1,
+            ));
+        }
+        if !context.producer_ids.may_have_handed_out(request.producer_id) {
+            // A bump of an id this broker has not handed out yet would collide with the
+            // producer that later gets it.
+            return Outcome::Reply(reply(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "producer id {} was never handed out by this broker",
+                    request.producer_id
                 ),
                 NO_PRODUCER_ID,
                 -1,
