@@ -65,6 +65,9 @@ pub struct ProducerIdAllocator {
     block_size: i64,
     /// Next id to hand out and the end of the reserved block (the persisted counter).
     range: std::sync::Mutex<(i64, i64)>,
+    /// The next id to hand out, readable without the lock (which `allocate` holds across a
+    /// metadata write): ids below it may be in use.
+    next_unused: std::sync::atomic::AtomicI64,
 }
 
 impl ProducerIdAllocator {
@@ -130,7 +133,14 @@ impl ProducerIdAllocator {
             store,
             block_size: block_size.max(1),
             range: std::sync::Mutex::new((next, next)),
+            next_unused: std::sync::atomic::AtomicI64::new(next),
         })
+    }
+
+    /// Whether `id` may have been handed out (by this run or an earlier one): every id below
+    /// the next one qualifies, since earlier runs only handed out ids below the counter.
+    pub fn may_have_handed_out(&self, id: i64) -> bool {
+        (0..self.next_unused.load(std::sync::atomic::Ordering::Acquire)).contains(&id)
     }
 
     /// A producer id never handed out before, by this broker or an earlier run of it.
@@ -154,6 +164,8 @@ impl ProducerIdAllocator {
         }
         let id = range.0;
         range.0 += 1;
+        self.next_unused
+            .store(range.0, std::sync::atomic::Ordering::Release);
         Ok(id)
     }
 }
@@ -724,6 +736,21 @@ mod tests {
             open_allocator(&store, behind).allocate().unwrap(),
             1_001 + PRODUCER_ID_RECOVERY_GAP
         );
+    }
+
+    #[test]
+    fn only_ids_below_the_next_one_count_as_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledMetadataStore::open(dir.path()).unwrap();
+        store.put_producer_id_counter(30).unwrap();
+        let allocator = open_allocator(&store, fresh());
+        // An earlier run handed out ids below its counter.
+        assert!(allocator.may_have_handed_out(29));
+        assert!(!allocator.may_have_handed_out(30));
+        assert!(!allocator.may_have_handed_out(-1));
+        assert_eq!(allocator.allocate().unwrap(), 30);
+        assert!(allocator.may_have_handed_out(30));
+        assert!(!allocator.may_have_handed_out(31));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! * [`broker`] starts, kills (SIGKILL), stops (SIGTERM) and restarts a broker process.
 //! * [`cli`] runs the `tidelog` CLI with a bounded timeout.
 //! * [`load`] keeps produce requests in flight and records what was acknowledged where.
+//! * [`producers`] stamps batches for idempotent producers and asks for producer ids.
 //! * [`raw`] is a small blocking protocol client that can also send malformed bytes.
 //! * [`records`] builds record batches and reads whole partitions back.
 //! * [`wait`] polls a condition until a deadline, and the seed of randomised tests.
@@ -18,6 +19,7 @@ pub mod broker;
 pub mod cli;
 pub mod groups;
 pub mod load;
+pub mod producers;
 pub mod proxy;
 pub mod raw;
 pub mod records;

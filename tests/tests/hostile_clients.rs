@@ -66,7 +66,7 @@ fn serve_one_client(addr: SocketAddr, topic: &str) -> Duration {
 }
 
 /// Waits until the broker closes `stream` (end of file or reset); returns when, from `since`.
-fn time_until_closed(stream: &mut TcpStream, since: Instant, timeout: Duration) -> Duration {
+fn time_until_closed(mut stream: &TcpStream, since: Instant, timeout: Duration) -> Duration {
     let deadline = Instant::now() + timeout;
     let mut scratch = [0u8; 4096];
     loop {
@@ -163,6 +163,38 @@ fn huge_frames_trickled_in_are_charged_as_they_arrive_and_memory_stays_bounded()
     assert!(took < Duration::from_secs(20), "a new client took {took:?}");
     broker.assert_alive("trickled huge frames");
     drop(hostile);
+}
+
+#[test]
+fn large_appends_to_many_partitions_leave_no_large_buffer_behind() {
+    const PARTITIONS: u32 = 20;
+    const BATCH_BYTES: usize = 15 << 20;
+    let (_dir, mut broker) = start_with("append-buffers", &[]);
+    let addr = broker.addr();
+    let mut client = RawClient::connect_or_panic(addr);
+    client.create_topic("wide", PARTITIONS, None);
+    // Warm the allocator up with one large append, so what follows measures what is kept.
+    let value = vec![b'w'; BATCH_BYTES];
+    client.produce_ok("wide", 0, batch_of(&[&value]));
+    let baseline = rss_bytes(broker.pid());
+    for partition in 1..PARTITIONS {
+        client.produce_ok("wide", partition, batch_of(&[&value]));
+    }
+    let growth = rss_bytes(broker.pid()).saturating_sub(baseline);
+    eprintln!(
+        "{} MiB appended to {} partitions; broker RSS grew {} MiB",
+        (BATCH_BYTES >> 20) * (PARTITIONS as usize - 1),
+        PARTITIONS - 1,
+        growth >> 20
+    );
+    // Each partition keeping its append buffer would hold 15 MiB apiece (285 MiB here). What
+    // is left is the allocator keeping freed frames and copies for reuse, per thread.
+    assert!(
+        growth < (160 << 20),
+        "broker RSS grew {} MiB after large appends",
+        growth >> 20
+    );
+    broker.assert_alive("large appends to many partitions");
 }
 
 #[test]
@@ -440,6 +472,10 @@ fn pipelined_huge_fetches_never_read_stall_only_their_clients_and_are_cut() {
     });
     assert!(started.elapsed() >= stall, "cut before the stall timeout");
     eprintln!("{cut} unread clients cut after {:?}", started.elapsed());
+    // Really closed: what was already in flight drains, then the end of the stream.
+    for client in &hostile {
+        time_until_closed(client.stream(), started, Duration::from_secs(60));
+    }
     broker.assert_alive("pipelined huge fetches never read");
     drop(hostile);
 }
@@ -542,9 +578,22 @@ fn a_storage_failure_reaches_the_client_without_data_directory_paths() {
         "names the topic: {:?}",
         fetched.message
     );
-    assert!(
-        broker.log_text().contains(&data_dir),
-        "the broker's own log keeps the whole error"
+    // The broker's own log keeps the whole error, path included, at WARN. (Its stderr is read
+    // by another thread: wait for the line.)
+    poll_until(
+        Duration::from_secs(10),
+        "the failure logged at WARN with its path",
+        || {
+            broker
+                .log_text()
+                .lines()
+                .any(|line| {
+                    line.contains("WARN")
+                        && line.contains("storage operation failed")
+                        && line.contains(&data_dir)
+                })
+                .then_some(())
+        },
     );
     broker.assert_alive("a storage failure");
 }

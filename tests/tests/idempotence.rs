@@ -1,79 +1,22 @@
 //! The idempotent producer end to end, against real `tidelogd` processes on 127.0.0.1: a
-//! response lost on the way back (a proxy drops the connection after the broker appended)
-//! and a broker SIGKILLed between a send and its retry. Either way every record is stored
-//! exactly once, in order.
+//! response lost on the way back (a proxy drops the connection after the broker appended),
+//! a broker SIGKILLed between a send and its retry, a retry of a batch stamped years ago after
+//! maintenance ran, and a first batch that does not start at sequence 0. Every record is
+//! stored exactly once, in order, or refused. (The producer-id counter: `producer_ids.rs`.)
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use tidelog_e2e::cli::run_cli_with_timeout;
+use tidelog_e2e::producers::{init_producer_id, stamped_batch, stamped_batch_at};
 use tidelog_e2e::proxy::Proxy;
-use tidelog_e2e::records::{now_ms, read_partition, StoredRecord};
+use tidelog_e2e::records::{read_partition, StoredRecord};
 use tidelog_e2e::{BrokerProcess, RawClient, TestDir};
-use tidelog_proto::batch::{NewRecord, ProducerStamp, RecordBatchBuilder};
 use tidelog_proto::pb::{self, ErrorCode};
 
 const TOPIC: &str = "idempotent";
 
 fn values(records: &[StoredRecord]) -> Vec<String> {
     records.iter().map(StoredRecord::value_text).collect()
-}
-
-/// A batch of `values` stamped with a producer id, epoch and base sequence.
-fn stamped_batch(producer_id: i64, epoch: i16, base_sequence: i32, values: &[String]) -> Bytes {
-    stamped_batch_at(producer_id, epoch, base_sequence, values, now_ms())
-}
-
-/// The same with every record's timestamp set to `timestamp` (client time).
-fn stamped_batch_at(
-    producer_id: i64,
-    epoch: i16,
-    base_sequence: i32,
-    values: &[String],
-    timestamp: i64,
-) -> Bytes {
-    let mut builder = RecordBatchBuilder::new().with_producer(ProducerStamp {
-        producer_id,
-        producer_epoch: epoch,
-        base_sequence,
-    });
-    for value in values {
-        builder.push(&NewRecord {
-            timestamp,
-            key: None,
-            value: Some(Bytes::from(value.clone())),
-            headers: Vec::new(),
-        });
-    }
-    builder.build().expect("at least one record")
-}
-
-fn init_producer_id(client: &mut RawClient) -> (i64, i16) {
-    let (correlation_id, mut request) =
-        client.request(pb::request::Body::InitProducerId(pb::InitProducerIdRequest {
-            producer_id: -1,
-            producer_epoch: -1,
-        }));
-    // The raw client's API table predates InitProducerId: name the API here.
-    if let Some(header) = request.header.as_mut() {
-        header.api = pb::ApiKey::InitProducerId as i32;
-    }
-    client.send(&request).expect("sending InitProducerId");
-    let response = client.wait_for(correlation_id).expect("InitProducerId");
-    match response.body.clone() {
-        Some(pb::response::Body::InitProducerId(body)) => {
-            assert_eq!(body.error(), ErrorCode::None, "{body:?}");
-            (
-                body.producer_id,
-                i16::try_from(body.producer_epoch).expect("epoch fits i16"),
-            )
-        }
-        other => panic!(
-            "InitProducerId answered with {other:?}: {:?} {}",
-            response.error(),
-            response.error_message
-        ),
-    }
 }
 
 #[test]
@@ -170,93 +113,6 @@ fn a_batch_retried_after_a_broker_sigkill_gets_its_original_offsets() {
     // Producer ids are never reused across a restart.
     let (next_id, _) = init_producer_id(&mut client);
     assert!(next_id > producer_id, "id {next_id} after {producer_id}");
-}
-
-/// Every place under `dir` where `needle` occurs: (file, byte offset).
-fn find_in_files(dir: &std::path::Path, needle: &[u8]) -> Vec<(std::path::PathBuf, usize)> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    // Bounded: sled's directory holds a handful of files and one level of subdirectories.
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).expect("listing the metadata directory") {
-            let path = entry.expect("directory entry").path();
-            if path.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let bytes = std::fs::read(&path).expect("reading a metadata file");
-            let mut at = 0;
-            while let Some(position) = bytes[at..]
-                .windows(needle.len())
-                .position(|window| window == needle)
-            {
-                found.push((path.clone(), at + position));
-                at += position + 1;
-            }
-        }
-    }
-    found
-}
-
-/// Seen: one flipped bit in the stored producer-id counter made sled drop the record; the
-/// counter restarted at 0, the next producer got the id an earlier one had used, and its 10
-/// different records were acknowledged as duplicates of that one's and never stored.
-#[test]
-fn a_damaged_producer_id_counter_never_makes_new_records_look_like_duplicates() {
-    let dir = TestDir::new("idempotence-counter-flip");
-    let mut broker = BrokerProcess::start(&dir.data_dir(), &[]);
-    let mut client = RawClient::connect_or_panic(broker.addr());
-    client.create_topic(TOPIC, 1, None);
-    let (old_id, old_epoch) = init_producer_id(&mut client);
-    let old: Vec<String> = (0..10).map(|n| format!("old-{n}")).collect();
-    assert_eq!(
-        client.produce_ok(TOPIC, 0, stamped_batch(old_id, old_epoch, 0, &old)),
-        0
-    );
-    broker.terminate_and_wait();
-
-    // Flip one bit of the counter's value in the newest copy of its record on disk.
-    let metadata = dir.data_dir().join("metadata");
-    let key = b"producer-ids/next";
-    let copies = find_in_files(&metadata, key);
-    let (path, key_at) = copies
-        .iter()
-        .max_by_key(|(path, at)| (std::fs::metadata(path).map(|m| m.len()).unwrap_or(0), *at))
-        .cloned()
-        .unwrap_or_else(|| panic!("no {key:?} record under {}", metadata.display()));
-    let mut bytes = std::fs::read(&path).unwrap();
-    let value = b"next = ";
-    let value_at = bytes[key_at..]
-        .windows(value.len())
-        .take(256)
-        .position(|window| window == value)
-        .map(|position| key_at + position + value.len())
-        .unwrap_or_else(|| panic!("the counter's value follows its key in {}", path.display()));
-    bytes[value_at] ^= 0x01;
-    std::fs::write(&path, &bytes).unwrap();
-
-    broker.restart();
-    let mut client = RawClient::connect_or_panic(broker.addr());
-    let (new_id, new_epoch) = init_producer_id(&mut client);
-    let new: Vec<String> = (0..10).map(|n| format!("new-{n}")).collect();
-    let response = client
-        .produce(TOPIC, 0, stamped_batch(new_id, new_epoch, 0, &new))
-        .expect("produce");
-    let (records, high_watermark) = read_partition(&mut client, TOPIC, 0, 0);
-    assert_eq!(
-        high_watermark, 20,
-        "every new record stored (answer: {response:?}; ids {old_id} then {new_id})"
-    );
-    let expected: Vec<String> = old.iter().chain(&new).cloned().collect();
-    assert_eq!(values(&records), expected);
-    assert_eq!(response.error(), ErrorCode::None, "{response:?}");
-    assert_eq!((response.base_offset, response.last_offset), (10, 19));
-    assert!(new_id > old_id, "id {new_id} after {old_id}: ids went backwards");
-    assert!(
-        broker.log_text().contains("ERROR") && broker.log_text().contains("producer id counter"),
-        "the damage is logged at ERROR:\n{}",
-        broker.logs()
-    );
 }
 
 /// Seen: producer-state expiry compared the broker's clock with the batch's own timestamps,

@@ -109,14 +109,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// WARN about refusals at most once per `REFUSAL_LOG_INTERVAL`, counting the ones in between.
+/// Runs a WARN at most once per `REFUSAL_LOG_INTERVAL`, passing it how many were skipped.
 #[derive(Debug, Default)]
-struct RefusalLog {
+pub(super) struct RateLimitedWarn {
     state: Mutex<(Option<Instant>, u64)>,
 }
 
-impl RefusalLog {
-    fn record(&self, refusal: Refusal) {
+impl RateLimitedWarn {
+    pub(super) fn warn(&self, log: impl FnOnce(u64)) {
         let mut state = lock(&self.state);
         let (last, suppressed) = &mut *state;
         let now = Instant::now();
@@ -124,9 +124,19 @@ impl RefusalLog {
             *suppressed += 1;
             return;
         }
-        tracing::warn!(reason = %refusal, refused_since_last_warning = *suppressed, "connection refused");
+        log(*suppressed);
         *last = Some(now);
         *suppressed = 0;
+    }
+}
+
+type RefusalLog = RateLimitedWarn;
+
+impl RefusalLog {
+    fn record(&self, refusal: Refusal) {
+        self.warn(|suppressed| {
+            tracing::warn!(reason = %refusal, refused_since_last_warning = suppressed, "connection refused");
+        });
     }
 }
 

@@ -47,6 +47,8 @@ struct Outgoing {
 
 /// Most bytes read from the socket at once, and so charged to the budget at once.
 const READ_CHUNK_BYTES: usize = 256 << 10;
+/// Frames up to this size are copied out of the read buffer (see `read_requests`).
+const FRAME_COPY_BYTES_MAX: usize = 16 << 10;
 /// Least a read waits for from the budget (or what the frame still lacks, if less).
 const READ_GRANT_BYTES_MIN: usize = 4 << 10;
 /// Bytes of queued responses the writer gathers into one vectored write.
@@ -146,6 +148,13 @@ async fn read_requests(reader: OwnedReadHalf, surroundings: &Reader<'_>) -> Resu
                     replier.send(response, None).await;
                     return Err(error.to_string());
                 }
+            };
+            // A small frame is copied out of the read buffer, so a request that waits long
+            // (a long poll) does not keep the whole buffer's allocation alive uncharged.
+            let frame = if frame.len() <= FRAME_COPY_BYTES_MAX {
+                Bytes::copy_from_slice(&frame)
+            } else {
+                frame
             };
             let charge = held.split(frame.len() + FRAME_HEADER_BYTES);
             let permit = tokio::select! {
@@ -496,6 +505,9 @@ async fn write_responses(
                 tracing::debug!(%error, "write failed; dropping the remaining responses");
             }
             pending.clear();
+            // Close our half now: the socket goes once the reader (told next) lets go of its
+            // half, not only when the last request still under way has finished.
+            drop(writer);
             gone.notify_one();
             // Keep receiving so senders never block on a dead connection.
             while queued.recv().await.is_some() {}

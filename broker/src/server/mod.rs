@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::broker::BrokerContext;
-use admission::Admission;
+use admission::{Admission, RateLimitedWarn};
 
 /// Pause after a failed accept, so running out of file descriptors does not spin a core.
 const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
@@ -28,6 +28,7 @@ pub(crate) async fn run(listener: TcpListener, context: Arc<BrokerContext>) {
     let admission = Admission::new(limits.connections_max, limits.connections_per_address_max);
     let mut shutdown = context.shutdown.clone();
     let mut connections = JoinSet::new();
+    let accept_failures = RateLimitedWarn::default();
     loop {
         // Accept whatever arrives, also past the caps: a refused client is told so at once
         // instead of waiting unseen in the kernel's backlog.
@@ -52,8 +53,10 @@ pub(crate) async fn run(listener: TcpListener, context: Arc<BrokerContext>) {
             },
             Err(error) => {
                 // Usually a client that reset before we accepted, or out of file descriptors:
-                // log and keep serving everyone else.
-                tracing::warn!(%error, "accept failed");
+                // log (at most once a second) and keep serving everyone else.
+                accept_failures.warn(|suppressed| {
+                    tracing::warn!(%error, failed_since_last_warning = suppressed, "accept failed");
+                });
                 tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
             }
         }

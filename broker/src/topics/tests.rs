@@ -444,3 +444,90 @@ fn a_topic_beyond_a_lowered_name_limit_is_left_untouched_and_served_again_later(
     );
     close(registry);
 }
+
+/// A store whose topic writes fail, like a full disk under sled.
+#[derive(Debug)]
+struct FailingTopicWrites(SledMetadataStore);
+
+impl MetadataStore for FailingTopicWrites {
+    fn topics(&self) -> Result<Vec<crate::metadata::StoredTopic>, MetadataError> {
+        self.0.topics()
+    }
+    fn put_topic(&self, record: &TopicRecord) -> Result<(), MetadataError> {
+        Err(MetadataError::Encode {
+            key: format!("topic/{}", record.name),
+            reason: "injected write failure".into(),
+        })
+    }
+    fn delete_topic(&self, name: &str) -> Result<bool, MetadataError> {
+        self.0.delete_topic(name)
+    }
+    fn groups(&self) -> Result<Vec<Result<crate::metadata::GroupRecord, MetadataError>>, MetadataError> {
+        self.0.groups()
+    }
+    fn put_group(&self, record: &crate::metadata::GroupRecord) -> Result<(), MetadataError> {
+        self.0.put_group(record)
+    }
+    fn delete_group(&self, group_id: &str) -> Result<bool, MetadataError> {
+        self.0.delete_group(group_id)
+    }
+    fn committed_offsets(
+        &self,
+    ) -> Result<Vec<Result<crate::metadata::OffsetRecord, MetadataError>>, MetadataError> {
+        self.0.committed_offsets()
+    }
+    fn put_offsets(&self, records: &[crate::metadata::OffsetRecord]) -> Result<(), MetadataError> {
+        self.0.put_offsets(records)
+    }
+    fn producer_id_counter(&self) -> Result<Option<i64>, MetadataError> {
+        self.0.producer_id_counter()
+    }
+    fn put_producer_id_counter(&self, next: i64) -> Result<(), MetadataError> {
+        self.0.put_producer_id_counter(next)
+    }
+}
+
+#[test]
+fn a_create_whose_record_cannot_be_written_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let store = SledMetadataStore::open(&dir.path().join("metadata")).unwrap();
+    let registry = TopicRegistry::open(
+        &config(dir.path()),
+        Box::new(FailingTopicWrites(store)),
+        test_resources(),
+    )
+    .unwrap();
+    assert!(registry.create(spec("unlucky", 3), NOW_MS).is_err());
+    assert!(registry.get("unlucky").is_none());
+    assert!(
+        !topic_dir(dir.path(), "unlucky").exists(),
+        "the new directory was taken back"
+    );
+    close(registry);
+    // The next start does not "recover" a topic whose create failed, and the name is free.
+    let registry = open(dir.path());
+    assert!(registry.get("unlucky").is_none());
+    registry.create(spec("unlucky", 1), NOW_MS).unwrap();
+    close(registry);
+}
+
+#[test]
+fn a_create_that_fails_on_the_filesystem_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open(dir.path());
+    // The staging tree is unusable (a file where the directory should be).
+    let creating = dir.path().join("creating");
+    fs::remove_dir(&creating).unwrap();
+    fs::write(&creating, b"in the way").unwrap();
+    assert!(matches!(
+        registry.create(spec("blocked", 2), NOW_MS),
+        Err(TopicError::Io { .. })
+    ));
+    assert!(!topic_dir(dir.path(), "blocked").exists());
+    fs::remove_file(&creating).unwrap();
+    fs::create_dir(&creating).unwrap();
+    registry.create(spec("blocked", 2), NOW_MS).unwrap();
+    assert_eq!(fill(&registry, "blocked", 2), vec![2, 2]);
+    close(registry);
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tidelog_proto::pb::{self, ErrorCode};
 
-use super::{blocking, group_error, partition_count, topic_error, Outcome};
+use super::{blocking, group_error, partition_count, topic_error, without_paths, Outcome};
 use crate::broker::BrokerContext;
 use crate::groups::assignor::Assignment;
 use crate::groups::coordinator::{Heartbeat, HeartbeatReply};
@@ -66,7 +66,10 @@ pub(super) fn handle(
                 tracing::error!(%error, "could not persist a consumer group");
                 failed(
                     ErrorCode::CoordinatorNotAvailable,
-                    format!("group state could not be made durable: {error}"),
+                    format!(
+                        "group state could not be made durable: {}",
+                        without_paths(&error.to_string())
+                    ),
                 )
             }
         })

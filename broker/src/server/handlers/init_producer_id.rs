@@ -1,7 +1,8 @@
 //! InitProducerId: gives an idempotent producer its id and epoch. A new producer (id -1) gets
 //! an id never handed out before (see `metadata::ProducerIdAllocator`) with epoch 0; a producer
 //! that passes its id and epoch gets the next epoch, which fences its older incarnations on
-//! every partition it then writes to. Past `i16::MAX` epochs it gets a fresh id instead.
+//! every partition it then writes to. Past `i16::MAX` epochs it gets a fresh id instead. An id
+//! not handed out yet cannot be bumped (it would collide with the producer that gets it).
 //!
 //! The broker keeps no per-producer record here: fencing happens in each partition's log
 //! (`PartitionLog::append` refuses an epoch older than the newest it has seen).
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use tidelog_proto::batch::NO_PRODUCER_ID;
 use tidelog_proto::pb::{self, ErrorCode};
 
-use super::{blocking, Outcome};
+use super::{blocking, without_paths, Outcome};
 use crate::broker::BrokerContext;
 
 pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::InitProducerIdRequest) -> Outcome {
@@ -36,6 +37,19 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::InitProducerIdRe
                 -1,
             ));
         }
+        if !context.producer_ids.may_have_handed_out(request.producer_id) {
+            // A bump of an id this broker has not handed out yet would collide with the
+            // producer that later gets it.
+            return Outcome::Reply(reply(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "producer id {} was never handed out by this broker",
+                    request.producer_id
+                ),
+                NO_PRODUCER_ID,
+                -1,
+            ));
+        }
         if request.producer_epoch < i32::from(i16::MAX) {
             return Outcome::Reply(reply(
                 ErrorCode::None,
@@ -55,7 +69,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::InitProducerIdRe
                 tracing::error!(%error, "could not allocate a producer id");
                 reply(
                     ErrorCode::KafkaStorageError,
-                    error.to_string(),
+                    without_paths(&error.to_string()),
                     NO_PRODUCER_ID,
                     -1,
                 )

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use tidelog_proto::batch::{BatchIter, NewRecord, ProducerStamp, RecordBatch, RecordBatchBuilder};
 
-use super::super::sim_disk::{CrashMode, SimDisk, SplitMix};
+use super::super::sim_disk::{CrashMode, Fault, FaultErrno, FaultOp, SimDisk, SplitMix};
 use super::super::{FlushPolicy, LogConfig, PartitionLog, ProducerLimits, StorageError};
 use super::{config, read_all, sim_open, sim_path};
 
@@ -164,59 +164,77 @@ fn unknown_producer_must_start_at_sequence_zero_then_is_held_to_its_sequence() {
     );
 }
 
+/// Fails the next write (or, with `sticky`, every write until `clear_faults`) with `errno`.
+fn fail_writes(disk: &SimDisk, errno: FaultErrno, sticky: bool) {
+    disk.inject(Fault {
+        op: FaultOp::Write,
+        after: 0,
+        errno,
+        sticky,
+    });
+}
+
 /// Seen on a full disk: a new producer's first batch (0..57) failed, its next one (58..99)
 /// was stored, and the records of the first were gone for good with no error for the second.
 #[test]
 fn a_batch_is_never_appended_across_the_gap_its_own_failed_batch_left() {
-    let disk = SimDisk::new();
-    let log = sim_open(&disk, config(FlushPolicy::Never));
-    let first = producer_batch(11, 0, 0, 58, 1);
-    let second = producer_batch(11, 0, 58, 42, 2);
-    disk.fail_writes_after(0);
-    let result = append(&log, &first);
-    assert!(matches!(result, Err(StorageError::Io { .. })), "{result:?}");
-    // The disk has room again, but the producer's second batch arrives first.
-    disk.fail_writes_after(u64::MAX);
-    let result = append(&log, &second);
-    assert!(
-        matches!(
-            result,
-            Err(StorageError::UnknownProducerId {
-                producer_id: 11,
-                found: 58
-            })
-        ),
-        "{result:?}"
-    );
-    assert_eq!(log.high_watermark(), 0, "nothing stored across the gap");
-    // Resent in order, both land once.
-    assert_eq!(append(&log, &first).unwrap(), (0, 57, false));
-    assert_eq!(append(&log, &second).unwrap(), (58, 99, false));
+    for errno in [FaultErrno::NoSpace, FaultErrno::Io] {
+        let disk = SimDisk::new();
+        let log = sim_open(&disk, config(FlushPolicy::Always));
+        let first = producer_batch(11, 0, 0, 58, 1);
+        let second = producer_batch(11, 0, 58, 42, 2);
+        fail_writes(&disk, errno, true);
+        let result = append(&log, &first);
+        assert!(
+            matches!(result, Err(StorageError::Io { .. })),
+            "{errno:?}: {result:?}"
+        );
+        // The disk has room again, but the producer's second batch arrives first.
+        disk.clear_faults();
+        let result = append(&log, &second);
+        assert!(
+            matches!(
+                result,
+                Err(StorageError::UnknownProducerId {
+                    producer_id: 11,
+                    found: 58
+                })
+            ),
+            "{errno:?}: {result:?}"
+        );
+        log.sync().unwrap();
+        assert_eq!(log.high_watermark(), 0, "nothing written across the gap");
+        // Resent in order, both land once.
+        assert_eq!(append(&log, &first).unwrap(), (0, 57, false));
+        assert_eq!(append(&log, &second).unwrap(), (58, 99, false));
 
-    // The same for a producer the partition knows: a failed batch leaves its state as it was.
-    let third = producer_batch(11, 0, 100, 10, 3);
-    let fourth = producer_batch(11, 0, 110, 10, 4);
-    disk.fail_writes_after(0);
-    assert!(matches!(append(&log, &third), Err(StorageError::Io { .. })));
-    disk.fail_writes_after(u64::MAX);
-    let result = append(&log, &fourth);
-    assert!(
-        matches!(
-            result,
-            Err(StorageError::OutOfOrderSequence {
-                expected: 100,
-                found: 110,
-                ..
-            })
-        ),
-        "{result:?}"
-    );
-    assert_eq!(append(&log, &third).unwrap(), (100, 109, false));
-    assert_eq!(append(&log, &fourth).unwrap(), (110, 119, false));
-    assert_eq!(
-        stored_stamps(&log),
-        vec![(11, 0, 0), (11, 0, 58), (11, 0, 100), (11, 0, 110)]
-    );
+        // The same for a producer the partition knows: a failed batch leaves its state as it
+        // was.
+        let third = producer_batch(11, 0, 100, 10, 3);
+        let fourth = producer_batch(11, 0, 110, 10, 4);
+        fail_writes(&disk, errno, false);
+        assert!(matches!(append(&log, &third), Err(StorageError::Io { .. })));
+        let result = append(&log, &fourth);
+        assert!(
+            matches!(
+                result,
+                Err(StorageError::OutOfOrderSequence {
+                    expected: 100,
+                    found: 110,
+                    ..
+                })
+            ),
+            "{errno:?}: {result:?}"
+        );
+        assert_eq!(append(&log, &third).unwrap(), (100, 109, false));
+        assert_eq!(append(&log, &fourth).unwrap(), (110, 119, false));
+        log.sync().unwrap();
+        assert_eq!(
+            stored_stamps(&log),
+            vec![(11, 0, 0), (11, 0, 58), (11, 0, 100), (11, 0, 110)],
+            "{errno:?}"
+        );
+    }
 }
 
 /// The same when the failure is the roll the append needed (the new segment cannot be made).
@@ -225,13 +243,14 @@ fn a_failed_roll_leaves_the_producer_unknown_so_its_next_batch_is_refused() {
     let disk = SimDisk::new();
     let log = sim_open(&disk, small_segments(FlushPolicy::Never));
     append(&log, &producer_batch(1, 0, 0, 3, 0)).unwrap();
-    let segments = log.segment_count();
+    assert_eq!(log.segment_count(), 1);
     // Big enough that it cannot join the first segment: the append must roll first.
     let first = producer_batch(12, 0, 0, 8, 1);
     let second = producer_batch(12, 0, 8, 1, 2);
-    disk.fail_writes_after(0);
+    fail_writes(&disk, FaultErrno::NoSpace, true);
     assert!(append(&log, &first).is_err());
-    disk.fail_writes_after(u64::MAX);
+    assert_eq!(log.segment_count(), 1, "the roll failed");
+    disk.clear_faults();
     let result = append(&log, &second);
     assert!(
         matches!(
@@ -241,7 +260,8 @@ fn a_failed_roll_leaves_the_producer_unknown_so_its_next_batch_is_refused() {
         "{result:?}"
     );
     assert_eq!(log.high_watermark(), 3);
-    assert_eq!(segments, 1, "the test needs the failure to hit a roll");
+    assert_eq!(append(&log, &first).unwrap(), (3, 10, false));
+    assert_eq!(append(&log, &second).unwrap(), (11, 11, false));
 }
 
 /// Seen: a producer replaying events stamped years ago lost its state at the next
@@ -825,6 +845,49 @@ fn producer_model(seed: u64, runtime: &tokio::runtime::Runtime) {
                     "{context}: a clean restart replays nothing"
                 );
                 synced = next_offset;
+            }
+            89..=92 => {
+                // A full or failing disk fails the producer's next batch; its batch after that
+                // arrives first and must be refused, never stored across the gap. Then the
+                // producer resends in order.
+                let producer = &mut producers[which];
+                let count = 1 + rng.below(4) as usize;
+                tag = tag.wrapping_add(1);
+                let failed = producer_batch(producer.id, producer.epoch, producer.next_sequence, count, tag);
+                let errno = if rng.below(2) == 0 {
+                    FaultErrno::NoSpace
+                } else {
+                    FaultErrno::Io
+                };
+                fail_writes(&disk, errno, false);
+                let result = append(&log, &failed);
+                disk.clear_faults();
+                assert!(
+                    result.is_err(),
+                    "{context}: the injected {errno:?} did not fail the append"
+                );
+                let after_gap =
+                    super::super::producer_state::increment_sequence(producer.next_sequence, count as i32);
+                let following = producer_batch(producer.id, producer.epoch, after_gap, 1, tag);
+                let result = append(&log, &following);
+                assert!(
+                    matches!(
+                        result,
+                        Err(StorageError::OutOfOrderSequence { .. } | StorageError::UnknownProducerId { .. })
+                    ),
+                    "{context}: a batch was accepted across the gap: {result:?}"
+                );
+                let (base, last, duplicate) =
+                    append(&log, &failed).unwrap_or_else(|error| panic!("{context}: resend: {error}"));
+                assert!(!duplicate, "{context}: a failed batch was remembered");
+                assert_eq!(base, next_offset, "{context}");
+                next_offset = last + 1;
+                stored.push((producer.id, producer.epoch, producer.next_sequence, base));
+                producer.next_sequence = after_gap;
+                producer.history.push(Sent {
+                    batch: failed,
+                    offsets: Some((base, last)),
+                });
             }
             _ => {
                 drop(log);
