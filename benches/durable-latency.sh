@@ -7,6 +7,8 @@
 # and prints one summary line per measurement and the ratio of (c)'s p99 to (a)'s.
 #
 # Usage: benches/durable-latency.sh [RECORDS] [RUNS]   (defaults 10000 and 3)
+# TIDELOG_LATENCY_BROKER_ARGS adds arguments to tidelogd (e.g. "--config off.toml" with
+# `[log] preallocate_bytes = 0` for an A/B of preallocation).
 # Needs release binaries: cargo build --release --bins
 # The disk measured is the one holding $TMPDIR (or /tmp): the broker's data dir and the bare
 # files are created there. Each measurement runs RUNS times, interleaved (a, b, c, a, b, c, ...)
@@ -40,7 +42,9 @@ trap 'stop_broker; rm -rf "$work"' EXIT
 start_broker() {
   stop_broker
   rm -rf "$work/data"
-  "$bin/tidelogd" --data-dir "$work/data" --listen "$broker" --flush always 2>"$work/broker.log" &
+  # shellcheck disable=SC2086 # extra arguments are split on purpose
+  "$bin/tidelogd" --data-dir "$work/data" --listen "$broker" --flush always \
+    ${TIDELOG_LATENCY_BROKER_ARGS:-} 2>"$work/broker.log" &
   broker_pid=$!
   for _ in $(seq 1 100); do
     "$bin/tidelog" --broker "$broker" topic list >/dev/null 2>&1 && return 0

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # 10,000 partitions on one broker with default settings (docs/benchmarks.md, issue 6 §6):
 # create TOPICS topics of PARTITIONS partitions each with `tidelog topic create`, measure the
-# broker's idle CPU (from /proc/PID/stat over IDLE_S seconds) and RSS, write one record to
-# every partition, then time a graceful stop (SIGTERM until exit) and a restart (exec until
-# the broker answers `topic list`), and measure idle CPU and RSS again.
+# broker's idle CPU (from /proc/PID/stat over IDLE_S seconds) and RSS, write keyed records to
+# (nearly) every partition, then time a graceful stop (SIGTERM until exit) and a restart (exec
+# until the broker logs that it accepts connections), and measure idle CPU and RSS again.
 #
 # Usage: benches/partitions-10k.sh [TOPICS] [PARTITIONS] [IDLE_S]   (defaults 10, 1000, 30)
 # Needs release binaries: cargo build --release --bins   (TIDELOG_BIN overrides target/release)
@@ -87,12 +87,16 @@ echo "idle_cpu_percent=$(idle_cpu) over ${idle_s}s"
 rss_idle=$(rss_kib)
 echo "rss_idle_kib=$rss_idle rss_per_idle_partition_bytes=$(( (rss_idle - rss_empty) * 1024 / (topics * partitions) ))"
 
-# One small record to every partition: the partitions have been written to once.
+# Small keyed records, ten keys per partition (keys spread over partitions by hash, so about
+# every partition gets some: the count left empty is printed), acknowledged after fsync.
 started=$(now)
 for topic in $(seq 1 "$topics"); do
-  "$bin/tidelog" --broker "$broker" perf produce "t$topic" --records "$partitions" --record-size 100 --linger-ms 0 >/dev/null
+  seq 1 $((partitions * 10)) | sed 's/.*/key&:value&/' |
+    "$bin/tidelog" --broker "$broker" produce "t$topic" --key-separator : --linger-ms 2 >/dev/null
 done
-echo "produce_one_each_s=$(elapsed "$started")"
+echo "produce_keyed_s=$(elapsed "$started") records=$((topics * partitions * 10))"
+records=$("$bin/tidelog" --broker "$broker" topic list | awk -F'│|┆' '/ t[0-9]/ { sum += $4 } END { print sum }')
+echo "records_listed=$records"
 rss_written=$(rss_kib)
 echo "rss_written_kib=$rss_written rss_per_written_partition_bytes=$(( (rss_written - rss_empty) * 1024 / (topics * partitions) ))"
 echo "fds_after_produce=$(ls "/proc/$broker_pid/fd" | wc -l)"

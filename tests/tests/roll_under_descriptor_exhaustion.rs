@@ -23,9 +23,28 @@ const TOPIC: &str = "rolls";
 const PARTITIONS: u32 = 2;
 /// Small segments: the load rolls one every few dozen batches.
 const SEGMENT_BYTES: u64 = 32 << 10;
-/// Descriptors allowed above those open: 0 fails the data file, 1 the offset index, 2 the
-/// time index, 3 the directory sync.
-const HEADROOMS: [usize; 8] = [0, 1, 2, 3, 1, 0, 2, 1];
+/// A soft limit for one round.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// Descriptors allowed above those open: 0 fails the data file, 1 the offset index, 2 the
+    /// time index, 3 the directory sync (unless the broker's file cache frees descriptors by
+    /// closing idle files, which it may: then the roll succeeds, also fine).
+    Above(usize),
+    /// Far below what the broker holds pinned (sockets, active data files, the metadata
+    /// store): no eviction can make room, so every roll fails at its first open.
+    Floor,
+}
+const FLOOR_NOFILE: u64 = 16;
+const LIMITS: [Limit; 8] = [
+    Limit::Above(0),
+    Limit::Floor,
+    Limit::Above(1),
+    Limit::Above(2),
+    Limit::Floor,
+    Limit::Above(3),
+    Limit::Above(1),
+    Limit::Floor,
+];
 const ACK_WAIT: Duration = Duration::from_secs(60);
 /// How long one lowered limit is kept at most while waiting for a roll to fail under it.
 const FAULT_WAIT: Duration = Duration::from_secs(20);
@@ -112,10 +131,14 @@ fn rolls_failing_for_want_of_descriptors_lose_no_acknowledged_record() {
     let pid = broker.pid().as_raw();
     let original = soft_nofile(pid);
     let mut failures_seen = 0;
-    for headroom in HEADROOMS {
+    let mut floors_failed = 0;
+    for round in LIMITS {
         let refused_before = load.refused_batches();
         let acked_before = load.acked_batches();
-        let limit = (open_descriptors(pid) + headroom) as u64;
+        let limit = match round {
+            Limit::Above(headroom) => (open_descriptors(pid) + headroom) as u64,
+            Limit::Floor => FLOOR_NOFILE,
+        };
         set_soft_nofile(pid, limit);
         // Hold the limit (bounded) until an append was refused under it, or until enough
         // batches were acknowledged that every partition must have rolled at least once.
@@ -128,6 +151,9 @@ fn rolls_failing_for_want_of_descriptors_lose_no_acknowledged_record() {
         set_soft_nofile(pid, original);
         if load.refused_batches() > refused_before {
             failures_seen += 1;
+            if matches!(round, Limit::Floor) {
+                floors_failed += 1;
+            }
         }
         // Appends and rolls work again once descriptors are available.
         let acked = load.acked_batches();
@@ -137,10 +163,13 @@ fn rolls_failing_for_want_of_descriptors_lose_no_acknowledged_record() {
         });
     }
     let logs = broker.log_text();
-    assert!(
-        failures_seen >= HEADROOMS.len() / 2,
-        "only {failures_seen} of {} lowered limits made an append fail; the test did not test:\n{logs}",
-        HEADROOMS.len()
+    let floors = LIMITS
+        .iter()
+        .filter(|round| matches!(round, Limit::Floor))
+        .count();
+    assert_eq!(
+        floors_failed, floors,
+        "a limit of {FLOOR_NOFILE} descriptors did not make appends fail; the test did not test:\n{logs}"
     );
     assert!(
         !logs.contains("could not be undone"),
@@ -200,7 +229,8 @@ fn rolls_failing_for_want_of_descriptors_lose_no_acknowledged_record() {
         assert_eq!(base_offset, ends[partition as usize]);
     }
     eprintln!(
-        "{failures_seen} lowered limits failed rolls; {} acknowledged records checked",
+        "{failures_seen} of {} lowered limits failed appends; {} acknowledged records checked",
+        LIMITS.len(),
         acked.len()
     );
 }

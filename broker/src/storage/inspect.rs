@@ -219,6 +219,7 @@ fn resolve_layout(
         // and naming its own base offset is one only Tidelog writes.
         let holds_nothing = scan.holds_nothing();
         let intact = matches!(scan.header, HeaderCheck::Intact { .. });
+        let emptied_first_segment = kept.is_empty() && scan.base_offset == 0;
         let stray_reason = if overlaps {
             Some(format!(
                 "starts at {}, inside the previous segment (which holds offsets up to {})",
@@ -227,7 +228,9 @@ fn resolve_layout(
             ))
         } else if scan.is_garbage() {
             Some("neither its header nor any of its bytes belong to a segment".to_string())
-        } else if holds_nothing && !intact && !is_last {
+        } else if holds_nothing && !intact && !is_last && !emptied_first_segment {
+            // (At offset 0 it can only be the partition's first segment, emptied: it is kept
+            // with its offsets fenced, so a consumer reading from the start is told.)
             Some("holds no segment header and no batch, but other segments follow it".to_string())
         } else if holds_nothing && !intact && previous_end.is_some_and(|end| scan.base_offset > end) {
             // An empty last file is a roll that crashed creating it, and a roll creates it

@@ -7,17 +7,17 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::{Bytes, BytesMut};
-use tidelog_proto::batch::{
-    compute_crc, peek_batch_bytes, BatchHeader, RecordBatch, BATCH_HEADER_BYTES, LOG_OVERHEAD_BYTES,
-};
+use tidelog_proto::batch::{peek_batch_bytes, BatchHeader, RecordBatch, BATCH_HEADER_BYTES};
 
 use super::disk::{read_exact_at, Disk, SegmentFile};
 use super::error::StorageError;
 use super::format::{
     encode_file_header, encode_file_header_with_flags, segment_file_name, FileKind, OffsetEntry, TimeEntry,
-    BATCH_BYTES_MAX, FILE_HEADER_BYTES, LOG_FLAG_SEALED, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
+    FILE_HEADER_BYTES, LOG_FLAG_SEALED, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
 };
 use super::inspect::Fence;
+// Walks of a data file: other modules take them from here, beside the segment they walk.
+pub(crate) use super::scan::{BatchScanner, ScanStep};
 
 /// Marks "no timestamp yet" in an empty segment's running maximum.
 pub(crate) const NO_TIMESTAMP: i64 = i64::MIN;
@@ -306,14 +306,13 @@ impl Segment {
     /// the caller) that steps over fenced bytes, for every walk of a recovered segment (reads,
     /// lookups, producer state replay).
     pub fn scanner(&self, start: u64, end: u64, chunk_bytes: usize) -> BatchScanner<'_> {
-        let mut scanner = BatchScanner::new(&*self.log, start, end, chunk_bytes);
-        scanner.skips = self
+        let skips = self
             .fences
             .iter()
             .filter(|fence| fence.from_bytes < fence.to_bytes)
             .map(|fence| (fence.from_bytes, fence.to_bytes))
             .collect();
-        scanner
+        BatchScanner::new(&*self.log, start, end, chunk_bytes).skipping(skips)
     }
 
     pub fn end(&self) -> u64 {
@@ -745,147 +744,4 @@ pub(crate) fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T
 
 pub(crate) fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// One step of a [`BatchScanner`].
-#[derive(Debug)]
-pub(crate) enum ScanStep {
-    /// A batch whose header parses and whose length fits in the scanned range.
-    Batch(u64, BatchHeader),
-    /// The range ends exactly after the last batch.
-    End,
-    /// The bytes at the current position are not a whole batch (torn tail or corruption).
-    Invalid(String),
-}
-
-/// Walks the batches of a byte range of a data file through a bounded buffer.
-#[derive(Debug)]
-pub(crate) struct BatchScanner<'a> {
-    file: &'a dyn SegmentFile,
-    position: u64,
-    end: u64,
-    chunk_bytes: usize,
-    buffer: Vec<u8>,
-    buffer_start: u64,
-    current: Option<(u64, usize)>,
-    /// Byte ranges `[from, to)` to step over when the walk reaches `from` (fenced damage).
-    skips: Vec<(u64, u64)>,
-}
-
-impl<'a> BatchScanner<'a> {
-    pub fn new(file: &'a dyn SegmentFile, start: u64, end: u64, chunk_bytes: usize) -> Self {
-        Self {
-            file,
-            position: start,
-            end,
-            chunk_bytes,
-            buffer: Vec::new(),
-            buffer_start: start,
-            current: None,
-            skips: Vec::new(),
-        }
-    }
-
-    /// Position of the batch last returned (or of the next one, after `skip`).
-    pub fn position(&self) -> u64 {
-        self.position
-    }
-
-    /// Makes `[position, position + length)` available in the buffer.
-    fn ensure(&mut self, position: u64, length: usize) -> std::io::Result<&[u8]> {
-        let buffer_end = self.buffer_start + self.buffer.len() as u64;
-        if position < self.buffer_start || position + length as u64 > buffer_end {
-            let remaining = usize::try_from(self.end - position).unwrap_or(usize::MAX);
-            let read = length.max(self.chunk_bytes).min(remaining);
-            self.buffer.clear();
-            self.buffer.resize(read, 0);
-            read_exact_at(self.file, &mut self.buffer, position)?;
-            self.buffer_start = position;
-        }
-        let from = usize::try_from(position - self.buffer_start).unwrap_or(usize::MAX);
-        Ok(&self.buffer[from..from + length])
-    }
-
-    /// Parses the header of the batch at the current position without moving past it.
-    pub fn next_header(&mut self) -> std::io::Result<ScanStep> {
-        if let Some((position, total)) = self.current.take() {
-            // The previous batch was not skipped explicitly: move past it.
-            debug_assert_eq!(position, self.position);
-            self.position += total as u64;
-        }
-        // Fences start where a valid batch ended and end where one starts (or at the end).
-        while let Some((_, to)) = self.skips.iter().find(|(from, _)| *from == self.position) {
-            self.position = *to;
-        }
-        let position = self.position;
-        // `>=`, not `==`: a reader may pick an index entry the writer added after the reader
-        // loaded the segment's end; such an entry lies past everything the reader may see.
-        if position >= self.end {
-            return Ok(ScanStep::End);
-        }
-        let remaining = self.end - position;
-        if remaining < BATCH_HEADER_BYTES as u64 {
-            return Ok(ScanStep::Invalid(format!(
-                "{remaining} bytes after the last whole batch, fewer than a batch header"
-            )));
-        }
-        let overhead = self.ensure(position, LOG_OVERHEAD_BYTES)?;
-        let total = match peek_batch_bytes(overhead) {
-            Ok(Some(total)) => total,
-            Ok(None) => return Ok(ScanStep::Invalid("batch length field is cut off".to_string())),
-            Err(error) => return Ok(ScanStep::Invalid(error.to_string())),
-        };
-        if total > BATCH_BYTES_MAX {
-            return Ok(ScanStep::Invalid(format!(
-                "batch length {total} exceeds the limit of {BATCH_BYTES_MAX} bytes"
-            )));
-        }
-        if total as u64 > remaining {
-            return Ok(ScanStep::Invalid(format!(
-                "batch of {total} bytes runs past the end ({remaining} bytes left)"
-            )));
-        }
-        let header_bytes = self.ensure(position, BATCH_HEADER_BYTES)?;
-        let header = match BatchHeader::parse(header_bytes) {
-            Ok(header) => header,
-            Err(error) => return Ok(ScanStep::Invalid(error.to_string())),
-        };
-        self.current = Some((position, total));
-        Ok(ScanStep::Batch(position, header))
-    }
-
-    /// The whole bytes of the batch last returned by `next_header`.
-    pub fn batch_bytes(&mut self) -> std::io::Result<&[u8]> {
-        let (position, total) = self.current.unwrap_or((self.position, 0));
-        self.ensure(position, total)
-    }
-
-    /// Moves past the batch last returned by `next_header`.
-    pub fn skip(&mut self) {
-        if let Some((_, total)) = self.current.take() {
-            self.position += total as u64;
-        }
-    }
-
-    /// Checks the batch last returned: CRC, record count against lastOffsetDelta. The same
-    /// integrity checks as `RecordBatch::validate` short of decoding every record: the CRC
-    /// already covers every record byte, and every stored batch was fully validated before it
-    /// was appended.
-    pub fn verify_current(&mut self, header: &BatchHeader) -> std::io::Result<Result<(), String>> {
-        let bytes = self.batch_bytes()?;
-        let computed = compute_crc(bytes);
-        if computed != header.crc {
-            return Ok(Err(format!(
-                "batch CRC mismatch: header says {:#010x}, data gives {computed:#010x}",
-                header.crc
-            )));
-        }
-        if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
-            return Ok(Err(format!(
-                "record count {} does not match lastOffsetDelta {}",
-                header.record_count, header.last_offset_delta
-            )));
-        }
-        Ok(Ok(()))
-    }
 }

@@ -165,6 +165,28 @@ mod tests {
         assert!(!dir.path().join(MANIFEST_TEMP_FILE_NAME).exists());
     }
 
+    proptest::proptest! {
+        /// The decoder is fed files from disk: any bytes give a record or an error, never a
+        /// panic; and whatever a record holds comes back unchanged.
+        #[test]
+        fn decode_never_panics_and_records_round_trip(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            partitions in 1u32..=10_000,
+            retention_ms in proptest::option::of(-1i64..i64::MAX),
+            name in "[a-zA-Z0-9._-]{1,249}",
+        ) {
+            let _ = decode(&bytes);
+            let mut header_then_bytes = MANIFEST_MAGIC.to_vec();
+            header_then_bytes.extend_from_slice(&bytes);
+            let _ = decode(&header_then_bytes);
+            let mut sample = record();
+            sample.name = name;
+            sample.partitions = partitions;
+            sample.overrides.retention_ms = retention_ms;
+            proptest::prop_assert_eq!(decode(&encode(&sample).unwrap()).unwrap(), sample);
+        }
+    }
+
     #[test]
     fn every_flipped_bit_and_every_truncation_is_detected() {
         let encoded = encode(&record()).unwrap();

@@ -415,3 +415,37 @@ fn a_roll_that_crashed_before_sealing_the_old_segment_cuts_only_its_unsynced_tai
     assert_eq!(report.quarantined.len(), 1, "{report:?}");
     assert!(report.continued_at.is_none(), "{report:?}");
 }
+
+#[test]
+fn the_first_segment_truncated_to_zero_keeps_the_log_start_and_fences_its_offsets() {
+    let (disk, stored, ends) = synced_log(small_segments(), 20);
+    let bases = segment_bases(&disk);
+    crash_and_mutate(&disk, &segment_name(bases[0], "log"), Vec::clear);
+    let log = sim_open(&disk, small_segments());
+    assert_eq!(
+        log.log_start_offset(),
+        0,
+        "the log start does not move past the damage"
+    );
+    let report = check_after_damage(&log, &stored, ends.last().unwrap().1);
+    assert_eq!(report.fenced.len(), 1, "{report:?}");
+    assert_eq!(
+        (report.fenced[0].first_offset, report.fenced[0].end_offset),
+        (0, bases[1])
+    );
+    assert!(report.quarantined.is_empty(), "{report:?}");
+    reopen_is_stable(&disk, log, &report, small_segments());
+}
+
+#[test]
+fn a_damaged_header_of_a_sealed_segment_is_rewritten_and_its_batches_kept() {
+    let (disk, stored, ends) = synced_log(small_segments(), 20);
+    let bases = segment_bases(&disk);
+    crash_and_mutate(&disk, &segment_name(bases[1], "log"), |file| file[20] ^= 0x08);
+    let log = sim_open(&disk, small_segments());
+    let report = check_after_damage(&log, &stored, ends.last().unwrap().1);
+    assert_eq!(report.headers_repaired, vec![bases[1]], "{report:?}");
+    assert!(report.fenced.is_empty(), "{report:?}");
+    assert!(report.truncations.is_empty(), "{report:?}");
+    reopen_is_stable(&disk, log, &report, small_segments());
+}
