@@ -396,27 +396,11 @@ fn remove_file(disk: &dyn Disk, path: &Path) -> Result<(), StorageError> {
 
 #[cfg(test)]
 mod tests {
-    use tidelog_proto::batch::BatchHeader;
 
     use super::*;
 
-    fn header(producer_id: i64, epoch: i16, base_sequence: i32, records: i32) -> BatchHeader {
-        BatchHeader {
-            base_offset: 0,
-            batch_length: 0,
-            partition_leader_epoch: -1,
-            magic: 2,
-            crc: 0xABCD_0000 | base_sequence as u32,
-            attributes: 0,
-            last_offset_delta: records - 1,
-            base_timestamp: 0,
-            max_timestamp: 1_000,
-            producer_id,
-            producer_epoch: epoch,
-            base_sequence,
-            record_count: records,
-        }
-    }
+    // The same fixture headers as the producer-state tests.
+    use crate::storage::producer_state::tests::header;
 
     #[test]
     fn layout_constants_match_the_documented_offsets() {

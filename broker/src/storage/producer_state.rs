@@ -320,7 +320,7 @@ impl ProducerStateMap {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn header(producer_id: i64, epoch: i16, base_sequence: i32, records: i32) -> BatchHeader {
