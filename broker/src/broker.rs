@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
+use crate::kafka;
 use crate::maintenance;
 use crate::metadata::{ProducerIdAllocator, ProducerIdFloor, SledMetadataStore};
 use crate::resources::StorageResources;
@@ -32,6 +33,8 @@ pub(crate) struct BrokerContext {
     pub shutdown: watch::Receiver<bool>,
     /// The broker's one memory budget (`server::budget`).
     pub memory: Arc<crate::server::budget::MemoryBudget>,
+    /// The broker's one connection cap, shared by every listener (`server::admission`).
+    pub admission: Arc<crate::server::admission::Admission>,
 }
 
 /// Entry point for running a broker in-process.
@@ -83,11 +86,30 @@ impl Broker {
             context: "reading the listener's address".into(),
             source,
         })?;
+        let kafka_listener = match config.kafka.listen {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BrokerError::Bind { addr, source })?,
+            ),
+        };
+        let kafka_addr = match &kafka_listener {
+            None => None,
+            Some(listener) => Some(listener.local_addr().map_err(|source| BrokerError::Io {
+                context: "reading the Kafka listener's address".into(),
+                source,
+            })?),
+        };
         let (shutdown_sender, shutdown) = watch::channel(false);
         let memory = crate::server::budget::MemoryBudget::new(
             config.limits.memory_bytes_max,
             config.limits.connection_memory_bytes_max,
         );
+        let admission = Arc::new(crate::server::admission::Admission::new(
+            config.limits.connections_max,
+            config.limits.connections_per_address_max,
+        ));
         let context = Arc::new(BrokerContext {
             config,
             registry,
@@ -96,9 +118,12 @@ impl Broker {
             advertised: local_addr,
             shutdown: shutdown.clone(),
             memory,
+            admission,
         });
+        let kafka_listen = kafka_addr.map_or_else(|| "none".to_owned(), |addr| addr.to_string());
         tracing::info!(
             listen = %local_addr,
+            kafka_listen = %kafka_listen,
             data_dir = %context.config.data_dir.display(),
             flush = %context.config.flush,
             topics = context.registry.list().len(),
@@ -106,8 +131,17 @@ impl Broker {
         );
         let background = maintenance::spawn(context.clone());
         let server = tokio::spawn(server::run(listener, context.clone()));
+        let kafka = match (kafka_listener, kafka_addr) {
+            (Some(listener), Some(addr)) => {
+                let kafka_context = Arc::new(kafka::KafkaContext::new(context.clone(), addr));
+                Some(tokio::spawn(kafka::run(listener, kafka_context)))
+            }
+            _ => None,
+        };
         Ok(BrokerHandle {
             local_addr,
+            kafka_addr,
+            kafka,
             shutdown_sender,
             server,
             background,
@@ -149,6 +183,9 @@ fn producer_id_floor(
 #[derive(Debug)]
 pub struct BrokerHandle {
     local_addr: SocketAddr,
+    /// The Kafka listener's address, when it is on.
+    kafka_addr: Option<SocketAddr>,
+    kafka: Option<JoinHandle<()>>,
     shutdown_sender: watch::Sender<bool>,
     server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -161,6 +198,11 @@ impl BrokerHandle {
         self.local_addr
     }
 
+    /// The Kafka listener's address (useful with port 0); `None` when it is off.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka_addr
+    }
+
     /// Graceful shutdown: stop accepting, let in-flight requests finish, sync every partition
     /// and write its clean-shutdown checkpoint.
     ///
@@ -170,6 +212,11 @@ impl BrokerHandle {
         let _ = self.shutdown_sender.send(true);
         if let Err(error) = self.server.await {
             tracing::error!(%error, "server task ended abnormally");
+        }
+        if let Some(kafka) = self.kafka {
+            if let Err(error) = kafka.await {
+                tracing::error!(%error, "Kafka listener task ended abnormally");
+            }
         }
         for task in self.background {
             let _ = task.await;

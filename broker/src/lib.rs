@@ -8,6 +8,7 @@ mod clock;
 pub mod config;
 pub mod error;
 mod groups;
+pub mod kafka;
 mod maintenance;
 pub mod metadata;
 pub mod resources;

@@ -518,8 +518,8 @@ async fn write_responses(
 }
 
 /// Writes every chunk, in order, with as few `writev` calls as the socket allows; fails with
-/// `TimedOut` when the socket takes nothing for `write_stall`.
-async fn write_all_chunks(
+/// `TimedOut` when the socket takes nothing for `write_stall`. Also the Kafka listener's.
+pub(crate) async fn write_all_chunks(
     writer: &mut OwnedWriteHalf,
     chunks: &mut VecDeque<Bytes>,
     write_stall: Duration,

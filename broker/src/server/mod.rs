@@ -3,9 +3,9 @@
 //! watch channel tells every task to stop; `run` returns only after every connection has
 //! drained. `budget` is the one memory budget every connection draws from.
 
-mod admission;
+pub(crate) mod admission;
 pub(crate) mod budget;
-mod connection;
+pub(crate) mod connection;
 mod handlers;
 mod response;
 
@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::broker::BrokerContext;
-use admission::{Admission, RateLimitedWarn};
+use admission::RateLimitedWarn;
 
 /// Pause after a failed accept, so running out of file descriptors does not spin a core.
 const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
@@ -24,8 +24,8 @@ const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_mill
 /// Serves `listener` until the context's shutdown signal, then waits for every connection to
 /// finish its in-flight requests.
 pub(crate) async fn run(listener: TcpListener, context: Arc<BrokerContext>) {
-    let limits = &context.config.limits;
-    let admission = Admission::new(limits.connections_max, limits.connections_per_address_max);
+    // Shared with every other listener: connections of any protocol count against one cap.
+    let admission = &context.admission;
     let mut shutdown = context.shutdown.clone();
     let mut connections = JoinSet::new();
     let accept_failures = RateLimitedWarn::default();
