@@ -91,14 +91,7 @@ fn named_topic(
 
 fn topic_by_id(context: &crate::kafka::KafkaContext, id: Uuid, broker_id: BrokerId) -> MetadataResponseTopic {
     let found = (!id.is_nil())
-        .then(|| {
-            context
-                .broker
-                .registry
-                .list()
-                .into_iter()
-                .find(|topic| topic_id(topic) == id)
-        })
+        .then(|| context.broker.registry.get_by_id(id))
         .flatten();
     match found {
         Some(topic) => describe(&topic, broker_id),
@@ -106,11 +99,6 @@ fn topic_by_id(context: &crate::kafka::KafkaContext, id: Uuid, broker_id: Broker
             .with_error_code(ResponseError::UnknownTopicId.code())
             .with_topic_id(id),
     }
-}
-
-/// A topic's persistent id as a UUID: the 32 hex digits the registry gives every topic.
-pub(crate) fn topic_id(topic: &Topic) -> Uuid {
-    Uuid::try_parse(&topic.record.topic_id).unwrap_or(Uuid::nil())
 }
 
 fn describe(topic: &Topic, broker_id: BrokerId) -> MetadataResponseTopic {
@@ -139,6 +127,6 @@ fn describe(topic: &Topic, broker_id: BrokerId) -> MetadataResponseTopic {
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.record.name.clone()))))
-        .with_topic_id(topic_id(topic))
+        .with_topic_id(topic.id())
         .with_partitions(partitions)
 }
