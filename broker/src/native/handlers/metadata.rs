@@ -52,6 +52,7 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::MetadataReques
                         message,
                         config: None,
                         partitions: Vec::new(),
+                        topic_id: String::new(),
                     }
                 }
             })
@@ -67,6 +68,7 @@ fn describe(topic: &Topic, leader: u32) -> pb::TopicMetadata {
     let config = &topic.log_config;
     pb::TopicMetadata {
         name: topic.record.name.clone(),
+        topic_id: topic.id().hyphenated().to_string(),
         error: ErrorCode::None as i32,
         message: String::new(),
         config: Some(pb::TopicConfig {
