@@ -10,32 +10,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::BrokerConfig;
+use crate::core::Core;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
 use crate::kafka;
 use crate::maintenance;
 use crate::metadata::{ProducerIdAllocator, ProducerIdFloor, SledMetadataStore};
+use crate::native;
+use crate::net::ListenerContext;
 use crate::resources::StorageResources;
-use crate::server;
 use crate::topics::TopicRegistry;
-
-/// What every request handler may look at: the configuration and the topics.
-#[derive(Debug)]
-pub(crate) struct BrokerContext {
-    pub config: BrokerConfig,
-    pub registry: TopicRegistry,
-    /// Consumer groups and committed offsets.
-    pub groups: GroupService,
-    /// Idempotent producer ids (InitProducerId).
-    pub producer_ids: ProducerIdAllocator,
-    /// Address clients are told to connect to (metadata responses).
-    pub advertised: SocketAddr,
-    pub shutdown: watch::Receiver<bool>,
-    /// The broker's one memory budget (`server::budget`).
-    pub memory: Arc<crate::server::budget::MemoryBudget>,
-    /// The broker's one connection cap, shared by every listener (`server::admission`).
-    pub admission: Arc<crate::server::admission::Admission>,
-}
 
 /// Entry point for running a broker in-process.
 #[derive(Debug)]
@@ -102,38 +86,51 @@ impl Broker {
             })?),
         };
         let (shutdown_sender, shutdown) = watch::channel(false);
-        let memory = crate::server::budget::MemoryBudget::new(
+        let memory = crate::net::budget::MemoryBudget::new(
             config.limits.memory_bytes_max,
             config.limits.connection_memory_bytes_max,
         );
-        let admission = Arc::new(crate::server::admission::Admission::new(
+        // The broker's one connection cap, shared by every listener: each connection is a file
+        // descriptor, and the descriptor budget reserves `limits.connections_max` of them.
+        let admission = Arc::new(crate::net::admission::Admission::new(
             config.limits.connections_max,
             config.limits.connections_per_address_max,
         ));
-        let context = Arc::new(BrokerContext {
+        let core = Arc::new(Core {
             config,
             registry,
             groups,
             producer_ids,
+            shutdown: shutdown.clone(),
+        });
+        let context = Arc::new(ListenerContext {
+            core: core.clone(),
             advertised: local_addr,
             shutdown: shutdown.clone(),
-            memory,
-            admission,
+            memory: memory.clone(),
+            admission: admission.clone(),
         });
         let kafka_listen = kafka_addr.map_or_else(|| "none".to_owned(), |addr| addr.to_string());
         tracing::info!(
             listen = %local_addr,
             kafka_listen = %kafka_listen,
-            data_dir = %context.config.data_dir.display(),
-            flush = %context.config.flush,
-            topics = context.registry.list().len(),
+            data_dir = %core.config.data_dir.display(),
+            flush = %core.config.flush,
+            topics = core.registry.list().len(),
             "tidelog broker started"
         );
-        let background = maintenance::spawn(context.clone());
-        let server = tokio::spawn(server::run(listener, context.clone()));
+        let background = maintenance::spawn(core.clone());
+        let server = tokio::spawn(native::run(listener, context));
         let kafka = match (kafka_listener, kafka_addr) {
             (Some(listener), Some(addr)) => {
-                let kafka_context = Arc::new(kafka::KafkaContext::new(context.clone(), addr));
+                let net = Arc::new(ListenerContext {
+                    core: core.clone(),
+                    advertised: addr,
+                    shutdown,
+                    memory,
+                    admission,
+                });
+                let kafka_context = Arc::new(kafka::KafkaContext::new(net));
                 Some(tokio::spawn(kafka::run(listener, kafka_context)))
             }
             _ => None,
@@ -145,7 +142,7 @@ impl Broker {
             shutdown_sender,
             server,
             background,
-            context,
+            core,
         })
     }
 }
@@ -189,7 +186,7 @@ pub struct BrokerHandle {
     shutdown_sender: watch::Sender<bool>,
     server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
-    context: Arc<BrokerContext>,
+    core: Arc<Core>,
 }
 
 impl BrokerHandle {
@@ -221,10 +218,10 @@ impl BrokerHandle {
         for task in self.background {
             let _ = task.await;
         }
-        let context = self.context;
+        let core = self.core;
         // Partitions close in parallel on a bounded pool (`topics::parallel`), off the async
         // workers; each failure is logged there at ERROR.
-        let failures = tokio::task::spawn_blocking(move || context.registry.close_all())
+        let failures = tokio::task::spawn_blocking(move || core.registry.close_all())
             .await
             .map_err(|error| BrokerError::Task(error.to_string()))?;
         let count = failures.len();

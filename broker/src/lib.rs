@@ -6,13 +6,15 @@
 mod broker;
 mod clock;
 pub mod config;
+mod core;
 pub mod error;
 mod groups;
 pub mod kafka;
 mod maintenance;
 pub mod metadata;
+mod native;
+mod net;
 pub mod resources;
-mod server;
 pub mod storage;
 pub mod topics;
 

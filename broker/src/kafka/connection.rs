@@ -13,7 +13,7 @@
 //! Bounds: at most `kafka.in_flight_requests_per_connection_max` requests under way, at most
 //! `kafka.response_queue_depth` slots queued; past either the reader stops reading and TCP
 //! pushes back on the client. Memory is charged to the broker's one budget
-//! (`server::budget`) exactly as on the native listener: bytes as they are read (never the
+//! (`net::budget`) exactly as on the native listener: bytes as they are read (never the
 //! announced size), a frame's charge until its request is answered, a response until written.
 //! Time: the idle, size-prefix, frame-completion and write-stall timeouts of the native
 //! listener, with this listener's values.
@@ -37,8 +37,8 @@ use super::codec::{parse_request, response_head};
 use super::dispatch;
 use super::handlers::{Reply, Request, Response};
 use super::KafkaContext;
-use crate::server::budget::{ConnectionBudget, Reservation};
-use crate::server::connection::write_all_chunks;
+use crate::net::budget::{ConnectionBudget, Reservation};
+use crate::net::write::write_all_chunks;
 
 /// Most bytes read from the socket at once, and so charged to the budget at once.
 const READ_CHUNK_BYTES: usize = 256 << 10;
@@ -89,7 +89,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Kafk
         let writer =
             tokio::spawn(write_responses(writer, queued, write_stall, writer_gone.clone()).in_current_span());
         let in_flight = Arc::new(Semaphore::new(config.in_flight_requests_per_connection_max));
-        let budget = context.broker.memory.connection();
+        let budget = context.net.memory.connection();
         let surroundings = Reader {
             peer,
             context: &context,
@@ -133,7 +133,7 @@ async fn read_requests(reader: OwnedReadHalf, surroundings: &Reader<'_>) -> Resu
     let header_timeout = Duration::from_millis(config.request_header_timeout_ms);
     let frame_timeout = Duration::from_millis(config.frame_completion_timeout_ms);
     let in_flight_max = config.in_flight_requests_per_connection_max;
-    let mut shutdown = surroundings.context.broker.shutdown.clone();
+    let mut shutdown = surroundings.context.net.shutdown.clone();
     let mut buffer = BytesMut::new();
     // Covers `buffer.len()`: the bytes of frames not yet cut.
     let mut held = surroundings.budget.empty();

@@ -29,7 +29,7 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
     } else {
         operations::NOT_REQUESTED
     };
-    let registry = &context.broker.registry;
+    let registry = &context.core().registry;
     let topics: Vec<MetadataResponseTopic> = match asked.topics {
         // v0 asks for every topic with an empty list, later versions with null.
         Some(wanted) if !(version == 0 && wanted.is_empty()) => wanted
@@ -71,12 +71,12 @@ fn named_topic(
     name: &TopicName,
     broker_id: BrokerId,
 ) -> MetadataResponseTopic {
-    let registry = &context.broker.registry;
+    let registry = &context.core().registry;
     if let Some(topic) = registry.get(name.as_str()) {
         return describe(&topic, broker_id);
     }
     let error =
-        if validate_topic_name(name.as_str(), context.broker.config.limits.topic_name_bytes_max).is_err() {
+        if validate_topic_name(name.as_str(), context.core().config.limits.topic_name_bytes_max).is_err() {
             ResponseError::InvalidTopicException
         } else if registry.unrecoverable_reason(name.as_str()).is_some() {
             // Data on disk the broker could not recover: logged at start, not "unknown".
@@ -91,7 +91,7 @@ fn named_topic(
 
 fn topic_by_id(context: &crate::kafka::KafkaContext, id: Uuid, broker_id: BrokerId) -> MetadataResponseTopic {
     let found = (!id.is_nil())
-        .then(|| context.broker.registry.get_by_id(id))
+        .then(|| context.core().registry.get_by_id(id))
         .flatten();
     match found {
         Some(topic) => describe(&topic, broker_id),

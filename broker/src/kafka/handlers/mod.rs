@@ -17,7 +17,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::codec::encode_body;
 use super::KafkaContext;
-use crate::server::budget::{ConnectionBudget, Reservation};
+use crate::net::budget::{ConnectionBudget, Reservation};
 
 /// One decoded-header request, as a handler gets it.
 pub(crate) struct Request<'a> {

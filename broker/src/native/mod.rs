@@ -3,9 +3,8 @@
 //! watch channel tells every task to stop; `run` returns only after every connection has
 //! drained. `budget` is the one memory budget every connection draws from.
 
-pub(crate) mod admission;
-pub(crate) mod budget;
-pub(crate) mod connection;
+mod connection;
+pub(crate) mod error;
 mod handlers;
 mod response;
 
@@ -15,15 +14,15 @@ use tidelog_proto::pb::ErrorCode;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::broker::BrokerContext;
-use admission::RateLimitedWarn;
+use crate::net::admission::RateLimitedWarn;
+use crate::net::ListenerContext;
 
 /// Pause after a failed accept, so running out of file descriptors does not spin a core.
 const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Serves `listener` until the context's shutdown signal, then waits for every connection to
 /// finish its in-flight requests.
-pub(crate) async fn run(listener: TcpListener, context: Arc<BrokerContext>) {
+pub(crate) async fn run(listener: TcpListener, context: Arc<ListenerContext>) {
     // Shared with every other listener: connections of any protocol count against one cap.
     let admission = &context.admission;
     let mut shutdown = context.shutdown.clone();
@@ -62,7 +61,7 @@ pub(crate) async fn run(listener: TcpListener, context: Arc<BrokerContext>) {
         }
     }
     drop(listener);
-    let drain = std::time::Duration::from_millis(context.config.limits.shutdown_drain_ms_max);
+    let drain = std::time::Duration::from_millis(context.core.config.limits.shutdown_drain_ms_max);
     let drained =
         tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {

@@ -7,7 +7,7 @@
 //! them by correlation id. At most `in_flight_requests_per_connection_max` are under way; past
 //! that, the task stops reading and TCP pushes back on the client.
 //!
-//! Memory: every byte read is charged to the broker's budget (`server::budget`) before it is
+//! Memory: every byte read is charged to the broker's budget (`net::budget`) before it is
 //! read, a frame's charge travels with its request until it is answered, and a response is
 //! charged until the writer has sent it. When the budget says no, this task simply stops
 //! reading: TCP pushes back on that client alone.
@@ -21,9 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use tidelog_proto::frame::{decode_frame, FRAME_HEADER_BYTES};
 use tidelog_proto::pb::{self, ErrorCode};
@@ -34,10 +33,11 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::budget::{ConnectionBudget, Reservation};
 use super::handlers::{self, Outcome};
 use super::response::{encode_response, FrameChunks};
-use crate::broker::BrokerContext;
+use crate::net::budget::{ConnectionBudget, Reservation};
+use crate::net::write::write_all_chunks;
+use crate::net::ListenerContext;
 
 /// A framed response on its way to the socket, with the memory it holds until written.
 struct Outgoing {
@@ -53,13 +53,11 @@ const FRAME_COPY_BYTES_MAX: usize = 16 << 10;
 const READ_GRANT_BYTES_MIN: usize = 4 << 10;
 /// Bytes of queued responses the writer gathers into one vectored write.
 const WRITE_COALESCE_BYTES: usize = 4 << 20;
-/// I/O slices handed to one `writev` (the kernel's limit is 1024).
-const WRITE_SLICES_MAX: usize = 256;
 
 /// What a connection's reader needs from its surroundings.
 struct Reader<'a> {
     peer: SocketAddr,
-    context: &'a Arc<BrokerContext>,
+    context: &'a Arc<ListenerContext>,
     responses: &'a mpsc::Sender<Outgoing>,
     in_flight: &'a Arc<Semaphore>,
     budget: &'a ConnectionBudget,
@@ -67,7 +65,7 @@ struct Reader<'a> {
     writer_gone: &'a Notify,
 }
 
-pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<BrokerContext>) {
+pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<ListenerContext>) {
     let span = tracing::info_span!("connection", %peer);
     async move {
         tracing::debug!("accepted");
@@ -75,7 +73,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Brok
             tracing::debug!(%error, "could not disable Nagle's algorithm");
         }
         let (reader, writer) = stream.into_split();
-        let limits = &context.config.limits;
+        let limits = &context.core.config.limits;
         let (responses, queued) = mpsc::channel(limits.response_queue_depth);
         let writer_gone = Arc::new(Notify::new());
         let write_stall = Duration::from_millis(limits.write_stall_timeout_ms);
@@ -120,7 +118,7 @@ enum Waiting {
 /// Reads and dispatches until the client closes, the broker shuts down, a timeout cuts the
 /// connection, or the byte stream cannot be trusted any more (the `Err` says why).
 async fn read_requests(reader: OwnedReadHalf, surroundings: &Reader<'_>) -> Result<(), String> {
-    let limits = &surroundings.context.config.limits;
+    let limits = &surroundings.context.core.config.limits;
     let frame_bytes_max = limits.frame_bytes_max;
     let idle_timeout = Duration::from_millis(limits.connection_idle_timeout_ms);
     let header_timeout = Duration::from_millis(limits.request_header_timeout_ms);
@@ -281,7 +279,7 @@ async fn start_request(
     let replier = Replier {
         responses: surroundings.responses.clone(),
         budget: surroundings.budget.clone(),
-        frame_bytes_max: context.config.limits.frame_bytes_max,
+        frame_bytes_max: context.core.config.limits.frame_bytes_max,
     };
     let request = match pb::Request::decode(frame) {
         Ok(request) => request,
@@ -315,7 +313,7 @@ async fn start_request(
                 .flat_map(|topic| &topic.partitions)
                 .map(|partition| partition.records.len())
                 .sum();
-            let wait = Duration::from_millis(context.config.limits.memory_wait_ms_max);
+            let wait = Duration::from_millis(context.core.config.limits.memory_wait_ms_max);
             match surroundings
                 .budget
                 .reserve_between(bytes, bytes, Some(Instant::now() + wait))
@@ -515,39 +513,4 @@ async fn write_responses(
         }
     }
     let _ = writer.shutdown().await;
-}
-
-/// Writes every chunk, in order, with as few `writev` calls as the socket allows; fails with
-/// `TimedOut` when the socket takes nothing for `write_stall`. Also the Kafka listener's.
-pub(crate) async fn write_all_chunks(
-    writer: &mut OwnedWriteHalf,
-    chunks: &mut VecDeque<Bytes>,
-    write_stall: Duration,
-) -> std::io::Result<()> {
-    while !chunks.is_empty() {
-        let slices: Vec<IoSlice<'_>> = chunks
-            .iter()
-            .take(WRITE_SLICES_MAX)
-            .map(|chunk| IoSlice::new(chunk))
-            .collect();
-        let mut written = tokio::time::timeout(write_stall, writer.write_vectored(&slices))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let Some(front) = chunks.front_mut() else {
-                break;
-            };
-            if written >= front.len() {
-                written -= front.len();
-                chunks.pop_front();
-            } else {
-                front.advance(written);
-                written = 0;
-            }
-        }
-    }
-    Ok(())
 }
