@@ -203,7 +203,10 @@ pub(crate) fn topic_error(error: &TopicError) -> (ErrorCode, String) {
         TopicError::InvalidName { .. } => ErrorCode::InvalidTopic,
         TopicError::InvalidPartitions { .. }
         | TopicError::TooManyPartitions { .. }
-        | TopicError::DescriptorBudget { .. } => ErrorCode::InvalidPartitions,
+        | TopicError::DescriptorBudget { .. }
+        | TopicError::InvalidPartitionChange(_) => ErrorCode::InvalidPartitions,
+        TopicError::UnknownPartition { .. } => ErrorCode::UnknownTopicOrPartition,
+        TopicError::PartitionOffline { .. } => ErrorCode::KafkaStorageError,
         TopicError::InvalidConfig(_) | TopicError::TooManyTopics(_) => ErrorCode::InvalidConfig,
         TopicError::Storage(error) => return storage_error(error),
         TopicError::Metadata(_) | TopicError::Io { .. } | TopicError::DataOnDisk { .. } => {
