@@ -6,10 +6,10 @@ use std::sync::Arc;
 use tidelog_proto::pb;
 
 use super::{blocking, topic_result, Outcome};
-use crate::broker::BrokerContext;
+use crate::net::ListenerContext;
 use crate::topics::{ConfigChange, ConfigUpdate};
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::AlterTopicRequest) -> Outcome {
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::AlterTopicRequest) -> Outcome {
     let context = context.clone();
     Outcome::Deferred(Box::pin(async move {
         let topic = blocking(move || {
@@ -28,12 +28,14 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::AlterTopicReques
             let mut result = Ok(());
             if let Some(partitions) = request.partitions {
                 result = context
+                    .core
                     .registry
                     .add_partitions(&name, partitions, request.validate_only)
                     .map(drop);
             }
             if result.is_ok() && !changes.is_empty() {
                 result = context
+                    .core
                     .registry
                     .alter_config(&name, &ConfigUpdate::Incremental(changes), request.validate_only)
                     .map(drop);

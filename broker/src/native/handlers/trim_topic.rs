@@ -5,10 +5,10 @@ use std::sync::Arc;
 use tidelog_proto::pb::{self, ErrorCode};
 
 use super::{blocking, topic_error, Outcome};
-use crate::broker::BrokerContext;
 use crate::clock::now_ms;
+use crate::net::ListenerContext;
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::TrimTopicRequest) -> Outcome {
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::TrimTopicRequest) -> Outcome {
     let context = context.clone();
     Outcome::Deferred(Box::pin(async move {
         let partitions = blocking(move || {
@@ -16,7 +16,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::TrimTopicRequest
                 .partitions
                 .into_iter()
                 .map(|partition| {
-                    match context.registry.trim(
+                    match context.core.registry.trim(
                         &request.topic,
                         partition.partition,
                         partition.before,

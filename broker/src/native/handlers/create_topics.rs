@@ -5,12 +5,12 @@ use std::sync::Arc;
 use tidelog_proto::pb;
 
 use super::{blocking, topic_result, Outcome};
-use crate::broker::BrokerContext;
 use crate::clock::now_ms;
 use crate::metadata::TopicOverrides;
+use crate::net::ListenerContext;
 use crate::topics::TopicSpec;
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::CreateTopicsRequest) -> Outcome {
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::CreateTopicsRequest) -> Outcome {
     let context = context.clone();
     Outcome::Deferred(Box::pin(async move {
         let topics = blocking(move || {
@@ -25,7 +25,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::CreateTopicsRequ
                         overrides: overrides(topic.config.unwrap_or_default()),
                     };
                     // The registry holds the overrides to the floors (topics::config).
-                    let created = context.registry.create(spec, now_ms());
+                    let created = context.core.registry.create(spec, now_ms());
                     if let Ok(topic) = &created {
                         tracing::info!(topic = %name, partitions = topic.partitions.len(), "topic created");
                     }
