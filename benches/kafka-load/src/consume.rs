@@ -62,6 +62,7 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<String> {
             (u64::from(args.fetch_max_bytes) + 1024 * 1024).to_string(),
         )
         .set("check.crcs", args.check_crcs.to_string());
+    common.apply_properties(&mut config)?;
     let probe: BaseConsumer<LoadContext> = config
         .create_with_context(LoadContext::new()?)
         .context("cannot create the librdkafka consumer")?;
@@ -87,6 +88,7 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<String> {
             .clamp(PARTITION_FETCH_BYTES_MIN, FETCH_RESPONSE_BYTES_TARGET)
     });
     config.set("max.partition.fetch.bytes", partition_fetch_max_bytes.to_string());
+    common.apply_properties(&mut config)?;
     let consumer: BaseConsumer<LoadContext> = config
         .create_with_context(LoadContext::new()?)
         .context("cannot create the librdkafka consumer")?;

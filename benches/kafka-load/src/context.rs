@@ -19,9 +19,22 @@ use rdkafka::producer::ProducerContext;
 pub struct Common {
     pub bootstrap: String,
     pub debug: Option<String>,
+    /// `KEY=VALUE` librdkafka properties applied over the mode's own.
+    pub properties: Vec<String>,
 }
 
 impl Common {
+    /// Sets the `-X` properties over `config`, last, so they win over the mode's settings.
+    pub fn apply_properties(&self, config: &mut ClientConfig) -> anyhow::Result<()> {
+        for property in &self.properties {
+            let Some((key, value)) = property.split_once('=') else {
+                anyhow::bail!("-X {property}: expected KEY=VALUE");
+            };
+            config.set(key, value);
+        }
+        Ok(())
+    }
+
     pub fn config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config

@@ -23,6 +23,10 @@ struct Cli {
     /// librdkafka `debug` contexts (e.g. `broker,protocol,fetch`), logged to stderr.
     #[arg(long, value_name = "CONTEXTS")]
     debug: Option<String>,
+    /// Any other librdkafka property, applied last (repeatable), as kcat's and
+    /// rdkafka_performance's `-X`: e.g. `-X check.crcs=true`.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    properties: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +66,7 @@ fn main() -> anyhow::Result<()> {
     let common = context::Common {
         bootstrap: cli.bootstrap,
         debug: cli.debug,
+        properties: cli.properties,
     };
     let summary = match cli.command {
         Command::Produce(args) => produce::run(&common, &args)?,

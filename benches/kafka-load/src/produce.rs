@@ -99,6 +99,7 @@ pub fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<String> {
         // Five batches in flight per partition, as perf produce (and idempotence's limit).
         .set("max.in.flight.requests.per.connection", "5")
         .set("compression.codec", args.compression.librdkafka_name());
+    common.apply_properties(&mut config)?;
     let producer: BaseProducer<LoadContext> = config
         .create_with_context(LoadContext::new()?)
         .context("cannot create the librdkafka producer")?;
