@@ -36,6 +36,10 @@ pub struct BrokerConfig {
     pub groups: GroupsConfig,
     /// The Kafka-protocol listener (the `[kafka]` section).
     pub kafka: KafkaListenerConfig,
+    /// Whether Kafka clients create unknown topics on use (Metadata with
+    /// `allow_auto_topic_creation`, Produce), with `log.partitions` partitions and the broker
+    /// defaults. Off by default: a typo should not make a topic.
+    pub auto_create_topics: bool,
 }
 
 impl Default for BrokerConfig {
@@ -52,6 +56,7 @@ impl Default for BrokerConfig {
             maintenance_interval_ms: 5_000,
             groups: GroupsConfig::default(),
             kafka: KafkaListenerConfig::default(),
+            auto_create_topics: false,
         }
     }
 }
