@@ -33,6 +33,10 @@ pub struct BrokerConfig {
     pub maintenance_interval_ms: u64,
     /// Consumer groups: session defaults and limits.
     pub groups: GroupsConfig,
+    /// Whether Kafka clients create unknown topics on use (Metadata with
+    /// `allow_auto_topic_creation`, Produce), with `log.partitions` partitions and the broker
+    /// defaults. Off by default: a typo should not make a topic.
+    pub auto_create_topics: bool,
 }
 
 impl Default for BrokerConfig {
@@ -48,6 +52,7 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             maintenance_interval_ms: 5_000,
             groups: GroupsConfig::default(),
+            auto_create_topics: false,
         }
     }
 }
@@ -198,7 +203,7 @@ pub struct Limits {
     pub fetch_bytes_max: usize,
     /// Longest a Fetch may wait for data.
     pub fetch_wait_ms_max: u64,
-    /// The broker's one memory budget (`server::budget`): bytes of partially received frames,
+    /// The broker's one memory budget (`net::budget`): bytes of partially received frames,
     /// decoded requests, append copies and queued responses, over all connections. Past it
     /// the broker stops reading from the connections holding the most. 512 MiB: safe on any
     /// machine with a few GiB, and room for eight largest frames at once; raise it on a big
@@ -328,7 +333,7 @@ impl BrokerConfig {
             ));
         }
         // A connection must be able to hold a largest frame and its append copy, and the
-        // fairness rule of `server::budget` grants one connection at most half the budget.
+        // fairness rule of `net::budget` grants one connection at most half the budget.
         if limits.connection_memory_bytes_max < limits.frame_bytes_max.saturating_mul(2)
             || limits.memory_bytes_max < limits.connection_memory_bytes_max.saturating_mul(2)
         {
