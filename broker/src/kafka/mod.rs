@@ -13,7 +13,9 @@
 pub mod codec;
 mod connection;
 pub(crate) mod dispatch;
+mod error;
 pub(crate) mod handlers;
+mod legacy;
 
 use std::sync::Arc;
 
