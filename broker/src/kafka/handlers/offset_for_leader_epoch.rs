@@ -86,7 +86,7 @@ fn end_offset(request: &Request<'_>, topic: &str, asked: &OffsetForLeaderPartiti
 }
 
 /// v0 and v1 requests (identical): `[topic [partition leader_epoch]]`.
-fn decode_legacy(body: bytes::Bytes) -> Result<OffsetForLeaderEpochRequest, LegacyError> {
+pub(crate) fn decode_legacy(body: bytes::Bytes) -> Result<OffsetForLeaderEpochRequest, LegacyError> {
     let mut reader = Reader::new(body);
     // A topic is at least a string length and a count; a partition two int32s.
     let topic_count = reader.count(6)?;
