@@ -21,7 +21,9 @@
 //!   read_only BOOLEAN, is_default BOOLEAN, is_sensitive BOOLEAN]]`.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsResponse, DescribeConfigsRequest,
@@ -59,10 +61,6 @@ impl Reader {
         Ok(self.take(1, what)?[0] as i8)
     }
 
-    fn bool(&mut self, what: &'static str) -> Result<bool, LegacyError> {
-        Ok(self.i8(what)? != 0)
-    }
-
     fn i16(&mut self, what: &'static str) -> Result<i16, LegacyError> {
         let bytes = self.take(2, what)?;
         Ok(i16::from_be_bytes([bytes[0], bytes[1]]))
@@ -89,7 +87,8 @@ impl Reader {
     }
 
     fn string(&mut self, what: &'static str) -> Result<StrBytes, LegacyError> {
-        self.nullable_string(what)?.ok_or(LegacyError::BadLength { what, length: -1 })
+        self.nullable_string(what)?
+            .ok_or(LegacyError::BadLength { what, length: -1 })
     }
 
     /// An array's element count; `None` for a null array. Bounded by the bytes left (every
@@ -178,7 +177,8 @@ pub(crate) fn decode_describe_configs_v0(body: Bytes) -> Result<DescribeConfigsR
             let mut resource = DescribeConfigsResource::default();
             resource.resource_type = reader.i8("resource_type")?;
             resource.resource_name = reader.string("resource_name")?;
-            resource.configuration_keys = reader.array("configuration_keys", 2, |reader| reader.string("config name"))?;
+            resource.configuration_keys =
+                reader.array("configuration_keys", 2, |reader| reader.string("config name"))?;
             Ok(resource)
         })?
         .unwrap_or_default();
@@ -263,7 +263,9 @@ pub(crate) fn encode_describe_configs_v0(response: &DescribeConfigsResponse) -> 
 mod tests {
     use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
     use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-    use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+    use kafka_protocol::messages::describe_configs_response::{
+        DescribeConfigsResourceResult, DescribeConfigsResult,
+    };
 
     use super::*;
 
@@ -307,7 +309,10 @@ mod tests {
         assert_eq!(topic.configs[1].value, None);
         // Every truncation and a trailing byte are errors, never a panic.
         for length in 0..bytes.len() {
-            assert!(decode_create_topics_v0(bytes.slice(..length)).is_err(), "{length}");
+            assert!(
+                decode_create_topics_v0(bytes.slice(..length)).is_err(),
+                "{length}"
+            );
         }
         let mut longer = bytes.to_vec();
         longer.push(0);
@@ -338,11 +343,17 @@ mod tests {
         let request = decode_describe_configs_v0(bytes.clone()).unwrap();
         assert_eq!(request.resources.len(), 2);
         assert_eq!(request.resources[0].resource_type, 2);
-        assert_eq!(request.resources[0].configuration_keys.as_ref().unwrap()[0].as_str(), "retention.ms");
+        assert_eq!(
+            request.resources[0].configuration_keys.as_ref().unwrap()[0].as_str(),
+            "retention.ms"
+        );
         assert_eq!(request.resources[1].resource_name.as_str(), "0");
         assert_eq!(request.resources[1].configuration_keys, None);
         for length in 0..bytes.len() {
-            assert!(decode_describe_configs_v0(bytes.slice(..length)).is_err(), "{length}");
+            assert!(
+                decode_describe_configs_v0(bytes.slice(..length)).is_err(),
+                "{length}"
+            );
         }
     }
 
@@ -381,6 +392,7 @@ mod tests {
         fixed.config_source = 5;
         let mut result = DescribeConfigsResult::default();
         result.resource_type = 2;
+        result.error_message = None;
         result.resource_name = StrBytes::from_static_str("t");
         result.configs = vec![config, fixed];
         let mut response = DescribeConfigsResponse::default();
