@@ -25,13 +25,21 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
 }
 
 fn alter(core: &Core, asked: AlterConfigsRequest) -> AlterConfigsResponse {
-    let twice = duplicated(asked.resources.iter().map(|resource| (resource.resource_type, &resource.resource_name)));
+    let twice = duplicated(
+        asked
+            .resources
+            .iter()
+            .map(|resource| (resource.resource_type, &resource.resource_name)),
+    );
     let responses = asked
         .resources
         .into_iter()
         .map(|resource| {
             let outcome = if twice.contains(&(resource.resource_type, resource.resource_name.clone())) {
-                refused(ErrorCode::InvalidRequest, "the resource is named more than once in the request")
+                refused(
+                    ErrorCode::InvalidRequest,
+                    "the resource is named more than once in the request",
+                )
             } else {
                 match alterable_topic(resource.resource_type, &resource.resource_name) {
                     Err(error) => error,
@@ -46,10 +54,11 @@ fn alter(core: &Core, asked: AlterConfigsRequest) -> AlterConfigsResponse {
                                 )
                             })
                             .collect();
-                        match core
-                            .registry
-                            .alter_config(&topic, &ConfigUpdate::Replace(pairs), asked.validate_only)
-                        {
+                        match core.registry.alter_config(
+                            &topic,
+                            &ConfigUpdate::Replace(pairs),
+                            asked.validate_only,
+                        ) {
                             Ok(_) => NO_ERROR,
                             Err(error) => topic_error(&error),
                         }

@@ -37,15 +37,25 @@ fn create_partitions(core: &Core, asked: CreatePartitionsRequest) -> CreateParti
         .map(|topic| {
             let name = topic.name.0.as_str().to_owned();
             let outcome = if named.get(&topic.name.0).copied().unwrap_or(0) > 1 {
-                refused(ErrorCode::InvalidRequest, format!("topic {name:?} is named more than once in the request"))
-            } else if topic.assignments.as_ref().is_some_and(|assignments| !assignments.is_empty()) {
+                refused(
+                    ErrorCode::InvalidRequest,
+                    format!("topic {name:?} is named more than once in the request"),
+                )
+            } else if topic
+                .assignments
+                .as_ref()
+                .is_some_and(|assignments| !assignments.is_empty())
+            {
                 refused(
                     ErrorCode::InvalidReplicaAssignment,
                     "manual replica assignments are not supported: Tidelog is one broker",
                 )
             } else {
                 match u32::try_from(topic.count) {
-                    Err(_) => refused(ErrorCode::InvalidPartitions, format!("{} partitions is not a count", topic.count)),
+                    Err(_) => refused(
+                        ErrorCode::InvalidPartitions,
+                        format!("{} partitions is not a count", topic.count),
+                    ),
                     Ok(count) => match core.registry.add_partitions(&name, count, asked.validate_only) {
                         Ok(_) => NO_ERROR,
                         Err(error) => topic_error(&error),

@@ -24,7 +24,8 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
         1 => CreateTopicsRequest::decode(&mut request.body.clone(), 2).map_err(|error| error.to_string()),
         _ => return handle_decoded(request.decode(), request, version),
     };
-    let decoded = decoded.map_err(|error| Reply::Close(format!("undecodable CreateTopics v{version} request: {error}")));
+    let decoded = decoded
+        .map_err(|error| Reply::Close(format!("undecodable CreateTopics v{version} request: {error}")));
     handle_decoded(decoded, request, version)
 }
 

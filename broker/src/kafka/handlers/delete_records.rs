@@ -1,7 +1,9 @@
 //! DeleteRecords (0-2): advance each partition's log start through the registry (offset -1:
 //! the high watermark); the answer is the new low watermark (log start) per partition.
 
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::topic_admin::{blocking, refused, topic_error};

@@ -37,19 +37,33 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
 fn delete(core: &Core, asked: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     // v6 names each topic by name or by id; earlier versions by name only.
     let wanted: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
-        asked.topics.into_iter().map(|topic| (topic.name, topic.topic_id)).collect()
+        asked
+            .topics
+            .into_iter()
+            .map(|topic| (topic.name, topic.topic_id))
+            .collect()
     } else {
-        asked.topic_names.into_iter().map(|name| (Some(name), Uuid::nil())).collect()
+        asked
+            .topic_names
+            .into_iter()
+            .map(|name| (Some(name), Uuid::nil()))
+            .collect()
     };
     let registry = &core.registry;
     let responses = wanted
         .into_iter()
         .map(|(name, id)| {
             let mut result = DeletableTopicResult::default();
-            let named = name.as_ref().filter(|name| !name.0.is_empty()).map(|name| name.0.as_str().to_owned());
+            let named = name
+                .as_ref()
+                .filter(|name| !name.0.is_empty())
+                .map(|name| name.0.as_str().to_owned());
             let target = match named {
                 Some(name) => Ok(name),
-                None if id.is_nil() => Err(refused(ErrorCode::InvalidRequest, "a topic to delete needs a name or an id")),
+                None if id.is_nil() => Err(refused(
+                    ErrorCode::InvalidRequest,
+                    "a topic to delete needs a name or an id",
+                )),
                 None => registry
                     .get_by_id(id)
                     .map(|topic| topic.record.name.clone())
@@ -59,7 +73,9 @@ fn delete(core: &Core, asked: DeleteTopicsRequest, version: i16) -> DeleteTopics
                 Ok(name) => {
                     let topic_id = registry.get(&name).map(|topic| topic.id());
                     let outcome = registry.delete(&name);
-                    result.name = Some(TopicName(kafka_protocol::protocol::StrBytes::from_string(name.clone())));
+                    result.name = Some(TopicName(kafka_protocol::protocol::StrBytes::from_string(
+                        name.clone(),
+                    )));
                     if version >= 6 {
                         result.topic_id = topic_id.unwrap_or(id);
                     }

@@ -48,13 +48,19 @@ fn describe(core: &Core, asked: &DescribeConfigsRequest, version: i16) -> Descri
             let entries = match resource.resource_type {
                 RESOURCE_TOPIC => match core.registry.get(name) {
                     Some(topic) => Ok(core.registry.config_entries(&topic)),
-                    None => Err(refused(ErrorCode::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))),
+                    None => Err(refused(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("topic {name:?} does not exist"),
+                    )),
                 },
                 // "" is the cluster-wide default resource, which is this broker's settings too.
                 RESOURCE_BROKER if name.is_empty() || name == broker_id.to_string() => {
                     Ok(core.registry.broker_config_entries(broker_id))
                 }
-                RESOURCE_BROKER => Err(refused(ErrorCode::InvalidRequest, format!("broker {name:?} is not this broker ({broker_id})"))),
+                RESOURCE_BROKER => Err(refused(
+                    ErrorCode::InvalidRequest,
+                    format!("broker {name:?} is not this broker ({broker_id})"),
+                )),
                 other => Err(refused(
                     ErrorCode::InvalidRequest,
                     format!("resource type {other} has no configs here (topics 2, brokers 4)"),
@@ -90,7 +96,11 @@ fn describe(core: &Core, asked: &DescribeConfigsRequest, version: i16) -> Descri
     response
 }
 
-fn config(entry: &ConfigEntry, asked: &DescribeConfigsRequest, version: i16) -> DescribeConfigsResourceResult {
+fn config(
+    entry: &ConfigEntry,
+    asked: &DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResourceResult {
     let mut config = DescribeConfigsResourceResult::default();
     config.name = StrBytes::from_static_str(entry.name);
     config.value = Some(StrBytes::from_string(entry.value.clone()));

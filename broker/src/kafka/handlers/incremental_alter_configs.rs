@@ -32,13 +32,21 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
 }
 
 fn alter(core: &Core, asked: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
-    let twice = duplicated(asked.resources.iter().map(|resource| (resource.resource_type, &resource.resource_name)));
+    let twice = duplicated(
+        asked
+            .resources
+            .iter()
+            .map(|resource| (resource.resource_type, &resource.resource_name)),
+    );
     let responses = asked
         .resources
         .into_iter()
         .map(|resource| {
             let outcome = if twice.contains(&(resource.resource_type, resource.resource_name.clone())) {
-                Err(refused(ErrorCode::InvalidRequest, "the resource is named more than once in the request"))
+                Err(refused(
+                    ErrorCode::InvalidRequest,
+                    "the resource is named more than once in the request",
+                ))
             } else {
                 alterable_topic(resource.resource_type, &resource.resource_name).and_then(|topic| {
                     let changes = changes(&resource.configs)?;
@@ -73,14 +81,22 @@ fn changes(
     for config in configs {
         let name = config.name.as_str().to_owned();
         if !names.insert(name.clone()) {
-            return Err(refused(ErrorCode::InvalidRequest, format!("config {name:?} is named more than once")));
+            return Err(refused(
+                ErrorCode::InvalidRequest,
+                format!("config {name:?} is named more than once"),
+            ));
         }
         changes.push(match (config.config_operation, &config.value) {
             (SET, Some(value)) => ConfigChange::Set {
                 name,
                 value: value.as_str().to_owned(),
             },
-            (SET, None) => return Err(refused(ErrorCode::InvalidRequest, format!("SET of {name:?} without a value"))),
+            (SET, None) => {
+                return Err(refused(
+                    ErrorCode::InvalidRequest,
+                    format!("SET of {name:?} without a value"),
+                ))
+            }
             (DELETE, _) => ConfigChange::Unset { name },
             (APPEND | SUBTRACT, _) => {
                 return Err(refused(
@@ -88,7 +104,12 @@ fn changes(
                     format!("APPEND and SUBTRACT need a list config; {name:?} is not one Tidelog can change"),
                 ))
             }
-            (other, _) => return Err(refused(ErrorCode::InvalidRequest, format!("unknown config operation {other}"))),
+            (other, _) => {
+                return Err(refused(
+                    ErrorCode::InvalidRequest,
+                    format!("unknown config operation {other}"),
+                ))
+            }
         });
     }
     Ok(changes)

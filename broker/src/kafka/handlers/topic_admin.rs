@@ -86,7 +86,10 @@ pub(crate) fn pairs<'a>(
 
 /// The topic an AlterConfigs or IncrementalAlterConfigs resource names; the broker's own
 /// settings are read-only at run time (they come from its file and flags).
-pub(crate) fn alterable_topic(resource_type: i8, resource_name: &StrBytes) -> Result<String, (i16, Option<StrBytes>)> {
+pub(crate) fn alterable_topic(
+    resource_type: i8,
+    resource_name: &StrBytes,
+) -> Result<String, (i16, Option<StrBytes>)> {
     match resource_type {
         RESOURCE_TOPIC => Ok(resource_name.as_str().to_owned()),
         RESOURCE_BROKER => Err(refused(
@@ -102,7 +105,9 @@ pub(crate) fn alterable_topic(resource_type: i8, resource_name: &StrBytes) -> Re
 
 /// Whether `(type, name)` occurs more than once among `resources`: Kafka refuses each such
 /// resource with INVALID_REQUEST rather than guess an order.
-pub(crate) fn duplicated<'a>(resources: impl IntoIterator<Item = (i8, &'a StrBytes)>) -> std::collections::HashSet<(i8, StrBytes)> {
+pub(crate) fn duplicated<'a>(
+    resources: impl IntoIterator<Item = (i8, &'a StrBytes)>,
+) -> std::collections::HashSet<(i8, StrBytes)> {
     let mut seen = std::collections::HashSet::new();
     let mut twice = std::collections::HashSet::new();
     for (resource_type, name) in resources {
