@@ -41,14 +41,38 @@ pub fn decode_request(frame: bytes::Bytes) -> Result<(), String> {
     if !(served.min_version..=served.max_version).contains(&version) {
         return Err(format!("v{version} not served"));
     }
-    match (parsed.api_key, version) {
-        (ApiKey::OffsetForLeaderEpoch, 0..=1) => {
-            handlers::offset_for_leader_epoch::decode_legacy(parsed.body).map(drop).map_err(|error| error.to_string())
-        }
-        (api_key, version) => RequestKind::decode(api_key, &mut parsed.body.clone(), version)
-            .map(drop)
-            .map_err(|error| error.to_string()),
+    let body = parsed.body;
+    // The versions kafka-protocol lacks, decoded as their handlers decode them.
+    let legacy = match (parsed.api_key, version) {
+        (ApiKey::OffsetForLeaderEpoch, 0..=1) => Some(
+            handlers::offset_for_leader_epoch::decode_legacy(body.clone())
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        ),
+        (ApiKey::CreateTopics, 0) => Some(
+            handlers::legacy::decode_create_topics_v0(body.clone())
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        ),
+        (ApiKey::DescribeConfigs, 0) => Some(
+            handlers::legacy::decode_describe_configs_v0(body.clone())
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        ),
+        _ => None,
+    };
+    if let Some(result) = legacy {
+        return result;
     }
+    // CreateTopics v1 and DeleteTopics v0 are byte for byte the crate's lowest version.
+    let version = match (parsed.api_key, version) {
+        (ApiKey::CreateTopics, 1) => 2,
+        (ApiKey::DeleteTopics, 0) => 1,
+        _ => version,
+    };
+    RequestKind::decode(parsed.api_key, &mut body.clone(), version)
+        .map(drop)
+        .map_err(|error| error.to_string())
 }
 
 /// Pause after a failed accept, so running out of file descriptors does not spin a core.
@@ -200,7 +224,11 @@ mod tests {
             for version in served.min_version..=served.max_version {
                 let result = decode_request(frame(served.key, version, &[]));
                 if let Err(error) = result {
-                    assert!(!error.contains("not served"), "{:?} v{version}: {error}", served.key);
+                    assert!(
+                        !error.contains("not served"),
+                        "{:?} v{version}: {error}",
+                        served.key
+                    );
                 }
             }
         }

@@ -3,12 +3,21 @@
 //! and encodes the response; none touches a socket, and none holds a broker rule: they
 //! translate between Kafka's types and the broker's.
 
+pub(crate) mod alter_configs;
 pub(crate) mod api_versions;
+pub(crate) mod create_partitions;
+pub(crate) mod create_topics;
+pub(crate) mod delete_records;
+pub(crate) mod delete_topics;
 pub(crate) mod describe_cluster;
+pub(crate) mod describe_configs;
 #[allow(dead_code)] // FIXME: used by the Fetch handler, which waits for the core's fetch
 mod fetch_wire;
+pub(crate) mod incremental_alter_configs;
+pub(crate) mod legacy;
 pub(crate) mod metadata;
 pub(crate) mod offset_for_leader_epoch;
+mod topic_admin;
 
 use std::future::Future;
 use std::net::SocketAddr;
