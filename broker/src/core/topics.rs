@@ -1,14 +1,10 @@
-//! Topic operations every front end calls: create (with the floors a client's settings are
-//! held to), delete, and metadata (each topic's partitions, offline ones with their error).
-//! The registry (`topics`) owns the topics themselves; this module is what a request adds.
+//! Topic operations every front end calls: create, delete, and metadata (each topic's
+//! partitions, offline ones with their error). The registry (`topics`) owns the topics themselves; this module is what a request adds.
 
 use std::sync::Arc;
 
 use super::{blocking, Core, CoreError, ErrorCode};
 use crate::clock::now_ms;
-use crate::config::Limits;
-use crate::error::TopicError;
-use crate::metadata::TopicOverrides;
 use crate::topics::{PartitionSlot, Topic, TopicSpec};
 
 /// A topic as Metadata shows it.
@@ -53,7 +49,7 @@ impl Core {
     /// Creates one topic. Blocking: it creates and syncs files and writes the metadata store.
     pub(crate) fn create_topic(&self, spec: TopicSpec) -> Result<Arc<Topic>, CoreError> {
         let name = spec.name.clone();
-        check_floors(&spec.overrides, &self.config.limits)?;
+        // The registry holds a client's settings to the floors (`topics::config`).
         let topic = self.registry.create(spec, now_ms())?;
         tracing::info!(topic = %name, partitions = topic.partitions.len(), "topic created");
         Ok(topic)
@@ -137,57 +133,5 @@ fn describe(topic: Arc<Topic>) -> TopicMetadata {
         name: topic.record.name.clone(),
         topic: Ok(topic),
         partitions,
-    }
-}
-
-/// Refuses settings a client could use to make the broker roll a segment (three new files)
-/// every few requests. Only what the client asks for is held to the floors: the broker's own
-/// defaults are the operator's choice.
-fn check_floors(overrides: &TopicOverrides, limits: &Limits) -> Result<(), TopicError> {
-    if let Some(bytes) = overrides.segment_bytes {
-        if bytes < limits.segment_bytes_min {
-            return Err(TopicError::InvalidConfig(format!(
-                "segment_bytes {bytes} is below the broker's minimum of {} (limits.segment_bytes_min)",
-                limits.segment_bytes_min
-            )));
-        }
-    }
-    if let Some(ms) = overrides.segment_ms {
-        if ms < limits.segment_ms_min {
-            return Err(TopicError::InvalidConfig(format!(
-                "segment_ms {ms} is below the broker's minimum of {} (limits.segment_ms_min)",
-                limits.segment_ms_min
-            )));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segment_settings_below_the_floors_are_refused_and_others_pass() {
-        let limits = Limits::default();
-        let with = |segment_bytes, segment_ms| TopicOverrides {
-            segment_bytes,
-            segment_ms,
-            ..TopicOverrides::default()
-        };
-        assert!(check_floors(&with(None, None), &limits).is_ok());
-        assert!(check_floors(
-            &with(Some(limits.segment_bytes_min), Some(limits.segment_ms_min)),
-            &limits
-        )
-        .is_ok());
-        assert!(matches!(
-            check_floors(&with(None, Some(1)), &limits),
-            Err(TopicError::InvalidConfig(_))
-        ));
-        assert!(matches!(
-            check_floors(&with(Some(limits.segment_bytes_min - 1), None), &limits),
-            Err(TopicError::InvalidConfig(_))
-        ));
     }
 }

@@ -2,6 +2,7 @@
 //! of the core (`crate::core`) and its result into a response body; none holds a broker rule
 //! or touches a socket. `dispatch` checks the header and routes.
 
+mod alter_topic;
 mod consumer_group_heartbeat;
 mod create_topics;
 mod delete_groups;
@@ -15,6 +16,7 @@ mod metadata;
 mod offset_commit;
 mod offset_fetch;
 mod produce;
+mod trim_topic;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -95,6 +97,8 @@ pub(crate) fn dispatch(
         Body::DescribeGroups(request) => describe_groups::handle(context, request),
         Body::DeleteGroups(request) => delete_groups::handle(context, request),
         Body::InitProducerId(request) => init_producer_id::handle(context, request),
+        Body::AlterTopic(request) => alter_topic::handle(context, request),
+        Body::TrimTopic(request) => trim_topic::handle(context, request),
     }
 }
 
