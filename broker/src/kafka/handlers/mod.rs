@@ -3,8 +3,17 @@
 //! and encodes the response; none touches a socket, and none holds a broker rule: they
 //! translate between Kafka's types and the broker's.
 
+pub(crate) mod alter_configs;
 pub(crate) mod api_versions;
+pub(crate) mod create_partitions;
+pub(crate) mod create_topics;
+pub(crate) mod delete_records;
+pub(crate) mod delete_topics;
+pub(crate) mod describe_configs;
+pub(crate) mod incremental_alter_configs;
+mod legacy;
 pub(crate) mod metadata;
+mod topic_admin;
 
 use std::future::Future;
 use std::net::SocketAddr;
