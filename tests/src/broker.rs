@@ -37,6 +37,8 @@ pub struct BrokerProcess {
     launcher: Vec<String>,
     child: Option<Child>,
     addr: SocketAddr,
+    /// The Kafka listener's address, when the start line names one (`kafka_listen=`).
+    kafka_addr: Option<SocketAddr>,
     log: Arc<Mutex<LogText>>,
     log_reader: Option<JoinHandle<()>>,
     /// Logs of earlier processes on this data directory, for failure messages.
@@ -63,6 +65,7 @@ impl BrokerProcess {
             launcher: launcher.iter().map(|arg| arg.to_string()).collect(),
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kafka_addr: None,
             log: Arc::default(),
             log_reader: None,
             earlier_logs: String::new(),
@@ -133,8 +136,9 @@ impl BrokerProcess {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             match address.recv_timeout(Duration::from_millis(20)) {
-                Ok(addr) => {
+                Ok((addr, kafka_addr)) => {
                     self.addr = addr;
+                    self.kafka_addr = kafka_addr;
                     return;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -168,6 +172,25 @@ impl BrokerProcess {
     pub fn addr(&self) -> SocketAddr {
         assert!(self.child.is_some(), "addr() of a stopped broker");
         self.addr
+    }
+
+    /// Starts a broker with its Kafka listener on a free port of 127.0.0.1 (`--kafka-listen
+    /// 127.0.0.1:0`); [`kafka_addr`](Self::kafka_addr) says where.
+    pub fn start_with_kafka(data_dir: &Path, extra_args: &[&str]) -> Self {
+        let mut args = vec!["--kafka-listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra_args);
+        Self::start(data_dir, &args)
+    }
+
+    /// The address the Kafka listener is bound to; panics if the broker runs without one.
+    pub fn kafka_addr(&self) -> SocketAddr {
+        assert!(self.child.is_some(), "kafka_addr() of a stopped broker");
+        self.kafka_addr.unwrap_or_else(|| {
+            panic!(
+                "this broker has no Kafka listener (its start line names no kafka_listen=):\n{}",
+                self.logs()
+            )
+        })
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -329,8 +352,12 @@ impl LogText {
 }
 
 /// Reads the broker's stderr to its end, so the child never blocks on a full pipe; reports the
-/// listen address from the start line.
-fn drain_log(stderr: impl Read, log: &Mutex<LogText>, address: &mpsc::Sender<SocketAddr>) {
+/// listen addresses (native, Kafka) from the start line.
+fn drain_log(
+    stderr: impl Read,
+    log: &Mutex<LogText>,
+    address: &mpsc::Sender<(SocketAddr, Option<SocketAddr>)>,
+) {
     let mut reader = BufReader::new(stderr);
     let mut raw = Vec::new();
     loop {
@@ -343,7 +370,7 @@ fn drain_log(stderr: impl Read, log: &Mutex<LogText>, address: &mpsc::Sender<Soc
         let line = line.trim_end().to_owned();
         if line.contains(STARTED_MESSAGE) {
             if let Some(addr) = parse_listen(&line) {
-                let _ = address.send(addr);
+                let _ = address.send((addr, parse_field_addr(&line, "kafka_listen=")));
             }
         }
         log.lock().expect("log lock").push(line);
@@ -352,8 +379,14 @@ fn drain_log(stderr: impl Read, log: &Mutex<LogText>, address: &mpsc::Sender<Soc
 
 /// The `listen=IP:PORT` field of a log line.
 pub fn parse_listen(line: &str) -> Option<SocketAddr> {
+    parse_field_addr(line, "listen=")
+}
+
+/// The `IP:PORT` value of the field `name` (given with its `=`) of a log line; `None` if it is
+/// absent or not an address (`kafka_listen=none`).
+fn parse_field_addr(line: &str, name: &str) -> Option<SocketAddr> {
     line.split_whitespace()
-        .find_map(|field| field.strip_prefix("listen="))
+        .find_map(|field| field.strip_prefix(name))
         .and_then(|value| value.trim_matches(|c| c == '"' || c == ',').parse().ok())
 }
 
@@ -390,5 +423,15 @@ mod tests {
             Some("127.0.0.1:45678".parse().unwrap())
         );
         assert_eq!(parse_listen("INFO tidelog broker started data_dir=/x"), None);
+        let both = "INFO tidelog broker started listen=127.0.0.1:1 kafka_listen=127.0.0.1:2";
+        assert_eq!(parse_listen(both), Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(
+            parse_field_addr(both, "kafka_listen="),
+            Some("127.0.0.1:2".parse().unwrap())
+        );
+        assert_eq!(
+            parse_field_addr("listen=127.0.0.1:1 kafka_listen=none", "kafka_listen="),
+            None
+        );
     }
 }
