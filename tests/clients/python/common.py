@@ -10,6 +10,7 @@ order; every record also carries the headers ``tag`` and ``seq``.
 import argparse
 import json
 import sys
+import threading
 import time
 
 
@@ -54,9 +55,15 @@ def need(args, *names):
             sys.exit(f"--{name} is required for {args.command}")
 
 
+_emit_lock = threading.Lock()
+
+
 def emit(event, **fields):
-    sys.stdout.write(json.dumps({"event": event, **fields}, sort_keys=True) + "\n")
-    sys.stdout.flush()
+    line = json.dumps({"event": event, **fields}, sort_keys=True) + "\n"
+    # Group members print from their own threads: one whole line at a time.
+    with _emit_lock:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def records(args):
@@ -92,6 +99,7 @@ class GroupProgress:
     committed and every member owns partitions, together all of them."""
 
     def __init__(self, args):
+        self.lock = threading.Lock()
         self.end = args.end
         self.targets = args.commit
         self.members = args.members
@@ -102,8 +110,9 @@ class GroupProgress:
     def consumed(self, member, partition, offset, key, value, headers):
         emit("consumed", member=member, partition=partition, offset=offset, key=key, value=value,
              headers=headers)
-        if partition in self.seen:
-            self.seen[partition].add(offset)
+        with self.lock:
+            if partition in self.seen:
+                self.seen[partition].add(offset)
 
     def commit_target(self, partition, offset):
         """The offset to commit after the message at `offset`, or None."""
@@ -113,16 +122,23 @@ class GroupProgress:
         return None
 
     def committed_one(self, member, partition, offset):
-        self.committed[partition] = offset
+        with self.lock:
+            self.committed[partition] = offset
         emit("commit", member=member, partition=partition, offset=offset)
 
     def assigned(self, member, partitions):
         partitions = sorted(partitions)
-        if self.assignments.get(member) != partitions:
+        with self.lock:
+            changed = self.assignments.get(member) != partitions
             self.assignments[member] = partitions
+        if changed:
             emit("joined", member=member, partitions=partitions)
 
     def settled(self):
+        with self.lock:
+            return self._settled()
+
+    def _settled(self):
         for partition, high in self.end.items():
             if any(offset not in self.seen[partition] for offset in range(high)):
                 return False
@@ -135,6 +151,47 @@ class GroupProgress:
         if any(not partitions for partitions in owned):
             return False
         return sorted(p for partitions in owned for p in partitions) == sorted(self.end)
+
+
+def run_group(args, progress, open_member, poll_member, close_member):
+    """Runs --members group members, each on its own thread as an application would (a
+    consumer is not shared between threads), until `progress` has settled or the deadline;
+    then each member closes its consumer. A member's exception fails the run."""
+    deadline = Deadline(args.timeout_ms)
+    stop = threading.Event()
+    failures = []
+
+    def member_thread(member):
+        try:
+            consumer = open_member(member)
+        except Exception as error:
+            failures.append(error)
+            return
+        try:
+            while not stop.is_set():
+                poll_member(progress, member, consumer)
+        except Exception as error:
+            failures.append(error)
+        finally:
+            close_member(consumer)
+
+    threads = [threading.Thread(target=member_thread, args=(f"m{m}",), daemon=True)
+               for m in range(args.members)]
+    for thread in threads:
+        thread.start()
+    try:
+        while not progress.settled():
+            if failures:
+                raise failures[0]
+            deadline.check("the group to consume everything and settle")
+            time.sleep(0.02)
+        emit("settled", assignments=progress.assignments)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    if failures:
+        raise failures[0]
 
 
 def run(main):

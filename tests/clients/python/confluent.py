@@ -153,22 +153,16 @@ def poll_into(topic, progress, member, consumer):
 
 def group(args):
     common.need(args, "topic", "group", "end")
-    progress = common.GroupProgress(args)
-    deadline = common.Deadline(args.timeout_ms)
-    members = []
-    try:
-        for m in range(args.members):
-            consumer = Consumer(consumer_config(args, f"m{m}"))
-            consumer.subscribe([args.topic])
-            members.append((f"m{m}", consumer))
-        while not progress.settled():
-            deadline.check("the group to consume everything and settle")
-            for member, consumer in members:
-                poll_into(args.topic, progress, member, consumer)
-        common.emit("settled", assignments=progress.assignments)
-    finally:
-        for _, consumer in members:
-            consumer.close()
+
+    def open_member(member):
+        consumer = Consumer(consumer_config(args, member))
+        consumer.subscribe([args.topic])
+        return consumer
+
+    common.run_group(args, common.GroupProgress(args), open_member,
+                     lambda progress, member, consumer: poll_into(args.topic, progress, member,
+                                                                  consumer),
+                     lambda consumer: consumer.close())
 
 
 def consume(args):

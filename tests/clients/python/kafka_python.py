@@ -106,22 +106,16 @@ def poll_into(topic, progress, member, consumer):
 
 def group(args):
     common.need(args, "topic", "group", "end")
-    progress = common.GroupProgress(args)
-    deadline = common.Deadline(args.timeout_ms)
-    members = []
-    try:
-        for m in range(args.members):
-            consumer = consumer_for(args, f"m{m}")
-            consumer.subscribe([args.topic])
-            members.append((f"m{m}", consumer))
-        while not progress.settled():
-            deadline.check("the group to consume everything and settle")
-            for member, consumer in members:
-                poll_into(args.topic, progress, member, consumer)
-        common.emit("settled", assignments=progress.assignments)
-    finally:
-        for _, consumer in members:
-            consumer.close(autocommit=False)
+
+    def open_member(member):
+        consumer = consumer_for(args, member)
+        consumer.subscribe([args.topic])
+        return consumer
+
+    common.run_group(args, common.GroupProgress(args), open_member,
+                     lambda progress, member, consumer: poll_into(args.topic, progress, member,
+                                                                  consumer),
+                     lambda consumer: consumer.close(autocommit=False))
 
 
 def consume(args):
