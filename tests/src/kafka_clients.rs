@@ -313,3 +313,68 @@ pub fn run_kcat_script(script: &str, args: &[&str], timeout: Duration) -> Script
     let kcat = paths.kcat.to_str().expect("kcat path is UTF-8").to_owned();
     run_client(Path::new("bash"), &full, &[("KCAT", &kcat)], timeout)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PATH holding only the basic tools the installer needs, without the client toolchains.
+    fn bare_path(dir: &Path) -> PathBuf {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).expect("creating a bin directory");
+        for tool in [
+            "bash",
+            "dirname",
+            "mkdir",
+            "cat",
+            "sha256sum",
+            "cut",
+            "flock",
+            "date",
+            "tail",
+            "id",
+            "rm",
+        ] {
+            let found = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|dir| Path::new(dir).join(tool))
+                .find(|path| path.exists())
+                .unwrap_or_else(|| panic!("{tool} is not in /usr/bin or /bin"));
+            std::os::unix::fs::symlink(found, bin.join(tool)).expect("linking a tool");
+        }
+        bin
+    }
+
+    fn installer(dir: &Path, path: &Path, args: &[&str]) -> ScriptRun {
+        let mut command = Command::new(path.join("bash"));
+        command
+            .arg(workspace().join("tests/clients/install.sh"))
+            .args(args)
+            .env("PATH", path)
+            .env("TIDELOG_CLIENTS_DIR", dir.join("state"));
+        run_bounded(command, Duration::from_secs(60)).expect("running the installer")
+    }
+
+    #[test]
+    fn installer_fails_loudly_when_a_client_toolchain_is_missing() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = bare_path(dir.path());
+        for (kind, message) in [
+            ("node", "node is not installed"),
+            ("python", "python3 is not installed"),
+        ] {
+            let run = installer(dir.path(), &path, &[kind]);
+            assert_eq!(run.status.and_then(|s| s.code()), Some(1), "{run}");
+            assert!(run.stderr.contains(message), "{run}");
+        }
+    }
+
+    #[test]
+    fn installer_refuses_an_unknown_client() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = bare_path(dir.path());
+        let run = installer(dir.path(), &path, &["java"]);
+        assert_eq!(run.status.and_then(|s| s.code()), Some(2), "{run}");
+        assert!(run.stderr.contains("unknown argument 'java'"), "{run}");
+    }
+}

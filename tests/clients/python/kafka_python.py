@@ -24,7 +24,7 @@ def metadata(args):
         cluster = client.describe_cluster()
         common.emit("cluster", clusterId=cluster.get("cluster_id"),
                     controller=cluster.get("controller_id"),
-                    brokers=[{"nodeId": b["node_id"], "host": b["host"], "port": b["port"]}
+                    brokers=[{"nodeId": b.get("broker_id", b.get("node_id")), "host": b["host"], "port": b["port"]}
                              for b in cluster.get("brokers", [])])
         common.emit("topics", names=sorted(client.list_topics()))
     finally:
