@@ -8,12 +8,15 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::wait::try_poll_until;
@@ -236,7 +239,8 @@ fn tail(text: &str, bytes: usize) -> &str {
     &text[start..]
 }
 
-/// Runs `command` to its end or until `timeout` (then kills it), collecting its output.
+/// Runs `command` to its end or until `timeout` (then kills it and everything it started: a
+/// driver script's kcat holds the output pipes too), collecting its output.
 fn run_bounded(mut command: Command, timeout: Duration) -> std::io::Result<ScriptRun> {
     let program = command.get_program().to_string_lossy().into_owned();
     let args = command
@@ -248,12 +252,14 @@ fn run_bounded(mut command: Command, timeout: Duration) -> std::io::Result<Scrip
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so a timeout can end the whole tree.
+        .process_group(0)
         .spawn()?;
     let stdout = collect(child.stdout.take().expect("stdout is piped"));
     let stderr = collect(child.stderr.take().expect("stderr is piped"));
     let status = try_poll_until(timeout, || child.try_wait().expect("polling a child"));
     if status.is_none() {
-        let _ = child.kill();
+        let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
         let _ = child.wait();
     }
     Ok(ScriptRun {

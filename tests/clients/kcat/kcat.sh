@@ -61,7 +61,7 @@ case "$command" in
     # and kafkajs's default, so every client puts a key in the same partition.
     printf '%s' "$lines" | "$kcat" "${common[@]}" -P -t "$topic" -K '|' -z "$compression" \
       -X "acks=$acks" -X "enable.idempotence=$idempotent" -X partitioner=murmur2_random \
-      -X linger.ms=5 -H "tag=$tag"
+      -X linger.ms=5 -X message.timeout.ms=30000 -H "tag=$tag"
     printf '{"event":"produced_all","records":%s}\n' "$records"
     ;;
   offsets)
