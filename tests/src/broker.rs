@@ -37,7 +37,7 @@ pub struct BrokerProcess {
     launcher: Vec<String>,
     child: Option<Child>,
     addr: SocketAddr,
-    /// The Kafka listener's address, when the start line names one (`kafka_listen=`).
+    /// The Kafka listener's address, when it is on.
     kafka_addr: Option<SocketAddr>,
     log: Arc<Mutex<LogText>>,
     log_reader: Option<JoinHandle<()>>,
@@ -47,8 +47,9 @@ pub struct BrokerProcess {
 }
 
 impl BrokerProcess {
-    /// Starts `tidelogd --data-dir DATA_DIR --listen 127.0.0.1:0 EXTRA_ARGS...` and waits until it
-    /// logs that it accepts connections. Panics (with the broker's log) if it exits instead or
+    /// Starts `tidelogd --data-dir DATA_DIR --listen 127.0.0.1:0 --kafka-listen 127.0.0.1:0
+    /// EXTRA_ARGS...` (the Kafka listener only unless EXTRA_ARGS names `--kafka-listen`, e.g.
+    /// `none`) and waits until it logs that it accepts connections. Panics (with the broker's log) if it exits instead or
     /// does not come up within [`START_TIMEOUT`].
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Self {
         Self::start_under(&[], data_dir, extra_args)
@@ -109,7 +110,12 @@ impl BrokerProcess {
         command
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"]);
+        // Never Kafka's default port: tests run many brokers at once.
+        if !self.args.iter().any(|arg| arg.starts_with("--kafka-listen")) {
+            command.args(["--kafka-listen", "127.0.0.1:0"]);
+        }
+        command
             .args(&self.args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -174,23 +180,20 @@ impl BrokerProcess {
         self.addr
     }
 
-    /// Starts a broker with its Kafka listener on a free port of 127.0.0.1 (`--kafka-listen
-    /// 127.0.0.1:0`); [`kafka_addr`](Self::kafka_addr) says where.
+    /// The Kafka listener's address. Panics if the broker runs without one
+    /// (`--kafka-listen none`).
+    pub fn kafka_addr(&self) -> SocketAddr {
+        assert!(self.child.is_some(), "kafka_addr() of a stopped broker");
+        self.kafka_addr
+            .expect("the broker runs without a Kafka listener (--kafka-listen none)")
+    }
+
+    /// [`start`](Self::start) with the Kafka listener on a free port of 127.0.0.1, said
+    /// explicitly for the tests that need it.
     pub fn start_with_kafka(data_dir: &Path, extra_args: &[&str]) -> Self {
         let mut args = vec!["--kafka-listen", "127.0.0.1:0"];
         args.extend_from_slice(extra_args);
         Self::start(data_dir, &args)
-    }
-
-    /// The address the Kafka listener is bound to; panics if the broker runs without one.
-    pub fn kafka_addr(&self) -> SocketAddr {
-        assert!(self.child.is_some(), "kafka_addr() of a stopped broker");
-        self.kafka_addr.unwrap_or_else(|| {
-            panic!(
-                "this broker has no Kafka listener (its start line names no kafka_listen=):\n{}",
-                self.logs()
-            )
-        })
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -352,7 +355,7 @@ impl LogText {
 }
 
 /// Reads the broker's stderr to its end, so the child never blocks on a full pipe; reports the
-/// listen addresses (native, Kafka) from the start line.
+/// listen addresses (native, and Kafka's when it is on) from the start line.
 fn drain_log(
     stderr: impl Read,
     log: &Mutex<LogText>,
@@ -370,7 +373,7 @@ fn drain_log(
         let line = line.trim_end().to_owned();
         if line.contains(STARTED_MESSAGE) {
             if let Some(addr) = parse_listen(&line) {
-                let _ = address.send((addr, parse_field_addr(&line, "kafka_listen=")));
+                let _ = address.send((addr, parse_kafka_listen(&line)));
             }
         }
         log.lock().expect("log lock").push(line);
@@ -379,14 +382,15 @@ fn drain_log(
 
 /// The `listen=IP:PORT` field of a log line.
 pub fn parse_listen(line: &str) -> Option<SocketAddr> {
-    parse_field_addr(line, "listen=")
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("listen="))
+        .and_then(|value| value.trim_matches(|c| c == '"' || c == ',').parse().ok())
 }
 
-/// The `IP:PORT` value of the field `name` (given with its `=`) of a log line; `None` if it is
-/// absent or not an address (`kafka_listen=none`).
-fn parse_field_addr(line: &str, name: &str) -> Option<SocketAddr> {
+/// The `kafka_listen=IP:PORT` field of a log line (`None` also for `kafka_listen=none`).
+pub fn parse_kafka_listen(line: &str) -> Option<SocketAddr> {
     line.split_whitespace()
-        .find_map(|field| field.strip_prefix(name))
+        .find_map(|field| field.strip_prefix("kafka_listen="))
         .and_then(|value| value.trim_matches(|c| c == '"' || c == ',').parse().ok())
 }
 
@@ -423,14 +427,11 @@ mod tests {
             Some("127.0.0.1:45678".parse().unwrap())
         );
         assert_eq!(parse_listen("INFO tidelog broker started data_dir=/x"), None);
-        let both = "INFO tidelog broker started listen=127.0.0.1:1 kafka_listen=127.0.0.1:2";
-        assert_eq!(parse_listen(both), Some("127.0.0.1:1".parse().unwrap()));
+        let line = "INFO tidelog broker started listen=127.0.0.1:1 kafka_listen=127.0.0.1:2 flush=always";
+        assert_eq!(parse_listen(line), Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(parse_kafka_listen(line), Some("127.0.0.1:2".parse().unwrap()));
         assert_eq!(
-            parse_field_addr(both, "kafka_listen="),
-            Some("127.0.0.1:2".parse().unwrap())
-        );
-        assert_eq!(
-            parse_field_addr("listen=127.0.0.1:1 kafka_listen=none", "kafka_listen="),
+            parse_kafka_listen("INFO tidelog broker started listen=127.0.0.1:1 kafka_listen=none"),
             None
         );
     }

@@ -7,6 +7,7 @@
 //! * [`kafka_clients`] installs the real Kafka clients (kafkajs, confluent-kafka,
 //!   kafka-python, kcat) once per test process and runs their driver scripts.
 //! * [`kafka_scenario`] is what every Kafka client is put through, step by step.
+//! * [`kafka_raw`] is a small blocking Kafka-protocol client (kafka-protocol's codecs).
 //! * [`load`] keeps produce requests in flight and records what was acknowledged where.
 //! * [`producers`] stamps batches for idempotent producers and asks for producer ids.
 //! * [`raw`] is a small blocking protocol client that can also send malformed bytes.
@@ -22,6 +23,7 @@ pub mod broker;
 pub mod cli;
 pub mod groups;
 pub mod kafka_clients;
+pub mod kafka_raw;
 pub mod kafka_scenario;
 pub mod load;
 pub mod producers;
