@@ -610,3 +610,18 @@ pub fn group_lifecycle(driver: Driver, bootstrap: SocketAddr, topic: &str, group
     let again = resume(driver, bootstrap, topic, group, &targets, &end, &produced);
     check_key_order(driver, &again);
 }
+
+/// CreateTopics of 3 partitions, Metadata lists the topic, DeleteTopics, Metadata no longer
+/// does.
+pub fn create_and_delete_topic(driver: Driver, bootstrap: SocketAddr, topic: &str) {
+    create_topic(driver, bootstrap, topic, 3);
+    let run = driver.run_ok(bootstrap, "metadata", &[]);
+    let names = run.event("topics")["names"].clone();
+    assert!(
+        names
+            .as_array()
+            .is_some_and(|names| names.iter().any(|name| name == topic)),
+        "{driver:?}: Metadata does not list the new topic {topic}:\n{run}"
+    );
+    delete_topic(driver, bootstrap, topic);
+}
