@@ -325,3 +325,45 @@ fn incremental_fetch_sessions_are_refused_so_clients_fall_back_to_full_fetches()
     assert_eq!((response.error_code, response.session_id), (0, 0));
     assert_eq!(response.responses[0].partitions[0].error_code, 0);
 }
+
+#[test]
+fn auto_create_topics_makes_unknown_topics_on_metadata_and_produce_when_on() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::MetadataRequest;
+
+    let dir = TestDir::new("kafka-auto-create");
+    let config = dir.path().join("tidelogd.toml");
+    std::fs::write(&config, "auto_create_topics = true\n[log]\npartitions = 2\n").unwrap();
+    let broker = BrokerProcess::start(&dir.data_dir(), &["--config", config.to_str().unwrap()]);
+    let mut kafka = KafkaRaw::connect(broker.kafka_addr());
+    let asking = |topic: &str, allow: bool| {
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name(topic)))
+            ]))
+            .with_allow_auto_topic_creation(allow)
+    };
+    // Not allowed by the request: not created.
+    let response = kafka.call(&asking("made-by-metadata", false), 12);
+    assert_eq!(
+        response.topics[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let response = kafka.call(&asking("made-by-metadata", true), 12);
+    assert_eq!(response.topics[0].error_code, 0, "{response:?}");
+    assert_eq!(
+        response.topics[0].partitions.len(),
+        2,
+        "the default partition count"
+    );
+    // Produce to an unknown topic creates it and appends.
+    let response = kafka.call(&produce_request("made-by-produce", 1, batch_of(&["first"]), 1), 9);
+    let partition = &response.responses[0].partition_responses[0];
+    assert_eq!(
+        (partition.error_code, partition.base_offset),
+        (0, 0),
+        "{partition:?}"
+    );
+    let mut native = RawClient::connect_or_panic(broker.addr());
+    assert_eq!(native.high_watermark("made-by-produce", 1), 1);
+}

@@ -11,6 +11,7 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::{operations, Reply, Request};
+use crate::kafka::KafkaContext;
 use crate::topics::{validate_topic_name, PartitionSlot, Topic};
 
 /// Reported as the cluster id: one broker, one cluster.
@@ -23,6 +24,58 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
         Err(reply) => return reply,
     };
     let context = request.context;
+    let missing = to_auto_create(context, &asked, version);
+    if missing.is_empty() {
+        return respond(context, asked, version);
+    }
+    // Creating writes files and the metadata store: off the async workers; the answer still
+    // leaves in request order.
+    let context = context.clone();
+    Reply::Later(Box::pin(async move {
+        let creating = context.clone();
+        let created = tokio::task::spawn_blocking(move || {
+            for name in missing {
+                if let Err(error) = creating
+                    .core()
+                    .registry
+                    .get_or_auto_create(&name, crate::clock::now_ms())
+                {
+                    tracing::warn!(topic = %name, %error, "Metadata could not auto-create a topic");
+                }
+            }
+        })
+        .await;
+        if let Err(error) = created {
+            tracing::error!(%error, "auto-creating topics panicked");
+        }
+        match respond(&context, asked, version) {
+            Reply::Now(response) => Some(response),
+            _ => None,
+        }
+    }))
+}
+
+/// The named topics of `asked` to create first: unknown, validly named, and creation allowed
+/// (`auto_create_topics` on, and the request allows it: v0-3 always do).
+fn to_auto_create(context: &KafkaContext, asked: &MetadataRequest, version: i16) -> Vec<String> {
+    let registry = &context.core().registry;
+    if !registry.auto_create_topics() || (version >= 4 && !asked.allow_auto_topic_creation) {
+        return Vec::new();
+    }
+    let limit = context.core().config.limits.topic_name_bytes_max;
+    asked
+        .topics
+        .iter()
+        .flatten()
+        .filter_map(|wanted| wanted.name.as_ref())
+        .map(|name| name.as_str())
+        .filter(|name| !name.is_empty() && validate_topic_name(name, limit).is_ok())
+        .filter(|name| registry.get(name).is_none() && registry.unrecoverable_reason(name).is_none())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn respond(context: &KafkaContext, asked: MetadataRequest, version: i16) -> Reply {
     let broker_id = context.broker_id();
     let topic_operations = if version >= 8 && asked.include_topic_authorized_operations {
         operations::TOPIC
@@ -37,9 +90,9 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
             .map(|wanted| match &wanted.name {
                 // v10+ names a topic by id with a null name (some clients send an empty one).
                 Some(name) if !name.is_empty() || wanted.topic_id.is_nil() => {
-                    named_topic(request.context, name, broker_id)
+                    named_topic(context, name, broker_id)
                 }
-                _ => topic_by_id(request.context, wanted.topic_id, broker_id),
+                _ => topic_by_id(context, wanted.topic_id, broker_id),
             })
             .collect(),
         _ => registry
@@ -66,11 +119,7 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
     Reply::encode(&response, version)
 }
 
-fn named_topic(
-    context: &crate::kafka::KafkaContext,
-    name: &TopicName,
-    broker_id: BrokerId,
-) -> MetadataResponseTopic {
+fn named_topic(context: &KafkaContext, name: &TopicName, broker_id: BrokerId) -> MetadataResponseTopic {
     let registry = &context.core().registry;
     if let Some(topic) = registry.get(name.as_str()) {
         return describe(&topic, broker_id);
@@ -89,7 +138,7 @@ fn named_topic(
         .with_name(Some(name.clone()))
 }
 
-fn topic_by_id(context: &crate::kafka::KafkaContext, id: Uuid, broker_id: BrokerId) -> MetadataResponseTopic {
+fn topic_by_id(context: &KafkaContext, id: Uuid, broker_id: BrokerId) -> MetadataResponseTopic {
     let found = (!id.is_nil())
         .then(|| context.core().registry.get_by_id(id))
         .flatten();
