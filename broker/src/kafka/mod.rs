@@ -15,7 +15,6 @@ mod connection;
 pub(crate) mod dispatch;
 mod error;
 pub(crate) mod handlers;
-mod legacy;
 
 use std::sync::Arc;
 
@@ -45,7 +44,7 @@ pub fn decode_request(frame: bytes::Bytes) -> Result<(), String> {
     // The versions kafka-protocol lacks, decoded as their handlers decode them.
     let legacy = match (parsed.api_key, version) {
         (ApiKey::OffsetForLeaderEpoch, 0..=1) => Some(
-            handlers::offset_for_leader_epoch::decode_legacy(body.clone())
+            handlers::legacy::decode_offset_for_leader_epoch_v0_v1(body.clone())
                 .map(drop)
                 .map_err(|e| e.to_string()),
         ),

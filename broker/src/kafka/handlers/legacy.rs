@@ -1,5 +1,6 @@
-//! Hand codecs for the old admin versions kafka-protocol 0.18 lacks: CreateTopics v0-1,
-//! DeleteTopics v0 and DescribeConfigs v0 (requests and responses). All are non-flexible:
+//! Hand codecs for the old versions kafka-protocol 0.18 lacks: CreateTopics v0-1,
+//! DeleteTopics v0, DescribeConfigs v0 and OffsetForLeaderEpoch v0-1 (requests and
+//! responses). All are non-flexible:
 //! big-endian integers, INT16-length strings (-1: null), INT32-count arrays. The layouts are
 //! those of Kafka's message specs (clients/src/main/resources/common/message/*.json); each
 //! decodes into, or encodes from, the crate's struct of the lowest version it has, so the
@@ -19,15 +20,22 @@
 //!   `throttle_time_ms INT32, results [error_code INT16, error_message NULLABLE_STRING,
 //!   resource_type INT8, resource_name STRING, configs [name STRING, value NULLABLE_STRING,
 //!   read_only BOOLEAN, is_default BOOLEAN, is_sensitive BOOLEAN]]`.
+//! * OffsetForLeaderEpoch request v0 and v1 (identical): `topics [topic STRING, partitions
+//!   [partition INT32, leader_epoch INT32]]`; the response v0: `topics [topic STRING,
+//!   partitions [error_code INT16, partition INT32, end_offset INT64]]`, v1 adds
+//!   `leader_epoch INT32` before `end_offset`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, TopicName,
+    DescribeConfigsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -128,6 +136,63 @@ impl Reader {
             left => Err(LegacyError::TrailingBytes(left)),
         }
     }
+}
+
+/// Decodes an OffsetForLeaderEpoch v0 or v1 request body (v2 and later: the crate). The
+/// client's current leader epoch, which these versions lack, is -1 (unknown).
+pub(crate) fn decode_offset_for_leader_epoch_v0_v1(
+    body: Bytes,
+) -> Result<OffsetForLeaderEpochRequest, LegacyError> {
+    let mut reader = Reader { bytes: body };
+    // A topic is at least a string length and a count; a partition two int32s.
+    let topics = reader
+        .array("topics", 6, |reader| {
+            let topic = reader.string("topic")?;
+            let partitions = reader
+                .array("partitions", 8, |reader| {
+                    let partition = reader.i32("partition")?;
+                    let leader_epoch = reader.i32("leader_epoch")?;
+                    Ok(OffsetForLeaderPartition::default()
+                        .with_partition(partition)
+                        .with_current_leader_epoch(-1)
+                        .with_leader_epoch(leader_epoch))
+                })?
+                .ok_or(LegacyError::BadLength {
+                    what: "partitions",
+                    length: -1,
+                })?;
+            Ok(OffsetForLeaderTopic::default()
+                .with_topic(TopicName(topic))
+                .with_partitions(partitions))
+        })?
+        .ok_or(LegacyError::BadLength {
+            what: "topics",
+            length: -1,
+        })?;
+    reader.end()?;
+    Ok(OffsetForLeaderEpochRequest::default().with_topics(topics))
+}
+
+/// Encodes an OffsetForLeaderEpoch response in v0 or v1 (the fields those versions carry).
+pub(crate) fn encode_offset_for_leader_epoch_v0_v1(
+    response: &OffsetForLeaderEpochResponse,
+    version: i16,
+) -> Bytes {
+    let mut out = BytesMut::new();
+    put_count(&mut out, response.topics.len());
+    for topic in &response.topics {
+        put_string(&mut out, topic.topic.as_str());
+        put_count(&mut out, topic.partitions.len());
+        for partition in &topic.partitions {
+            out.put_i16(partition.error_code);
+            out.put_i32(partition.partition);
+            if version >= 1 {
+                out.put_i32(partition.leader_epoch);
+            }
+            out.put_i64(partition.end_offset);
+        }
+    }
+    out.freeze()
 }
 
 /// Decodes a CreateTopics v0 request body (v1 and later: the crate).
