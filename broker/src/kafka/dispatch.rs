@@ -5,7 +5,9 @@
 //! with `handlers/x.rs` holding `pub(crate) fn handle(request: Request<'_>) -> Reply`
 //! (decode with `request.decode::<XRequest>()`, answer with `Reply::encode(&response,
 //! request.version())`, or `Reply::Later` for work that waits). Nothing else needs to change:
-//! the connection frames the response with the header version of the API and version.
+//! the connection frames the response with the header version of the API and version. A
+//! version kafka-protocol lacks needs a hand codec (`handlers/legacy.rs`), also listed in
+//! `kafka::decode_request` so the fuzz target reaches it.
 
 use kafka_protocol::messages::ApiKey;
 
