@@ -78,6 +78,9 @@ pub struct GroupsConfig {
     /// Distinct partitions one group may hold committed offsets for.
     pub committed_partitions_per_group_max: usize,
     pub offset_metadata_bytes_max: usize,
+    /// Classic groups: the longest a rebalance may wait for members to rejoin (and then for
+    /// the leader's assignment); a client asking for longer gets this.
+    pub rebalance_timeout_ms_max: u32,
 }
 
 impl Default for GroupsConfig {
@@ -97,6 +100,7 @@ impl Default for GroupsConfig {
             subscribed_topics_per_member_max: 1_000,
             committed_partitions_per_group_max: 100_000,
             offset_metadata_bytes_max: 4_096,
+            rebalance_timeout_ms_max: 300_000,
         }
     }
 }
@@ -127,6 +131,10 @@ impl GroupsConfig {
             ),
             ("groups.revocation_timeout_ms", self.revocation_timeout_ms),
             ("groups.expiry_tick_ms", self.expiry_tick_ms),
+            (
+                "groups.rebalance_timeout_ms_max",
+                u64::from(self.rebalance_timeout_ms_max),
+            ),
             ("groups.groups_max", self.groups_max as u64),
             ("groups.members_per_group_max", self.members_per_group_max as u64),
             ("groups.member_id_bytes_max", self.member_id_bytes_max as u64),

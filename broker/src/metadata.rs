@@ -209,6 +209,41 @@ pub struct GroupRecord {
     pub partition_counts: BTreeMap<String, u32>,
     #[serde(default)]
     pub members: Vec<GroupMemberRecord>,
+    /// The classic-protocol (JoinGroup/SyncGroup) side of the group, if it was ever used.
+    #[serde(default)]
+    pub classic: Option<ClassicGroupRecord>,
+}
+
+/// A classic group as persisted: its generation, the chosen protocol and the members with
+/// their last assignment; `broker::groups::classic` owns the meaning of each field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicGroupRecord {
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader_id: Option<String>,
+    #[serde(default)]
+    pub members: Vec<ClassicMemberRecord>,
+}
+
+/// One member of a [`ClassicGroupRecord`]; byte strings are hex, which TOML holds compactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicMemberRecord {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u32,
+    pub rebalance_timeout_ms: u32,
+    /// Protocol names with their metadata, in the member's order of preference.
+    pub protocols: Vec<ClassicProtocolRecord>,
+    pub assignment_hex: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicProtocolRecord {
+    pub name: String,
+    pub metadata_hex: String,
 }
 
 /// One member of a [`GroupRecord`].
@@ -564,6 +599,7 @@ mod tests {
                     partitions: vec![0],
                 }],
             }],
+            classic: None,
         }
     }
 

@@ -10,7 +10,7 @@ use super::consumer_group_heartbeat::from_assignment;
 use super::{group_error, Outcome};
 use crate::broker::BrokerContext;
 use crate::error::GroupError;
-use crate::groups::group::Group;
+use crate::groups::group::{Group, GroupProtocol};
 
 pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::DescribeGroupsRequest) -> Outcome {
     let groups = request
@@ -46,22 +46,24 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::DescribeGroupsRe
 }
 
 fn describe(context: &BrokerContext, group: &Group) -> pb::describe_groups_response::Group {
+    // Members of either protocol (classic ones with what their consumer-protocol payloads
+    // decode to).
     let members = group
-        .members
-        .values()
+        .member_views()
+        .into_iter()
         .map(|member| pb::describe_groups_response::Member {
-            member_id: member.id.clone(),
-            instance_id: member.instance_id.clone().unwrap_or_default(),
-            client_id: member.client_id.clone(),
-            client_host: member.client_host.clone(),
-            member_epoch: member.epoch,
-            subscribed_topics: member.subscription.iter().cloned().collect(),
             assignment: from_assignment(&member.assigned),
+            member_id: member.id,
+            instance_id: member.instance_id.unwrap_or_default(),
+            client_id: member.client_id,
+            client_host: member.client_host,
+            member_epoch: member.epoch,
+            subscribed_topics: member.subscription.into_iter().collect(),
         })
         .collect();
     // Every partition of every subscribed topic, plus every committed partition.
     let mut partitions: BTreeSet<(String, u32)> = group.offsets.keys().cloned().collect();
-    let subscribed = group.subscribed_topics();
+    let subscribed = group.all_subscribed_topics();
     let mut log_ends: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for topic in subscribed
         .iter()
@@ -109,10 +111,7 @@ fn describe(context: &BrokerContext, group: &Group) -> pb::describe_groups_respo
                 -1
             };
             pb::describe_groups_response::PartitionOffset {
-                member_id: group
-                    .owner(&topic, partition)
-                    .map(|member| member.id.clone())
-                    .unwrap_or_default(),
+                member_id: group.owner_id(&topic, partition).unwrap_or_default(),
                 topic,
                 partition,
                 committed_offset: committed,
@@ -126,7 +125,18 @@ fn describe(context: &BrokerContext, group: &Group) -> pb::describe_groups_respo
         error: ErrorCode::None as i32,
         message: String::new(),
         state: group.state().as_str().into(),
-        group_epoch: group.epoch,
+        group_epoch: group
+            .classic_in_use()
+            .map_or(group.epoch, |classic| classic.generation),
+        protocol: match group.protocol() {
+            Some(GroupProtocol::Consumer) => "consumer".into(),
+            Some(GroupProtocol::Classic) => "classic".into(),
+            None => String::new(),
+        },
+        protocol_name: group
+            .classic_in_use()
+            .and_then(|classic| classic.protocol_name.clone())
+            .unwrap_or_default(),
         members,
         offsets,
     }

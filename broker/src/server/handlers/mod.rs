@@ -236,6 +236,11 @@ pub(crate) fn group_error(error: &GroupError) -> (ErrorCode, String) {
         GroupError::UnknownPartition { .. } => ErrorCode::UnknownTopicOrPartition,
         GroupError::OffsetMetadataTooLarge { .. } => ErrorCode::OffsetMetadataTooLarge,
         GroupError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+        GroupError::MemberIdRequired { .. } => ErrorCode::MemberIdRequired,
+        GroupError::RebalanceInProgress(_) => ErrorCode::RebalanceInProgress,
+        GroupError::IllegalGeneration { .. } => ErrorCode::IllegalGeneration,
+        GroupError::FencedInstanceId(_) => ErrorCode::FencedInstanceId,
+        GroupError::InconsistentGroupProtocol(_) => ErrorCode::InconsistentGroupProtocol,
     };
     (code, error.to_string())
 }
