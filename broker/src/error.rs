@@ -122,6 +122,9 @@ pub enum GroupError {
     /// member's protocol type or protocols do not match the group's.
     #[error("inconsistent group protocol: {0}")]
     InconsistentGroupProtocol(String),
+    /// OffsetDelete of a partition whose topic a member of the group subscribes to.
+    #[error("group {group_id:?} is subscribed to topic {topic:?}")]
+    SubscribedToTopic { group_id: String, topic: String },
     #[error(transparent)]
     Metadata(#[from] MetadataError),
 }

@@ -309,6 +309,15 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn committed_offsets(&self) -> Result<Vec<Result<OffsetRecord, MetadataError>>, MetadataError>;
     /// Writes the offsets in one atomic batch.
     fn put_offsets(&self, records: &[OffsetRecord]) -> Result<(), MetadataError>;
+    /// Removes some of one group's committed offsets in one atomic batch. Stores that keep
+    /// no offsets of their own (test doubles) refuse.
+    fn delete_offsets(&self, group_id: &str, partitions: &[(String, u32)]) -> Result<(), MetadataError> {
+        let _ = partitions;
+        Err(MetadataError::Encode {
+            key: group_id.to_owned(),
+            reason: "this metadata store cannot delete single offsets".into(),
+        })
+    }
 
     /// The persisted end of the producer ids reserved so far: `None` if there is no record,
     /// `Err(Corrupt)` if the record fails its checks (never read as absent).
@@ -450,6 +459,19 @@ impl MetadataStore for SledMetadataStore {
             key.extend_from_slice(&record.partition.to_be_bytes());
             let value = encode_record(&String::from_utf8_lossy(&key), record)?;
             batch.insert(key, value);
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn delete_offsets(&self, group_id: &str, partitions: &[(String, u32)]) -> Result<(), MetadataError> {
+        let mut batch = sled::Batch::default();
+        for (topic, partition) in partitions {
+            let mut key = offset_group_prefix(group_id)?;
+            push_length_prefixed(&mut key, topic)?;
+            key.extend_from_slice(&partition.to_be_bytes());
+            batch.remove(key);
         }
         self.db.apply_batch(batch)?;
         self.db.flush()?;

@@ -657,6 +657,15 @@ impl Coordinator {
             .collect())
     }
 
+    /// Forgets offsets already deleted from the store.
+    pub fn forget_offsets(&mut self, group_id: &str, partitions: &[(String, u32)]) {
+        if let Some(group) = self.groups.get_mut(group_id) {
+            for key in partitions {
+                group.offsets.remove(key);
+            }
+        }
+    }
+
     /// Checks that a group may be deleted: it exists and has no members.
     pub fn check_delete(&self, group_id: &str) -> Result<(), GroupError> {
         self.check_group_id(group_id)?;

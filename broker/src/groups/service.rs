@@ -152,6 +152,49 @@ impl GroupService {
         Ok(checks)
     }
 
+    /// Deletes some committed offsets of a group (Kafka's OffsetDelete): refused per
+    /// partition whose topic a member subscribes to, as the member would commit it again.
+    /// Blocking. Returns the per-partition outcome, in request order.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let _write = self.write_lock(group_id);
+        let checks: Vec<Result<(), GroupError>> = self.with(|coordinator| {
+            coordinator.check_group_id(group_id)?;
+            let group = coordinator
+                .group(group_id)
+                .ok_or_else(|| GroupError::GroupNotFound(group_id.to_owned()))?;
+            let subscribed = group.all_subscribed_topics();
+            Ok::<_, GroupError>(
+                partitions
+                    .iter()
+                    .map(|(topic, _)| {
+                        if subscribed.contains(topic) {
+                            return Err(GroupError::SubscribedToTopic {
+                                group_id: group_id.to_owned(),
+                                topic: topic.clone(),
+                            });
+                        }
+                        Ok(())
+                    })
+                    .collect(),
+            )
+        })?;
+        let doomed: Vec<(String, u32)> = partitions
+            .iter()
+            .zip(&checks)
+            .filter(|(_, check)| check.is_ok())
+            .map(|(key, _)| key.clone())
+            .collect();
+        if !doomed.is_empty() {
+            self.store.delete_offsets(group_id, &doomed)?;
+            self.with(|coordinator| coordinator.forget_offsets(group_id, &doomed));
+        }
+        Ok(checks)
+    }
+
     /// Deletes an empty group and its offsets. Blocking.
     pub fn delete(&self, group_id: &str) -> Result<(), GroupError> {
         let _write = self.write_lock(group_id);

@@ -241,6 +241,8 @@ pub(crate) fn group_error(error: &GroupError) -> (ErrorCode, String) {
         GroupError::IllegalGeneration { .. } => ErrorCode::IllegalGeneration,
         GroupError::FencedInstanceId(_) => ErrorCode::FencedInstanceId,
         GroupError::InconsistentGroupProtocol(_) => ErrorCode::InconsistentGroupProtocol,
+        // Not a native request's outcome (OffsetDelete is Kafka's only).
+        GroupError::SubscribedToTopic { .. } => ErrorCode::InvalidRequest,
     };
     (code, error.to_string())
 }
