@@ -11,6 +11,7 @@
 //! * a delete renames `topics/<topic>` to `deleting/<topic id>` (a short name, whatever the
 //!   topic name's length) and only then removes the record; a start finishes both trees.
 
+mod id;
 mod manifest;
 mod parallel;
 mod reconcile;
@@ -18,7 +19,6 @@ mod reconcile;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::config::{BrokerConfig, Limits, LogDefaults};
@@ -35,6 +35,8 @@ const OFFLINE_OPEN_FAILED: &str = "its files could not be opened (see the broker
 #[derive(Debug)]
 pub struct Topic {
     pub record: TopicRecord,
+    /// `record.topic_id` parsed; the registry gives every topic a v4 UUID before serving it.
+    id: uuid::Uuid,
     pub log_config: LogConfig,
     /// One slot per partition, by index.
     pub partitions: Vec<PartitionSlot>,
@@ -58,6 +60,12 @@ impl PartitionSlot {
 }
 
 impl Topic {
+    /// The topic's persistent id (Kafka's topic id): random at create, kept across restarts
+    /// and metadata loss (the manifest has it), new for a new topic of the same name.
+    pub fn id(&self) -> uuid::Uuid {
+        self.id
+    }
+
     /// The partition's log, if it exists and is online.
     pub fn partition(&self, partition: u32) -> Option<&Arc<PartitionLog>> {
         self.slot(partition).and_then(PartitionSlot::log)
@@ -103,7 +111,6 @@ pub struct TopicRegistry {
     /// record, no partition directory): a create of one is refused, a delete removes it.
     unrecoverable: RwLock<HashMap<String, String>>,
     admin: std::sync::Mutex<()>,
-    ids_issued: AtomicU64,
 }
 
 impl TopicRegistry {
@@ -134,7 +141,6 @@ impl TopicRegistry {
             topics: RwLock::new(HashMap::new()),
             unrecoverable: RwLock::new(HashMap::new()),
             admin: std::sync::Mutex::new(()),
-            ids_issued: AtomicU64::new(0),
         };
         let plan = reconcile::reconcile(&registry)?;
         let started = std::time::Instant::now();
@@ -180,6 +186,12 @@ impl TopicRegistry {
 
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
         self.read_map().get(name).cloned()
+    }
+
+    /// The topic with this id (Kafka's requests by topic id). A scan: the map holds at most
+    /// `limits.topics_max` topics and lookups by id are admin and metadata requests.
+    pub fn get_by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        self.read_map().values().find(|topic| topic.id == id).cloned()
     }
 
     /// All topics, sorted by name.
@@ -235,7 +247,7 @@ impl TopicRegistry {
         let log_config = self.log_config(&spec.overrides)?;
         let record = TopicRecord {
             name: spec.name,
-            topic_id: self.new_topic_id(),
+            topic_id: id::new_topic_id(),
             partitions,
             created_ms: now_ms,
             overrides: spec.overrides,
@@ -269,6 +281,7 @@ impl TopicRegistry {
             return Err(error);
         }
         let topic = Arc::new(Topic {
+            id: topic_uuid(&record),
             record,
             log_config,
             partitions: logs.into_iter().map(PartitionSlot::Online).collect(),
@@ -287,7 +300,7 @@ impl TopicRegistry {
             Some(topic) => topic.record.clone(),
             None if self.unrecoverable_reason(name).is_some() => TopicRecord {
                 name: name.to_owned(),
-                topic_id: self.new_topic_id(),
+                topic_id: id::new_topic_id(),
                 partitions: 0,
                 created_ms: 0,
                 overrides: TopicOverrides::default(),
@@ -460,6 +473,7 @@ impl TopicRegistry {
                 };
                 Topic {
                     partitions,
+                    id: topic_uuid(&plan.record),
                     record: plan.record,
                     log_config: plan.log_config,
                 }
@@ -534,17 +548,6 @@ impl TopicRegistry {
         Ok(to)
     }
 
-    /// A topic id never issued before in this data directory: the time in nanoseconds, the
-    /// process id and a counter, 32 hex digits.
-    fn new_topic_id(&self) -> String {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_nanos() as u64)
-            .unwrap_or_default();
-        let count = self.ids_issued.fetch_add(1, Ordering::Relaxed);
-        format!("{nanos:016x}{:08x}{:08x}", std::process::id(), count as u32)
-    }
-
     fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
         // A panic while holding the lock cannot leave the map half-updated (single inserts and
         // removes), so a poisoned lock is still safe to use.
@@ -558,6 +561,15 @@ impl TopicRegistry {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The parsed id of a record the registry serves. Reconcile and create give every served
+/// record a v4 UUID; a record without one (a bug) gets the nil UUID, which matches no request.
+fn topic_uuid(record: &TopicRecord) -> uuid::Uuid {
+    id::parse(&record.topic_id).unwrap_or_else(|| {
+        tracing::error!(topic = %record.name, topic_id = %record.topic_id, "served topic has no UUID");
+        uuid::Uuid::nil()
+    })
 }
 
 /// Kafka's rules, so every Kafka topic name is a Tidelog topic name and vice versa.
@@ -620,5 +632,7 @@ fn sync_dir(path: &Path) -> Result<(), TopicError> {
         })
 }
 
+#[cfg(test)]
+mod admin_tests;
 #[cfg(test)]
 mod tests;

@@ -170,6 +170,7 @@ impl PartitionDescription {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicDescription {
     pub(crate) name: String,
+    pub(crate) topic_id: String,
     pub(crate) partitions: Vec<PartitionDescription>,
     pub(crate) config: TopicConfig,
 }
@@ -177,6 +178,12 @@ pub struct TopicDescription {
 impl TopicDescription {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The topic's persistent id (Kafka's topic id) as a hyphenated UUID; empty from a broker
+    /// older than topic ids.
+    pub fn topic_id(&self) -> &str {
+        &self.topic_id
     }
 
     /// Sorted by partition id.

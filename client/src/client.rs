@@ -441,6 +441,7 @@ fn topic_description(topic: pb::TopicMetadata) -> TopicDescription {
     partitions.sort_by_key(|p| p.partition);
     TopicDescription {
         name: topic.name,
+        topic_id: topic.topic_id,
         partitions,
         config: topic.config.map(topic_config).unwrap_or_default(),
     }

@@ -92,16 +92,22 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Starts a broker, creates `topic` and fills it; returns the broker (SIGKILLed) and what was
-/// acknowledged.
-fn crashed_with_records(dir: &TestDir, topic: &str) -> (BrokerProcess, Vec<Vec<String>>) {
+/// Starts a broker, creates `topic` and fills it; returns the broker (SIGKILLed), what was
+/// acknowledged and the topic's id.
+fn crashed_with_records(dir: &TestDir, topic: &str) -> (BrokerProcess, Vec<Vec<String>>, String) {
     let mut broker = BrokerProcess::start(&dir.data_dir(), &["--flush", "always"]);
     let mut client = RawClient::connect_or_panic(broker.addr());
     client.create_topic(topic, PARTITIONS, None);
     let sent = produce_all(&mut client, topic);
+    let id = topic_id(&mut client, topic);
+    assert_eq!(id.len(), 36, "a hyphenated UUID: {id:?}");
     drop(client);
     broker.kill9();
-    (broker, sent)
+    (broker, sent, id)
+}
+
+fn topic_id(client: &mut RawClient, topic: &str) -> String {
+    client.metadata(&[topic]).topics.remove(0).topic_id
 }
 
 /// Restarts, creates the same name as an application would, restarts again: every record is
@@ -128,7 +134,7 @@ fn assert_survives_create_and_restarts(broker: &mut BrokerProcess, topic: &str, 
 fn a_flipped_byte_in_the_topic_record_loses_no_record() {
     let dir = TestDir::new("metadata-flip");
     let topic = "flipped-record";
-    let (mut broker, sent) = crashed_with_records(&dir, topic);
+    let (mut broker, sent, _) = crashed_with_records(&dir, topic);
     // The record's TOML body names the topic; flip a byte inside that name wherever sled keeps
     // it, so the record no longer passes sled's or our checks.
     let needle = format!("name = \"{topic}\"");
@@ -159,9 +165,12 @@ fn a_flipped_byte_in_the_topic_record_loses_no_record() {
 fn a_deleted_metadata_directory_loses_no_record() {
     let dir = TestDir::new("metadata-deleted");
     let topic = "lost-metadata";
-    let (mut broker, sent) = crashed_with_records(&dir, topic);
+    let (mut broker, sent, id) = crashed_with_records(&dir, topic);
     std::fs::remove_dir_all(dir.data_dir().join("metadata")).unwrap();
     assert_survives_create_and_restarts(&mut broker, topic, &sent);
+    // The topic id comes back from the manifest: Kafka clients see the same topic.
+    let mut client = RawClient::connect_or_panic(broker.addr());
+    assert_eq!(topic_id(&mut client, topic), id);
 }
 
 #[test]

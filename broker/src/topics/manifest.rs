@@ -17,7 +17,10 @@ use crate::metadata::TopicRecord;
 pub(crate) const MANIFEST_FILE_NAME: &str = "topic.manifest";
 const MANIFEST_TEMP_FILE_NAME: &str = "topic.manifest.tmp";
 const MANIFEST_MAGIC: &[u8; 4] = b"TLTM";
-const MANIFEST_VERSION: u16 = 1;
+/// Version 2: the topic id is a random v4 UUID (`topics::id`). Version 1 bodies have the same
+/// fields and still read; their ids are replaced at start.
+const MANIFEST_VERSION: u16 = 2;
+const MANIFEST_VERSION_OLDEST: u16 = 1;
 const MAGIC_BYTES: usize = 4;
 const VERSION_OFFSET: usize = MAGIC_BYTES;
 const LENGTH_OFFSET: usize = VERSION_OFFSET + 2;
@@ -75,7 +78,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<TopicRecord, ManifestError> {
     }
     let field = |at: usize| [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
     let version = u16::from_be_bytes([bytes[VERSION_OFFSET], bytes[VERSION_OFFSET + 1]]);
-    if version != MANIFEST_VERSION {
+    if !(MANIFEST_VERSION_OLDEST..=MANIFEST_VERSION).contains(&version) {
         return Err(damaged(format!("unknown manifest version {version}")));
     }
     let length = u32::from_be_bytes(field(LENGTH_OFFSET)) as usize;
@@ -141,7 +144,7 @@ mod tests {
     fn record() -> TopicRecord {
         TopicRecord {
             name: "orders".into(),
-            topic_id: "00112233445566778899aabbccddeeff".into(),
+            topic_id: "0011223344554677a899aabbccddeeff".into(),
             partitions: 12,
             created_ms: 1_700_000_000_000,
             overrides: TopicOverrides {
@@ -185,6 +188,15 @@ mod tests {
             sample.overrides.retention_ms = retention_ms;
             proptest::prop_assert_eq!(decode(&encode(&sample).unwrap()).unwrap(), sample);
         }
+    }
+
+    #[test]
+    fn a_version_1_manifest_still_reads() {
+        let mut bytes = encode(&record()).unwrap();
+        bytes[VERSION_OFFSET..LENGTH_OFFSET].copy_from_slice(&1u16.to_be_bytes());
+        assert_eq!(decode(&bytes).unwrap(), record());
+        bytes[VERSION_OFFSET..LENGTH_OFFSET].copy_from_slice(&3u16.to_be_bytes());
+        assert!(matches!(decode(&bytes), Err(ManifestError::Damaged(_))));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{manifest, validate_topic_name, TopicRegistry};
+use super::{id, manifest, validate_topic_name, TopicRegistry};
 use crate::error::{MetadataError, TopicError};
 use crate::metadata::{TopicOverrides, TopicRecord};
 use crate::storage::LogConfig;
@@ -55,7 +55,16 @@ pub(super) fn reconcile(registry: &TopicRegistry) -> Result<Plan, TopicError> {
         }
         manifest::remove_leftover_temp(&dir);
         match decide(registry, &name, &dir, record)? {
-            Decision::Serve { record, write_record } => {
+            Decision::Serve {
+                mut record,
+                mut write_record,
+            } => {
+                if give_uuid(&mut record) {
+                    // The manifest first: a crash before the record is written leaves a
+                    // manifest the next start prefers, so the id issued here is the one kept.
+                    manifest::write(&dir, &record).map_err(|error| super::manifest_io(&dir, error))?;
+                    write_record = true;
+                }
                 if write_record {
                     records_to_write.push(record.clone());
                 }
@@ -69,7 +78,10 @@ pub(super) fn reconcile(registry: &TopicRegistry) -> Result<Plan, TopicError> {
     }
     for (name, record) in records {
         match record {
-            Ok(record) => {
+            Ok(mut record) => {
+                if give_uuid(&mut record) {
+                    records_to_write.push(record.clone());
+                }
                 // Its directory is gone (removed by hand, a lost filesystem): serve the topic
                 // with every partition offline, so nothing is silently recreated empty and a
                 // create of its name is still refused.
@@ -126,32 +138,32 @@ fn decide(
             write_record: false,
         },
         (Ok(record), Ok(found)) => {
-            // Written together at create, so a difference is damage that passed a checksum or
-            // a directory put here from elsewhere; the manifest describes the data beside it.
-            tracing::error!(topic = %name, ?record, manifest = ?found, "metadata record and manifest disagree; the manifest wins and the record is rewritten");
+            // Every change writes the manifest, then the record: a difference is a change a
+            // crash interrupted between the two (an id upgrade, added partitions, a config
+            // change), damage that passed a checksum, or a directory put here from elsewhere.
+            // The manifest describes the data beside it, so it wins.
+            tracing::warn!(topic = %name, ?record, manifest = ?found, "metadata record and manifest disagree (an interrupted topic change, or damage); the manifest wins and the record is rewritten");
             Decision::Serve {
                 record: found,
                 write_record: true,
             }
         }
-        (Ok(mut record), Err(manifest::ManifestError::Missing)) => {
-            // A topic created before manifests existed: give it an id and a manifest.
-            let write_record = record.topic_id.is_empty();
-            if write_record {
-                record.topic_id = registry.new_topic_id();
-            }
+        (Ok(record), Err(manifest::ManifestError::Missing)) => {
+            // A topic created before manifests existed (its id, if it has none, comes next).
             tracing::info!(topic = %name, "writing the manifest of a topic created before manifests");
             write_manifest(&record)?;
-            Decision::Serve { record, write_record }
-        }
-        (Ok(mut record), Err(error)) => {
-            tracing::error!(topic = %name, %error, "topic manifest is unreadable; rewriting it from the metadata record");
-            let write_record = record.topic_id.is_empty();
-            if write_record {
-                record.topic_id = registry.new_topic_id();
+            Decision::Serve {
+                record,
+                write_record: false,
             }
+        }
+        (Ok(record), Err(error)) => {
+            tracing::error!(topic = %name, %error, "topic manifest is unreadable; rewriting it from the metadata record");
             write_manifest(&record)?;
-            Decision::Serve { record, write_record }
+            Decision::Serve {
+                record,
+                write_record: false,
+            }
         }
         (Err(reason), Ok(found)) => {
             tracing::error!(topic = %name, %reason, partitions = found.partitions, "topic metadata record is missing or damaged; rebuilt it from the topic's manifest");
@@ -172,7 +184,7 @@ fn decide(
             Some(highest) => {
                 let record = TopicRecord {
                     name: name.to_owned(),
-                    topic_id: registry.new_topic_id(),
+                    topic_id: id::new_topic_id(),
                     partitions: highest + 1,
                     created_ms: crate::clock::now_ms(),
                     overrides: TopicOverrides::default(),
@@ -186,6 +198,18 @@ fn decide(
             }
         },
     })
+}
+
+/// Gives a record without a v4 UUID (written before ids, or before ids were UUIDs) a new one;
+/// returns whether it did, so the caller persists it before the topic is served.
+fn give_uuid(record: &mut TopicRecord) -> bool {
+    if id::parse(&record.topic_id).is_some() {
+        return false;
+    }
+    let topic_id = id::new_topic_id();
+    tracing::info!(topic = %record.name, old = %record.topic_id, new = %topic_id, "giving a topic created before topic UUIDs its persistent id");
+    record.topic_id = topic_id;
+    true
 }
 
 /// The highest partition number among `dir`'s partition directories, if it has any.

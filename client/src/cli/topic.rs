@@ -114,6 +114,7 @@ pub async fn describe(client: &Client, name: &str) -> anyhow::Result<()> {
         topic.partition_count(),
         records(&topic)
     );
+    println!("Topic id: {}", topic.topic_id());
     let mut partitions = table(&[
         "Partition",
         "Leader",

@@ -49,6 +49,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::MetadataRequest)
                         message,
                         config: None,
                         partitions: Vec::new(),
+                        topic_id: String::new(),
                     }
                 }
             })
@@ -64,6 +65,7 @@ fn describe(topic: &Topic, leader: u32) -> pb::TopicMetadata {
     let config = &topic.log_config;
     pb::TopicMetadata {
         name: topic.record.name.clone(),
+        topic_id: topic.id().hyphenated().to_string(),
         error: ErrorCode::None as i32,
         message: String::new(),
         config: Some(pb::TopicConfig {
