@@ -1,0 +1,72 @@
+//! FindCoordinator 0-4: this broker coordinates every group (v4+: a batch of keys).
+//! Transactions do not exist yet, so a transaction coordinator is not available.
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+
+use super::group_common::{str_bytes, text};
+use crate::core::error::ErrorCode;
+
+/// Key type of a group coordinator (1 is a transaction's).
+const KEY_TYPE_GROUP: i8 = 0;
+
+/// This broker as the Kafka listener advertises it.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+pub(crate) fn handle(node: &Node, version: i16, request: &FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let key_type = if version >= 1 { request.key_type } else { KEY_TYPE_GROUP };
+    let refusal = (key_type != KEY_TYPE_GROUP).then(|| {
+        (
+            ErrorCode::CoordinatorNotAvailable.code(),
+            format!("key type {key_type}: transactions are not supported"),
+        )
+    });
+    let mut response = FindCoordinatorResponse::default();
+    if version >= 4 {
+        response.coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let mut coordinator = Coordinator::default();
+                coordinator.key = key.clone();
+                match &refusal {
+                    Some((code, message)) => {
+                        coordinator.node_id = BrokerId(-1);
+                        coordinator.port = -1;
+                        coordinator.error_code = *code;
+                        coordinator.error_message = Some(str_bytes(message.clone()));
+                    }
+                    None => {
+                        coordinator.node_id = BrokerId(node.node_id);
+                        coordinator.host = str_bytes(node.host.clone());
+                        coordinator.port = node.port;
+                    }
+                }
+                coordinator
+            })
+            .collect();
+        return response;
+    }
+    match refusal {
+        Some((code, message)) => {
+            response.error_code = code;
+            response.node_id = BrokerId(-1);
+            response.port = -1;
+            if version >= 1 {
+                response.error_message = Some(str_bytes(message));
+            }
+        }
+        None => {
+            tracing::trace!(group = %text(&request.key), "coordinator lookup");
+            response.node_id = BrokerId(node.node_id);
+            response.host = str_bytes(node.host.clone());
+            response.port = node.port;
+        }
+    }
+    response
+}

@@ -1,0 +1,101 @@
+//! What the group handlers share: the mapping of group errors to Kafka codes (the core's, in
+//! one place), the persist step classic calls finish with, the partition counts the
+//! coordinator asks for, Kafka's names for group states, and string conversions. Nothing
+//! here decides a group rule: those live in `groups`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use kafka_protocol::protocol::StrBytes;
+
+use super::Core;
+use crate::error::GroupError;
+use crate::groups::group::{Group, GroupProtocol, GroupState};
+
+/// Who sent a request, as a group member records it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientInfo {
+    pub client_id: String,
+    pub host: String,
+}
+
+/// Kafka's ACL operations a group has (READ 3, DELETE 6, DESCRIBE 8), as the bitfield
+/// `include_authorized_operations` asks for: every operation is allowed until ACLs exist.
+pub(super) const GROUP_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+/// What Kafka sends when the operations were not asked for.
+pub(super) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub(super) fn error_code(error: &GroupError) -> i16 {
+    crate::core::error::CoreError::from(error).code.code()
+}
+
+pub(super) fn text(value: &StrBytes) -> String {
+    value.as_str().to_owned()
+}
+
+pub(super) fn str_bytes(value: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(value.into())
+}
+
+pub(super) type PersistFuture = Pin<Box<dyn Future<Output = Result<(), GroupError>> + Send>>;
+
+/// The blocking write of a group's state, run on the blocking pool, for
+/// [`Pending::finish`](crate::groups::classic::Pending::finish).
+pub(super) fn persist(core: &Arc<Core>) -> impl FnOnce(String) -> PersistFuture {
+    let core = core.clone();
+    move |group_id: String| {
+        Box::pin(async move {
+            let written = tokio::task::spawn_blocking(move || core.groups.persist(&group_id)).await;
+            match written {
+                Ok(result) => result.map_err(GroupError::from),
+                Err(error) => Err(GroupError::InvalidRequest(format!(
+                    "the group write did not finish: {error}"
+                ))),
+            }
+        }) as PersistFuture
+    }
+}
+
+/// A topic's partition count, for the coordinator; `None` when it does not exist.
+pub(super) fn partition_count(core: &Core, topic: &str) -> Option<u32> {
+    // Bounded by partitions_per_topic_max, a u32.
+    core.registry
+        .get(topic)
+        .map(|found| u32::try_from(found.partitions.len()).unwrap_or(u32::MAX))
+}
+
+/// Kafka's name for a group's state (ListGroups, DescribeGroups).
+pub(super) fn kafka_state(group: &Group) -> &'static str {
+    match group.state() {
+        GroupState::Empty => "Empty",
+        GroupState::Reconciling => "Reconciling",
+        GroupState::Stable => "Stable",
+        GroupState::PreparingRebalance => "PreparingRebalance",
+        GroupState::CompletingRebalance => "CompletingRebalance",
+    }
+}
+
+/// The protocol type Kafka lists a group with: what classic members sent (normally
+/// "consumer"), "consumer" for KIP-848 groups, and empty for a group with only offsets.
+pub(super) fn protocol_type(group: &Group) -> String {
+    match group.protocol() {
+        Some(GroupProtocol::Consumer) => "consumer".into(),
+        Some(GroupProtocol::Classic) => group
+            .classic_in_use()
+            .and_then(|classic| classic.protocol_type.clone())
+            .unwrap_or_default(),
+        None => String::new(),
+    }
+}
+
+/// A partition index from the wire; a negative one names no partition.
+pub(super) fn partition_index(index: i32) -> Option<u32> {
+    u32::try_from(index).ok()
+}
+
+/// A partition number back to the wire (bounded by partitions_per_topic_max, an i32 in
+/// Kafka's terms).
+pub(super) fn wire_partition(partition: u32) -> i32 {
+    i32::try_from(partition).unwrap_or(i32::MAX)
+}

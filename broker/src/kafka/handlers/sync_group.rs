@@ -1,0 +1,46 @@
+//! SyncGroup 0-5: the leader hands in the assignment; every member gets its part (followers
+//! wait for the leader, bounded by the rebalance timeout).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
+
+use super::group_common::{error_code, persist, str_bytes, text};
+use super::Core;
+use crate::groups::classic::SyncRequest;
+
+pub(crate) async fn handle(core: Arc<Core>, version: i16, request: SyncGroupRequest) -> SyncGroupResponse {
+    let sync = SyncRequest {
+        group_id: text(&request.group_id.0),
+        member_id: text(&request.member_id),
+        instance_id: request.group_instance_id.as_ref().map(text),
+        generation: request.generation_id,
+        protocol_type: request.protocol_type.as_ref().map(text),
+        protocol_name: request.protocol_name.as_ref().map(text),
+        assignments: request
+            .assignments
+            .iter()
+            .map(|assignment| (text(&assignment.member_id), assignment.assignment.to_vec()))
+            .collect(),
+    };
+    let synced = match core.groups.classic_sync(Instant::now(), sync) {
+        Ok(pending) => pending.finish(persist(&core)).await,
+        Err(error) => Err(error),
+    };
+    let mut response = SyncGroupResponse::default();
+    match synced {
+        Ok(reply) => {
+            if version >= 5 {
+                response.protocol_type = reply.protocol_type.map(str_bytes);
+                response.protocol_name = reply.protocol_name.map(str_bytes);
+            }
+            response.assignment = reply.assignment.into();
+        }
+        Err(error) => {
+            tracing::debug!(%error, "sync group refused");
+            response.error_code = error_code(&error);
+        }
+    }
+    response
+}
