@@ -10,29 +10,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::BrokerConfig;
+use crate::core::Core;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
 use crate::maintenance;
 use crate::metadata::{ProducerIdAllocator, ProducerIdFloor, SledMetadataStore};
+use crate::native;
+use crate::net::ListenerContext;
 use crate::resources::StorageResources;
-use crate::server;
 use crate::topics::TopicRegistry;
-
-/// What every request handler may look at: the configuration and the topics.
-#[derive(Debug)]
-pub(crate) struct BrokerContext {
-    pub config: BrokerConfig,
-    pub registry: TopicRegistry,
-    /// Consumer groups and committed offsets.
-    pub groups: GroupService,
-    /// Idempotent producer ids (InitProducerId).
-    pub producer_ids: ProducerIdAllocator,
-    /// Address clients are told to connect to (metadata responses).
-    pub advertised: SocketAddr,
-    pub shutdown: watch::Receiver<bool>,
-    /// The broker's one memory budget (`server::budget`).
-    pub memory: Arc<crate::server::budget::MemoryBudget>,
-}
 
 /// Entry point for running a broker in-process.
 #[derive(Debug)]
@@ -84,34 +70,38 @@ impl Broker {
             source,
         })?;
         let (shutdown_sender, shutdown) = watch::channel(false);
-        let memory = crate::server::budget::MemoryBudget::new(
+        let memory = crate::net::budget::MemoryBudget::new(
             config.limits.memory_bytes_max,
             config.limits.connection_memory_bytes_max,
         );
-        let context = Arc::new(BrokerContext {
+        let core = Arc::new(Core {
             config,
             registry,
             groups,
             producer_ids,
-            advertised: local_addr,
             shutdown: shutdown.clone(),
+        });
+        let context = Arc::new(ListenerContext {
+            core: core.clone(),
+            advertised: local_addr,
+            shutdown,
             memory,
         });
         tracing::info!(
             listen = %local_addr,
-            data_dir = %context.config.data_dir.display(),
-            flush = %context.config.flush,
-            topics = context.registry.list().len(),
+            data_dir = %core.config.data_dir.display(),
+            flush = %core.config.flush,
+            topics = core.registry.list().len(),
             "tidelog broker started"
         );
-        let background = maintenance::spawn(context.clone());
-        let server = tokio::spawn(server::run(listener, context.clone()));
+        let background = maintenance::spawn(core.clone());
+        let server = tokio::spawn(native::run(listener, context));
         Ok(BrokerHandle {
             local_addr,
             shutdown_sender,
             server,
             background,
-            context,
+            core,
         })
     }
 }
@@ -152,7 +142,7 @@ pub struct BrokerHandle {
     shutdown_sender: watch::Sender<bool>,
     server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
-    context: Arc<BrokerContext>,
+    core: Arc<Core>,
 }
 
 impl BrokerHandle {
@@ -174,10 +164,10 @@ impl BrokerHandle {
         for task in self.background {
             let _ = task.await;
         }
-        let context = self.context;
+        let core = self.core;
         // Partitions close in parallel on a bounded pool (`topics::parallel`), off the async
         // workers; each failure is logged there at ERROR.
-        let failures = tokio::task::spawn_blocking(move || context.registry.close_all())
+        let failures = tokio::task::spawn_blocking(move || core.registry.close_all())
             .await
             .map_err(|error| BrokerError::Task(error.to_string()))?;
         let count = failures.len();

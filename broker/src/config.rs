@@ -201,7 +201,7 @@ pub struct Limits {
     pub fetch_bytes_max: usize,
     /// Longest a Fetch may wait for data.
     pub fetch_wait_ms_max: u64,
-    /// The broker's one memory budget (`server::budget`): bytes of partially received frames,
+    /// The broker's one memory budget (`net::budget`): bytes of partially received frames,
     /// decoded requests, append copies and queued responses, over all connections. Past it
     /// the broker stops reading from the connections holding the most. 512 MiB: safe on any
     /// machine with a few GiB, and room for eight largest frames at once; raise it on a big
@@ -330,7 +330,7 @@ impl BrokerConfig {
             ));
         }
         // A connection must be able to hold a largest frame and its append copy, and the
-        // fairness rule of `server::budget` grants one connection at most half the budget.
+        // fairness rule of `net::budget` grants one connection at most half the budget.
         if limits.connection_memory_bytes_max < limits.frame_bytes_max.saturating_mul(2)
             || limits.memory_bytes_max < limits.connection_memory_bytes_max.saturating_mul(2)
         {

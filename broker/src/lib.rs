@@ -6,12 +6,14 @@
 mod broker;
 mod clock;
 pub mod config;
+mod core;
 pub mod error;
 mod groups;
 mod maintenance;
 pub mod metadata;
+mod native;
+mod net;
 pub mod resources;
-mod server;
 pub mod storage;
 pub mod topics;
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use crate::broker::BrokerContext;
 use crate::clock::now_ms;
+use crate::core::Core;
 use crate::storage::FlushPolicy;
 
 /// Shortest period the interval flusher wakes at, whatever a topic asks for.
@@ -19,7 +19,7 @@ const FLUSH_TICK_MIN: Duration = Duration::from_millis(5);
 /// Period of the interval flusher when no topic uses an interval policy.
 const FLUSH_TICK_IDLE: Duration = Duration::from_millis(500);
 
-pub(crate) fn spawn(context: Arc<BrokerContext>) -> Vec<JoinHandle<()>> {
+pub(crate) fn spawn(context: Arc<Core>) -> Vec<JoinHandle<()>> {
     vec![
         tokio::spawn(run_retention(context.clone())),
         tokio::spawn(run_interval_flush(context.clone())),
@@ -29,7 +29,7 @@ pub(crate) fn spawn(context: Arc<BrokerContext>) -> Vec<JoinHandle<()>> {
 
 /// Ticks the group coordinator's session timers: one pass over the groups per tick, so
 /// expiry costs the same however many heartbeats arrive.
-async fn run_group_expiry(context: Arc<BrokerContext>) {
+async fn run_group_expiry(context: Arc<Core>) {
     let mut shutdown = context.shutdown.clone();
     let mut ticker = tokio::time::interval(Duration::from_millis(context.config.groups.expiry_tick_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -51,7 +51,7 @@ async fn run_group_expiry(context: Arc<BrokerContext>) {
     }
 }
 
-async fn run_retention(context: Arc<BrokerContext>) {
+async fn run_retention(context: Arc<Core>) {
     let mut shutdown = context.shutdown.clone();
     let mut ticker = tokio::time::interval(context.config.maintenance_interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -93,7 +93,7 @@ async fn run_retention(context: Arc<BrokerContext>) {
 /// Syncs the partitions of `interval:<ms>` topics, each topic on its own period. Keyed by
 /// topic, not partition, so a tick costs one map lookup per topic however many partitions
 /// there are; partitions with nothing unsynced are skipped, so idle ones cost no fsync.
-async fn run_interval_flush(context: Arc<BrokerContext>) {
+async fn run_interval_flush(context: Arc<Core>) {
     let mut shutdown = context.shutdown.clone();
     let mut last_synced: HashMap<String, Instant> = HashMap::new();
     loop {

@@ -13,7 +13,7 @@
 //! * `service`: the coordinator behind a lock, with its state persisted through
 //!   `MetadataStore`.
 //!
-//! The handlers in `server::handlers` convert protocol messages to the types here; the
+//! The handlers in `native::handlers` convert protocol messages to the types here; the
 //! session-expiry timer lives in `maintenance`.
 
 pub mod assignor;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use tidelog_proto::pb;
 
 use super::{blocking, topic_result, Outcome};
-use crate::broker::BrokerContext;
+use crate::net::ListenerContext;
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::DeleteTopicsRequest) -> Outcome {
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::DeleteTopicsRequest) -> Outcome {
     let context = context.clone();
     Outcome::Deferred(Box::pin(async move {
         let topics = blocking(move || {
@@ -15,7 +15,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::DeleteTopicsRequ
                 .names
                 .into_iter()
                 .map(|name| {
-                    let deleted = context.registry.delete(&name);
+                    let deleted = context.core.registry.delete(&name);
                     if deleted.is_ok() {
                         tracing::info!(topic = %name, "topic deleted");
                     }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use tidelog_proto::pb;
 
 use super::Outcome;
-use crate::broker::BrokerContext;
+use crate::net::ListenerContext;
 
-pub(super) fn handle(context: &Arc<BrokerContext>, _request: pb::ListGroupsRequest) -> Outcome {
-    let groups = context.groups.with(|coordinator| {
+pub(super) fn handle(context: &Arc<ListenerContext>, _request: pb::ListGroupsRequest) -> Outcome {
+    let groups = context.core.groups.with(|coordinator| {
         coordinator
             .groups()
             .map(|group| pb::list_groups_response::Group {

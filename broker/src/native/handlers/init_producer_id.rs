@@ -13,9 +13,9 @@ use tidelog_proto::batch::NO_PRODUCER_ID;
 use tidelog_proto::pb::{self, ErrorCode};
 
 use super::{blocking, without_paths, Outcome};
-use crate::broker::BrokerContext;
+use crate::net::ListenerContext;
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::InitProducerIdRequest) -> Outcome {
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::InitProducerIdRequest) -> Outcome {
     let reply = |error: ErrorCode, message: String, producer_id: i64, producer_epoch: i32| {
         pb::response::Body::InitProducerId(pb::InitProducerIdResponse {
             error: error as i32,
@@ -37,7 +37,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::InitProducerIdRe
                 -1,
             ));
         }
-        if !context.producer_ids.may_have_handed_out(request.producer_id) {
+        if !context.core.producer_ids.may_have_handed_out(request.producer_id) {
             // A bump of an id this broker has not handed out yet would collide with the
             // producer that later gets it.
             return Outcome::Reply(reply(
@@ -62,7 +62,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::InitProducerIdRe
     }
     let context = context.clone();
     Outcome::Deferred(Box::pin(async move {
-        let allocated = blocking(move || context.producer_ids.allocate()).await;
+        let allocated = blocking(move || context.core.producer_ids.allocate()).await;
         Some(match allocated {
             Some(Ok(id)) => reply(ErrorCode::None, String::new(), id, 0),
             Some(Err(error)) => {

@@ -5,16 +5,16 @@ use std::sync::Arc;
 use tidelog_proto::pb::{self, ErrorCode};
 
 use super::{blocking, group_error, Outcome};
-use crate::broker::BrokerContext;
+use crate::net::ListenerContext;
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::DeleteGroupsRequest) -> Outcome {
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::DeleteGroupsRequest) -> Outcome {
     let context = context.clone();
     Outcome::Deferred(Box::pin(async move {
         let results = blocking(move || {
             request
                 .group_ids
                 .into_iter()
-                .map(|group_id| match context.groups.delete(&group_id) {
+                .map(|group_id| match context.core.groups.delete(&group_id) {
                     Ok(()) => {
                         tracing::info!(group = %group_id, "consumer group deleted");
                         pb::delete_groups_response::Result {

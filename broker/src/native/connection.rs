@@ -7,7 +7,7 @@
 //! them by correlation id. At most `in_flight_requests_per_connection_max` are under way; past
 //! that, the task stops reading and TCP pushes back on the client.
 //!
-//! Memory: every byte read is charged to the broker's budget (`server::budget`) before it is
+//! Memory: every byte read is charged to the broker's budget (`net::budget`) before it is
 //! read, a frame's charge travels with its request until it is answered, and a response is
 //! charged until the writer has sent it. When the budget says no, this task simply stops
 //! reading: TCP pushes back on that client alone.
@@ -34,10 +34,10 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::budget::{ConnectionBudget, Reservation};
 use super::handlers::{self, Outcome};
 use super::response::{encode_response, FrameChunks};
-use crate::broker::BrokerContext;
+use crate::net::budget::{ConnectionBudget, Reservation};
+use crate::net::ListenerContext;
 
 /// A framed response on its way to the socket, with the memory it holds until written.
 struct Outgoing {
@@ -59,7 +59,7 @@ const WRITE_SLICES_MAX: usize = 256;
 /// What a connection's reader needs from its surroundings.
 struct Reader<'a> {
     peer: SocketAddr,
-    context: &'a Arc<BrokerContext>,
+    context: &'a Arc<ListenerContext>,
     responses: &'a mpsc::Sender<Outgoing>,
     in_flight: &'a Arc<Semaphore>,
     budget: &'a ConnectionBudget,
@@ -67,7 +67,7 @@ struct Reader<'a> {
     writer_gone: &'a Notify,
 }
 
-pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<BrokerContext>) {
+pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<ListenerContext>) {
     let span = tracing::info_span!("connection", %peer);
     async move {
         tracing::debug!("accepted");
@@ -75,7 +75,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Brok
             tracing::debug!(%error, "could not disable Nagle's algorithm");
         }
         let (reader, writer) = stream.into_split();
-        let limits = &context.config.limits;
+        let limits = &context.core.config.limits;
         let (responses, queued) = mpsc::channel(limits.response_queue_depth);
         let writer_gone = Arc::new(Notify::new());
         let write_stall = Duration::from_millis(limits.write_stall_timeout_ms);
@@ -120,7 +120,7 @@ enum Waiting {
 /// Reads and dispatches until the client closes, the broker shuts down, a timeout cuts the
 /// connection, or the byte stream cannot be trusted any more (the `Err` says why).
 async fn read_requests(reader: OwnedReadHalf, surroundings: &Reader<'_>) -> Result<(), String> {
-    let limits = &surroundings.context.config.limits;
+    let limits = &surroundings.context.core.config.limits;
     let frame_bytes_max = limits.frame_bytes_max;
     let idle_timeout = Duration::from_millis(limits.connection_idle_timeout_ms);
     let header_timeout = Duration::from_millis(limits.request_header_timeout_ms);
@@ -281,7 +281,7 @@ async fn start_request(
     let replier = Replier {
         responses: surroundings.responses.clone(),
         budget: surroundings.budget.clone(),
-        frame_bytes_max: context.config.limits.frame_bytes_max,
+        frame_bytes_max: context.core.config.limits.frame_bytes_max,
     };
     let request = match pb::Request::decode(frame) {
         Ok(request) => request,
@@ -315,7 +315,7 @@ async fn start_request(
                 .flat_map(|topic| &topic.partitions)
                 .map(|partition| partition.records.len())
                 .sum();
-            let wait = Duration::from_millis(context.config.limits.memory_wait_ms_max);
+            let wait = Duration::from_millis(context.core.config.limits.memory_wait_ms_max);
             match surroundings
                 .budget
                 .reserve_between(bytes, bytes, Some(Instant::now() + wait))

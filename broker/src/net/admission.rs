@@ -15,7 +15,7 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The caps, shared by the accept loop and the connections' guards.
 #[derive(Debug)]
-pub(super) struct Admission {
+pub(crate) struct Admission {
     slots: Arc<Semaphore>,
     per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
     per_address_max: usize,
@@ -25,7 +25,7 @@ pub(super) struct Admission {
 
 /// Held by a served connection; gives its slot and its address's count back when dropped.
 #[derive(Debug)]
-pub(super) struct Admitted {
+pub(crate) struct Admitted {
     _slot: OwnedSemaphorePermit,
     address: IpAddr,
     per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -33,7 +33,7 @@ pub(super) struct Admitted {
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Refusal {
+pub(crate) enum Refusal {
     Broker { max: usize },
     Address { max: usize },
 }
@@ -48,7 +48,7 @@ impl std::fmt::Display for Refusal {
 }
 
 impl Admission {
-    pub(super) fn new(connections_max: usize, per_address_max: usize) -> Self {
+    pub(crate) fn new(connections_max: usize, per_address_max: usize) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(connections_max)),
             per_address: Arc::default(),
@@ -59,7 +59,7 @@ impl Admission {
     }
 
     /// Admits a connection from `address`, or says why not (and logs it, rate-limited).
-    pub(super) fn admit(&self, address: IpAddr) -> Result<Admitted, Refusal> {
+    pub(crate) fn admit(&self, address: IpAddr) -> Result<Admitted, Refusal> {
         let result = self.try_admit(address);
         if let Err(refusal) = result {
             self.refusals.record(refusal);
@@ -111,12 +111,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Runs a WARN at most once per `REFUSAL_LOG_INTERVAL`, passing it how many were skipped.
 #[derive(Debug, Default)]
-pub(super) struct RateLimitedWarn {
+pub(crate) struct RateLimitedWarn {
     state: Mutex<(Option<Instant>, u64)>,
 }
 
 impl RateLimitedWarn {
-    pub(super) fn warn(&self, log: impl FnOnce(u64)) {
+    pub(crate) fn warn(&self, log: impl FnOnce(u64)) {
         let mut state = lock(&self.state);
         let (last, suppressed) = &mut *state;
         let now = Instant::now();

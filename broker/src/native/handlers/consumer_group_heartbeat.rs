@@ -8,19 +8,19 @@ use std::time::Instant;
 use tidelog_proto::pb::{self, ErrorCode};
 
 use super::{blocking, group_error, partition_count, topic_error, without_paths, Outcome};
-use crate::broker::BrokerContext;
 use crate::groups::assignor::Assignment;
 use crate::groups::coordinator::{Heartbeat, HeartbeatReply};
+use crate::net::ListenerContext;
 use crate::topics::validate_topic_name;
 
 pub(super) fn handle(
-    context: &Arc<BrokerContext>,
+    context: &Arc<ListenerContext>,
     client_id: &str,
     peer: std::net::SocketAddr,
     request: pb::ConsumerGroupHeartbeatRequest,
 ) -> Outcome {
     // Subscriptions are stored per member and persisted: every name must be a topic name.
-    let name_bytes_max = context.config.limits.topic_name_bytes_max;
+    let name_bytes_max = context.core.config.limits.topic_name_bytes_max;
     if let Some(error) = request
         .subscribed_topics
         .iter()
@@ -45,6 +45,7 @@ pub(super) fn handle(
     let group_id = heartbeat.group_id.clone();
     let counts = |topic: &str| partition_count(context, topic);
     let replied = context
+        .core
         .groups
         .with(|coordinator| coordinator.heartbeat(Instant::now(), heartbeat, &counts));
     let reply = match replied {
@@ -59,7 +60,7 @@ pub(super) fn handle(
     }
     let context = context.clone();
     Outcome::Deferred(Box::pin(async move {
-        let persisted = blocking(move || context.groups.persist(&group_id)).await?;
+        let persisted = blocking(move || context.core.groups.persist(&group_id)).await?;
         Some(match persisted {
             Ok(()) => response(reply),
             Err(error) => {

@@ -14,8 +14,8 @@ use tidelog_proto::pb::{self, produce_response, ErrorCode};
 use tidelog_proto::BatchError;
 
 use super::{partition_log, partition_storage_error, Outcome};
-use crate::broker::BrokerContext;
 use crate::clock::now_ms;
+use crate::net::ListenerContext;
 use crate::storage::{AppendOutcome, FlushPolicy, PartitionLog, StorageError};
 
 /// A partition whose batches were appended and now await durability.
@@ -34,15 +34,15 @@ enum Step {
 
 type Partitions = Vec<(u32, Result<Appended, (ErrorCode, String)>)>;
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ProduceRequest) -> Outcome {
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::ProduceRequest) -> Outcome {
     let acks = request.acks();
-    let limits = &context.config.limits;
+    let limits = &context.core.config.limits;
     let timeout_ms = u64::from(request.timeout_ms).min(limits.produce_timeout_ms_max);
     let now = now_ms();
     let mut topics: Vec<(String, Vec<(u32, Step)>)> = Vec::with_capacity(request.topics.len());
     let mut rolls = 0;
     for topic in request.topics {
-        let found = context.registry.get(&topic.name);
+        let found = context.core.registry.get(&topic.name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
             let index = partition.partition;

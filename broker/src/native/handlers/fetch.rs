@@ -18,8 +18,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{partition_log, partition_storage_error, Outcome};
-use crate::broker::BrokerContext;
-use crate::server::budget::{BudgetError, ConnectionBudget, Reservation};
+use crate::net::budget::{BudgetError, ConnectionBudget, Reservation};
+use crate::net::ListenerContext;
 use crate::storage::{PartitionLog, StorageError};
 
 /// Least memory a pass waits for before it reads (or all it asks for, if less): enough for
@@ -36,18 +36,18 @@ struct Wanted {
 }
 
 pub(super) fn handle(
-    context: &Arc<BrokerContext>,
+    context: &Arc<ListenerContext>,
     budget: &ConnectionBudget,
     request: pb::FetchRequest,
 ) -> Outcome {
-    let limits = &context.config.limits;
+    let limits = &context.core.config.limits;
     let max_wait = Duration::from_millis(u64::from(request.max_wait_ms).min(limits.fetch_wait_ms_max));
     let min_bytes = request.min_bytes as usize;
     let max_bytes = (request.max_bytes as usize).min(limits.fetch_bytes_max);
     let mut names = Vec::with_capacity(request.topics.len());
     let mut wanted = Vec::new();
     for (topic_index, topic) in request.topics.into_iter().enumerate() {
-        let found = context.registry.get(&topic.name);
+        let found = context.core.registry.get(&topic.name);
         for partition in topic.partitions {
             wanted.push(Wanted {
                 topic: topic_index,

@@ -3,9 +3,8 @@
 //! watch channel tells every task to stop; `run` returns only after every connection has
 //! drained. `budget` is the one memory budget every connection draws from.
 
-mod admission;
-pub(crate) mod budget;
 mod connection;
+pub(crate) mod error;
 mod handlers;
 mod response;
 
@@ -15,16 +14,16 @@ use tidelog_proto::pb::ErrorCode;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::broker::BrokerContext;
-use admission::{Admission, RateLimitedWarn};
+use crate::net::admission::{Admission, RateLimitedWarn};
+use crate::net::ListenerContext;
 
 /// Pause after a failed accept, so running out of file descriptors does not spin a core.
 const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Serves `listener` until the context's shutdown signal, then waits for every connection to
 /// finish its in-flight requests.
-pub(crate) async fn run(listener: TcpListener, context: Arc<BrokerContext>) {
-    let limits = &context.config.limits;
+pub(crate) async fn run(listener: TcpListener, context: Arc<ListenerContext>) {
+    let limits = &context.core.config.limits;
     let admission = Admission::new(limits.connections_max, limits.connections_per_address_max);
     let mut shutdown = context.shutdown.clone();
     let mut connections = JoinSet::new();
@@ -62,7 +61,7 @@ pub(crate) async fn run(listener: TcpListener, context: Arc<BrokerContext>) {
         }
     }
     drop(listener);
-    let drain = std::time::Duration::from_millis(context.config.limits.shutdown_drain_ms_max);
+    let drain = std::time::Duration::from_millis(context.core.config.limits.shutdown_drain_ms_max);
     let drained =
         tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {

@@ -5,17 +5,17 @@ use std::sync::Arc;
 use tidelog_proto::pb::{self, ErrorCode};
 
 use super::{partition_log, partition_storage_error, Outcome};
-use crate::broker::BrokerContext;
+use crate::net::ListenerContext;
 
 pub const LATEST: i64 = -1;
 pub const EARLIEST: i64 = -2;
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::ListOffsetsRequest) -> Outcome {
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::ListOffsetsRequest) -> Outcome {
     let topics = request
         .topics
         .into_iter()
         .map(|topic| {
-            let found = context.registry.get(&topic.name);
+            let found = context.core.registry.get(&topic.name);
             let partitions = topic
                 .partitions
                 .into_iter()

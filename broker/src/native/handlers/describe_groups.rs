@@ -8,17 +8,17 @@ use tidelog_proto::pb::{self, ErrorCode};
 
 use super::consumer_group_heartbeat::from_assignment;
 use super::{group_error, Outcome};
-use crate::broker::BrokerContext;
 use crate::error::GroupError;
 use crate::groups::group::{Group, GroupProtocol};
+use crate::net::ListenerContext;
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::DescribeGroupsRequest) -> Outcome {
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::DescribeGroupsRequest) -> Outcome {
     let groups = request
         .group_ids
         .into_iter()
         .map(|group_id| {
             // Copy what is needed under the lock; log offsets are read after it is released.
-            let found = context.groups.with(|coordinator| {
+            let found = context.core.groups.with(|coordinator| {
                 coordinator.check_group_id(&group_id)?;
                 coordinator
                     .group(&group_id)
@@ -45,7 +45,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::DescribeGroupsRe
     }))
 }
 
-fn describe(context: &BrokerContext, group: &Group) -> pb::describe_groups_response::Group {
+fn describe(context: &ListenerContext, group: &Group) -> pb::describe_groups_response::Group {
     // Members of either protocol (classic ones with what their consumer-protocol payloads
     // decode to).
     let members = group
@@ -74,6 +74,7 @@ fn describe(context: &BrokerContext, group: &Group) -> pb::describe_groups_respo
             continue;
         }
         let ends: Vec<i64> = context
+            .core
             .registry
             .get(&topic)
             .map(|found| {

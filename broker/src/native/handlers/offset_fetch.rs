@@ -8,11 +8,12 @@ use tidelog_proto::pb::{self, ErrorCode};
 
 use super::consumer_group_heartbeat::to_assignment;
 use super::{group_error, Outcome};
-use crate::broker::BrokerContext;
+use crate::net::ListenerContext;
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::OffsetFetchRequest) -> Outcome {
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::OffsetFetchRequest) -> Outcome {
     let asked = to_assignment(request.topics);
     let fetched = context
+        .core
         .groups
         .with(|coordinator| coordinator.fetch_offsets(&request.group_id, &asked));
     let fetched = match fetched {

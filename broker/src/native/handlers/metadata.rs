@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use tidelog_proto::pb::{self, ErrorCode};
 
-use super::{offline_message, unknown_topic, Outcome};
-use crate::broker::BrokerContext;
+use super::{unknown_topic, Outcome};
+use crate::core::error::offline_message;
+use crate::net::ListenerContext;
 use crate::topics::{PartitionSlot, Topic};
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::MetadataRequest) -> Outcome {
-    let broker_id = context.config.broker_id;
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::MetadataRequest) -> Outcome {
+    let broker_id = context.core.config.broker_id;
     let host = context
+        .core
         .config
         .advertised_host
         .clone()
@@ -23,6 +25,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::MetadataRequest)
     }];
     let topics = if request.topics.is_empty() {
         context
+            .core
             .registry
             .list()
             .iter()
@@ -32,10 +35,10 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::MetadataRequest)
         request
             .topics
             .iter()
-            .map(|name| match context.registry.get(name) {
+            .map(|name| match context.core.registry.get(name) {
                 Some(topic) => describe(&topic, broker_id),
                 None => {
-                    let (code, message) = match context.registry.unrecoverable_reason(name) {
+                    let (code, message) = match context.core.registry.unrecoverable_reason(name) {
                         // The reason names no paths; the broker log has them.
                         Some(reason) => (
                             ErrorCode::KafkaStorageError,

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use tidelog_proto::pb;
 
 use super::{blocking, topic_result, Outcome};
-use crate::broker::BrokerContext;
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::error::TopicError;
 use crate::metadata::TopicOverrides;
+use crate::net::ListenerContext;
 use crate::topics::TopicSpec;
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::CreateTopicsRequest) -> Outcome {
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::CreateTopicsRequest) -> Outcome {
     let context = context.clone();
     Outcome::Deferred(Box::pin(async move {
         let topics = blocking(move || {
@@ -26,8 +26,8 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::CreateTopicsRequ
                         partitions: (topic.partitions != 0).then_some(topic.partitions),
                         overrides: overrides(topic.config.unwrap_or_default()),
                     };
-                    let created = check_floors(&spec.overrides, &context.config.limits)
-                        .and_then(|()| context.registry.create(spec, now_ms()));
+                    let created = check_floors(&spec.overrides, &context.core.config.limits)
+                        .and_then(|()| context.core.registry.create(spec, now_ms()));
                     if let Ok(topic) = &created {
                         tracing::info!(topic = %name, partitions = topic.partitions.len(), "topic created");
                     }

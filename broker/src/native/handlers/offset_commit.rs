@@ -6,11 +6,11 @@ use std::sync::Arc;
 use tidelog_proto::pb::{self, ErrorCode};
 
 use super::{blocking, group_error, partition_count, Outcome};
-use crate::broker::BrokerContext;
 use crate::clock::now_ms;
 use crate::groups::coordinator::CommitPartition;
+use crate::net::ListenerContext;
 
-pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::OffsetCommitRequest) -> Outcome {
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::OffsetCommitRequest) -> Outcome {
     let context = context.clone();
     Outcome::Deferred(Box::pin(async move {
         let topics = request.topics;
@@ -30,7 +30,7 @@ pub(super) fn handle(context: &Arc<BrokerContext>, request: pb::OffsetCommitRequ
         let member_epoch = request.member_epoch;
         let outcome = blocking(move || {
             let counts = |topic: &str| partition_count(&context, topic);
-            context.groups.commit(
+            context.core.groups.commit(
                 &group_id,
                 &member_id,
                 member_epoch,
