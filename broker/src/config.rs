@@ -81,6 +81,9 @@ pub struct GroupsConfig {
     /// Classic groups: the longest a rebalance may wait for members to rejoin (and then for
     /// the leader's assignment); a client asking for longer gets this.
     pub rebalance_timeout_ms_max: u32,
+    /// Classic groups: the most a member's protocol metadata (all protocols together), and
+    /// separately its assignment, may take; the broker keeps and persists both.
+    pub classic_member_bytes_max: usize,
 }
 
 impl Default for GroupsConfig {
@@ -101,6 +104,7 @@ impl Default for GroupsConfig {
             committed_partitions_per_group_max: 100_000,
             offset_metadata_bytes_max: 4_096,
             rebalance_timeout_ms_max: 300_000,
+            classic_member_bytes_max: 1_048_576,
         }
     }
 }
@@ -134,6 +138,10 @@ impl GroupsConfig {
             (
                 "groups.rebalance_timeout_ms_max",
                 u64::from(self.rebalance_timeout_ms_max),
+            ),
+            (
+                "groups.classic_member_bytes_max",
+                self.classic_member_bytes_max as u64,
             ),
             ("groups.groups_max", self.groups_max as u64),
             ("groups.members_per_group_max", self.members_per_group_max as u64),

@@ -51,18 +51,6 @@ pub enum ClassicState {
     Stable,
 }
 
-impl ClassicState {
-    /// Kafka's name for the state (ListGroups, DescribeGroups).
-    pub fn kafka_name(self) -> &'static str {
-        match self {
-            Self::Empty => "Empty",
-            Self::PreparingRebalance => "PreparingRebalance",
-            Self::CompletingRebalance => "CompletingRebalance",
-            Self::Stable => "Stable",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassicMember {
     pub id: String,
@@ -224,6 +212,7 @@ impl ClassicGroup {
 
     pub fn sync(
         &mut self,
+        config: &GroupsConfig,
         now: Instant,
         request: SyncRequest,
         effects: &mut Effects,
@@ -243,6 +232,17 @@ impl ClassicGroup {
             return Err(GroupError::InconsistentGroupProtocol(format!(
                 "group {:?} runs protocol {:?} of type {:?}",
                 request.group_id, self.protocol_name, self.protocol_type
+            )));
+        }
+        if let Some((member_id, bytes)) = request
+            .assignments
+            .iter()
+            .find(|(_, bytes)| bytes.len() > config.classic_member_bytes_max)
+        {
+            return Err(GroupError::InvalidRequest(format!(
+                "the assignment of {member_id:?} has {} bytes, more than groups.classic_member_bytes_max ({})",
+                bytes.len(),
+                config.classic_member_bytes_max
             )));
         }
         let (sender, receiver) = oneshot::channel();
@@ -605,6 +605,17 @@ fn check_join(config: &GroupsConfig, request: &JoinRequest) -> Result<(), GroupE
         return Err(GroupError::InvalidRequest(format!(
             "member id longer than {} bytes",
             config.member_id_bytes_max
+        )));
+    }
+    let protocol_bytes: usize = request
+        .protocols
+        .iter()
+        .map(|protocol| protocol.name.len() + protocol.metadata.len())
+        .sum();
+    if protocol_bytes > config.classic_member_bytes_max {
+        return Err(GroupError::InvalidRequest(format!(
+            "protocol metadata of {protocol_bytes} bytes exceeds groups.classic_member_bytes_max ({})",
+            config.classic_member_bytes_max
         )));
     }
     if let Some(instance_id) = &request.instance_id {

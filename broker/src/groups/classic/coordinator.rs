@@ -50,8 +50,9 @@ impl Coordinator {
         request: SyncRequest,
         effects: &mut Effects,
     ) -> Result<oneshot::Receiver<SyncResult>, GroupError> {
+        let config = self.config.clone();
         self.classic_mut(&request.group_id, &request.member_id)?
-            .sync(now, request, effects)
+            .sync(&config, now, request, effects)
     }
 
     pub fn classic_heartbeat(

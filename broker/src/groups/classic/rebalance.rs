@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::{
-    millis, ClassicGroup, ClassicMember, ClassicState, Delivery, Effects, JoinResponse,
-    JoinedMember, SyncResponse, SyncResult,
+    millis, ClassicGroup, ClassicMember, ClassicState, Delivery, Effects, JoinResponse, JoinedMember,
+    SyncResponse, SyncResult,
 };
 use crate::error::GroupError;
 

@@ -540,3 +540,31 @@ fn group_member_bound_counts_handed_out_ids() {
     ));
     assert!(matches!(harness.join(request), Err(GroupError::GroupFull { .. })));
 }
+
+#[test]
+fn protocol_metadata_and_assignments_are_bounded() {
+    let mut harness = Harness::new();
+    harness.coordinator = Coordinator::new(GroupsConfig {
+        classic_member_bytes_max: 64,
+        ..GroupsConfig::default()
+    });
+    let mut request = join_request("", None);
+    request.protocols[0].metadata = vec![0; 65];
+    assert!(matches!(harness.join(request), Err(GroupError::InvalidRequest(_))));
+    let joined = harness.join_now(join_request("", None));
+    let mut effects = Effects::default();
+    let oversized = SyncRequest {
+        group_id: GROUP.into(),
+        member_id: joined.member_id.clone(),
+        instance_id: None,
+        generation: joined.generation,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![(joined.member_id.clone(), vec![0; 65])],
+    };
+    assert!(matches!(
+        harness.coordinator.classic_sync(harness.now, oversized, &mut effects),
+        Err(GroupError::InvalidRequest(_))
+    ));
+    assert_eq!(harness.state(), ClassicState::CompletingRebalance);
+}

@@ -5,13 +5,10 @@
 use kafka_protocol::messages::consumer_group_describe_response::{
     Assignment, DescribedGroup, Member, TopicPartitions,
 };
-use kafka_protocol::messages::{
-    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, TopicName,
-};
+use kafka_protocol::messages::{ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, TopicName};
 
 use super::group_common::{
-    error_code, str_bytes, wire_partition, AUTHORIZED_OPERATIONS_OMITTED,
-    GROUP_AUTHORIZED_OPERATIONS,
+    error_code, str_bytes, wire_partition, AUTHORIZED_OPERATIONS_OMITTED, GROUP_AUTHORIZED_OPERATIONS,
 };
 use super::Core;
 use crate::core::error::ErrorCode;
@@ -42,7 +39,8 @@ pub(crate) fn handle(core: &Core, request: &ConsumerGroupDescribeRequest) -> Con
                 Ok(Some(group)) if group.classic_in_use().is_none() => describe(core, &group, &mut described),
                 Ok(Some(_)) => {
                     described.error_code = ErrorCode::GroupIdNotFound.code();
-                    described.error_message = Some(str_bytes(format!("group {id:?} is not a consumer group")));
+                    described.error_message =
+                        Some(str_bytes(format!("group {id:?} is not a consumer group")));
                     described.group_state = str_bytes("Dead");
                 }
                 Ok(None) => {
@@ -87,7 +85,13 @@ fn describe(core: &Core, group: &Group, described: &mut DescribedGroup) {
                 .map(|topic| TopicName(str_bytes(topic.clone())))
                 .collect();
             out.assignment = assignment(core, &member.assigned);
-            out.target_assignment = assignment(core, group.target.get(&member.id).unwrap_or(&assignor::Assignment::new()));
+            out.target_assignment = assignment(
+                core,
+                group
+                    .target
+                    .get(&member.id)
+                    .unwrap_or(&assignor::Assignment::new()),
+            );
             out
         })
         .collect();

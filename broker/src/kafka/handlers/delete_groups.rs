@@ -18,7 +18,11 @@ pub(crate) async fn handle(core: Arc<Core>, request: DeleteGroupsRequest) -> Del
     .await
     .unwrap_or_else(|error| {
         (0..request.groups_names.len())
-            .map(|_| Err(GroupError::InvalidRequest(format!("the delete did not finish: {error}"))))
+            .map(|_| {
+                Err(GroupError::InvalidRequest(format!(
+                    "the delete did not finish: {error}"
+                )))
+            })
             .collect()
     });
     let mut response = DeleteGroupsResponse::default();

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, TopicName,
+    ConsumerProtocolAssignment, DescribeGroupsRequest, DescribeGroupsResponse, TopicName,
 };
 use kafka_protocol::protocol::Encodable;
 
@@ -70,7 +70,8 @@ fn describe(group: &Group, version: i16, described: &mut DescribedGroup) {
                 }
                 out.client_id = str_bytes(member.client_id.clone());
                 out.client_host = str_bytes(member.client_host.clone());
-                out.member_metadata = Bytes::copy_from_slice(classic.chosen_metadata(member).unwrap_or_default());
+                out.member_metadata =
+                    Bytes::copy_from_slice(classic.chosen_metadata(member).unwrap_or_default());
                 out.member_assignment = Bytes::copy_from_slice(&member.assignment);
                 out
             })

@@ -19,7 +19,11 @@ pub(crate) struct Node {
 }
 
 pub(crate) fn handle(node: &Node, version: i16, request: &FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let key_type = if version >= 1 { request.key_type } else { KEY_TYPE_GROUP };
+    let key_type = if version >= 1 {
+        request.key_type
+    } else {
+        KEY_TYPE_GROUP
+    };
     let refusal = (key_type != KEY_TYPE_GROUP).then(|| {
         (
             ErrorCode::CoordinatorNotAvailable.code(),

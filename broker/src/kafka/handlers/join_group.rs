@@ -52,9 +52,13 @@ pub(crate) async fn handle(
     };
     match joined {
         Ok(reply) => response(version, reply),
-        Err(GroupError::MemberIdRequired { member_id }) => {
-            failed(version, error_code(&GroupError::MemberIdRequired { member_id: String::new() }), member_id)
-        }
+        Err(GroupError::MemberIdRequired { member_id }) => failed(
+            version,
+            error_code(&GroupError::MemberIdRequired {
+                member_id: String::new(),
+            }),
+            member_id,
+        ),
         Err(error) => {
             tracing::debug!(%error, "join group refused");
             failed(version, error_code(&error), member_id)

@@ -28,7 +28,11 @@ pub(crate) async fn handle(core: Arc<Core>, request: OffsetCommitRequest) -> Off
                     topic: text(&topic.name.0),
                     partition: partition_index(partition.partition_index)?,
                     offset: partition.committed_offset,
-                    metadata: partition.committed_metadata.as_ref().map(text).unwrap_or_default(),
+                    metadata: partition
+                        .committed_metadata
+                        .as_ref()
+                        .map(text)
+                        .unwrap_or_default(),
                 })
             })
         })
@@ -48,7 +52,9 @@ pub(crate) async fn handle(core: Arc<Core>, request: OffsetCommitRequest) -> Off
     })
     .await
     .unwrap_or_else(|error| {
-        Err(GroupError::InvalidRequest(format!("the commit did not finish: {error}")))
+        Err(GroupError::InvalidRequest(format!(
+            "the commit did not finish: {error}"
+        )))
     });
     // One outcome per valid partition, in request order; a whole-request failure applies to
     // every partition.

@@ -18,17 +18,20 @@ pub(crate) async fn handle(core: Arc<Core>, request: OffsetDeleteRequest) -> Off
         .topics
         .iter()
         .flat_map(|topic| {
-            topic
-                .partitions
-                .iter()
-                .filter_map(|partition| Some((text(&topic.name.0), partition_index(partition.partition_index)?)))
+            topic.partitions.iter().filter_map(|partition| {
+                Some((text(&topic.name.0), partition_index(partition.partition_index)?))
+            })
         })
         .collect();
     let group_id = text(&request.group_id.0);
     let writer = core.clone();
     let deleted = tokio::task::spawn_blocking(move || writer.groups.delete_offsets(&group_id, &partitions))
         .await
-        .unwrap_or_else(|error| Err(GroupError::InvalidRequest(format!("the delete did not finish: {error}"))));
+        .unwrap_or_else(|error| {
+            Err(GroupError::InvalidRequest(format!(
+                "the delete did not finish: {error}"
+            )))
+        });
     let mut response = OffsetDeleteResponse::default();
     let mut outcomes = match deleted {
         Ok(checks) => checks.into_iter(),

@@ -157,7 +157,10 @@ fn fetch(
                     .into_iter()
                     .map(|index| match partition_index(index) {
                         Some(partition) => (index, answer(&topic, partition)),
-                        None => (index, (-1, String::new(), ErrorCode::UnknownTopicOrPartition.code())),
+                        None => (
+                            index,
+                            (-1, String::new(), ErrorCode::UnknownTopicOrPartition.code()),
+                        ),
                     })
                     .collect();
                 (topic, partitions)
