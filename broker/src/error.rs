@@ -122,6 +122,9 @@ pub enum GroupError {
     /// member's protocol type or protocols do not match the group's.
     #[error("inconsistent group protocol: {0}")]
     InconsistentGroupProtocol(String),
+    /// The coordinator cannot answer now (the broker is stopping): ask again, elsewhere.
+    #[error("the group coordinator is not available: {0}")]
+    Unavailable(String),
     /// OffsetDelete of a partition whose topic a member of the group subscribes to.
     #[error("group {group_id:?} is subscribed to topic {topic:?}")]
     SubscribedToTopic { group_id: String, topic: String },

@@ -226,6 +226,7 @@ impl From<&GroupError> for CoreError {
             GroupError::FencedInstanceId(_) => ErrorCode::FencedInstanceId,
             GroupError::InconsistentGroupProtocol(_) => ErrorCode::InconsistentGroupProtocol,
             GroupError::SubscribedToTopic { .. } => ErrorCode::GroupSubscribedToTopic,
+            GroupError::Unavailable(_) => ErrorCode::CoordinatorNotAvailable,
         };
         CoreError::new(code, error.to_string())
     }

@@ -550,7 +550,10 @@ fn protocol_metadata_and_assignments_are_bounded() {
     });
     let mut request = join_request("", None);
     request.protocols[0].metadata = vec![0; 65];
-    assert!(matches!(harness.join(request), Err(GroupError::InvalidRequest(_))));
+    assert!(matches!(
+        harness.join(request),
+        Err(GroupError::InvalidRequest(_))
+    ));
     let joined = harness.join_now(join_request("", None));
     let mut effects = Effects::default();
     let oversized = SyncRequest {
@@ -563,7 +566,9 @@ fn protocol_metadata_and_assignments_are_bounded() {
         assignments: vec![(joined.member_id.clone(), vec![0; 65])],
     };
     assert!(matches!(
-        harness.coordinator.classic_sync(harness.now, oversized, &mut effects),
+        harness
+            .coordinator
+            .classic_sync(harness.now, oversized, &mut effects),
         Err(GroupError::InvalidRequest(_))
     ));
     assert_eq!(harness.state(), ClassicState::CompletingRebalance);

@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Core;
 use crate::error::GroupError;
+use crate::groups::classic::Pending;
 use crate::groups::group::{Group, GroupProtocol, GroupState};
 
 /// Who sent a request, as a group member records it.
@@ -42,7 +43,7 @@ pub(super) type PersistFuture = Pin<Box<dyn Future<Output = Result<(), GroupErro
 
 /// The blocking write of a group's state, run on the blocking pool, for
 /// [`Pending::finish`](crate::groups::classic::Pending::finish).
-pub(super) fn persist(core: &Arc<Core>) -> impl FnOnce(String) -> PersistFuture {
+fn persist(core: &Arc<Core>) -> impl FnOnce(String) -> PersistFuture {
     let core = core.clone();
     move |group_id: String| {
         Box::pin(async move {
@@ -54,6 +55,19 @@ pub(super) fn persist(core: &Arc<Core>) -> impl FnOnce(String) -> PersistFuture 
                 ))),
             }
         }) as PersistFuture
+    }
+}
+
+/// Finishes a classic call (persist, answer the waiters, wait for this member's answer),
+/// unless the broker stops first: a join may wait up to its rebalance timeout, which must not
+/// hold up a shutdown.
+pub(super) async fn finish<T>(core: &Arc<Core>, pending: Pending<T>) -> Result<T, GroupError> {
+    let mut shutdown = core.shutdown.clone();
+    tokio::select! {
+        finished = pending.finish(persist(core)) => finished,
+        _ = shutdown.wait_for(|stopping| *stopping) => {
+            Err(GroupError::Unavailable("the broker is shutting down".into()))
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use super::group_common::{error_code, persist, str_bytes, text, ClientInfo};
+use super::group_common::{error_code, finish, str_bytes, text, ClientInfo};
 use super::Core;
 use crate::error::GroupError;
 use crate::groups::classic::{JoinRequest, JoinResponse, Protocol};
@@ -47,7 +47,7 @@ pub(crate) async fn handle(
         client_host: client.host,
     };
     let joined = match core.groups.classic_join(Instant::now(), join) {
-        Ok(pending) => pending.finish(persist(&core)).await,
+        Ok(pending) => finish(&core, pending).await,
         Err(error) => Err(error),
     };
     match joined {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use super::group_common::{error_code, persist, str_bytes, text};
+use super::group_common::{error_code, finish, str_bytes, text};
 use super::Core;
 use crate::groups::classic::MemberRef;
 
@@ -29,7 +29,7 @@ pub(crate) async fn handle(core: Arc<Core>, version: i16, request: LeaveGroupReq
     };
     let group_id = text(&request.group_id.0);
     let left = match core.groups.classic_leave(Instant::now(), &group_id, &members) {
-        Ok(pending) => pending.finish(persist(&core)).await,
+        Ok(pending) => finish(&core, pending).await,
         Err(error) => Err(error),
     };
     let mut response = LeaveGroupResponse::default();

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
-use super::group_common::{error_code, persist, str_bytes, text};
+use super::group_common::{error_code, finish, str_bytes, text};
 use super::Core;
 use crate::groups::classic::SyncRequest;
 
@@ -25,7 +25,7 @@ pub(crate) async fn handle(core: Arc<Core>, version: i16, request: SyncGroupRequ
             .collect(),
     };
     let synced = match core.groups.classic_sync(Instant::now(), sync) {
-        Ok(pending) => pending.finish(persist(&core)).await,
+        Ok(pending) => finish(&core, pending).await,
         Err(error) => Err(error),
     };
     let mut response = SyncGroupResponse::default();
