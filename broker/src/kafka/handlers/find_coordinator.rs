@@ -74,3 +74,46 @@ pub(crate) fn handle(node: &Node, version: i16, request: &FindCoordinatorRequest
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::protocol::Encodable;
+
+    use super::*;
+
+    #[test]
+    fn answers_encode_and_name_this_broker_at_every_version() {
+        let node = Node {
+            node_id: 0,
+            host: "127.0.0.1".into(),
+            port: 9092,
+        };
+        for version in 0..=4 {
+            for key_type in [0, 1] {
+                let mut request = FindCoordinatorRequest::default();
+                request.key = str_bytes("g");
+                request.key_type = if version >= 1 { key_type } else { 0 };
+                request.coordinator_keys = if version >= 4 {
+                    vec![str_bytes("g")]
+                } else {
+                    Vec::new()
+                };
+                let answer = handle(&node, version, &request);
+                let mut buffer = BytesMut::new();
+                answer
+                    .encode(&mut buffer, version)
+                    .unwrap_or_else(|error| panic!("v{version}: {error}"));
+                let (code, port) = match answer.coordinators.first() {
+                    Some(found) => (found.error_code, found.port),
+                    None => (answer.error_code, answer.port),
+                };
+                if request.key_type == 0 {
+                    assert_eq!((code, port), (0, 9092), "v{version}");
+                } else {
+                    assert_eq!(code, ErrorCode::CoordinatorNotAvailable.code(), "v{version}");
+                }
+            }
+        }
+    }
+}

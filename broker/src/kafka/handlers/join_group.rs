@@ -106,3 +106,39 @@ fn failed(version: i16, code: i16, member_id: String) -> JoinGroupResponse {
     response.member_id = str_bytes(member_id);
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::protocol::Encodable;
+
+    use super::*;
+    use crate::groups::classic::JoinedMember;
+
+    #[test]
+    fn answers_encode_at_every_version() {
+        for version in 0..=9 {
+            let reply = JoinResponse {
+                generation: 3,
+                protocol_type: Some("consumer".into()),
+                protocol_name: Some("range".into()),
+                leader_id: "a".into(),
+                member_id: "a".into(),
+                members: vec![JoinedMember {
+                    member_id: "a".into(),
+                    instance_id: Some("i".into()),
+                    metadata: vec![1, 2],
+                }],
+                skip_assignment: true,
+            };
+            let mut buffer = BytesMut::new();
+            response(version, reply)
+                .encode(&mut buffer, version)
+                .unwrap_or_else(|error| panic!("v{version}: {error}"));
+            let mut buffer = BytesMut::new();
+            failed(version, 79, "m".into())
+                .encode(&mut buffer, version)
+                .unwrap_or_else(|error| panic!("v{version} failure: {error}"));
+        }
+    }
+}
