@@ -512,6 +512,11 @@ mod tests {
             format!("{:?}", Limits::default()),
             "README.md's [limits] must state the defaults"
         );
+        assert_eq!(
+            format!("{:?}", documented.groups),
+            format!("{:?}", GroupsConfig::default()),
+            "README.md's [groups] must state the defaults"
+        );
     }
 
     #[test]
