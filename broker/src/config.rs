@@ -205,6 +205,11 @@ pub struct Limits {
     pub frame_bytes_max: usize,
     /// Largest single record batch accepted by Produce.
     pub batch_bytes_max: usize,
+    /// Largest records section a compressed batch may decompress to; decompression stops
+    /// there and the batch is refused (CORRUPT_MESSAGE), so a decompression bomb costs at
+    /// most this much memory. 64 MiB: four times `batch_bytes_max`, well past any real
+    /// batch's ratio at the default batch size.
+    pub batch_decompressed_bytes_max: usize,
     /// Largest Fetch response, whatever the client asks for.
     pub fetch_bytes_max: usize,
     /// Longest a Fetch may wait for data.
@@ -289,6 +294,7 @@ impl Default for Limits {
         Self {
             frame_bytes_max: 64 << 20,
             batch_bytes_max: 16 << 20,
+            batch_decompressed_bytes_max: 64 << 20,
             fetch_bytes_max: 50 << 20,
             fetch_wait_ms_max: 60_000,
             memory_bytes_max: 512 << 20,
@@ -382,6 +388,12 @@ impl BrokerConfig {
         }
         if limits.batch_bytes_max > limits.frame_bytes_max {
             return fail("limits.batch_bytes_max must not exceed limits.frame_bytes_max".into());
+        }
+        if limits.batch_decompressed_bytes_max < limits.batch_bytes_max {
+            // Below it, a batch could be refused compressed that is accepted uncompressed.
+            return fail(
+                "limits.batch_decompressed_bytes_max must be at least limits.batch_bytes_max".into(),
+            );
         }
         if (limits.batch_bytes_max as u64) > self.log.segment_bytes {
             return fail("limits.batch_bytes_max must not exceed log.segment_bytes".into());

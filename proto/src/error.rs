@@ -36,8 +36,20 @@ pub enum BatchError {
     BadOffsetDelta { index: usize, expected: i32, found: i32 },
     #[error("records end at byte {consumed} of a {length}-byte record section")]
     TrailingBytes { consumed: usize, length: usize },
-    #[error("compression codec {0} is not supported yet")]
+    #[error("compression codec {0} is not supported (0-4 are: none, gzip, snappy, lz4, zstd)")]
     UnsupportedCompression(u8),
+    #[error("{codec} records could not be decompressed: {reason}")]
+    Decompression { codec: &'static str, reason: String },
+    #[error("records decompress to more than the limit of {max} bytes")]
+    DecompressedTooLarge { max: usize },
     #[error("record batch of {length} bytes exceeds the limit of {max} bytes")]
     TooLarge { length: usize, max: usize },
+}
+
+/// Records could not be compressed (the codec library failed; not expected in practice).
+#[derive(Debug, Error, PartialEq, Eq, Clone)]
+#[error("{codec} compression failed: {reason}")]
+pub struct CompressionError {
+    pub codec: &'static str,
+    pub reason: String,
 }

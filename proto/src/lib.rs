@@ -1,15 +1,17 @@
-//! The Tidelog wire protocol: the protobuf schema (`pb`), the frame codec (`frame`) and the
-//! Kafka RecordBatch v2 codec (`batch`). Pure functions over byte buffers: no I/O, no async.
+//! The Tidelog wire protocol: the protobuf schema (`pb`), the frame codec (`frame`), the
+//! Kafka RecordBatch v2 codec (`batch`) and its compression codecs (`compression`). Pure
+//! functions over byte buffers: no I/O, no async.
 //!
 //! This is the only crate that knows prost. The broker and client convert `pb` types to their
 //! own domain types at their edges.
 
 pub mod batch;
+pub mod compression;
 pub mod error;
 pub mod frame;
 mod varint;
 
-pub use error::{BatchError, FrameError};
+pub use error::{BatchError, CompressionError, FrameError};
 
 /// Types generated from `proto/tidelog.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_debug_implementations)]

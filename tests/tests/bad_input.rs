@@ -302,9 +302,19 @@ fn corrupt_batches_are_refused_whole_and_nothing_is_appended() {
         batch[ATTRIBUTES_OFFSET + 1] |= 0x01; // gzip
         fix_crc(&mut batch);
         cases.push((
-            "a gzip-compressed batch",
+            "a batch marked gzip whose records are not gzip",
             batch.freeze(),
-            &[ErrorCode::UnsupportedCompressionType, ErrorCode::CorruptMessage],
+            corrupt,
+        ));
+    }
+    {
+        let mut batch = valid_batch(3);
+        batch[ATTRIBUTES_OFFSET + 1] |= 0x05; // no such codec
+        fix_crc(&mut batch);
+        cases.push((
+            "compression codec 5",
+            batch.freeze(),
+            &[ErrorCode::UnsupportedCompressionType],
         ));
     }
     {

@@ -54,6 +54,7 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::ProduceRequest
                     index,
                     partition.records,
                     limits.batch_bytes_max,
+                    limits.batch_decompressed_bytes_max,
                     now,
                 ),
             };
@@ -163,9 +164,10 @@ fn append(
     partition: u32,
     records: Bytes,
     batch_bytes_max: usize,
+    decompressed_bytes_max: usize,
     now: i64,
 ) -> Step {
-    let batches = match validate_batches(records, batch_bytes_max) {
+    let batches = match validate_batches(records, batch_bytes_max, decompressed_bytes_max) {
         Ok(batches) => batches,
         Err(error) => return Step::Done(Err(error)),
     };
@@ -233,7 +235,11 @@ fn append_error(topic: &str, partition: u32, error: &StorageError) -> (ErrorCode
 
 /// Splits and fully validates a partition's records; any bad batch refuses them all, so a
 /// request is appended whole or not at all.
-fn validate_batches(records: Bytes, batch_bytes_max: usize) -> Result<Vec<RecordBatch>, (ErrorCode, String)> {
+fn validate_batches(
+    records: Bytes,
+    batch_bytes_max: usize,
+    decompressed_bytes_max: usize,
+) -> Result<Vec<RecordBatch>, (ErrorCode, String)> {
     if records.is_empty() {
         return Err((ErrorCode::InvalidRequest, "no record batches".into()));
     }
@@ -250,12 +256,16 @@ fn validate_batches(records: Bytes, batch_bytes_max: usize) -> Result<Vec<Record
                 .to_string(),
             ));
         }
-        batch.validate().map_err(|error| match error {
-            BatchError::UnsupportedCompression(_) => {
-                (ErrorCode::UnsupportedCompressionType, error.to_string())
-            }
-            other => (ErrorCode::CorruptMessage, other.to_string()),
-        })?;
+        // Compressed batches are decompressed (bounded) and walked like plain ones, then stored
+        // as sent.
+        batch
+            .validate_bounded(decompressed_bytes_max)
+            .map_err(|error| match error {
+                BatchError::UnsupportedCompression(_) => {
+                    (ErrorCode::UnsupportedCompressionType, error.to_string())
+                }
+                other => (ErrorCode::CorruptMessage, other.to_string()),
+            })?;
         let header = batch.header();
         if header.is_transactional() || header.is_control() {
             return Err((
@@ -362,7 +372,7 @@ mod tests {
         disk.record_blocking_threads();
         runtime.block_on(async {
             for _ in 0..20 {
-                let result = match append(&log, "t", 0, records(1000), 1 << 20, 0) {
+                let result = match append(&log, "t", 0, records(1000), 1 << 20, 1 << 22, 0) {
                     Step::Done(result) => result,
                     Step::Roll(log, batches) => append_blocking(log, "t", 0, batches, 0).await,
                 };
