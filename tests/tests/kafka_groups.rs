@@ -4,11 +4,10 @@
 //! without a rebalance; a native group and a classic one refuse each other's protocol;
 //! commits, fetches, listing, describing (Kafka and `tidelog group describe`) and deleting.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{
@@ -25,13 +24,14 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tidelog_e2e::cli::run_cli;
 use tidelog_e2e::groups::{described_partitions, produce_values, RawMember};
+use tidelog_e2e::kafka_raw::KafkaRaw;
 use tidelog_e2e::wait::poll_until;
 use tidelog_e2e::{BrokerProcess, RawClient, TestDir};
 use tidelog_proto::pb::{self, ErrorCode};
 
 const TOPIC: &str = "orders";
 const PARTITIONS: u32 = 2;
-/// Every call is answered well within this (joins wait at most the rebalance timeout).
+/// Bound on waiting for a condition the broker must reach.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const SESSION_MS: i32 = 6_000;
 const REBALANCE_MS: i32 = 20_000;
@@ -44,64 +44,12 @@ const REBALANCE_IN_PROGRESS: i16 = 27;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const FENCED_INSTANCE_ID: i16 = 82;
 
-/// One Kafka connection, driven by hand: requests can be sent and their answers read later,
-/// so two members' joins can wait on each other.
-struct KafkaConn {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl KafkaConn {
-    fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("connect to the Kafka listener");
-        stream.set_read_timeout(Some(CALL_TIMEOUT)).expect("read timeout");
-        stream.set_nodelay(true).expect("nodelay");
-        Self {
-            stream,
-            correlation: 0,
-        }
-    }
-
-    fn send<R: Request>(&mut self, version: i16, request: &R) -> i32 {
-        self.correlation += 1;
-        let mut header = RequestHeader::default();
-        header.request_api_key = R::KEY;
-        header.request_api_version = version;
-        header.correlation_id = self.correlation;
-        header.client_id = Some(StrBytes::from_static_str("kafka-groups-test"));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .expect("encode header");
-        request.encode(&mut body, version).expect("encode request");
-        let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_i32(i32::try_from(body.len()).expect("small frame"));
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).expect("send request");
-        self.correlation
-    }
-
-    fn receive<R: Request>(&mut self, version: i16, correlation: i32) -> R::Response {
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).expect("response size");
-        let mut body = vec![0u8; usize::try_from(i32::from_be_bytes(size)).expect("size")];
-        self.stream.read_exact(&mut body).expect("response body");
-        let mut body = Bytes::from(body);
-        let header =
-            ResponseHeader::decode(&mut body, R::Response::header_version(version)).expect("response header");
-        assert_eq!(
-            header.correlation_id, correlation,
-            "responses come in request order"
-        );
-        let response = R::Response::decode(&mut body, version).expect("response body decodes");
-        assert!(!body.has_remaining(), "the whole response is read");
-        response
-    }
-
-    fn call<R: Request>(&mut self, version: i16, request: &R) -> R::Response {
-        let correlation = self.send(version, request);
-        self.receive::<R>(version, correlation)
-    }
+/// The answer to the request sent with `correlation` (the next one on the connection:
+/// answers come in request order).
+fn answer<R: kafka_protocol::protocol::Request>(conn: &mut KafkaRaw, version: i16, correlation: i32) -> R::Response {
+    let (received, response) = conn.receive::<R>(version);
+    assert_eq!(received, correlation, "answers come in request order");
+    response
 }
 
 fn text(value: &str) -> StrBytes {
@@ -148,14 +96,14 @@ fn join_request(group: &str, member_id: &str, instance_id: Option<&str>) -> Join
 
 /// JoinGroup v9 the way a modern client does it: first without an id (MEMBER_ID_REQUIRED
 /// hands one out), then with it. Returns the answer of the second join (which may wait).
-fn join_v9(conn: &mut KafkaConn, group: &str) -> JoinGroupResponse {
-    let first = conn.call(9, &join_request(group, "", None));
+fn join_v9(conn: &mut KafkaRaw, group: &str) -> JoinGroupResponse {
+    let first = conn.call(&join_request(group, "", None), 9);
     assert_eq!(first.error_code, MEMBER_ID_REQUIRED, "{first:?}");
     assert!(!first.member_id.is_empty());
-    conn.call(9, &join_request(group, first.member_id.as_str(), None))
+    conn.call(&join_request(group, first.member_id.as_str(), None), 9)
 }
 
-fn sync(conn: &mut KafkaConn, group: &str, joined: &JoinGroupResponse, assignments: &[(&str, Bytes)]) -> i32 {
+fn sync(conn: &mut KafkaRaw, group: &str, joined: &JoinGroupResponse, assignments: &[(&str, Bytes)]) -> i32 {
     let mut request = SyncGroupRequest::default();
     request.group_id = GroupId(text(group));
     request.generation_id = joined.generation_id;
@@ -171,22 +119,22 @@ fn sync(conn: &mut KafkaConn, group: &str, joined: &JoinGroupResponse, assignmen
             assignment
         })
         .collect();
-    conn.send(5, &request)
+    conn.send(&request, 5)
 }
 
 fn heartbeat(
-    conn: &mut KafkaConn,
+    conn: &mut KafkaRaw,
     group: &str,
     member_id: &str,
     instance_id: Option<&str>,
     generation: i32,
 ) -> i16 {
-    let mut request = HeartbeatRequest::default();
+    let mut request = HeartbeatRequest::default(, 5);
     request.group_id = GroupId(text(group));
     request.generation_id = generation;
     request.member_id = text(member_id);
     request.group_instance_id = instance_id.map(text);
-    conn.call(4, &request).error_code
+    conn.call(&request, 4).error_code
 }
 
 fn start(test: &str) -> (TestDir, BrokerProcess, SocketAddr) {
@@ -199,7 +147,7 @@ fn start(test: &str) -> (TestDir, BrokerProcess, SocketAddr) {
 }
 
 /// One member alone forms a stable group (v9 join, sync); returns its join answer.
-fn stable_single(conn: &mut KafkaConn, group: &str) -> JoinGroupResponse {
+fn stable_single(conn: &mut KafkaRaw, group: &str) -> JoinGroupResponse {
     let joined = join_v9(conn, group);
     assert_eq!(joined.error_code, NONE, "{joined:?}");
     assert_eq!(joined.leader, joined.member_id, "a lone member leads");
@@ -209,7 +157,7 @@ fn stable_single(conn: &mut KafkaConn, group: &str) -> JoinGroupResponse {
         &joined,
         &[(joined.member_id.as_str(), assignment(&[0, 1]))],
     );
-    let synced = conn.receive::<SyncGroupRequest>(5, correlation);
+    let synced = answer::<SyncGroupRequest>(conn, 5, correlation);
     assert_eq!(synced.error_code, NONE);
     assert_eq!(synced.assignment, assignment(&[0, 1]));
     joined
@@ -219,17 +167,17 @@ fn stable_single(conn: &mut KafkaConn, group: &str) -> JoinGroupResponse {
 fn two_members_rebalance_and_the_survivor_leads_after_the_leader_leaves() {
     let (_dir, _broker, kafka) = start("kafka_groups_two_members");
     let group = "pair";
-    let mut a = KafkaConn::connect(kafka);
-    let mut b = KafkaConn::connect(kafka);
+    let mut a = KafkaRaw::connect(kafka);
+    let mut b = KafkaRaw::connect(kafka);
 
     // FindCoordinator names this broker's Kafka listener, v0 and batched v4.
     let mut find = FindCoordinatorRequest::default();
     find.key = text(group);
-    let found = a.call(0, &find);
+    let found = a.call(&find, 0);
     assert_eq!((found.error_code, found.port), (NONE, i32::from(kafka.port())));
     let mut batched = FindCoordinatorRequest::default();
     batched.coordinator_keys = vec![text(group), text("other")];
-    let found = a.call(4, &batched);
+    let found = a.call(&batched, 4);
     assert_eq!(found.coordinators.len(), 2);
     assert!(found
         .coordinators
@@ -243,14 +191,14 @@ fn two_members_rebalance_and_the_survivor_leads_after_the_leader_leaves() {
     );
 
     // B joins (v5: no MEMBER_ID_REQUIRED round); its answer waits for A to rejoin.
-    let b_join = b.send(5, &join_request(group, "", None));
+    let b_join = b.send(&join_request(group, "", None), 5);
     poll_until(CALL_TIMEOUT, "A is told to rejoin", || {
         (heartbeat(&mut a, group, first.member_id.as_str(), None, first.generation_id)
             == REBALANCE_IN_PROGRESS)
             .then_some(())
     });
-    let a_joined = a.call(9, &join_request(group, first.member_id.as_str(), None));
-    let b_joined = b.receive::<JoinGroupRequest>(5, b_join);
+    let a_joined = a.call(&join_request(group, first.member_id.as_str(), None), 9);
+    let b_joined = answer::<JoinGroupRequest>(&mut b, 5, b_join);
     assert_eq!((a_joined.error_code, b_joined.error_code), (NONE, NONE));
     assert_eq!(a_joined.generation_id, first.generation_id + 1);
     assert_eq!(b_joined.generation_id, a_joined.generation_id);
@@ -275,11 +223,11 @@ fn two_members_rebalance_and_the_survivor_leads_after_the_leader_leaves() {
         ],
     );
     assert_eq!(
-        a.receive::<SyncGroupRequest>(5, a_sync).assignment,
+        answer::<SyncGroupRequest>(&mut a, 5, a_sync).assignment,
         assignment(&[0])
     );
     assert_eq!(
-        b.receive::<SyncGroupRequest>(5, b_sync).assignment,
+        answer::<SyncGroupRequest>(&mut b, 5, b_sync).assignment,
         assignment(&[1])
     );
     let generation = a_joined.generation_id;
@@ -306,7 +254,7 @@ fn two_members_rebalance_and_the_survivor_leads_after_the_leader_leaves() {
     let mut identity = MemberIdentity::default();
     identity.member_id = a_joined.member_id.clone();
     leave.members = vec![identity];
-    let left = a.call(5, &leave);
+    let left = a.call(&leave, 5);
     assert_eq!(left.error_code, NONE);
     assert_eq!(left.members.len(), 1);
     assert_eq!(left.members[0].error_code, NONE);
@@ -314,7 +262,7 @@ fn two_members_rebalance_and_the_survivor_leads_after_the_leader_leaves() {
         heartbeat(&mut b, group, b_joined.member_id.as_str(), None, generation),
         REBALANCE_IN_PROGRESS
     );
-    let alone = b.call(5, &join_request(group, b_joined.member_id.as_str(), None));
+    let alone = b.call(&join_request(group, b_joined.member_id.as_str(), None), 5);
     assert_eq!(alone.error_code, NONE);
     assert_eq!(alone.leader, b_joined.member_id, "the remaining member leads");
     assert_eq!(alone.generation_id, generation + 1);
@@ -325,21 +273,21 @@ fn two_members_rebalance_and_the_survivor_leads_after_the_leader_leaves() {
 fn a_silent_member_is_removed_when_its_session_ends() {
     let (_dir, _broker, kafka) = start("kafka_groups_session");
     let group = "sessions";
-    let mut a = KafkaConn::connect(kafka);
-    let mut b = KafkaConn::connect(kafka);
+    let mut a = KafkaRaw::connect(kafka);
+    let mut b = KafkaRaw::connect(kafka);
     let first = stable_single(&mut a, group);
-    let b_join = b.send(5, &join_request(group, "", None));
+    let b_join = b.send(&join_request(group, "", None), 5);
     poll_until(CALL_TIMEOUT, "A is told to rejoin", || {
         (heartbeat(&mut a, group, first.member_id.as_str(), None, first.generation_id)
             == REBALANCE_IN_PROGRESS)
             .then_some(())
     });
-    let a_joined = a.call(9, &join_request(group, first.member_id.as_str(), None));
-    let b_joined = b.receive::<JoinGroupRequest>(5, b_join);
+    let a_joined = a.call(&join_request(group, first.member_id.as_str(), None), 9);
+    let b_joined = answer::<JoinGroupRequest>(&mut b, 5, b_join);
     let b_sync = sync(&mut b, group, &b_joined, &[]);
     let a_sync = sync(&mut a, group, &a_joined, &[]);
-    assert_eq!(a.receive::<SyncGroupRequest>(5, a_sync).error_code, NONE);
-    assert_eq!(b.receive::<SyncGroupRequest>(5, b_sync).error_code, NONE);
+    assert_eq!(answer::<SyncGroupRequest>(&mut a, 5, a_sync).error_code, NONE);
+    assert_eq!(answer::<SyncGroupRequest>(&mut b, 5, b_sync).error_code, NONE);
     // B falls silent; A keeps heartbeating and is told to rejoin once B's session ends.
     let generation = a_joined.generation_id;
     let outcome = poll_until(
@@ -351,7 +299,7 @@ fn a_silent_member_is_removed_when_its_session_ends() {
         },
     );
     assert_eq!(outcome, REBALANCE_IN_PROGRESS);
-    let alone = a.call(9, &join_request(group, a_joined.member_id.as_str(), None));
+    let alone = a.call(&join_request(group, a_joined.member_id.as_str(), None), 9);
     assert_eq!(alone.error_code, NONE);
     assert_eq!(alone.members.len(), 1, "only A is left");
     assert_eq!(
@@ -364,8 +312,8 @@ fn a_silent_member_is_removed_when_its_session_ends() {
 fn a_static_member_rejoins_without_a_rebalance_and_fences_its_old_id() {
     let (_dir, _broker, kafka) = start("kafka_groups_static");
     let group = "static";
-    let mut a = KafkaConn::connect(kafka);
-    let joined = a.call(9, &join_request(group, "", Some("instance-a")));
+    let mut a = KafkaRaw::connect(kafka);
+    let joined = a.call(&join_request(group, "", Some("instance-a")), 9);
     assert_eq!(
         joined.error_code, NONE,
         "a static member needs no MEMBER_ID_REQUIRED round"
@@ -376,18 +324,18 @@ fn a_static_member_rejoins_without_a_rebalance_and_fences_its_old_id() {
         &joined,
         &[(joined.member_id.as_str(), assignment(&[0, 1]))],
     );
-    assert_eq!(a.receive::<SyncGroupRequest>(5, correlation).error_code, NONE);
+    assert_eq!(answer::<SyncGroupRequest>(&mut a, 5, correlation).error_code, NONE);
 
     // The process restarts: a new connection, no member id, the same instance id.
-    let mut again = KafkaConn::connect(kafka);
-    let rejoined = again.call(9, &join_request(group, "", Some("instance-a")));
+    let mut again = KafkaRaw::connect(kafka);
+    let rejoined = again.call(&join_request(group, "", Some("instance-a")), 9);
     assert_eq!(rejoined.error_code, NONE);
     assert_ne!(rejoined.member_id, joined.member_id);
     assert_eq!(rejoined.generation_id, joined.generation_id, "no rebalance");
     assert!(rejoined.skip_assignment, "the assignment stands (v9)");
     let correlation = sync(&mut again, group, &rejoined, &[]);
     assert_eq!(
-        again.receive::<SyncGroupRequest>(5, correlation).assignment,
+        answer::<SyncGroupRequest>(&mut again, 5, correlation).assignment,
         assignment(&[0, 1])
     );
     assert_eq!(
@@ -416,8 +364,8 @@ fn a_static_member_rejoins_without_a_rebalance_and_fences_its_old_id() {
 fn a_native_group_and_a_classic_group_refuse_each_others_protocol() {
     let (_dir, broker, kafka) = start("kafka_groups_inconsistent");
     let mut native = RawMember::join(broker.addr(), "native-group", TOPIC, 10_000);
-    let mut conn = KafkaConn::connect(kafka);
-    let refused = conn.call(5, &join_request("native-group", "", None));
+    let mut conn = KafkaRaw::connect(kafka);
+    let refused = conn.call(&join_request("native-group", "", None), 5);
     assert_eq!(refused.error_code, INCONSISTENT_GROUP_PROTOCOL);
 
     stable_single(&mut conn, "classic-group");
@@ -448,7 +396,7 @@ fn a_native_group_and_a_classic_group_refuse_each_others_protocol() {
 }
 
 fn commit(
-    conn: &mut KafkaConn,
+    conn: &mut KafkaRaw,
     group: &str,
     member_id: &str,
     generation: i32,
@@ -471,7 +419,7 @@ fn commit(
         })
         .collect();
     request.topics = vec![topic];
-    let response = conn.call(8, &request);
+    let response = conn.call(&request, 8);
     response.topics[0]
         .partitions
         .iter()
@@ -481,7 +429,7 @@ fn commit(
 
 /// Committed offsets of `TOPIC` partitions 0 and 1 through OffsetFetch `version` (v8:
 /// batched groups).
-fn fetch_offsets(conn: &mut KafkaConn, version: i16, group: &str) -> Vec<i64> {
+fn fetch_offsets(conn: &mut KafkaRaw, version: i16, group: &str) -> Vec<i64> {
     let mut request = OffsetFetchRequest::default();
     if version >= 8 {
         let mut asked = OffsetFetchRequestGroup::default();
@@ -491,7 +439,7 @@ fn fetch_offsets(conn: &mut KafkaConn, version: i16, group: &str) -> Vec<i64> {
         topic.partition_indexes = vec![0, 1];
         asked.topics = Some(vec![topic]);
         request.groups = vec![asked];
-        let response = conn.call(version, &request);
+        let response = conn.call(&request, version);
         assert_eq!(response.groups[0].error_code, NONE);
         return response.groups[0].topics[0]
             .partitions
@@ -504,7 +452,7 @@ fn fetch_offsets(conn: &mut KafkaConn, version: i16, group: &str) -> Vec<i64> {
     topic.name = TopicName(text(TOPIC));
     topic.partition_indexes = vec![0, 1];
     request.topics = Some(vec![topic]);
-    let response = conn.call(version, &request);
+    let response = conn.call(&request, version);
     assert_eq!(response.error_code, NONE);
     response.topics[0]
         .partitions
@@ -522,7 +470,7 @@ fn commits_fetches_and_group_admin_work_for_a_classic_group() {
         let values: Vec<String> = (0..10).map(|n| format!("p{partition}-{n}")).collect();
         produce_values(&mut native, TOPIC, partition, &values);
     }
-    let mut conn = KafkaConn::connect(kafka);
+    let mut conn = KafkaRaw::connect(kafka);
     // An admin commit (generation -1, no member) to a group with no members is accepted.
     assert_eq!(commit(&mut conn, group, "", -1, &[(0, 1), (1, 1)]), [NONE, NONE]);
     let joined = stable_single(&mut conn, group);
@@ -547,21 +495,21 @@ fn commits_fetches_and_group_admin_work_for_a_classic_group() {
     // ListGroups with a states filter (v4), DescribeGroups with authorized operations (v5).
     let mut list = ListGroupsRequest::default();
     list.states_filter = vec![text("stable")];
-    let listed = conn.call(4, &list);
+    let listed = conn.call(&list, 4);
     assert!(listed
         .groups
         .iter()
         .any(|g| g.group_id.0.as_str() == group && g.group_state.as_str() == "Stable"));
     list.states_filter = vec![text("Empty")];
     assert!(conn
-        .call(4, &list)
+        .call(&list, 4)
         .groups
         .iter()
         .all(|g| g.group_id.0.as_str() != group));
     let mut describe = DescribeGroupsRequest::default();
     describe.groups = vec![GroupId(text(group)), GroupId(text("unknown-group"))];
     describe.include_authorized_operations = true;
-    let described = conn.call(5, &describe);
+    let described = conn.call(&describe, 5);
     let ours = &described.groups[0];
     assert_eq!((ours.error_code, ours.group_state.as_str()), (NONE, "Stable"));
     assert_eq!(
@@ -590,11 +538,11 @@ fn commits_fetches_and_group_admin_work_for_a_classic_group() {
     // Delete: refused with a member, done once it left; its offsets go with it.
     let mut delete = DeleteGroupsRequest::default();
     delete.groups_names = vec![GroupId(text(group))];
-    assert_eq!(conn.call(2, &delete).results[0].error_code, 68, "NON_EMPTY_GROUP");
+    assert_eq!(conn.call(&delete, 2).results[0].error_code, 68, "NON_EMPTY_GROUP");
     let mut leave = LeaveGroupRequest::default();
     leave.group_id = GroupId(text(group));
     leave.member_id = text(member);
-    assert_eq!(conn.call(1, &leave).error_code, NONE);
-    assert_eq!(conn.call(2, &delete).results[0].error_code, NONE);
+    assert_eq!(conn.call(&leave, 1).error_code, NONE);
+    assert_eq!(conn.call(&delete, 2).results[0].error_code, NONE);
     assert_eq!(fetch_offsets(&mut conn, 5, group), [-1, -1]);
 }
