@@ -7,15 +7,23 @@ use kafka_protocol::messages::consumer_group_describe_response::{
 };
 use kafka_protocol::messages::{ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, TopicName};
 
-use super::group_common::{
-    error_code, str_bytes, wire_partition, AUTHORIZED_OPERATIONS_OMITTED, GROUP_AUTHORIZED_OPERATIONS,
-};
-use super::Core;
+use super::group_common::{core_of, error_code, str_bytes, wire_partition, AUTHORIZED_OPERATIONS_OMITTED, GROUP_AUTHORIZED_OPERATIONS};
+use super::{Core, Reply, Request};
 use crate::core::error::ErrorCode;
 use crate::groups::assignor;
 use crate::groups::group::{Group, GroupState};
 
-pub(crate) fn handle(core: &Core, request: &ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: ConsumerGroupDescribeRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = core_of(&request);
+    Reply::encode(&answer(&core, &asked), version)
+}
+
+pub(crate) fn answer(core: &Core, request: &ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
     let operations = if request.include_authorized_operations {
         GROUP_AUTHORIZED_OPERATIONS
     } else {

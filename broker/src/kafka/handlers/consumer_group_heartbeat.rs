@@ -8,8 +8,10 @@ use std::sync::Arc;
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 
-use super::group_common::{partition_index, str_bytes, text, wire_partition, ClientInfo};
-use super::Core;
+use super::group_common::{
+    client_of, core_of, later, partition_index, str_bytes, text, wire_partition, ClientInfo,
+};
+use super::{Core, Reply, Request};
 use crate::core::error::{CoreError, ErrorCode};
 use crate::groups::assignor;
 use crate::groups::coordinator::Heartbeat;
@@ -18,7 +20,18 @@ use crate::groups::coordinator::Heartbeat;
 /// assignor, which serves Kafka's default ("uniform") and "range" requests alike.
 const ASSIGNORS: &[&str] = &["uniform", "range"];
 
-pub(crate) async fn handle(
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: ConsumerGroupHeartbeatRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = core_of(&request);
+    let client = client_of(&request);
+    later(version, answer(core, client, asked))
+}
+
+pub(crate) async fn answer(
     core: Arc<Core>,
     client: ClientInfo,
     request: ConsumerGroupHeartbeatRequest,

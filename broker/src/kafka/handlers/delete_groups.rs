@@ -5,11 +5,21 @@ use std::sync::Arc;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use super::group_common::{error_code, text};
-use super::Core;
+use super::group_common::{core_of, error_code, later, text};
+use super::{Core, Reply, Request};
 use crate::error::GroupError;
 
-pub(crate) async fn handle(core: Arc<Core>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: DeleteGroupsRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = core_of(&request);
+    later(version, answer(core, asked))
+}
+
+pub(crate) async fn answer(core: Arc<Core>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let ids: Vec<String> = request.groups_names.iter().map(|id| text(&id.0)).collect();
     let writer = core.clone();
     let outcomes = tokio::task::spawn_blocking(move || {

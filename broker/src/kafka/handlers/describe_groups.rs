@@ -11,15 +11,22 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::Encodable;
 
-use super::group_common::{
-    error_code, kafka_state, protocol_type, str_bytes, wire_partition, AUTHORIZED_OPERATIONS_OMITTED,
-    GROUP_AUTHORIZED_OPERATIONS,
-};
-use super::Core;
+use super::group_common::{core_of, error_code, kafka_state, protocol_type, str_bytes, wire_partition, AUTHORIZED_OPERATIONS_OMITTED, GROUP_AUTHORIZED_OPERATIONS};
+use super::{Core, Reply, Request};
 use crate::groups::assignor::Assignment;
 use crate::groups::group::Group;
 
-pub(crate) fn handle(core: &Core, version: i16, request: &DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: DescribeGroupsRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = core_of(&request);
+    Reply::encode(&answer(&core, version, &asked), version)
+}
+
+pub(crate) fn answer(core: &Core, version: i16, request: &DescribeGroupsRequest) -> DescribeGroupsResponse {
     let operations = if version >= 3 && request.include_authorized_operations {
         GROUP_AUTHORIZED_OPERATIONS
     } else {

@@ -4,7 +4,8 @@
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
-use super::group_common::{str_bytes, text};
+use super::group_common::{node_of, str_bytes, text};
+use super::{Reply, Request};
 use crate::core::error::ErrorCode;
 
 /// Key type of a group coordinator (1 is a transaction's).
@@ -18,7 +19,16 @@ pub(crate) struct Node {
     pub port: i32,
 }
 
-pub(crate) fn handle(node: &Node, version: i16, request: &FindCoordinatorRequest) -> FindCoordinatorResponse {
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: FindCoordinatorRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    Reply::encode(&answer(&node_of(&request), version, &asked), version)
+}
+
+pub(crate) fn answer(node: &Node, version: i16, request: &FindCoordinatorRequest) -> FindCoordinatorResponse {
     let key_type = if version >= 1 {
         request.key_type
     } else {
@@ -99,7 +109,7 @@ mod tests {
                 } else {
                     Vec::new()
                 };
-                let answer = handle(&node, version, &request);
+                let answer = answer(&node, version, &request);
                 let mut buffer = BytesMut::new();
                 answer
                     .encode(&mut buffer, version)

@@ -7,9 +7,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Encodable, StrBytes};
 
-use super::Core;
+use super::find_coordinator::Node;
+use super::{Core, Reply, Request};
 use crate::error::GroupError;
 use crate::groups::classic::Pending;
 use crate::groups::group::{Group, GroupProtocol, GroupState};
@@ -19,6 +20,49 @@ use crate::groups::group::{Group, GroupProtocol, GroupState};
 pub(crate) struct ClientInfo {
     pub client_id: String,
     pub host: String,
+}
+
+/// The core a request is served by.
+pub(super) fn core_of(request: &Request<'_>) -> Arc<Core> {
+    request.context.core.clone()
+}
+
+/// Who sent `request`: its client id and address.
+pub(super) fn client_of(request: &Request<'_>) -> ClientInfo {
+    ClientInfo {
+        client_id: request
+            .header
+            .client_id
+            .as_ref()
+            .map(text)
+            .unwrap_or_default(),
+        host: request.peer.ip().to_string(),
+    }
+}
+
+/// This broker as the Kafka listener advertises it.
+pub(super) fn node_of(request: &Request<'_>) -> Node {
+    Node {
+        node_id: request.context.broker_id().0,
+        host: request.context.advertised_host.clone(),
+        port: i32::from(request.context.advertised_port),
+    }
+}
+
+/// A reply that waits: `answer` runs in its own task (the connection reads on), and its
+/// response still leaves in request order.
+pub(super) fn later<M, F>(version: i16, answer: F) -> Reply
+where
+    M: Encodable + Send + 'static,
+    F: Future<Output = M> + Send + 'static,
+{
+    Reply::Later(Box::pin(async move {
+        match Reply::encode(&answer.await, version) {
+            Reply::Now(response) => Some(response),
+            // Encoding failed, which `encode` logged as the bug it is.
+            _ => None,
+        }
+    }))
 }
 
 /// Kafka's ACL operations a group has (READ 3, DELETE 6, DESCRIBE 8), as the bitfield

@@ -7,12 +7,23 @@ use std::time::Instant;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use super::group_common::{error_code, finish, str_bytes, text, ClientInfo};
-use super::Core;
+use super::group_common::{client_of, core_of, error_code, finish, later, str_bytes, text, ClientInfo};
+use super::{Core, Reply, Request};
 use crate::error::GroupError;
 use crate::groups::classic::{JoinRequest, JoinResponse, Protocol};
 
-pub(crate) async fn handle(
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: JoinGroupRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = core_of(&request);
+    let client = client_of(&request);
+    later(version, answer(core, client, version, asked))
+}
+
+pub(crate) async fn answer(
     core: Arc<Core>,
     client: ClientInfo,
     version: i16,

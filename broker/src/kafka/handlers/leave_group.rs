@@ -7,11 +7,21 @@ use std::time::Instant;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use super::group_common::{error_code, finish, str_bytes, text};
-use super::Core;
+use super::group_common::{core_of, error_code, finish, later, str_bytes, text};
+use super::{Core, Reply, Request};
 use crate::groups::classic::MemberRef;
 
-pub(crate) async fn handle(core: Arc<Core>, version: i16, request: LeaveGroupRequest) -> LeaveGroupResponse {
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: LeaveGroupRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = core_of(&request);
+    later(version, answer(core, version, asked))
+}
+
+pub(crate) async fn answer(core: Arc<Core>, version: i16, request: LeaveGroupRequest) -> LeaveGroupResponse {
     let members: Vec<MemberRef> = if version >= 3 {
         request
             .members

@@ -4,10 +4,20 @@
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
-use super::group_common::{kafka_state, protocol_type, str_bytes};
-use super::Core;
+use super::group_common::{core_of, kafka_state, protocol_type, str_bytes};
+use super::{Core, Reply, Request};
 
-pub(crate) fn handle(core: &Core, version: i16, request: &ListGroupsRequest) -> ListGroupsResponse {
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: ListGroupsRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = core_of(&request);
+    Reply::encode(&answer(&core, version, &asked), version)
+}
+
+pub(crate) fn answer(core: &Core, version: i16, request: &ListGroupsRequest) -> ListGroupsResponse {
     let states: Vec<String> = if version >= 4 {
         request
             .states_filter

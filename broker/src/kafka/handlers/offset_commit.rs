@@ -9,15 +9,25 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::group_common::{error_code, partition_count, partition_index, text};
-use super::Core;
+use super::group_common::{core_of, error_code, later, partition_count, partition_index, text};
+use super::{Core, Reply, Request};
 use crate::clock::now_ms;
 use crate::core::error::ErrorCode;
 use crate::error::GroupError;
 use crate::groups::classic::MemberRef;
 use crate::groups::coordinator::CommitPartition;
 
-pub(crate) async fn handle(core: Arc<Core>, request: OffsetCommitRequest) -> OffsetCommitResponse {
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: OffsetCommitRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = core_of(&request);
+    later(version, answer(core, asked))
+}
+
+pub(crate) async fn answer(core: Arc<Core>, request: OffsetCommitRequest) -> OffsetCommitResponse {
     // Partitions with a negative index never reach the coordinator: they name no partition.
     let partitions: Vec<CommitPartition> = request
         .topics

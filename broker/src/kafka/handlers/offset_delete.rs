@@ -8,12 +8,22 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-use super::group_common::{error_code, partition_index, text};
-use super::Core;
+use super::group_common::{core_of, error_code, later, partition_index, text};
+use super::{Core, Reply, Request};
 use crate::core::error::ErrorCode;
 use crate::error::GroupError;
 
-pub(crate) async fn handle(core: Arc<Core>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: OffsetDeleteRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = core_of(&request);
+    later(version, answer(core, asked))
+}
+
+pub(crate) async fn answer(core: Arc<Core>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let partitions: Vec<(String, u32)> = request
         .topics
         .iter()

@@ -9,8 +9,8 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
-use super::group_common::{error_code, partition_index, str_bytes, text, wire_partition};
-use super::Core;
+use super::group_common::{core_of, error_code, partition_index, str_bytes, text, wire_partition};
+use super::{Core, Reply, Request};
 use crate::core::error::ErrorCode;
 use crate::groups::assignor::Assignment;
 use crate::groups::group::Committed;
@@ -18,7 +18,17 @@ use crate::groups::group::Committed;
 /// One partition's answer: offset, metadata, error code.
 type Fetched = (i64, String, i16);
 
-pub(crate) fn handle(core: &Core, version: i16, request: &OffsetFetchRequest) -> OffsetFetchResponse {
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: OffsetFetchRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = core_of(&request);
+    Reply::encode(&answer(&core, version, &asked), version)
+}
+
+pub(crate) fn answer(core: &Core, version: i16, request: &OffsetFetchRequest) -> OffsetFetchResponse {
     let mut response = OffsetFetchResponse::default();
     if version >= 8 {
         response.groups = request

@@ -6,11 +6,21 @@ use std::time::Instant;
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
-use super::group_common::{error_code, finish, str_bytes, text};
-use super::Core;
+use super::group_common::{core_of, error_code, finish, later, str_bytes, text};
+use super::{Core, Reply, Request};
 use crate::groups::classic::SyncRequest;
 
-pub(crate) async fn handle(core: Arc<Core>, version: i16, request: SyncGroupRequest) -> SyncGroupResponse {
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: SyncGroupRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = core_of(&request);
+    later(version, answer(core, version, asked))
+}
+
+pub(crate) async fn answer(core: Arc<Core>, version: i16, request: SyncGroupRequest) -> SyncGroupResponse {
     let sync = SyncRequest {
         group_id: text(&request.group_id.0),
         member_id: text(&request.member_id),
