@@ -1,0 +1,137 @@
+//! `kafka-load consume`: N records from the beginning of the topic's partitions (all, or those
+//! named), through one `BaseConsumer` with a manual assignment: no group coordination in the
+//! measurement, as `tidelog perf consume` without `--group`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::context::{Common, LoadContext};
+use crate::report::{histogram, summary};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// One poll waits at most this long, so the no-progress timeout is checked in time.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// Fetch responses of about this size consumed fastest on the machine we measure on; the same
+/// per-partition sizing as `tidelog perf consume` (8 MiB over the partitions, 1 to 8 MiB each).
+const FETCH_RESPONSE_BYTES_TARGET: u32 = 8 * 1024 * 1024;
+const PARTITION_FETCH_BYTES_MIN: u32 = 1024 * 1024;
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Topic to read (from the beginning of every partition read).
+    topic: String,
+    /// Records to read.
+    #[arg(long, value_name = "N")]
+    records: u64,
+    /// Read only these partitions (comma-separated; default: all), e.g. to split a topic
+    /// between two generators.
+    #[arg(long, value_delimiter = ',', value_name = "P,..")]
+    partitions: Vec<i32>,
+    /// Give up when no record arrives for this long.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    timeout_ms: u64,
+    /// `fetch.max.bytes` (50 MiB, as perf consume and librdkafka).
+    #[arg(long, default_value_t = 50 * 1024 * 1024, value_name = "BYTES")]
+    fetch_max_bytes: u32,
+    /// `max.partition.fetch.bytes` [default: perf consume's: 8 MiB split over the partitions
+    /// read, between 1 MiB and 8 MiB each]
+    #[arg(long, value_name = "BYTES")]
+    partition_fetch_max_bytes: Option<u32>,
+    /// `check.crcs`: librdkafka's default is off; `tidelog perf consume` checks them.
+    #[arg(long)]
+    check_crcs: bool,
+}
+
+pub fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<String> {
+    // A group id is needed for an assignment; nothing is committed and no group is joined.
+    let mut config = common.config();
+    config
+        .set("group.id", format!("kafka-load-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.max.bytes", args.fetch_max_bytes.to_string())
+        // librdkafka requires room for a whole fetch response plus framing.
+        .set(
+            "receive.message.max.bytes",
+            (u64::from(args.fetch_max_bytes) + 1024 * 1024).to_string(),
+        )
+        .set("check.crcs", args.check_crcs.to_string());
+    common.apply_properties(&mut config)?;
+    let probe: BaseConsumer<LoadContext> = config
+        .create_with_context(LoadContext::new()?)
+        .context("cannot create the librdkafka consumer")?;
+    let metadata = probe
+        .fetch_metadata(Some(&args.topic), METADATA_TIMEOUT)
+        .context("cannot fetch the topic's metadata")?;
+    let all: Vec<i32> = match metadata.topics().first() {
+        Some(topic) if topic.error().is_none() => topic.partitions().iter().map(|p| p.id()).collect(),
+        Some(topic) => bail!("topic {}: {:?}", args.topic, topic.error()),
+        None => bail!("topic {} not in the metadata", args.topic),
+    };
+    drop(probe);
+    let read: Vec<i32> = if args.partitions.is_empty() {
+        all
+    } else {
+        if let Some(missing) = args.partitions.iter().find(|p| !all.contains(p)) {
+            bail!("topic {} has no partition {missing}", args.topic);
+        }
+        args.partitions.clone()
+    };
+    let partition_fetch_max_bytes = args.partition_fetch_max_bytes.unwrap_or_else(|| {
+        (FETCH_RESPONSE_BYTES_TARGET / (read.len() as u32).max(1))
+            .clamp(PARTITION_FETCH_BYTES_MIN, FETCH_RESPONSE_BYTES_TARGET)
+    });
+    config.set("max.partition.fetch.bytes", partition_fetch_max_bytes.to_string());
+    common.apply_properties(&mut config)?;
+    let consumer: BaseConsumer<LoadContext> = config
+        .create_with_context(LoadContext::new()?)
+        .context("cannot create the librdkafka consumer")?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in &read {
+        assignment
+            .add_partition_offset(&args.topic, *partition, Offset::Beginning)
+            .context("cannot build the assignment")?;
+    }
+    consumer
+        .assign(&assignment)
+        .context("cannot assign the partitions")?;
+
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let mut latency = histogram()?;
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    let start = Instant::now();
+    let mut last_record = Instant::now();
+    while records < args.records {
+        let polled = Instant::now();
+        match consumer.poll(POLL_WAIT) {
+            Some(Ok(message)) => {
+                // The wait inside one poll() that returned a record (librdkafka hands out one
+                // record per poll, from its prefetch queue, so this is mostly near zero).
+                latency.saturating_record((polled.elapsed().as_micros() as u64).max(1));
+                records += 1;
+                bytes +=
+                    (message.key().map_or(0, <[u8]>::len) + message.payload().map_or(0, <[u8]>::len)) as u64;
+                last_record = Instant::now();
+            }
+            Some(Err(error)) => bail!("after {records} records: {error}"),
+            None => {
+                if last_record.elapsed() >= timeout {
+                    bail!(
+                        "only {records} of {} records arrived; none for {} ms",
+                        args.records,
+                        args.timeout_ms
+                    );
+                }
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    Ok(summary(records, bytes, elapsed, &latency))
+}

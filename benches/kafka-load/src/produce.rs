@@ -1,0 +1,186 @@
+//! `kafka-load produce`: N keyless records of one size, one partition's batch at a time (as
+//! `tidelog perf produce` does, so batches leave full), through one `BaseProducer`.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use crate::context::{Common, LoadContext};
+use crate::report::{payload, summary};
+use crate::Compression;
+
+/// How long metadata, and the final flush, may take before the run fails.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Sends between two non-blocking polls that serve delivery reports.
+const POLL_EVERY: u64 = 1024;
+
+/// `acks` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Acks {
+    /// `acks=0`: no response; a record counts once written to the socket.
+    #[value(name = "0")]
+    Zero,
+    /// `acks=1`: the leader has appended the batch.
+    #[value(name = "1")]
+    One,
+    /// `acks=all` (-1): on Tidelog, the leader, as there are no replicas yet.
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Topic to write to (it must exist).
+    topic: String,
+    /// Records to send.
+    #[arg(long, value_name = "N")]
+    records: u64,
+    /// Value size of each record (keyless).
+    #[arg(long, value_name = "BYTES")]
+    record_size: usize,
+    /// Spread records over the first N partitions (default: all).
+    #[arg(long, value_name = "N")]
+    partitions_used: Option<i32>,
+    /// `acks`. The default, with idempotence, is what `tidelog perf produce` does by default.
+    #[arg(long, value_enum, default_value_t = Acks::All)]
+    acks: Acks,
+    /// `enable.idempotence` (needs `--acks all`); `tidelog perf produce` is idempotent.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    idempotence: bool,
+    /// `batch.size`, and `message.max.bytes` above it (1 MiB, as perf produce).
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    batch_size: usize,
+    /// `linger.ms`.
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    linger_ms: u64,
+    /// `queue.buffering.max.kbytes` in bytes (64 MiB, as perf produce's buffer).
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    buffer_bytes: usize,
+    /// `compression.codec`.
+    #[arg(long, value_enum, default_value_t = Compression::None)]
+    compression: Compression,
+    /// Measure latency on one record in this many.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    latency_sample_every: u64,
+}
+
+pub fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<String> {
+    if args.latency_sample_every == 0 {
+        bail!("--latency-sample-every must be at least 1");
+    }
+    if args.idempotence && args.acks != Acks::All {
+        bail!("--idempotence true needs --acks all (librdkafka's rule); pass --idempotence false");
+    }
+    let acks = match args.acks {
+        Acks::Zero => "0",
+        Acks::One => "1",
+        Acks::All => "all",
+    };
+    let mut config = common.config();
+    config
+        .set("acks", acks)
+        .set("enable.idempotence", args.idempotence.to_string())
+        .set("linger.ms", args.linger_ms.to_string())
+        .set("batch.size", args.batch_size.to_string())
+        // Let the byte size close a batch, not librdkafka's default of 10,000 records.
+        .set("batch.num.messages", "1000000")
+        // A batch of batch.size plus its framing must fit in one request.
+        .set("message.max.bytes", (args.batch_size + 64 * 1024).to_string())
+        .set(
+            "queue.buffering.max.kbytes",
+            (args.buffer_bytes / 1024).max(1).to_string(),
+        )
+        // Bytes bound the queue, not librdkafka's default of 100,000 records.
+        .set("queue.buffering.max.messages", "2147483647")
+        // Five batches in flight per partition, as perf produce (and idempotence's limit).
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("compression.codec", args.compression.librdkafka_name());
+    common.apply_properties(&mut config)?;
+    let producer: BaseProducer<LoadContext> = config
+        .create_with_context(LoadContext::new()?)
+        .context("cannot create the librdkafka producer")?;
+
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(&args.topic), METADATA_TIMEOUT)
+        .context("cannot fetch the topic's metadata")?;
+    let partitions = match metadata.topics().first() {
+        Some(topic) if topic.error().is_none() => topic.partitions().len() as i32,
+        Some(topic) => bail!("topic {}: {:?}", args.topic, topic.error()),
+        None => bail!("topic {} not in the metadata", args.topic),
+    };
+    let used = args.partitions_used.unwrap_or(partitions);
+    if used <= 0 || used > partitions {
+        bail!("--partitions-used must be between 1 and the topic's {partitions} partitions");
+    }
+
+    let value = payload(args.record_size);
+    // Fill one partition's batch before moving to the next, so batches leave full.
+    let records_per_batch = (args.batch_size / (args.record_size + 16).max(1)).max(1) as u64;
+    let context = producer.context();
+    let start = Instant::now();
+    let mut partition = 0i32;
+    let mut left_in_batch = records_per_batch;
+    let mut until_sample = 0u64;
+    for sent in 0..args.records {
+        let stamp = if until_sample == 0 {
+            until_sample = args.latency_sample_every;
+            context.stamp()
+        } else {
+            0
+        };
+        until_sample -= 1;
+        let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(&args.topic, stamp)
+            .payload(&value[..])
+            .partition(partition);
+        // The queue is bounded by bytes: when full, serve delivery reports until there is room.
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((error, _)) => bail!("cannot send record {sent}: {error}"),
+            }
+        }
+        if sent % POLL_EVERY == 0 {
+            producer.poll(Duration::ZERO);
+        }
+        left_in_batch -= 1;
+        if left_in_batch == 0 {
+            left_in_batch = records_per_batch;
+            partition = if partition + 1 == used { 0 } else { partition + 1 };
+        }
+    }
+    // flush() serves the remaining delivery reports itself.
+    producer
+        .flush(FLUSH_TIMEOUT)
+        .context("not every record was acknowledged in time")?;
+    let elapsed = start.elapsed();
+
+    let delivered = context.delivered.load(Ordering::Relaxed);
+    let failed = context.failed.load(Ordering::Relaxed);
+    if failed > 0 || delivered != args.records {
+        let first = context.first_failure.lock().ok().and_then(|first| first.clone());
+        bail!(
+            "{delivered} of {} records delivered, {failed} failed (first: {})",
+            args.records,
+            first.as_deref().unwrap_or("none")
+        );
+    }
+    let latency = context
+        .latency_us
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the latency histogram was poisoned"))?;
+    Ok(summary(
+        args.records,
+        args.records * args.record_size as u64,
+        elapsed,
+        &latency,
+    ))
+}

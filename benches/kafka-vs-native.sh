@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Issue 7 §4: the Kafka listener against the native one, on one broker, in one run. Starts one
+# release `tidelogd` (native and Kafka listeners) and runs, interleaved and repeated, produce
+# and consume of 1 KiB and 100 B records through both: `tidelog perf` on the native listener,
+# `kafka-load` (librdkafka, benches/kafka-load) on the Kafka one, with the same settings (1 MiB
+# batches, linger 5 ms, idempotent, 5 batches in flight, 64 MiB buffer; fetch responses of
+# about 8 MiB). Prints one line per run and a table of medians with the ratio Kafka/native.
+#
+# Usage: benches/kafka-vs-native.sh [RUNS] [RECORDS_1K] [RECORDS_100B]   (defaults 3 1000000 3000000)
+#   PARTITIONS="1 8"   partition counts to measure (default "1 8")
+#   FLUSH=always       broker flush policy (default never: the listener's own cost shows most)
+#   TWO=1              also run two Kafka generators at once (half the records each, one
+#                      topic), to show whether one generator limits the Kafka figures
+#   PROFILE=1          afterwards, `perf record` the broker during a Kafka consume of each size
+#                      and print where its time goes
+#   NO_BUILD=1         use the binaries already built
+#
+# Per run it records the wall-clock rate (the tool's summary line), the tool's CPU (user+sys,
+# bash `time`) and the broker's (utime+stime from /proc/PID/stat around the run), so the
+# table shows how much of the 2 cores each side used and the broker's CPU per record.
+# Each produce run writes a fresh topic after `sync` and, as root, dropping the page cache (see
+# docs/benchmarks.md: fresh page-cache pages are slow on our VMs); both consume runs of a round
+# read the topic the native producer just wrote, so both listeners serve the same bytes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+records_1k=${2:-1000000}
+records_100=${3:-3000000}
+partitions_list=${PARTITIONS:-"1 8"}
+flush=${FLUSH:-never}
+bin=target/release
+load=benches/kafka-load/target/release/kafka-load
+native_port=${TIDELOG_PERF_PORT:-7398}
+kafka_port=${TIDELOG_PERF_KAFKA_PORT:-9398}
+native="127.0.0.1:$native_port"
+kafka="127.0.0.1:$kafka_port"
+work=$(mktemp -d "${TMPDIR:-/tmp}/kafka-vs-native.XXXXXX")
+broker_pid=
+ticks=$(getconf CLK_TCK)
+
+if [ -z "${NO_BUILD:-}" ]; then
+  nice -n 10 cargo build --release --bins -p tidelog-broker -p tidelog-client >&2
+  (cd benches/kafka-load && nice -n 10 cargo build --release >&2)
+fi
+
+stop_broker() {
+  if [ -n "$broker_pid" ]; then
+    kill -TERM "$broker_pid" 2>/dev/null || true
+    wait "$broker_pid" 2>/dev/null || true
+    broker_pid=
+  fi
+}
+trap 'stop_broker; rm -rf "$work"' EXIT
+
+"$bin/tidelogd" --data-dir "$work/data" --listen "$native" --flush "$flush" \
+  --kafka-listen "$kafka" --kafka-advertised "$kafka" 2>"$work/broker.log" &
+broker_pid=$!
+for _ in $(seq 1 100); do
+  "$bin/tidelog" --broker "$native" topic list >/dev/null 2>&1 && break
+  sleep 0.1
+done
+"$bin/tidelog" --broker "$native" topic list >/dev/null || { cat "$work/broker.log" >&2; exit 1; }
+
+broker_cpu_ticks() { # utime + stime of the broker (fields 14 and 15; the name has no spaces)
+  awk '{ print $14 + $15 }' "/proc/$broker_pid/stat"
+}
+
+settle_page_cache() {
+  sync
+  if [ -w /proc/sys/vm/drop_caches ]; then
+    echo 3 > /proc/sys/vm/drop_caches
+  fi
+}
+
+# measure LABEL RECORDS CMD...: runs CMD, prints "LABEL <summary> tool_cpu_s=U broker_cpu_s=B wall_s=W".
+measure() {
+  local label=$1 records=$2
+  shift 2
+  local before after summary times
+  before=$(broker_cpu_ticks)
+  times="$work/times"
+  summary=$( { TIMEFORMAT='%R %U %S'; time "$@" 2>"$work/tool.err" | tail -n 1; } 2>"$times" ) || {
+    echo "$label failed: $(tail -n 5 "$work/tool.err")" >&2
+    return 1
+  }
+  after=$(broker_cpu_ticks)
+  awk -v label="$label" -v summary="$summary" -v b="$before" -v a="$after" -v t="$ticks" -v n="$records" \
+    '{ printf "%s %s wall_s=%.3f tool_cpu_s=%.3f broker_cpu_s=%.3f\n", label, summary, $1, $2 + $3, (a - b) / t }' "$times"
+}
+
+# Two generators at once, each with half the records; prints the aggregate like `measure`.
+measure_two() {
+  local label=$1 records=$2
+  shift 2
+  local half=$((records / 2)) before after start end
+  before=$(broker_cpu_ticks)
+  start=$(date +%s.%N)
+  "$@" --records "$half" >"$work/two-a" 2>"$work/two-a.err" &
+  local a=$!
+  "$@" --records "$half" >"$work/two-b" 2>"$work/two-b.err" &
+  local b=$!
+  wait "$a" && wait "$b" || { echo "$label failed: $(tail -n 3 "$work"/two-*.err)" >&2; return 1; }
+  end=$(date +%s.%N)
+  after=$(broker_cpu_ticks)
+  awk -v label="$label" -v s="$start" -v e="$end" -v n="$((half * 2))" -v b="$before" -v a="$after" -v t="$ticks" \
+    'BEGIN { printf "%s records=%d records_per_s=%.1f (two generators, wall) wall_s=%.3f broker_cpu_s=%.3f\n", label, n, n / (e - s), e - s, (a - b) / t }'
+}
+
+results="$work/results"
+: >"$results"
+echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+round=0
+for run in $(seq 1 "$runs"); do
+  for partitions in $partitions_list; do
+    for size in 1024 100; do
+      records=$records_1k
+      [ "$size" = 100 ] && records=$records_100
+      key="p$partitions-s$size"
+      round=$((round + 1))
+      tn="n-$key-$run"
+      tk="k-$key-$run"
+      "$bin/tidelog" --broker "$native" topic create "$tn" --partitions "$partitions" >/dev/null
+      "$bin/tidelog" --broker "$native" topic create "$tk" --partitions "$partitions" >/dev/null
+      # Alternate which listener goes first, so a drift in the machine's load hits both.
+      produce_native() {
+        settle_page_cache
+        measure "produce native $key" "$records" "$bin/tidelog" --broker "$native" perf produce "$tn" \
+          --records "$records" --record-size "$size"
+      }
+      produce_kafka() {
+        settle_page_cache
+        measure "produce kafka $key" "$records" "$load" --bootstrap "$kafka" produce "$tk" \
+          --records "$records" --record-size "$size"
+      }
+      consume_native() {
+        measure "consume native $key" "$records" "$bin/tidelog" --broker "$native" perf consume "$tn" \
+          --records "$records"
+      }
+      consume_kafka() {
+        measure "consume kafka $key" "$records" "$load" --bootstrap "$kafka" consume "$tn" \
+          --records "$records"
+      }
+      if [ $((round % 2)) = 1 ]; then
+        produce_native; produce_kafka; consume_native; consume_kafka
+      else
+        produce_kafka; produce_native; consume_kafka; consume_native
+      fi | tee -a "$results" >&2
+      if [ -n "${TWO:-}" ]; then
+        "$bin/tidelog" --broker "$native" topic create "$tk-two" --partitions "$partitions" >/dev/null
+        settle_page_cache
+        measure_two "produce kafka-two $key" "$records" "$load" --bootstrap "$kafka" produce "$tk-two" \
+          --record-size "$size" | tee -a "$results" >&2
+        measure_two "consume kafka-two $key" "$records" "$load" --bootstrap "$kafka" consume "$tn" \
+          | tee -a "$results" >&2
+        "$bin/tidelog" --broker "$native" topic delete "$tk-two" >/dev/null
+      fi
+      # The last round's native topics stay for the profile below; the rest go, to bound disk.
+      "$bin/tidelog" --broker "$native" topic delete "$tk" >/dev/null
+      if [ "$run" != "$runs" ]; then
+        "$bin/tidelog" --broker "$native" topic delete "$tn" >/dev/null
+      fi
+    done
+  done
+done
+echo "# done $(date -u '+%T') UTC, load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+# The table: per workload the median records/s of each listener, the median of the per-round
+# ratios, and CPU (cores used = CPU seconds / wall seconds; broker CPU per record).
+echo
+echo "| workload | partitions | record | native records/s | kafka records/s | kafka/native | native: tool, broker cores | kafka: tool, broker cores | broker ns/record native, kafka |"
+echo "|---|---|---|---|---|---|---|---|---|"
+awk '
+  function field(name,   i, kv) {
+    for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
+    return ""
+  }
+  function median(list,   n, arr, i, j, t) {
+    n = split(list, arr, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (arr[j] + 0 < arr[i] + 0) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
+    return n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
+  }
+  $2 == "native" || $2 == "kafka" {
+    k = $1 " " $3; side = $2; seen[k] = 1
+    rate = field("records_per_s"); wall = field("wall_s")
+    rates[k, side] = rates[k, side] " " rate
+    tool[k, side] = tool[k, side] " " field("tool_cpu_s") / wall
+    broker[k, side] = broker[k, side] " " field("broker_cpu_s") / wall
+    per[k, side] = per[k, side] " " field("broker_cpu_s") * 1e9 / field("records")
+    count[k, side]++
+    last[k, side] = rate
+    if (side == "kafka") kafka_rates[k, count[k, side]] = rate
+    else native_rates[k, count[k, side]] = rate
+  }
+  END {
+    for (k in seen) {
+      ratios = ""
+      for (i = 1; i <= count[k, "kafka"]; i++) ratios = ratios " " kafka_rates[k, i] / native_rates[k, i]
+      split(k, parts, " "); split(parts[2], ps, "-")
+      printf "| %s | %s | %s B | %.0f | %.0f | %.2f | %.2f, %.2f | %.2f, %.2f | %.0f, %.0f |\n", parts[1], substr(ps[1], 2), substr(ps[2], 2),
+        median(rates[k, "native"]), median(rates[k, "kafka"]), median(ratios),
+        median(tool[k, "native"]), median(broker[k, "native"]), median(tool[k, "kafka"]), median(broker[k, "kafka"]),
+        median(per[k, "native"]), median(per[k, "kafka"])
+    }
+  }' "$results" | sort
+if [ -n "${TWO:-}" ]; then
+  echo
+  grep kafka-two "$results" || true
+fi
+
+if [ -n "${PROFILE:-}" ]; then
+  # Where the broker spends a Kafka consume: sampled call stacks of tidelogd only, for the
+  # whole of one consume of each size (the topics of the last round).
+  for partitions in $partitions_list; do
+    for size in 1024 100; do
+      records=$records_1k
+      [ "$size" = 100 ] && records=$records_100
+      key="p$partitions-s$size"
+      perf record -F 999 -g -o "$work/perf-$key.data" -p "$broker_pid" 2>"$work/perf-record.err" &
+      perf_pid=$!
+      # perf attaches asynchronously: wait (bounded) for it to write its header first.
+      for _ in $(seq 1 100); do
+        [ -s "$work/perf-$key.data" ] && break
+        sleep 0.05
+      done
+      measure "profiled consume kafka $key" "$records" "$load" --bootstrap "$kafka" consume "n-$key-$runs" \
+        --records "$records" >&2
+      kill -INT "$perf_pid"
+      wait "$perf_pid" || true
+      echo
+      echo "## broker during a Kafka consume, $key: self time by symbol (top 25)"
+      perf report -i "$work/perf-$key.data" --no-children --sort symbol --percent-limit 0.5 \
+        --stdio 2>/dev/null | grep -v '^#' | grep '%' | head -n 25
+    done
+  done
+fi
