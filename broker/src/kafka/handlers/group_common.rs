@@ -24,7 +24,7 @@ pub(crate) struct ClientInfo {
 
 /// The core a request is served by.
 pub(super) fn core_of(request: &Request<'_>) -> Arc<Core> {
-    request.context.core.clone()
+    request.context.net.core.clone()
 }
 
 /// Who sent `request`: its client id and address.
