@@ -33,6 +33,10 @@ pub struct BrokerConfig {
     pub maintenance_interval_ms: u64,
     /// Consumer groups: session defaults and limits.
     pub groups: GroupsConfig,
+    /// Whether Kafka clients create unknown topics on use (Metadata with
+    /// `allow_auto_topic_creation`, Produce), with `log.partitions` partitions and the broker
+    /// defaults. Off by default: a typo should not make a topic.
+    pub auto_create_topics: bool,
 }
 
 impl Default for BrokerConfig {
@@ -48,6 +52,7 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             maintenance_interval_ms: 5_000,
             groups: GroupsConfig::default(),
+            auto_create_topics: false,
         }
     }
 }

@@ -11,6 +11,8 @@
 //! * a delete renames `topics/<topic>` to `deleting/<topic id>` (a short name, whatever the
 //!   topic name's length) and only then removes the record; a start finishes both trees.
 
+mod alter;
+pub mod config;
 mod id;
 mod manifest;
 mod parallel;
@@ -20,6 +22,9 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+
+pub use alter::ConfigUpdate;
+pub use config::{ConfigChange, ConfigEntry, ConfigKind, ConfigSource};
 
 use crate::config::{BrokerConfig, Limits, LogDefaults};
 use crate::error::TopicError;
@@ -111,6 +116,8 @@ pub struct TopicRegistry {
     /// record, no partition directory): a create of one is refused, a delete removes it.
     unrecoverable: RwLock<HashMap<String, String>>,
     admin: std::sync::Mutex<()>,
+    /// `auto_create_topics`: Kafka's Metadata and Produce create unknown topics.
+    auto_create_topics: bool,
 }
 
 impl TopicRegistry {
@@ -141,6 +148,7 @@ impl TopicRegistry {
             topics: RwLock::new(HashMap::new()),
             unrecoverable: RwLock::new(HashMap::new()),
             admin: std::sync::Mutex::new(()),
+            auto_create_topics: config.auto_create_topics,
         };
         let plan = reconcile::reconcile(&registry)?;
         let started = std::time::Instant::now();
@@ -244,6 +252,7 @@ impl TopicRegistry {
             });
         }
         // Checks the overrides before anything is written.
+        config::check_floors(&spec.overrides, &self.limits)?;
         let log_config = self.log_config(&spec.overrides)?;
         let record = TopicRecord {
             name: spec.name,
@@ -403,6 +412,33 @@ impl TopicRegistry {
             ));
         }
         Ok(config)
+    }
+
+    /// A topic's effective configuration as named entries (Kafka's config names).
+    pub fn config_entries(&self, topic: &Topic) -> Vec<ConfigEntry> {
+        config::topic_entries(
+            &topic.record.overrides,
+            &topic.log_config,
+            &self.defaults,
+            self.flush,
+            &self.limits,
+        )
+    }
+
+    /// The broker's settings admin clients may ask about, as named entries.
+    pub fn broker_config_entries(&self, broker_id: u32) -> Vec<ConfigEntry> {
+        config::broker_entries(
+            &self.defaults,
+            self.flush,
+            &self.limits,
+            broker_id,
+            self.auto_create_topics,
+        )
+    }
+
+    /// The partition count a create without one gets.
+    pub fn default_partitions(&self) -> u32 {
+        self.defaults.partitions
     }
 
     /// Why a create of `name` is refused although no topic of that name is served: its

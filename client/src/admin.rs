@@ -436,14 +436,14 @@ pub(crate) async fn list_offsets(
     Ok(results)
 }
 
-fn wrong_body(what: &str) -> Error {
+pub(crate) fn wrong_body(what: &str) -> Error {
     Error::Protocol {
         addr: String::new(),
         reason: format!("{what} request answered with another body"),
     }
 }
 
-fn topic_result(result: pb::TopicResult) -> (String, Result<()>) {
+pub(crate) fn topic_result(result: pb::TopicResult) -> (String, Result<()>) {
     let outcome = match wire::error_code(result.error) {
         None => Ok(()),
         Some(ErrorCode::UnknownTopicOrPartition) => Err(Error::UnknownTopicOrPartition {

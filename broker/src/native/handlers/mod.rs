@@ -1,6 +1,7 @@
 //! Request handlers, one module per API. Each turns a decoded request body into a response
 //! body; none touches a socket. `dispatch` checks the header and routes.
 
+mod alter_topic;
 mod consumer_group_heartbeat;
 mod create_topics;
 mod delete_groups;
@@ -14,6 +15,7 @@ mod metadata;
 mod offset_commit;
 mod offset_fetch;
 mod produce;
+mod trim_topic;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -98,6 +100,8 @@ pub(crate) fn dispatch(
         Body::DescribeGroups(request) => describe_groups::handle(context, request),
         Body::DeleteGroups(request) => delete_groups::handle(context, request),
         Body::InitProducerId(request) => init_producer_id::handle(context, request),
+        Body::AlterTopic(request) => alter_topic::handle(context, request),
+        Body::TrimTopic(request) => trim_topic::handle(context, request),
     }
 }
 
