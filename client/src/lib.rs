@@ -42,6 +42,8 @@ pub use group::{
     GroupPartitionOffset, GroupState, OffsetsToCommit, RebalanceListener, TopicPartition,
 };
 pub use producer::{DeliveryFuture, Idempotence, Producer, ProducerConfig, ProducerMetrics};
+/// Record-batch compression codecs, for [`ProducerConfig::compression`].
+pub use tidelog_proto::batch::Compression;
 pub use topic_changes::TopicChange;
 pub use types::{
     Acks, BrokerId, Delivery, ErrorCode, Header, Offset, OffsetSpec, PartitionId, ProducerRecord, Record,

@@ -46,7 +46,11 @@ const FENCED_INSTANCE_ID: i16 = 82;
 
 /// The answer to the request sent with `correlation` (the next one on the connection:
 /// answers come in request order).
-fn answer<R: kafka_protocol::protocol::Request>(conn: &mut KafkaRaw, version: i16, correlation: i32) -> R::Response {
+fn answer<R: kafka_protocol::protocol::Request>(
+    conn: &mut KafkaRaw,
+    version: i16,
+    correlation: i32,
+) -> R::Response {
     let (received, response) = conn.receive::<R>(version);
     assert_eq!(received, correlation, "answers come in request order");
     response
@@ -129,7 +133,7 @@ fn heartbeat(
     instance_id: Option<&str>,
     generation: i32,
 ) -> i16 {
-    let mut request = HeartbeatRequest::default(, 5);
+    let mut request = HeartbeatRequest::default();
     request.group_id = GroupId(text(group));
     request.generation_id = generation;
     request.member_id = text(member_id);
@@ -324,7 +328,10 @@ fn a_static_member_rejoins_without_a_rebalance_and_fences_its_old_id() {
         &joined,
         &[(joined.member_id.as_str(), assignment(&[0, 1]))],
     );
-    assert_eq!(answer::<SyncGroupRequest>(&mut a, 5, correlation).error_code, NONE);
+    assert_eq!(
+        answer::<SyncGroupRequest>(&mut a, 5, correlation).error_code,
+        NONE
+    );
 
     // The process restarts: a new connection, no member id, the same instance id.
     let mut again = KafkaRaw::connect(kafka);

@@ -117,6 +117,29 @@ impl From<AcksArg> for Acks {
     }
 }
 
+/// `--compression`: the codec a producer compresses its batches' records with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl From<CompressionArg> for tidelog_client::Compression {
+    fn from(codec: CompressionArg) -> Self {
+        use tidelog_client::Compression;
+        match codec {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
+}
+
 /// Connection tuning shared by the commands that stream data.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionArgs {

@@ -7,8 +7,8 @@ use kafka_protocol::messages::consumer_group_describe_response::{
 };
 use kafka_protocol::messages::{ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, TopicName};
 
-use super::group_common::{core_of, error_code, str_bytes, wire_partition, AUTHORIZED_OPERATIONS_OMITTED, GROUP_AUTHORIZED_OPERATIONS};
-use super::{Core, Reply, Request};
+use super::group_common::{core_of, error_code, str_bytes, wire_partition};
+use super::{operations, Core, Reply, Request};
 use crate::core::error::ErrorCode;
 use crate::groups::assignor;
 use crate::groups::group::{Group, GroupState};
@@ -25,9 +25,9 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
 
 pub(crate) fn answer(core: &Core, request: &ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
     let operations = if request.include_authorized_operations {
-        GROUP_AUTHORIZED_OPERATIONS
+        operations::GROUP
     } else {
-        AUTHORIZED_OPERATIONS_OMITTED
+        operations::NOT_REQUESTED
     };
     let mut response = ConsumerGroupDescribeResponse::default();
     response.groups = request

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeart
 use super::group_common::{
     client_of, core_of, later, partition_index, str_bytes, text, wire_partition, ClientInfo,
 };
-use super::{Core, Reply, Request};
+use super::{operations, Core, Reply, Request};
 use crate::core::error::{CoreError, ErrorCode};
 use crate::groups::assignor;
 use crate::groups::coordinator::Heartbeat;

@@ -11,8 +11,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::Encodable;
 
-use super::group_common::{core_of, error_code, kafka_state, protocol_type, str_bytes, wire_partition, AUTHORIZED_OPERATIONS_OMITTED, GROUP_AUTHORIZED_OPERATIONS};
-use super::{Core, Reply, Request};
+use super::group_common::{core_of, error_code, kafka_state, protocol_type, str_bytes, wire_partition};
+use super::{operations, Core, Reply, Request};
 use crate::groups::assignor::Assignment;
 use crate::groups::group::Group;
 
@@ -28,9 +28,9 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
 
 pub(crate) fn answer(core: &Core, version: i16, request: &DescribeGroupsRequest) -> DescribeGroupsResponse {
     let operations = if version >= 3 && request.include_authorized_operations {
-        GROUP_AUTHORIZED_OPERATIONS
+        operations::GROUP
     } else {
-        AUTHORIZED_OPERATIONS_OMITTED
+        operations::NOT_REQUESTED
     };
     let mut response = DescribeGroupsResponse::default();
     response.groups = request

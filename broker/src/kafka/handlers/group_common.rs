@@ -30,12 +30,7 @@ pub(super) fn core_of(request: &Request<'_>) -> Arc<Core> {
 /// Who sent `request`: its client id and address.
 pub(super) fn client_of(request: &Request<'_>) -> ClientInfo {
     ClientInfo {
-        client_id: request
-            .header
-            .client_id
-            .as_ref()
-            .map(text)
-            .unwrap_or_default(),
+        client_id: request.header.client_id.as_ref().map(text).unwrap_or_default(),
         host: request.peer.ip().to_string(),
     }
 }
@@ -64,12 +59,6 @@ where
         }
     }))
 }
-
-/// Kafka's ACL operations a group has (READ 3, DELETE 6, DESCRIBE 8), as the bitfield
-/// `include_authorized_operations` asks for: every operation is allowed until ACLs exist.
-pub(super) const GROUP_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
-/// What Kafka sends when the operations were not asked for.
-pub(super) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub(super) fn error_code(error: &GroupError) -> i16 {
     crate::core::error::CoreError::from(error).code.code()
