@@ -18,10 +18,10 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     ConsumerProtocolAssignment, ConsumerProtocolSubscription, DeleteGroupsRequest, DescribeGroupsRequest,
     FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse,
-    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, RequestHeader,
-    ResponseHeader, SyncGroupRequest, TopicName,
+    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
+    TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use tidelog_e2e::cli::run_cli;
 use tidelog_e2e::groups::{described_partitions, produce_values, RawMember};
 use tidelog_e2e::kafka_raw::KafkaRaw;
@@ -63,7 +63,7 @@ fn text(value: &str) -> StrBytes {
 /// The standard consumer protocol's subscription to `TOPIC`, version 0 prefix included.
 fn subscription() -> Bytes {
     let mut subscription = ConsumerProtocolSubscription::default();
-    subscription.topics = vec![TopicName(text(TOPIC))];
+    subscription.topics = vec![text(TOPIC)];
     let mut out = BytesMut::new();
     out.put_i16(0);
     subscription.encode(&mut out, 0).expect("encode subscription");
@@ -105,6 +105,14 @@ fn join_v9(conn: &mut KafkaRaw, group: &str) -> JoinGroupResponse {
     assert_eq!(first.error_code, MEMBER_ID_REQUIRED, "{first:?}");
     assert!(!first.member_id.is_empty());
     conn.call(&join_request(group, first.member_id.as_str(), None), 9)
+}
+
+/// JoinGroup v5: the MEMBER_ID_REQUIRED round, then the join with the id handed out, whose
+/// answer may wait for the rest of the group; returns that join's correlation id.
+fn send_join_with_id(conn: &mut KafkaRaw, group: &str) -> i32 {
+    let first = conn.call(&join_request(group, "", None), 5);
+    assert_eq!(first.error_code, MEMBER_ID_REQUIRED, "{first:?}");
+    conn.send(&join_request(group, first.member_id.as_str(), None), 5)
 }
 
 fn sync(conn: &mut KafkaRaw, group: &str, joined: &JoinGroupResponse, assignments: &[(&str, Bytes)]) -> i32 {
@@ -194,8 +202,8 @@ fn two_members_rebalance_and_the_survivor_leads_after_the_leader_leaves() {
         NONE
     );
 
-    // B joins (v5: no MEMBER_ID_REQUIRED round); its answer waits for A to rejoin.
-    let b_join = b.send(&join_request(group, "", None), 5);
+    // B joins (v5, after its MEMBER_ID_REQUIRED round); its answer waits for A to rejoin.
+    let b_join = send_join_with_id(&mut b, group);
     poll_until(CALL_TIMEOUT, "A is told to rejoin", || {
         (heartbeat(&mut a, group, first.member_id.as_str(), None, first.generation_id)
             == REBALANCE_IN_PROGRESS)
@@ -280,7 +288,7 @@ fn a_silent_member_is_removed_when_its_session_ends() {
     let mut a = KafkaRaw::connect(kafka);
     let mut b = KafkaRaw::connect(kafka);
     let first = stable_single(&mut a, group);
-    let b_join = b.send(&join_request(group, "", None), 5);
+    let b_join = send_join_with_id(&mut b, group);
     poll_until(CALL_TIMEOUT, "A is told to rejoin", || {
         (heartbeat(&mut a, group, first.member_id.as_str(), None, first.generation_id)
             == REBALANCE_IN_PROGRESS)
