@@ -52,6 +52,23 @@ pub(crate) static SERVED: &[Served] = &[
         0,
         handlers::consumer_group_describe::handle,
     ),
+    api(ApiKey::CreateTopics, 0, 7, handlers::create_topics::handle),
+    api(ApiKey::DeleteTopics, 0, 6, handlers::delete_topics::handle),
+    api(
+        ApiKey::CreatePartitions,
+        0,
+        3,
+        handlers::create_partitions::handle,
+    ),
+    api(ApiKey::DeleteRecords, 0, 2, handlers::delete_records::handle),
+    api(ApiKey::DescribeConfigs, 0, 4, handlers::describe_configs::handle),
+    api(ApiKey::AlterConfigs, 0, 2, handlers::alter_configs::handle),
+    api(
+        ApiKey::IncrementalAlterConfigs,
+        0,
+        1,
+        handlers::incremental_alter_configs::handle,
+    ),
 ];
 
 /// The table entry for `key`, if it is served.

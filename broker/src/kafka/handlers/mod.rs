@@ -3,21 +3,30 @@
 //! and encodes the response; none touches a socket, and none holds a broker rule: they
 //! translate between Kafka's types and the broker's.
 
+pub(crate) mod alter_configs;
 pub(crate) mod api_versions;
 pub(crate) mod consumer_group_describe;
+pub(crate) mod create_partitions;
+pub(crate) mod create_topics;
 pub(crate) mod delete_groups;
+pub(crate) mod delete_records;
+pub(crate) mod delete_topics;
+pub(crate) mod describe_configs;
 pub(crate) mod describe_groups;
 pub(crate) mod find_coordinator;
 mod group_common;
 pub(crate) mod heartbeat;
+pub(crate) mod incremental_alter_configs;
 pub(crate) mod join_group;
 pub(crate) mod leave_group;
+mod legacy;
 pub(crate) mod list_groups;
 pub(crate) mod metadata;
 pub(crate) mod offset_commit;
 pub(crate) mod offset_delete;
 pub(crate) mod offset_fetch;
 pub(crate) mod sync_group;
+mod topic_admin;
 
 use std::future::Future;
 use std::net::SocketAddr;
