@@ -52,6 +52,13 @@ pub(crate) static SERVED: &[Served] = &[
         0,
         handlers::consumer_group_describe::handle,
     ),
+    api(
+        ApiKey::OffsetForLeaderEpoch,
+        0,
+        4,
+        handlers::offset_for_leader_epoch::handle,
+    ),
+    api(ApiKey::DescribeCluster, 0, 1, handlers::describe_cluster::handle),
     api(ApiKey::CreateTopics, 0, 7, handlers::create_topics::handle),
     api(ApiKey::DeleteTopics, 0, 6, handlers::delete_topics::handle),
     api(
