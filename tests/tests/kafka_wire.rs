@@ -17,7 +17,12 @@ fn start_broker(test_name: &str) -> (TestDir, BrokerProcess) {
 }
 
 /// The versions the issue requires the listener to serve.
-const REQUIRED: &[(ApiKey, i16, i16)] = &[(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 0, 12)];
+const REQUIRED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetForLeaderEpoch, 0, 4),
+    (ApiKey::DescribeCluster, 0, 1),
+];
 
 #[test]
 fn api_versions_lists_every_required_range_in_every_version() {
@@ -177,4 +182,121 @@ fn oversized_and_garbage_frames_close_only_their_own_connection() {
 
     broker.assert_alive("bad Kafka frames");
     assert_eq!(bystander.call(&MetadataRequest::default(), 12).brokers.len(), 1);
+}
+
+/// An OffsetForLeaderEpoch v0/v1 request, by hand: kafka-protocol has no codec for them.
+fn legacy_offset_for_leader_epoch(correlation_id: i32, version: i16, topic: &str, epoch: i32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(ApiKey::OffsetForLeaderEpoch as i16).to_be_bytes());
+    body.extend_from_slice(&version.to_be_bytes());
+    body.extend_from_slice(&correlation_id.to_be_bytes());
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&2i32.to_be_bytes());
+    for partition in [0i32, 7] {
+        body.extend_from_slice(&partition.to_be_bytes());
+        body.extend_from_slice(&epoch.to_be_bytes());
+    }
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+#[test]
+fn offset_for_leader_epoch_ends_epoch_zero_at_the_log_end_in_every_version() {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::OffsetForLeaderEpochRequest;
+    use tidelog_e2e::records::batch_of;
+
+    let (_dir, broker) = start_broker("kafka-offset-for-leader-epoch");
+    let mut native = RawClient::connect_or_panic(broker.addr());
+    native.create_topic("epochs", 1, None);
+    native.produce_ok("epochs", 0, batch_of(&["a", "b", "c"]));
+    let mut kafka = KafkaRaw::connect(broker.kafka_addr());
+
+    for version in 0..=1i16 {
+        kafka
+            .send_raw(&legacy_offset_for_leader_epoch(
+                40 + i32::from(version),
+                version,
+                "epochs",
+                0,
+            ))
+            .unwrap();
+        let frame = kafka.read_frame().unwrap();
+        // Response header v0: the correlation id, then `[topic [error partition (epoch) end]]`.
+        let mut expected = (40 + i32::from(version)).to_be_bytes().to_vec();
+        expected.extend_from_slice(&1i32.to_be_bytes());
+        expected.extend_from_slice(&6i16.to_be_bytes());
+        expected.extend_from_slice(b"epochs");
+        expected.extend_from_slice(&2i32.to_be_bytes());
+        for (partition, error, epoch, end) in [(0i32, 0i16, 0i32, 3i64), (7, 3, -1, -1)] {
+            expected.extend_from_slice(&error.to_be_bytes());
+            expected.extend_from_slice(&partition.to_be_bytes());
+            if version == 1 {
+                expected.extend_from_slice(&epoch.to_be_bytes());
+            }
+            expected.extend_from_slice(&end.to_be_bytes());
+        }
+        assert_eq!(frame.to_vec(), expected, "v{version}");
+    }
+
+    for version in 2..=4 {
+        let partition = |leader_epoch: i32, current: i32| {
+            OffsetForLeaderPartition::default()
+                .with_partition(0)
+                .with_leader_epoch(leader_epoch)
+                .with_current_leader_epoch(current)
+        };
+        let request =
+            OffsetForLeaderEpochRequest::default().with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("epochs")))
+                .with_partitions(vec![partition(0, 0), partition(3, -1), partition(0, 5)])]);
+        let response = kafka.call(&request, version);
+        let answers = &response.topics[0].partitions;
+        assert_eq!(
+            (
+                answers[0].error_code,
+                answers[0].leader_epoch,
+                answers[0].end_offset
+            ),
+            (0, 0, 3),
+            "v{version}"
+        );
+        // A later epoch than any: Kafka's undefined answer.
+        assert_eq!(
+            (
+                answers[1].error_code,
+                answers[1].leader_epoch,
+                answers[1].end_offset
+            ),
+            (0, -1, -1)
+        );
+        assert_eq!(answers[2].error_code, ResponseError::UnknownLeaderEpoch.code());
+    }
+}
+
+#[test]
+fn describe_cluster_names_this_broker_as_the_controller() {
+    use kafka_protocol::messages::DescribeClusterRequest;
+
+    let (_dir, broker) = start_broker("kafka-describe-cluster");
+    let kafka_addr = broker.kafka_addr();
+    let mut kafka = KafkaRaw::connect(kafka_addr);
+    for version in 0..=1 {
+        let response = kafka.call(
+            &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+            version,
+        );
+        assert_eq!(response.error_code, 0);
+        assert_eq!(response.brokers.len(), 1);
+        assert_eq!(response.brokers[0].port, i32::from(kafka_addr.port()));
+        assert_eq!(response.controller_id, response.brokers[0].broker_id);
+        assert_ne!(response.cluster_authorized_operations & (1 << 8), 0, "DESCRIBE");
+        assert!(!response.cluster_id.is_empty());
+    }
 }

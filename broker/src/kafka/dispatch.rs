@@ -35,6 +35,13 @@ const fn api(key: ApiKey, min_version: i16, max_version: i16, handler: Handler) 
 pub(crate) static SERVED: &[Served] = &[
     api(ApiKey::ApiVersions, 0, 4, handlers::api_versions::handle),
     api(ApiKey::Metadata, 0, 12, handlers::metadata::handle),
+    api(
+        ApiKey::OffsetForLeaderEpoch,
+        0,
+        4,
+        handlers::offset_for_leader_epoch::handle,
+    ),
+    api(ApiKey::DescribeCluster, 0, 1, handlers::describe_cluster::handle),
     api(ApiKey::CreateTopics, 0, 7, handlers::create_topics::handle),
     api(ApiKey::DeleteTopics, 0, 6, handlers::delete_topics::handle),
     api(

@@ -9,10 +9,14 @@ pub(crate) mod create_partitions;
 pub(crate) mod create_topics;
 pub(crate) mod delete_records;
 pub(crate) mod delete_topics;
+pub(crate) mod describe_cluster;
 pub(crate) mod describe_configs;
+#[allow(dead_code)] // FIXME: used by the Fetch handler, which waits for the core's fetch
+mod fetch_wire;
 pub(crate) mod incremental_alter_configs;
-mod legacy;
+pub(crate) mod legacy;
 pub(crate) mod metadata;
+pub(crate) mod offset_for_leader_epoch;
 mod topic_admin;
 
 use std::future::Future;
@@ -26,7 +30,10 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::codec::encode_body;
 use super::KafkaContext;
+use crate::core::{Core, CoreError};
 use crate::net::budget::{ConnectionBudget, Reservation};
+use crate::storage::PartitionLog;
+use crate::topics::PartitionSlot;
 
 /// One decoded-header request, as a handler gets it.
 pub(crate) struct Request<'a> {
@@ -140,4 +147,22 @@ pub(crate) mod operations {
     pub const GROUP: i32 = READ | DESCRIBE | DELETE;
     /// The field's value when the client did not ask for authorized operations.
     pub const NOT_REQUESTED: i32 = i32::MIN;
+}
+
+/// An online partition's log, or why not (unknown, or offline since start).
+// FIXME: replace with `Core::partition` once the core's slice 2 lands (same answer).
+pub(crate) fn partition_log(
+    core: &Core,
+    topic: &str,
+    partition: u32,
+) -> Result<Arc<PartitionLog>, CoreError> {
+    let found = core.registry.get(topic);
+    match found.as_ref().and_then(|found| found.slot(partition)) {
+        Some(PartitionSlot::Online(log)) => Ok(log.clone()),
+        Some(PartitionSlot::Offline(reason)) => {
+            Err(CoreError::offline_partition(topic, partition as usize, reason))
+        }
+        None if found.is_none() => Err(CoreError::unknown_topic(topic)),
+        None => Err(CoreError::unknown_partition(topic, partition)),
+    }
 }

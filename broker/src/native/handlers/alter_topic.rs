@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tidelog_proto::pb;
 
-use super::{blocking, topic_result, Outcome};
+use super::{topic_result, Outcome};
+use crate::core::{blocking, CoreError};
 use crate::net::ListenerContext;
 use crate::topics::{ConfigChange, ConfigUpdate};
 
@@ -44,9 +45,11 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::AlterTopicRequ
                     .alter_config(&name, &update, request.validate_only)
                     .map(drop);
             }
-            topic_result(name, &result)
+            topic_result(name, result.map_err(CoreError::from))
         })
-        .await?;
+        .await
+        // Err: the blocking task failed (logged); the client's request times out.
+        .ok()?;
         Some(pb::response::Body::AlterTopic(pb::AlterTopicResponse {
             topic: Some(topic),
         }))
