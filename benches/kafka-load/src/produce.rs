@@ -98,7 +98,10 @@ pub fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<String> {
         .set("queue.buffering.max.messages", "2147483647")
         // Five batches in flight per partition, as perf produce (and idempotence's limit).
         .set("max.in.flight.requests.per.connection", "5")
-        .set("compression.codec", args.compression.librdkafka_name());
+        .set("compression.codec", args.compression.librdkafka_name())
+        // A record not acknowledged in a minute fails the run rather than stalling it for
+        // librdkafka's default of five minutes.
+        .set("message.timeout.ms", "60000");
     common.apply_properties(&mut config)?;
     let producer: BaseProducer<LoadContext> = config
         .create_with_context(LoadContext::new()?)
