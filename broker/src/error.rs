@@ -37,6 +37,18 @@ pub enum TopicError {
     InvalidPartitions { count: u32, max: u32 },
     #[error("invalid topic config: {0}")]
     InvalidConfig(String),
+    /// A partition count change the topic refuses (fewer partitions, the same count, a topic
+    /// with offline partitions); Kafka's INVALID_PARTITIONS.
+    #[error("{0}")]
+    InvalidPartitionChange(String),
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: u32 },
+    #[error("partition {partition} of topic {topic:?} is offline: {reason}")]
+    PartitionOffline {
+        topic: String,
+        partition: u32,
+        reason: String,
+    },
     #[error("the broker already holds its maximum of {0} topics")]
     TooManyTopics(usize),
     #[error("cannot create {requested} partitions: the broker has {existing} and its maximum is {max} (limits.partitions_max)")]

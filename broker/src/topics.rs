@@ -11,6 +11,8 @@
 //! * a delete renames `topics/<topic>` to `deleting/<topic id>` (a short name, whatever the
 //!   topic name's length) and only then removes the record; a start finishes both trees.
 
+mod alter;
+pub mod config;
 mod id;
 mod manifest;
 mod parallel;
@@ -20,6 +22,9 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+
+pub use alter::ConfigUpdate;
+pub use config::{ConfigChange, ConfigEntry, ConfigKind, ConfigSource};
 
 use crate::config::{BrokerConfig, Limits, LogDefaults};
 use crate::error::TopicError;
@@ -111,6 +116,8 @@ pub struct TopicRegistry {
     /// record, no partition directory): a create of one is refused, a delete removes it.
     unrecoverable: RwLock<HashMap<String, String>>,
     admin: std::sync::Mutex<()>,
+    /// `auto_create_topics`: Kafka's Metadata and Produce create unknown topics.
+    auto_create_topics: bool,
 }
 
 impl TopicRegistry {
@@ -141,6 +148,7 @@ impl TopicRegistry {
             topics: RwLock::new(HashMap::new()),
             unrecoverable: RwLock::new(HashMap::new()),
             admin: std::sync::Mutex::new(()),
+            auto_create_topics: config.auto_create_topics,
         };
         let plan = reconcile::reconcile(&registry)?;
         let started = std::time::Instant::now();
@@ -201,12 +209,16 @@ impl TopicRegistry {
         topics
     }
 
-    /// Creates a topic: validates, builds its directory (partitions and manifest, synced) under
-    /// `creating/`, renames it into `topics/`, opens the partitions, and only then writes the
-    /// record. A name whose directory is already on disk is refused, never moved aside.
-    /// Blocking.
-    pub fn create(&self, spec: TopicSpec, now_ms: i64) -> Result<Arc<Topic>, TopicError> {
+    /// Checks a create as [`create`](Self::create) would, changing nothing (Kafka's
+    /// `validate_only`). Blocking (it looks at the directory).
+    pub fn check_create(&self, spec: &TopicSpec) -> Result<(), TopicError> {
         let _admin = self.admin.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.check_create_locked(spec).map(drop)
+    }
+
+    /// Every check of a create, under the admin lock; returns the partition count and the log
+    /// configuration the topic would get.
+    fn check_create_locked(&self, spec: &TopicSpec) -> Result<(u32, LogConfig), TopicError> {
         validate_topic_name(&spec.name, self.limits.topic_name_bytes_max)?;
         let partitions = spec.partitions.unwrap_or(self.defaults.partitions);
         if partitions == 0 || partitions > self.limits.partitions_per_topic_max {
@@ -218,7 +230,7 @@ impl TopicRegistry {
         {
             let map = self.read_map();
             if map.contains_key(&spec.name) {
-                return Err(TopicError::AlreadyExists(spec.name));
+                return Err(TopicError::AlreadyExists(spec.name.clone()));
             }
             if map.len() >= self.limits.topics_max {
                 return Err(TopicError::TooManyTopics(self.limits.topics_max));
@@ -230,7 +242,7 @@ impl TopicRegistry {
         }
         if let Some(reason) = self.unrecoverable_reason(&spec.name) {
             return Err(TopicError::DataOnDisk {
-                name: spec.name,
+                name: spec.name.clone(),
                 reason,
             });
         }
@@ -239,12 +251,23 @@ impl TopicRegistry {
             // Not in the registry yet on disk: put there while we run, or left by something
             // we do not understand. Its bytes may be someone's records.
             return Err(TopicError::DataOnDisk {
-                name: spec.name,
+                name: spec.name.clone(),
                 reason: "a directory of that name is on disk but was not there at start".into(),
             });
         }
         // Checks the overrides before anything is written.
+        config::check_floors(&spec.overrides, &self.limits)?;
         let log_config = self.log_config(&spec.overrides)?;
+        Ok((partitions, log_config))
+    }
+
+    /// Creates a topic: validates, builds its directory (partitions and manifest, synced) under
+    /// `creating/`, renames it into `topics/`, opens the partitions, and only then writes the
+    /// record. A name whose directory is already on disk is refused, never moved aside.
+    /// Blocking.
+    pub fn create(&self, spec: TopicSpec, now_ms: i64) -> Result<Arc<Topic>, TopicError> {
+        let _admin = self.admin.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (partitions, log_config) = self.check_create_locked(&spec)?;
         let record = TopicRecord {
             name: spec.name,
             topic_id: id::new_topic_id(),
@@ -403,6 +426,48 @@ impl TopicRegistry {
             ));
         }
         Ok(config)
+    }
+
+    /// A topic's effective configuration as named entries (Kafka's config names).
+    pub fn config_entries(&self, topic: &Topic) -> Vec<ConfigEntry> {
+        config::topic_entries(
+            &topic.record.overrides,
+            &topic.log_config,
+            &self.defaults,
+            self.flush,
+            &self.limits,
+        )
+    }
+
+    /// The entries a topic created with `overrides` would have (a validate-only create).
+    pub fn would_be_config_entries(
+        &self,
+        overrides: &TopicOverrides,
+    ) -> Result<Vec<ConfigEntry>, TopicError> {
+        let log_config = self.log_config(overrides)?;
+        Ok(config::topic_entries(
+            overrides,
+            &log_config,
+            &self.defaults,
+            self.flush,
+            &self.limits,
+        ))
+    }
+
+    /// The broker's settings admin clients may ask about, as named entries.
+    pub fn broker_config_entries(&self, broker_id: u32) -> Vec<ConfigEntry> {
+        config::broker_entries(
+            &self.defaults,
+            self.flush,
+            &self.limits,
+            broker_id,
+            self.auto_create_topics,
+        )
+    }
+
+    /// The partition count a create without one gets.
+    pub fn default_partitions(&self) -> u32 {
+        self.defaults.partitions
     }
 
     /// Why a create of `name` is refused although no topic of that name is served: its

@@ -63,7 +63,8 @@ impl TopicConfig {
         add("retention.bytes", self.retention_bytes.map(|v| v.to_string()));
         add("segment.bytes", self.segment_bytes.map(|v| v.to_string()));
         add("segment.ms", self.segment_ms.map(|v| v.to_string()));
-        add("flush", self.flush.clone());
+        // The name `tidelog topic alter --config` and Kafka's DescribeConfigs use.
+        add("tidelog.flush.policy", self.flush.clone());
         add(
             "index.interval.bytes",
             self.index_interval_bytes.map(|v| v.to_string()),
@@ -436,14 +437,14 @@ pub(crate) async fn list_offsets(
     Ok(results)
 }
 
-fn wrong_body(what: &str) -> Error {
+pub(crate) fn wrong_body(what: &str) -> Error {
     Error::Protocol {
         addr: String::new(),
         reason: format!("{what} request answered with another body"),
     }
 }
 
-fn topic_result(result: pb::TopicResult) -> (String, Result<()>) {
+pub(crate) fn topic_result(result: pb::TopicResult) -> (String, Result<()>) {
     let outcome = match wire::error_code(result.error) {
         None => Ok(()),
         Some(ErrorCode::UnknownTopicOrPartition) => Err(Error::UnknownTopicOrPartition {

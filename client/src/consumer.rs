@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tidelog_proto::batch::{compute_crc, BatchIter, Compression};
+use tidelog_proto::batch::{compute_crc, BatchIter, DECOMPRESSED_BYTES_MAX_DEFAULT};
 use tidelog_proto::pb;
 use tidelog_proto::BatchError;
 use tokio::time::Instant;
@@ -60,6 +60,7 @@ pub struct ConsumerConfig {
     max_poll_records: usize,
     offset_reset: OffsetReset,
     check_crcs: bool,
+    batch_decompressed_bytes_max: usize,
 }
 
 impl ConsumerConfig {
@@ -68,6 +69,8 @@ impl ConsumerConfig {
     pub const FETCH_MAX_BYTES_DEFAULT: u32 = 50 * 1024 * 1024;
     pub const PARTITION_FETCH_MAX_BYTES_DEFAULT: u32 = 1024 * 1024;
     pub const MAX_POLL_RECORDS_DEFAULT: usize = 1000;
+    /// The broker's default `limits.batch_decompressed_bytes_max`.
+    pub const BATCH_DECOMPRESSED_BYTES_MAX_DEFAULT: usize = DECOMPRESSED_BYTES_MAX_DEFAULT;
 
     /// How long the broker may hold a fetch waiting for `fetch_min_bytes`.
     pub fn fetch_max_wait(mut self, wait: Duration) -> Self {
@@ -108,6 +111,13 @@ impl ConsumerConfig {
         self
     }
 
+    /// Bound on a compressed batch's records once decompressed; a batch past it is reported
+    /// as corrupt rather than held in memory (a decompression bomb).
+    pub fn batch_decompressed_bytes_max(mut self, bytes: usize) -> Self {
+        self.batch_decompressed_bytes_max = bytes;
+        self
+    }
+
     pub(crate) fn offset_reset_value(&self) -> OffsetReset {
         self.offset_reset
     }
@@ -144,6 +154,7 @@ impl Default for ConsumerConfig {
             max_poll_records: Self::MAX_POLL_RECORDS_DEFAULT,
             offset_reset: OffsetReset::default(),
             check_crcs: true,
+            batch_decompressed_bytes_max: Self::BATCH_DECOMPRESSED_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -507,7 +518,7 @@ impl Consumer {
             *partition,
             fetch_offset,
             answer.records,
-            self.config.check_crcs,
+            &self.config,
             &mut self.buffer,
         )?;
         state.position = Position::At(next);
@@ -547,7 +558,7 @@ fn decode_records(
     partition: PartitionId,
     fetch_offset: Offset,
     records: bytes::Bytes,
-    check_crcs: bool,
+    config: &ConsumerConfig,
     out: &mut VecDeque<Record>,
 ) -> Result<Offset> {
     let corrupt = |source: BatchError| Error::CorruptBatch {
@@ -568,7 +579,7 @@ fn decode_records(
         if header.next_offset() <= next.get() {
             continue;
         }
-        if check_crcs {
+        if config.check_crcs {
             let computed = compute_crc(batch.as_bytes());
             if computed != header.crc {
                 return Err(corrupt(BatchError::CrcMismatch {
@@ -581,11 +592,8 @@ fn decode_records(
             next = Offset::new(header.next_offset());
             continue;
         }
-        match header.compression().map_err(corrupt)? {
-            Compression::None => {}
-            other => return Err(corrupt(BatchError::UnsupportedCompression(other as u8))),
-        }
-        for record in batch.records() {
+        // A compressed batch is decompressed here, bounded; its records share that buffer.
+        for record in batch.records_bounded(config.batch_decompressed_bytes_max) {
             let record = record.map_err(corrupt)?;
             if record.offset < next.get() {
                 continue;
@@ -647,7 +655,7 @@ mod tests {
             PartitionId::new(0),
             Offset::new(fetch_offset),
             wire,
-            true,
+            &ConsumerConfig::default(),
             &mut out,
         );
         let records = out
@@ -693,6 +701,47 @@ mod tests {
         wire[last] ^= 0x55;
         let (next, _) = decode(0, wire.freeze());
         assert!(matches!(next, Err(Error::CorruptBatch { .. })), "{next:?}");
+    }
+
+    #[test]
+    fn compressed_batches_are_decompressed_and_bounded() {
+        use tidelog_proto::batch::{compress_batch, Compression};
+        let long = "a value long enough to shrink ".repeat(4);
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut wire = BytesMut::new();
+            wire.extend_from_slice(&compress_batch(&batch(0, &[&long, "b"]), codec).unwrap());
+            wire.extend_from_slice(&compress_batch(&batch(2, &[&long]), codec).unwrap());
+            let wire = wire.freeze();
+            let (next, records) = decode(1, wire.clone());
+            assert_eq!(next.unwrap(), Offset::new(3), "{codec}");
+            assert_eq!(records, vec![(1, "b".into()), (2, long.clone())], "{codec}");
+
+            let mut out = VecDeque::new();
+            let tight = ConsumerConfig::default().batch_decompressed_bytes_max(50);
+            let result = decode_records(
+                &TopicName::new("t"),
+                PartitionId::new(0),
+                Offset::new(0),
+                wire,
+                &tight,
+                &mut out,
+            );
+            assert!(
+                matches!(
+                    result,
+                    Err(Error::CorruptBatch {
+                        source: BatchError::DecompressedTooLarge { max: 50 },
+                        ..
+                    })
+                ),
+                "{codec}: {result:?}"
+            );
+        }
     }
 
     #[test]

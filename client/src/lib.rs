@@ -30,6 +30,7 @@ pub mod error;
 pub mod group;
 pub mod partitioner;
 pub mod producer;
+pub mod topic_changes;
 pub mod types;
 
 pub use admin::{Admin, NewTopic, PartitionDescription, PartitionOffset, TopicConfig, TopicDescription};
@@ -41,6 +42,9 @@ pub use group::{
     GroupPartitionOffset, GroupState, OffsetsToCommit, RebalanceListener, TopicPartition,
 };
 pub use producer::{DeliveryFuture, Idempotence, Producer, ProducerConfig, ProducerMetrics};
+/// Record-batch compression codecs, for [`ProducerConfig::compression`].
+pub use tidelog_proto::batch::Compression;
+pub use topic_changes::TopicChange;
 pub use types::{
     Acks, BrokerId, Delivery, ErrorCode, Header, Offset, OffsetSpec, PartitionId, ProducerRecord, Record,
     TopicName,

@@ -41,6 +41,8 @@ impl pb::request::Body {
             Body::DescribeGroups(_) => pb::ApiKey::DescribeGroups,
             Body::DeleteGroups(_) => pb::ApiKey::DeleteGroups,
             Body::InitProducerId(_) => pb::ApiKey::InitProducerId,
+            Body::AlterTopic(_) => pb::ApiKey::AlterTopic,
+            Body::TrimTopic(_) => pb::ApiKey::TrimTopic,
         }
     }
 }

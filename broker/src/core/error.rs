@@ -186,7 +186,10 @@ impl From<&TopicError> for CoreError {
             TopicError::InvalidName { .. } => ErrorCode::InvalidTopic,
             TopicError::InvalidPartitions { .. }
             | TopicError::TooManyPartitions { .. }
-            | TopicError::DescriptorBudget { .. } => ErrorCode::InvalidPartitions,
+            | TopicError::DescriptorBudget { .. }
+            | TopicError::InvalidPartitionChange(_) => ErrorCode::InvalidPartitions,
+            TopicError::UnknownPartition { .. } => ErrorCode::UnknownTopicOrPartition,
+            TopicError::PartitionOffline { .. } => ErrorCode::KafkaStorageError,
             TopicError::InvalidConfig(_) | TopicError::TooManyTopics(_) => ErrorCode::InvalidConfig,
             TopicError::Storage(error) => return CoreError::from(error),
             TopicError::Metadata(_) | TopicError::Io { .. } | TopicError::DataOnDisk { .. } => {

@@ -120,7 +120,10 @@ pub(crate) fn inspect(
     for name in names {
         if name.ends_with(TEMP_SUFFIX) {
             inspection.temp_files.push(name);
-        } else if name == CHECKPOINT_FILE_NAME || name == QUARANTINE_DIR_NAME {
+        } else if name == CHECKPOINT_FILE_NAME
+            || name == QUARANTINE_DIR_NAME
+            || name == super::log::LOG_START_FILE_NAME
+        {
         } else if super::producer_state::parse_snapshot_file_name(&name).is_some() {
             // Producer state snapshots: `producer_state::rebuild` checks them after recovery.
             // Not evidence of assigned offsets: written unsynced at rolls, whose segment names

@@ -24,8 +24,12 @@ use super::producer_state::{Check, ProducerLimits, ProducerStateMap, Refusal};
 use super::recovery::{recover, remove_segment_files, RecoveryReport};
 use super::segment::{read_lock, write_lock, Segment};
 
+mod admin;
 mod durability;
 mod roll;
+
+pub(crate) use admin::LOG_START_FILE_NAME;
+pub use admin::LOG_START_HIGH_WATERMARK;
 
 /// Index entries buffered in memory before the writer appends them to the index files. The
 /// active segment's index is rebuilt from the data after a crash, so these need no fsync.
@@ -90,7 +94,13 @@ struct Durable {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
-    config: LogConfig,
+    /// Replaced whole by `alter_config` (its flush policy never changes once open); readers
+    /// take an `Arc` of it once per operation.
+    config: RwLock<Arc<LogConfig>>,
+    /// The log start a `DeleteRecords`/`topic trim` advanced to (0: none), persisted in the
+    /// partition's log-start file; the log start is the higher of it and the first segment's
+    /// base offset.
+    log_start_floor: AtomicI64,
     disk: Arc<dyn Disk>,
     writer: Mutex<Writer>,
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
@@ -158,7 +168,8 @@ impl PartitionLog {
             // recover() always returns at least one segment.
             return Err(StorageError::corrupt(dir, "recovery produced no segment"));
         };
-        let log_start_offset = first.base_offset;
+        let log_start_floor = admin::read_log_start_floor(&*disk, dir, active.next_offset())?;
+        let log_start_offset = first.base_offset.max(log_start_floor);
         let active = Arc::clone(active);
         active.set_active(true)?;
         let producer_limits = config.producer_limits;
@@ -181,7 +192,8 @@ impl PartitionLog {
         Ok(PartitionLog {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
-                config,
+                config: RwLock::new(Arc::new(config)),
+                log_start_floor: AtomicI64::new(log_start_floor),
                 disk,
                 writer: Mutex::new(Writer {
                     active,
@@ -221,8 +233,9 @@ impl PartitionLog {
         &self.inner.producer_recovery
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.inner.config
+    /// The configuration the log runs with now (`alter_config` replaces it).
+    pub fn config(&self) -> Arc<LogConfig> {
+        self.inner.config()
     }
 
     /// Sets the bounds of the producer state (the broker passes its configuration; the
@@ -303,7 +316,8 @@ impl PartitionLog {
     ) -> Result<Option<AppendOutcome>, StorageError> {
         let inner = &self.inner;
         inner.check_writable()?;
-        let batch_bytes_max = inner.config.batch_bytes_max();
+        let config = inner.config();
+        let batch_bytes_max = config.batch_bytes_max();
         let mut total_bytes = 0usize;
         let mut record_count = 0i64;
         for batch in batches {
@@ -323,7 +337,7 @@ impl PartitionLog {
             total_bytes = total_bytes.saturating_add(batch.len());
             record_count = record_count.saturating_add(i64::from(last_offset_delta) + 1);
         }
-        let append_bytes_max = inner.config.append_bytes_max();
+        let append_bytes_max = config.append_bytes_max();
         if total_bytes > append_bytes_max {
             return Err(StorageError::BatchTooLarge {
                 size: total_bytes,
@@ -356,8 +370,8 @@ impl PartitionLog {
             .checked_add(record_count - 1)
             .ok_or(StorageError::OffsetOverflow)?;
         let active = &writer.active;
-        let too_big = active.end() + total_bytes as u64 > inner.config.segment_bytes;
-        let too_old = now_ms.saturating_sub(active.first_batch_timestamp()) > inner.config.segment_ms;
+        let too_big = active.end() + total_bytes as u64 > config.segment_bytes;
+        let too_old = now_ms.saturating_sub(active.first_batch_timestamp()) > config.segment_ms;
         let offsets_exhausted = last_offset - active.base_offset > i64::from(u32::MAX);
         if !active.is_empty() && (too_big || too_old || offsets_exhausted) {
             if !allow_roll {
@@ -377,7 +391,7 @@ impl PartitionLog {
         } = &mut *writer;
         let active = Arc::clone(active);
         let start = active.end();
-        let mut placer = active.index_placer(inner.config.index_interval_bytes);
+        let mut placer = active.index_placer(config.index_interval_bytes);
         buffer.clear();
         entries.clear();
         let mut next_offset = base_offset;
@@ -452,7 +466,7 @@ impl PartitionLog {
                 tracing::warn!(%error, "could not write index entries");
             }
         }
-        if inner.config.flush != FlushPolicy::Always {
+        if config.flush != FlushPolicy::Always {
             inner.publish_visible(next_offset);
         }
         Ok(Some(AppendOutcome {
@@ -498,9 +512,10 @@ impl PartitionLog {
         let segments = inner.segments_snapshot();
         let log_start_offset = segments
             .first()
-            .map_or(high_watermark, |segment| segment.base_offset);
-        // Retention may have moved past a high watermark loaded just before; log start never
-        // passes the true one.
+            .map_or(high_watermark, |segment| segment.base_offset)
+            .max(inner.log_start_floor.load(Ordering::Acquire));
+        // Retention or a trim may have moved past a high watermark loaded just before; log
+        // start never passes the true one.
         let high_watermark = high_watermark.max(log_start_offset);
         if offset < log_start_offset || offset > high_watermark {
             return Err(StorageError::OffsetOutOfRange {
@@ -553,16 +568,22 @@ impl PartitionLog {
     /// timestamp; `None` if no visible record is that new.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, StorageError> {
         let high_watermark = self.inner.high_watermark.load(Ordering::Acquire);
+        let floor = self.inner.log_start_floor.load(Ordering::Acquire);
         let segments = self.inner.segments_snapshot();
         for segment in segments.iter() {
             if segment.base_offset >= high_watermark {
                 break;
             }
+            if segment.next_offset() <= floor {
+                continue;
+            }
             if segment.max_timestamp() < timestamp_ms {
                 continue;
             }
-            if let Some(found) = segment.find_timestamp(timestamp_ms, high_watermark)? {
-                return Ok(Some(found));
+            if let Some((offset, timestamp)) = segment.find_timestamp(timestamp_ms, high_watermark)? {
+                // Below a trimmed log start the record is unreadable: the answer is the log
+                // start (the found record's timestamp stands in for the first readable one's).
+                return Ok(Some((offset.max(floor), timestamp)));
             }
         }
         Ok(None)
@@ -576,11 +597,12 @@ impl PartitionLog {
         inner.check_writable()?;
         let _maintenance = lock_ignoring_poison(&inner.maintenance);
         let mut outcome = MaintenanceOutcome::default();
+        let config = inner.config();
+        let log_start_floor = inner.log_start_floor.load(Ordering::Acquire);
         let victims = {
             let mut writer = inner.lock_writer()?;
             let active = &writer.active;
-            if !active.is_empty()
-                && now_ms.saturating_sub(active.first_batch_timestamp()) > inner.config.segment_ms
+            if !active.is_empty() && now_ms.saturating_sub(active.first_batch_timestamp()) > config.segment_ms
             {
                 inner.roll(&mut writer)?;
                 outcome.rolled = true;
@@ -590,23 +612,29 @@ impl PartitionLog {
             let closed = &segments[..segments.len().saturating_sub(1)];
             let mut victims = 0;
             for segment in closed {
-                let expired = inner.config.retention_ms >= 0
-                    && now_ms.saturating_sub(segment.max_timestamp()) > inner.config.retention_ms;
-                let oversized = inner.config.retention_bytes >= 0
-                    && total_bytes > inner.config.retention_bytes.unsigned_abs();
-                if !(expired || oversized) {
+                let expired = config.retention_ms >= 0
+                    && now_ms.saturating_sub(segment.max_timestamp()) > config.retention_ms;
+                let oversized =
+                    config.retention_bytes >= 0 && total_bytes > config.retention_bytes.unsigned_abs();
+                // Wholly below the log start a trim advanced to: unreadable already.
+                let trimmed = segment.next_offset() <= log_start_floor;
+                if !(expired || oversized || trimmed) {
                     break;
                 }
                 total_bytes -= segment.end();
                 victims += 1;
             }
+            let remaining = &segments[victims..];
+            // The oldest offset still in a segment file; the reported log start may be above
+            // it (a trim), but producer snapshots follow the files.
+            let segments_start = remaining.first().map_or(0, |segment| segment.base_offset);
             if victims > 0 {
-                let remaining: Vec<Arc<Segment>> = segments[victims..].to_vec();
-                let log_start_offset = remaining.first().map_or(0, |segment| segment.base_offset);
-                *write_lock(&inner.segments) = Arc::new(remaining);
-                inner.log_start_offset.store(log_start_offset, Ordering::Release);
+                *write_lock(&inner.segments) = Arc::new(remaining.to_vec());
+                inner
+                    .log_start_offset
+                    .store(segments_start.max(log_start_floor), Ordering::Release);
             }
-            let log_start_offset = inner.log_start_offset.load(Ordering::Acquire);
+            let log_start_offset = segments_start;
             let Writer {
                 producers,
                 producer_limits,
@@ -773,6 +801,10 @@ impl Inner {
         if failure.is_none() {
             *failure = Some(reason);
         }
+    }
+
+    fn config(&self) -> Arc<LogConfig> {
+        Arc::clone(&read_lock(&self.config))
     }
 
     fn segments_snapshot(&self) -> Arc<Vec<Arc<Segment>>> {

@@ -26,7 +26,7 @@ pub use disk::{Disk, OsDisk, SegmentFile};
 pub use error::StorageError;
 pub use file_cache::{FileCache, FileCacheLimits, FileCacheStats};
 pub use format::{BATCH_BYTES_MAX, FORMAT_VERSION};
-pub use log::{AppendOutcome, MaintenanceOutcome, PartitionLog, ReadOutcome};
+pub use log::{AppendOutcome, MaintenanceOutcome, PartitionLog, ReadOutcome, LOG_START_HIGH_WATERMARK};
 pub use producer_snapshot::ProducerStateRecovery;
 pub use producer_state::{
     ProducerLimits, PRODUCERS_PER_PARTITION_MAX_DEFAULT, PRODUCER_BATCHES_RETAINED, PRODUCER_IDLE_MS_DEFAULT,

@@ -62,6 +62,10 @@ enum TopicCommand {
         /// Topic name.
         name: String,
     },
+    /// Add partitions or change configs (Kafka names) of a topic.
+    Alter(topic::AlterArgs),
+    /// Make a partition's offsets below a point unreadable (Kafka's DeleteRecords).
+    Trim(topic::TrimArgs),
     /// Delete a topic and its data.
     Delete {
         /// Topic name.
@@ -113,6 +117,29 @@ impl From<AcksArg> for Acks {
     }
 }
 
+/// `--compression`: the codec a producer compresses its batches' records with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl From<CompressionArg> for tidelog_client::Compression {
+    fn from(codec: CompressionArg) -> Self {
+        use tidelog_client::Compression;
+        match codec {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
+}
+
 /// Connection tuning shared by the commands that stream data.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionArgs {
@@ -159,6 +186,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 TopicCommand::Create(args) => topic::create(&client, args).await,
                 TopicCommand::List => topic::list(&client).await,
                 TopicCommand::Describe { name } => topic::describe(&client, &name).await,
+                TopicCommand::Alter(args) => topic::alter(&client, args).await,
+                TopicCommand::Trim(args) => topic::trim(&client, args).await,
                 TopicCommand::Delete { name } => topic::delete(&client, &name).await,
             }
         }
@@ -209,6 +238,11 @@ mod tests {
             "tidelog topic list",
             "tidelog topic describe t",
             "tidelog topic delete t",
+            "tidelog topic alter t --partitions 6",
+            "tidelog topic alter t --config retention.ms=1000 --config segment.bytes=1048576 --delete-config retention.bytes",
+            "tidelog topic alter t --partitions 2 --validate-only",
+            "tidelog topic trim t --partition 0 --before 100",
+            "tidelog topic trim t --partition 1 --before -1",
             "tidelog produce t --partition 1 --key-separator : --print-offsets",
             "tidelog consume t --partition 0 --from-beginning --max-messages 5 --timeout-ms 100 --print-key --print-offset",
             "tidelog consume t --offset 7",

@@ -17,7 +17,7 @@ use tidelog_client::{
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{AcksArg, ConnectionArgs};
+use super::{AcksArg, CompressionArg, ConnectionArgs};
 
 /// Sampled deliveries awaited behind the sending loop.
 const LATENCY_QUEUE: usize = 64 * 1024;
@@ -68,6 +68,9 @@ pub struct PerfProduceArgs {
     /// `--linger-ms 0`).
     #[arg(long)]
     sync: bool,
+    /// Compress each batch's records with this codec.
+    #[arg(long, value_enum, default_value_t = CompressionArg::None, value_name = "CODEC")]
+    compression: CompressionArg,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -188,7 +191,8 @@ pub async fn produce(client: Client, args: PerfProduceArgs) -> anyhow::Result<()
         .batch_size_bytes(args.batch_size)
         .linger(Duration::from_millis(args.linger_ms))
         .buffer_bytes(args.buffer_bytes)
-        .max_request_bytes(args.max_request_bytes);
+        .max_request_bytes(args.max_request_bytes)
+        .compression(args.compression.into());
     let producer = Producer::new(client, config)?;
     let topic = TopicName::new(&args.topic);
     let value = payload(args.record_size);

@@ -14,7 +14,7 @@ use tidelog_client::{
 };
 use tokio::sync::mpsc;
 
-use super::{AcksArg, ConnectionArgs};
+use super::{AcksArg, CompressionArg, ConnectionArgs};
 
 /// Lines read ahead of the producer.
 const LINE_QUEUE: usize = 1024;
@@ -48,6 +48,10 @@ pub struct ProduceArgs {
     /// ends the command instead of stalling it).
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     delivery_timeout_ms: u64,
+    /// Compress each batch's records with this codec (a batch that would not shrink is sent
+    /// as it is).
+    #[arg(long, value_enum, default_value_t = CompressionArg::None, value_name = "CODEC")]
+    compression: CompressionArg,
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -114,7 +118,8 @@ pub async fn run(client: Client, args: ProduceArgs) -> anyhow::Result<()> {
         .acks(args.acks.into())
         .linger(Duration::from_millis(args.linger_ms))
         .batch_size_bytes(args.batch_size)
-        .delivery_timeout(Duration::from_millis(args.delivery_timeout_ms));
+        .delivery_timeout(Duration::from_millis(args.delivery_timeout_ms))
+        .compression(args.compression.into());
     let producer = Producer::new(client, config)?;
     let topic = TopicName::new(&args.topic);
     let separator = args.key_separator.as_deref().map(str::as_bytes);

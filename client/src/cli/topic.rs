@@ -1,9 +1,9 @@
-//! `tidelog topic create|list|describe|delete`.
+//! `tidelog topic create|list|describe|alter|trim|delete`.
 
 use anyhow::Context;
 use clap::Args;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
-use tidelog_client::{Client, NewTopic, TopicDescription};
+use tidelog_client::{Client, NewTopic, Offset, PartitionId, TopicChange, TopicDescription};
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -140,5 +140,91 @@ pub async fn describe(client: &Client, name: &str) -> anyhow::Result<()> {
         config.add_row(vec![key.to_owned(), value]);
     }
     println!("{config}");
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct AlterArgs {
+    /// Topic name.
+    name: String,
+    /// Grow the topic to this many partitions (a topic never shrinks).
+    #[arg(long, value_name = "N")]
+    partitions: Option<u32>,
+    /// Set a config by its Kafka name, e.g. retention.ms=3600000 (repeatable): retention.ms,
+    /// retention.bytes, segment.bytes, segment.ms, index.interval.bytes.
+    #[arg(long = "config", value_name = "NAME=VALUE", value_parser = parse_config)]
+    config: Vec<(String, String)>,
+    /// Drop the topic's own value of a config, so the broker default applies (repeatable).
+    #[arg(long = "delete-config", value_name = "NAME")]
+    delete_config: Vec<String>,
+    /// Check the change with the broker, apply nothing.
+    #[arg(long)]
+    validate_only: bool,
+}
+
+fn parse_config(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
+}
+
+pub async fn alter(client: &Client, args: AlterArgs) -> anyhow::Result<()> {
+    if args.partitions.is_none() && args.config.is_empty() && args.delete_config.is_empty() {
+        anyhow::bail!("nothing to change: give --partitions, --config or --delete-config");
+    }
+    let mut change = TopicChange::new();
+    if let Some(count) = args.partitions {
+        change = change.partitions(count);
+    }
+    for (name, value) in args.config {
+        change = change.set_config(name, value);
+    }
+    for name in args.delete_config {
+        change = change.delete_config(name);
+    }
+    if args.validate_only {
+        change = change.validate_only();
+    }
+    client
+        .admin()
+        .alter_topic(&args.name, change)
+        .await
+        .with_context(|| format!("cannot alter topic {}", args.name))?;
+    if args.validate_only {
+        println!("Topic {}: the change is valid (nothing applied).", args.name);
+    } else {
+        println!("Altered topic {}.", args.name);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct TrimArgs {
+    /// Topic name.
+    name: String,
+    /// The partition to trim.
+    #[arg(long, value_name = "P")]
+    partition: u32,
+    /// Offsets below this become unreadable; -1: everything up to the log end.
+    #[arg(long, value_name = "OFFSET", allow_negative_numbers = true)]
+    before: i64,
+}
+
+pub async fn trim(client: &Client, args: TrimArgs) -> anyhow::Result<()> {
+    let before = match args.before {
+        -1 => None,
+        offset if offset >= 0 => Some(Offset::new(offset)),
+        other => anyhow::bail!("--before must be an offset or -1, not {other}"),
+    };
+    let log_start = client
+        .admin()
+        .trim_topic(&args.name, PartitionId::new(args.partition), before)
+        .await
+        .with_context(|| format!("cannot trim topic {} partition {}", args.name, args.partition))?;
+    println!(
+        "Topic {} partition {}: log start offset is now {}.",
+        args.name, args.partition, log_start
+    );
     Ok(())
 }

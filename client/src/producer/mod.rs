@@ -26,7 +26,7 @@ mod sender;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tidelog_proto::batch::BATCH_HEADER_BYTES;
+use tidelog_proto::batch::{Compression, BATCH_HEADER_BYTES};
 use tokio::sync::{Notify, OnceCell, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -69,6 +69,7 @@ pub struct ProducerConfig {
     retry_backoff_max: Duration,
     request_timeout: Duration,
     delivery_timeout: Duration,
+    compression: Compression,
 }
 
 impl ProducerConfig {
@@ -139,6 +140,13 @@ impl ProducerConfig {
         self
     }
 
+    /// The codec a batch's records are compressed with when it is sent (none by default).
+    /// A batch that does not shrink is sent uncompressed, as Kafka clients do.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
     /// The time the broker may take to append (sent in the request).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
@@ -194,6 +202,7 @@ impl Default for ProducerConfig {
             retry_backoff_max: Self::RETRY_BACKOFF_MAX_DEFAULT,
             request_timeout: Self::REQUEST_TIMEOUT_DEFAULT,
             delivery_timeout: Self::DELIVERY_TIMEOUT_DEFAULT,
+            compression: Compression::None,
         }
     }
 }

@@ -1,41 +1,33 @@
-//! CreateTopics: validate and create each topic, reporting per topic.
+//! CreateTopics: the native request translated into `Core::create_topics` (validation, the
+//! floors on client settings, creation), reporting per topic.
 
 use std::sync::Arc;
 
 use tidelog_proto::pb;
 
-use super::{blocking, topic_result, Outcome};
-use crate::clock::now_ms;
-use crate::config::Limits;
-use crate::error::TopicError;
+use super::{topic_result, Outcome};
 use crate::metadata::TopicOverrides;
 use crate::net::ListenerContext;
 use crate::topics::TopicSpec;
 
 pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::CreateTopicsRequest) -> Outcome {
-    let context = context.clone();
+    let core = context.core.clone();
     Outcome::Deferred(Box::pin(async move {
-        let topics = blocking(move || {
-            request
-                .topics
-                .into_iter()
-                .map(|topic| {
-                    let name = topic.name.clone();
-                    let spec = TopicSpec {
-                        name: topic.name,
-                        partitions: (topic.partitions != 0).then_some(topic.partitions),
-                        overrides: overrides(topic.config.unwrap_or_default()),
-                    };
-                    let created = check_floors(&spec.overrides, &context.core.config.limits)
-                        .and_then(|()| context.core.registry.create(spec, now_ms()));
-                    if let Ok(topic) = &created {
-                        tracing::info!(topic = %name, partitions = topic.partitions.len(), "topic created");
-                    }
-                    topic_result(name, &created)
-                })
-                .collect()
-        })
-        .await?;
+        let specs = request
+            .topics
+            .into_iter()
+            .map(|topic| TopicSpec {
+                name: topic.name,
+                partitions: (topic.partitions != 0).then_some(topic.partitions),
+                overrides: overrides(topic.config.unwrap_or_default()),
+            })
+            .collect();
+        // Err: the blocking task failed (logged); the client's request times out, as before.
+        let created = core.create_topics(specs).await.ok()?;
+        let topics = created
+            .into_iter()
+            .map(|(name, created)| topic_result(name, created.map(|_| ())))
+            .collect();
         Some(pb::response::Body::CreateTopics(pb::CreateTopicsResponse {
             topics,
         }))
@@ -50,57 +42,5 @@ fn overrides(config: pb::TopicConfig) -> TopicOverrides {
         segment_ms: config.segment_ms,
         flush: config.flush,
         index_interval_bytes: config.index_interval_bytes,
-    }
-}
-
-/// Refuses settings a client could use to make the broker roll a segment (three new files)
-/// every few requests. Only what the client asks for is held to the floors: the broker's own
-/// defaults are the operator's choice.
-fn check_floors(overrides: &TopicOverrides, limits: &Limits) -> Result<(), TopicError> {
-    if let Some(bytes) = overrides.segment_bytes {
-        if bytes < limits.segment_bytes_min {
-            return Err(TopicError::InvalidConfig(format!(
-                "segment_bytes {bytes} is below the broker's minimum of {} (limits.segment_bytes_min)",
-                limits.segment_bytes_min
-            )));
-        }
-    }
-    if let Some(ms) = overrides.segment_ms {
-        if ms < limits.segment_ms_min {
-            return Err(TopicError::InvalidConfig(format!(
-                "segment_ms {ms} is below the broker's minimum of {} (limits.segment_ms_min)",
-                limits.segment_ms_min
-            )));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segment_settings_below_the_floors_are_refused_and_others_pass() {
-        let limits = Limits::default();
-        let with = |segment_bytes, segment_ms| TopicOverrides {
-            segment_bytes,
-            segment_ms,
-            ..TopicOverrides::default()
-        };
-        assert!(check_floors(&with(None, None), &limits).is_ok());
-        assert!(check_floors(
-            &with(Some(limits.segment_bytes_min), Some(limits.segment_ms_min)),
-            &limits
-        )
-        .is_ok());
-        assert!(matches!(
-            check_floors(&with(None, Some(1)), &limits),
-            Err(TopicError::InvalidConfig(_))
-        ));
-        assert!(matches!(
-            check_floors(&with(Some(limits.segment_bytes_min - 1), None), &limits),
-            Err(TopicError::InvalidConfig(_))
-        ));
     }
 }

@@ -18,7 +18,7 @@ impl PartitionLog {
     /// # Errors
     /// `Poisoned` if an fsync failed, `Io` if this call's fsync failed.
     pub async fn wait_durable(&self, next_offset: i64) -> Result<(), StorageError> {
-        if self.inner.config.flush != FlushPolicy::Always {
+        if self.inner.config().flush != FlushPolicy::Always {
             return Ok(());
         }
         // An offset past everything written can never become durable: wait for what exists.
@@ -112,13 +112,13 @@ impl Inner {
     /// in the group-commit leader's slot after its waiters were woken, so it never overlaps a
     /// data sync; zeros are written under the writer lock, so never over data.
     pub(super) fn extend_preallocation(&self) -> Result<(), StorageError> {
-        if self.config.flush != FlushPolicy::Always || self.config.preallocate_bytes == 0 {
+        if self.config().flush != FlushPolicy::Always || self.config().preallocate_bytes == 0 {
             return Ok(());
         }
         let active = {
             let writer = self.lock_writer()?;
             let active = Arc::clone(&writer.active);
-            match active.preallocate(self.config.preallocate_bytes, self.config.segment_bytes) {
+            match active.preallocate(self.config().preallocate_bytes, self.config().segment_bytes) {
                 Ok(true) => active,
                 Ok(false) => return Ok(()),
                 Err(error) => {
@@ -133,7 +133,7 @@ impl Inner {
 
     pub(super) fn publish_durable(&self, offset: i64) {
         // Visible first: a waiter woken by the durable offset must find its data readable.
-        if self.config.flush == FlushPolicy::Always {
+        if self.config().flush == FlushPolicy::Always {
             self.publish_visible(offset);
         }
         self.durable_tx.send_if_modified(|durable| {

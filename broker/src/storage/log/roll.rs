@@ -62,7 +62,7 @@ impl Inner {
         writer.active = new;
         // Infallible: releasing a descriptor to the cache opens nothing.
         let _ = old.set_active(false);
-        if self.config.flush == FlushPolicy::Always {
+        if self.config().flush == FlushPolicy::Always {
             // Everything written so far is in the synced old segment.
             self.publish_durable(base_offset);
         } else {
@@ -83,7 +83,7 @@ impl Inner {
         old.trim_preallocation()?;
         old.add_final_time_entry();
         old.flush_index_entries()?;
-        if self.config.flush == FlushPolicy::Always {
+        if self.config().flush == FlushPolicy::Always {
             // Group commit has synced nearly all of it already, so this is cheap, and it lets
             // the high watermark cover the whole old segment at once.
             self.sync_segment(old, true)?;

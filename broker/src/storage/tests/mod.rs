@@ -1,6 +1,7 @@
 //! Tests of the storage engine: behaviour on the real disk, recovery from damaged files, a
 //! model test with crashes on the simulated disk, group commit and retention.
 
+mod admin;
 mod basics;
 mod damage;
 mod file_cache;
