@@ -35,6 +35,10 @@ const fn api(key: ApiKey, min_version: i16, max_version: i16, handler: Handler) 
 pub(crate) static SERVED: &[Served] = &[
     api(ApiKey::ApiVersions, 0, 4, handlers::api_versions::handle),
     api(ApiKey::Metadata, 0, 12, handlers::metadata::handle),
+    api(ApiKey::Produce, 3, 11, handlers::produce::handle),
+    api(ApiKey::Fetch, 4, 12, handlers::fetch::handle),
+    api(ApiKey::ListOffsets, 1, 8, handlers::list_offsets::handle),
+    api(ApiKey::InitProducerId, 0, 4, handlers::init_producer_id::handle),
     api(
         ApiKey::OffsetForLeaderEpoch,
         0,
