@@ -22,9 +22,10 @@
 # Per run it records the wall-clock rate (the tool's summary line), the tool's CPU (user+sys,
 # bash `time`) and the broker's (utime+stime from /proc/PID/stat around the run), so the
 # table shows how much of the 2 cores each side used and the broker's CPU per record.
-# Each produce run writes a fresh topic after `sync` and, as root, dropping the page cache (see
-# docs/benchmarks.md: fresh page-cache pages are slow on our VMs); both consume runs of a round
-# read the topic the native producer just wrote, so both listeners serve the same bytes.
+# Each round's two produce runs write fresh topics after one `sync` and, as root, dropping the
+# page cache (see docs/benchmarks.md: fresh page-cache pages are slow on our VMs); both consume
+# runs of a round read the topic the native producer just wrote, from memory, so both
+# listeners serve the same bytes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -127,12 +128,10 @@ for run in $(seq 1 "$runs"); do
       "$bin/tidelog" --broker "$native" topic create "$tk" --partitions "$partitions" >/dev/null
       # Alternate which listener goes first, so a drift in the machine's load hits both.
       produce_native() {
-        settle_page_cache
         measure "produce native $key" "$records" "$bin/tidelog" --broker "$native" perf produce "$tn" \
           --records "$records" --record-size "$size"
       }
       produce_kafka() {
-        settle_page_cache
         measure "produce kafka $key" "$records" "$load" --bootstrap "$kafka" produce "$tk" \
           --records "$records" --record-size "$size"
       }
@@ -144,6 +143,9 @@ for run in $(seq 1 "$runs"); do
         measure "consume kafka $key" "$records" "$load" --bootstrap "$kafka" consume "$tn" \
           --records "$records"
       }
+      # The page cache is settled once before both produces: dropping it between them would
+      # evict the topic the consumes read (they must read from memory, as in perf-matrix.sh).
+      settle_page_cache
       if [ $((round % 2)) = 1 ]; then
         produce_native; produce_kafka; consume_native; consume_kafka
       else
