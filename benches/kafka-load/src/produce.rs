@@ -130,6 +130,25 @@ pub fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<String> {
     }
 
     let value = payload(args.record_size);
+    // One warm-up record, acknowledged before the clock starts and not counted: librdkafka
+    // takes about half a second to get its idempotent producer id (a timer in its idempotence
+    // state machine), which is client start-up, not the listener's throughput. The topic so
+    // holds one record more than --records.
+    producer
+        .send(
+            BaseRecord::<(), [u8], usize>::with_opaque_to(&args.topic, 0)
+                .payload(&value[..])
+                .partition(0),
+        )
+        .map_err(|(error, _)| anyhow::anyhow!("cannot send the warm-up record: {error}"))?;
+    producer
+        .flush(FLUSH_TIMEOUT)
+        .context("the warm-up record was not acknowledged in time")?;
+    let warm_up_failed = context_failed(&producer);
+    if warm_up_failed > 0 {
+        bail!("the warm-up record failed");
+    }
+    producer.context().delivered.store(0, Ordering::Relaxed);
     // Fill one partition's batch before moving to the next, so batches leave full.
     let records_per_batch = (args.batch_size / (args.record_size + 16).max(1)).max(1) as u64;
     let context = producer.context();
@@ -192,4 +211,8 @@ pub fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<String> {
         elapsed,
         &latency,
     ))
+}
+
+fn context_failed(producer: &ThreadedProducer<LoadContext>) -> u64 {
+    producer.context().failed.load(Ordering::Relaxed)
 }
