@@ -71,18 +71,16 @@ fn produced_via_kafka_is_consumed_natively_and_the_reverse_in_every_version() {
     native.create_topic("cross", 2, None);
     let mut kafka = KafkaRaw::connect(broker.kafka_addr());
 
-    let mut expected_offset = 0;
-    for version in 3..=11 {
+    for (expected_offset, version) in (3..=11).enumerate() {
         let value = format!("kafka-v{version}");
         let acks = if version % 2 == 0 { 1 } else { -1 };
         let response = kafka.call(
-            &produce_request("cross", 0, batch_of(&[value.clone()]), acks),
+            &produce_request("cross", 0, batch_of(std::slice::from_ref(&value)), acks),
             version,
         );
         let partition = &response.responses[0].partition_responses[0];
         assert_eq!(partition.error_code, 0, "v{version}: {partition:?}");
-        assert_eq!(partition.base_offset, expected_offset, "v{version}");
-        expected_offset += 1;
+        assert_eq!(partition.base_offset, expected_offset as i64, "v{version}");
         let fetched = native.fetch("cross", 0, partition.base_offset, 0, 0);
         assert_eq!(fetched.error(), ErrorCode::None);
         assert_eq!(values(fetched.records).first(), Some(&value), "v{version}");
