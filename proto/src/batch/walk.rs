@@ -84,9 +84,9 @@ struct Body<'a> {
 
 impl<'a> Body<'a> {
     fn varlong_len(&self, at: usize) -> Option<usize> {
-        match self.section.get(at) {
-            Some(&byte) if at < self.end && byte < 0x80 => Some(1),
-            _ => read_varlong(self.section.get(at..self.end)?).map(|(_, used)| used),
+        match short_varint(self.section, at, self.end) {
+            Some((_, used)) => Some(used),
+            None => read_varlong(self.section.get(at..self.end)?).map(|(_, used)| used),
         }
     }
 
@@ -104,14 +104,66 @@ impl<'a> Body<'a> {
     }
 }
 
-/// The zig-zag varint at `buf[at..end]` and its length; one-byte varints take the fast path.
+/// The zig-zag varint at `buf[at..end]` and its length. One- and two-byte varints (nearly all
+/// of them at small records: lengths below 8 KiB, deltas below 8192) take a branch each;
+/// longer ones the general decoder, whose bounds (5 bytes, 32 bits) are the same.
 #[inline]
 fn varint(buf: &[u8], at: usize, end: usize) -> Option<(i32, usize)> {
-    match buf.get(at) {
-        Some(&byte) if at < end && byte < 0x80 => {
-            let raw = i32::from(byte);
-            Some(((raw >> 1) ^ -(raw & 1), 1))
+    let (raw, used) = short_varint(buf, at, end)
+        .or_else(|| read_varint(buf.get(at..end)?).map(|(value, used)| (zigzag_encode(value), used)))?;
+    Some((((raw >> 1) as i32) ^ -((raw & 1) as i32), used))
+}
+
+/// The unsigned value and length of a one- or two-byte varint at `buf[at..end]`; `None` for
+/// anything else (longer, truncated, or out of bounds), which the caller decodes the slow way.
+#[inline]
+fn short_varint(buf: &[u8], at: usize, end: usize) -> Option<(u32, usize)> {
+    let end = end.min(buf.len());
+    if at >= end {
+        return None;
+    }
+    let first = buf[at];
+    if first < 0x80 {
+        return Some((u32::from(first), 1));
+    }
+    if at + 1 < end && buf[at + 1] < 0x80 {
+        return Some((u32::from(first & 0x7f) | u32::from(buf[at + 1]) << 7, 2));
+    }
+    None
+}
+
+/// Back to the unsigned form, so both paths share one zig-zag decode.
+fn zigzag_encode(value: i32) -> u32 {
+    ((value << 1) ^ (value >> 31)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn fast_varint_agrees_with_the_general_decoder(bytes: Vec<u8>, at in 0usize..8, cut in 0usize..12) {
+            let end = (at + cut).min(bytes.len());
+            let general = bytes.get(at..end).and_then(read_varint);
+            prop_assert_eq!(varint(&bytes, at, end), general);
         }
-        _ => read_varint(buf.get(at..end)?),
+    }
+
+    #[test]
+    fn every_two_byte_varint_agrees_with_the_general_decoder() {
+        for first in 0..=255u8 {
+            for second in 0..=255u8 {
+                let bytes = [first, second, 0x01];
+                for end in 0..=3 {
+                    assert_eq!(
+                        varint(&bytes, 0, end),
+                        read_varint(&bytes[..end]),
+                        "{bytes:?} to {end}"
+                    );
+                }
+            }
+        }
     }
 }
