@@ -13,6 +13,7 @@ use crate::config::BrokerConfig;
 use crate::core::Core;
 use crate::error::BrokerError;
 use crate::groups::GroupService;
+use crate::kafka;
 use crate::maintenance;
 use crate::metadata::{ProducerIdAllocator, ProducerIdFloor, SledMetadataStore};
 use crate::native;
@@ -69,11 +70,32 @@ impl Broker {
             context: "reading the listener's address".into(),
             source,
         })?;
+        let kafka_listener = match config.kafka.listen {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BrokerError::Bind { addr, source })?,
+            ),
+        };
+        let kafka_addr = match &kafka_listener {
+            None => None,
+            Some(listener) => Some(listener.local_addr().map_err(|source| BrokerError::Io {
+                context: "reading the Kafka listener's address".into(),
+                source,
+            })?),
+        };
         let (shutdown_sender, shutdown) = watch::channel(false);
         let memory = crate::net::budget::MemoryBudget::new(
             config.limits.memory_bytes_max,
             config.limits.connection_memory_bytes_max,
         );
+        // The broker's one connection cap, shared by every listener: each connection is a file
+        // descriptor, and the descriptor budget reserves `limits.connections_max` of them.
+        let admission = Arc::new(crate::net::admission::Admission::new(
+            config.limits.connections_max,
+            config.limits.connections_per_address_max,
+        ));
         let core = Arc::new(Core {
             config,
             registry,
@@ -84,11 +106,14 @@ impl Broker {
         let context = Arc::new(ListenerContext {
             core: core.clone(),
             advertised: local_addr,
-            shutdown,
-            memory,
+            shutdown: shutdown.clone(),
+            memory: memory.clone(),
+            admission: admission.clone(),
         });
+        let kafka_listen = kafka_addr.map_or_else(|| "none".to_owned(), |addr| addr.to_string());
         tracing::info!(
             listen = %local_addr,
+            kafka_listen = %kafka_listen,
             data_dir = %core.config.data_dir.display(),
             flush = %core.config.flush,
             topics = core.registry.list().len(),
@@ -96,8 +121,24 @@ impl Broker {
         );
         let background = maintenance::spawn(core.clone());
         let server = tokio::spawn(native::run(listener, context));
+        let kafka = match (kafka_listener, kafka_addr) {
+            (Some(listener), Some(addr)) => {
+                let net = Arc::new(ListenerContext {
+                    core: core.clone(),
+                    advertised: addr,
+                    shutdown,
+                    memory,
+                    admission,
+                });
+                let kafka_context = Arc::new(kafka::KafkaContext::new(net));
+                Some(tokio::spawn(kafka::run(listener, kafka_context)))
+            }
+            _ => None,
+        };
         Ok(BrokerHandle {
             local_addr,
+            kafka_addr,
+            kafka,
             shutdown_sender,
             server,
             background,
@@ -139,6 +180,9 @@ fn producer_id_floor(
 #[derive(Debug)]
 pub struct BrokerHandle {
     local_addr: SocketAddr,
+    /// The Kafka listener's address, when it is on.
+    kafka_addr: Option<SocketAddr>,
+    kafka: Option<JoinHandle<()>>,
     shutdown_sender: watch::Sender<bool>,
     server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -151,6 +195,11 @@ impl BrokerHandle {
         self.local_addr
     }
 
+    /// The Kafka listener's address (useful with port 0); `None` when it is off.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka_addr
+    }
+
     /// Graceful shutdown: stop accepting, let in-flight requests finish, sync every partition
     /// and write its clean-shutdown checkpoint.
     ///
@@ -160,6 +209,11 @@ impl BrokerHandle {
         let _ = self.shutdown_sender.send(true);
         if let Err(error) = self.server.await {
             tracing::error!(%error, "server task ended abnormally");
+        }
+        if let Some(kafka) = self.kafka {
+            if let Err(error) = kafka.await {
+                tracing::error!(%error, "Kafka listener task ended abnormally");
+            }
         }
         for task in self.background {
             let _ = task.await;

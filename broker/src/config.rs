@@ -13,6 +13,7 @@ use crate::storage::{FlushPolicy, LogConfig};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
 pub const DEFAULT_DATA_DIR: &str = "./tidelog-data";
+pub const DEFAULT_KAFKA_LISTEN: &str = "127.0.0.1:9092";
 
 /// Everything a broker needs to start.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +34,8 @@ pub struct BrokerConfig {
     pub maintenance_interval_ms: u64,
     /// Consumer groups: session defaults and limits.
     pub groups: GroupsConfig,
+    /// The Kafka-protocol listener (the `[kafka]` section).
+    pub kafka: KafkaListenerConfig,
     /// Whether Kafka clients create unknown topics on use (Metadata with
     /// `allow_auto_topic_creation`, Produce), with `log.partitions` partitions and the broker
     /// defaults. Off by default: a typo should not make a topic.
@@ -52,9 +55,130 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             maintenance_interval_ms: 5_000,
             groups: GroupsConfig::default(),
+            kafka: KafkaListenerConfig::default(),
             auto_create_topics: false,
         }
     }
+}
+
+/// The Kafka-protocol listener: where it listens, what Metadata tells clients, and the limits
+/// of its connections. Its connections draw on the broker's one memory budget
+/// (`limits.memory_bytes_max`) and count against the broker's one connection cap
+/// (`limits.connections_max`, `limits.connections_per_address_max`: every connection is a file
+/// descriptor, and the descriptor budget reserves one per connection of any protocol).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaListenerConfig {
+    /// Address to listen on; `"none"` turns the listener off.
+    #[serde(deserialize_with = "deserialize_listen")]
+    pub listen: Option<SocketAddr>,
+    /// `HOST:PORT` that Metadata and FindCoordinator tell clients to connect to. Unset: the
+    /// bound address (its host replaced by `advertised_host` when that is set).
+    pub advertised: Option<String>,
+    /// Largest request frame accepted; a larger size prefix closes the connection. Kafka's own
+    /// default (`socket.request.max.bytes`) is 100 MiB; this one matches the native listener.
+    pub frame_bytes_max: usize,
+    /// Requests processed at once on one connection; further frames wait in the socket.
+    pub in_flight_requests_per_connection_max: usize,
+    /// Responses queued, in request order, for one connection's writer.
+    pub response_queue_depth: usize,
+    /// A connection with no request under way and no byte received for this long is closed.
+    pub connection_idle_timeout_ms: u64,
+    /// Once a frame's first byte has arrived, its 4-byte size prefix must complete within this.
+    pub request_header_timeout_ms: u64,
+    /// Once a frame's first byte has arrived, the whole frame must complete within this.
+    pub frame_completion_timeout_ms: u64,
+    /// A connection whose socket accepts no byte of a pending response for this long is cut.
+    pub write_stall_timeout_ms: u64,
+}
+
+impl Default for KafkaListenerConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            // A literal that always parses.
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9092))),
+            advertised: None,
+            frame_bytes_max: limits.frame_bytes_max,
+            in_flight_requests_per_connection_max: limits.in_flight_requests_per_connection_max,
+            response_queue_depth: limits.response_queue_depth,
+            connection_idle_timeout_ms: limits.connection_idle_timeout_ms,
+            request_header_timeout_ms: limits.request_header_timeout_ms,
+            frame_completion_timeout_ms: limits.frame_completion_timeout_ms,
+            write_stall_timeout_ms: limits.write_stall_timeout_ms,
+        }
+    }
+}
+
+impl KafkaListenerConfig {
+    /// Parses a listen address as the `--kafka-listen` flag takes it: `ADDR` or `none`.
+    pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+        if text.eq_ignore_ascii_case("none") {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|error| format!("{text:?} is neither an IP:PORT address nor \"none\": {error}"))
+    }
+
+    /// The advertised `HOST:PORT`, split; `None` when unset.
+    pub fn advertised_host_port(&self) -> Result<Option<(String, u16)>, BrokerError> {
+        let Some(text) = &self.advertised else {
+            return Ok(None);
+        };
+        parse_host_port(text)
+            .map(Some)
+            .ok_or_else(|| BrokerError::Config(format!("kafka.advertised {text:?} is not HOST:PORT")))
+    }
+
+    fn validate(&self, limits: &Limits) -> Result<(), BrokerError> {
+        let fail = |message: String| Err(BrokerError::Config(message));
+        self.advertised_host_port()?;
+        if self.frame_bytes_max < 1024 || self.frame_bytes_max > i32::MAX as usize {
+            return fail("kafka.frame_bytes_max must be between 1024 and 2147483647".into());
+        }
+        // A connection must be able to hold a largest frame and its append copy.
+        if limits.connection_memory_bytes_max < self.frame_bytes_max.saturating_mul(2) {
+            return fail("2 * kafka.frame_bytes_max <= limits.connection_memory_bytes_max must hold".into());
+        }
+        for (name, value) in [
+            (
+                "kafka.in_flight_requests_per_connection_max",
+                self.in_flight_requests_per_connection_max as u64,
+            ),
+            ("kafka.response_queue_depth", self.response_queue_depth as u64),
+            (
+                "kafka.connection_idle_timeout_ms",
+                self.connection_idle_timeout_ms,
+            ),
+            ("kafka.request_header_timeout_ms", self.request_header_timeout_ms),
+            (
+                "kafka.frame_completion_timeout_ms",
+                self.frame_completion_timeout_ms,
+            ),
+            ("kafka.write_stall_timeout_ms", self.write_stall_timeout_ms),
+        ] {
+            if value == 0 {
+                return fail(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `HOST:PORT` (an IPv6 host in brackets) split at its last colon.
+fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_owned(), port.parse().ok()?))
+}
+
+fn deserialize_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    KafkaListenerConfig::parse_listen(&text).map_err(serde::de::Error::custom)
 }
 
 /// Consumer-group coordinator settings (the `[groups]` section).
@@ -436,6 +560,7 @@ impl BrokerConfig {
             return fail("maintenance_interval_ms must be at least 1".into());
         }
         self.groups.validate()?;
+        self.kafka.validate(limits)?;
         Ok(())
     }
 
@@ -513,6 +638,11 @@ mod tests {
             format!("{:?}", Limits::default()),
             "README.md's [limits] must state the defaults"
         );
+        assert_eq!(
+            format!("{:?}", documented.kafka),
+            format!("{:?}", KafkaListenerConfig::default()),
+            "README.md's [kafka] must state the defaults"
+        );
     }
 
     #[test]
@@ -525,6 +655,28 @@ mod tests {
         assert!(config.validate().is_err());
         let mut config = BrokerConfig::default();
         config.limits.write_stall_timeout_ms = 0;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn kafka_listener_is_on_by_default_and_none_turns_it_off() {
+        let config = BrokerConfig::default();
+        assert_eq!(config.kafka.listen.unwrap().to_string(), DEFAULT_KAFKA_LISTEN);
+        let config = BrokerConfig::from_toml("[kafka]\nlisten = \"none\"\n").unwrap();
+        assert_eq!(config.kafka.listen, None);
+        assert_eq!(KafkaListenerConfig::parse_listen("NONE"), Ok(None));
+        assert!(KafkaListenerConfig::parse_listen("localhost").is_err());
+        let mut config = BrokerConfig::default();
+        config.kafka.advertised = Some("broker.example:19092".into());
+        config.validate().unwrap();
+        assert_eq!(
+            config.kafka.advertised_host_port().unwrap(),
+            Some(("broker.example".into(), 19092))
+        );
+        config.kafka.advertised = Some("broker.example".into());
+        assert!(config.validate().is_err());
+        let mut config = BrokerConfig::default();
+        config.kafka.frame_bytes_max = config.limits.connection_memory_bytes_max;
         assert!(config.validate().is_err());
     }
 

@@ -9,6 +9,7 @@ pub mod config;
 mod core;
 pub mod error;
 mod groups;
+pub mod kafka;
 mod maintenance;
 pub mod metadata;
 mod native;

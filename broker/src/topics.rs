@@ -209,12 +209,16 @@ impl TopicRegistry {
         topics
     }
 
-    /// Creates a topic: validates, builds its directory (partitions and manifest, synced) under
-    /// `creating/`, renames it into `topics/`, opens the partitions, and only then writes the
-    /// record. A name whose directory is already on disk is refused, never moved aside.
-    /// Blocking.
-    pub fn create(&self, spec: TopicSpec, now_ms: i64) -> Result<Arc<Topic>, TopicError> {
+    /// Checks a create as [`create`](Self::create) would, changing nothing (Kafka's
+    /// `validate_only`). Blocking (it looks at the directory).
+    pub fn check_create(&self, spec: &TopicSpec) -> Result<(), TopicError> {
         let _admin = self.admin.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.check_create_locked(spec).map(drop)
+    }
+
+    /// Every check of a create, under the admin lock; returns the partition count and the log
+    /// configuration the topic would get.
+    fn check_create_locked(&self, spec: &TopicSpec) -> Result<(u32, LogConfig), TopicError> {
         validate_topic_name(&spec.name, self.limits.topic_name_bytes_max)?;
         let partitions = spec.partitions.unwrap_or(self.defaults.partitions);
         if partitions == 0 || partitions > self.limits.partitions_per_topic_max {
@@ -226,7 +230,7 @@ impl TopicRegistry {
         {
             let map = self.read_map();
             if map.contains_key(&spec.name) {
-                return Err(TopicError::AlreadyExists(spec.name));
+                return Err(TopicError::AlreadyExists(spec.name.clone()));
             }
             if map.len() >= self.limits.topics_max {
                 return Err(TopicError::TooManyTopics(self.limits.topics_max));
@@ -238,7 +242,7 @@ impl TopicRegistry {
         }
         if let Some(reason) = self.unrecoverable_reason(&spec.name) {
             return Err(TopicError::DataOnDisk {
-                name: spec.name,
+                name: spec.name.clone(),
                 reason,
             });
         }
@@ -247,13 +251,23 @@ impl TopicRegistry {
             // Not in the registry yet on disk: put there while we run, or left by something
             // we do not understand. Its bytes may be someone's records.
             return Err(TopicError::DataOnDisk {
-                name: spec.name,
+                name: spec.name.clone(),
                 reason: "a directory of that name is on disk but was not there at start".into(),
             });
         }
         // Checks the overrides before anything is written.
         config::check_floors(&spec.overrides, &self.limits)?;
         let log_config = self.log_config(&spec.overrides)?;
+        Ok((partitions, log_config))
+    }
+
+    /// Creates a topic: validates, builds its directory (partitions and manifest, synced) under
+    /// `creating/`, renames it into `topics/`, opens the partitions, and only then writes the
+    /// record. A name whose directory is already on disk is refused, never moved aside.
+    /// Blocking.
+    pub fn create(&self, spec: TopicSpec, now_ms: i64) -> Result<Arc<Topic>, TopicError> {
+        let _admin = self.admin.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (partitions, log_config) = self.check_create_locked(&spec)?;
         let record = TopicRecord {
             name: spec.name,
             topic_id: id::new_topic_id(),
@@ -423,6 +437,21 @@ impl TopicRegistry {
             self.flush,
             &self.limits,
         )
+    }
+
+    /// The entries a topic created with `overrides` would have (a validate-only create).
+    pub fn would_be_config_entries(
+        &self,
+        overrides: &TopicOverrides,
+    ) -> Result<Vec<ConfigEntry>, TopicError> {
+        let log_config = self.log_config(overrides)?;
+        Ok(config::topic_entries(
+            overrides,
+            &log_config,
+            &self.defaults,
+            self.flush,
+            &self.limits,
+        ))
     }
 
     /// The broker's settings admin clients may ask about, as named entries.

@@ -421,6 +421,7 @@ async fn pipelined_fetches_beyond_the_memory_budget_wait_their_turn_and_all_comp
         config.limits.batch_bytes_max = 1 << 20;
         config.limits.connection_memory_bytes_max = 4 << 20;
         config.limits.memory_bytes_max = 8 << 20;
+        config.kafka.frame_bytes_max = 2 << 20;
     })
     .await;
     let mut client = RawClient::connect(&broker).await;

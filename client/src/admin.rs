@@ -63,7 +63,8 @@ impl TopicConfig {
         add("retention.bytes", self.retention_bytes.map(|v| v.to_string()));
         add("segment.bytes", self.segment_bytes.map(|v| v.to_string()));
         add("segment.ms", self.segment_ms.map(|v| v.to_string()));
-        add("flush", self.flush.clone());
+        // The name `tidelog topic alter --config` and Kafka's DescribeConfigs use.
+        add("tidelog.flush.policy", self.flush.clone());
         add(
             "index.interval.bytes",
             self.index_interval_bytes.map(|v| v.to_string()),

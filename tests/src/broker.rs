@@ -37,6 +37,8 @@ pub struct BrokerProcess {
     launcher: Vec<String>,
     child: Option<Child>,
     addr: SocketAddr,
+    /// The Kafka listener's address, when it is on.
+    kafka_addr: Option<SocketAddr>,
     log: Arc<Mutex<LogText>>,
     log_reader: Option<JoinHandle<()>>,
     /// Logs of earlier processes on this data directory, for failure messages.
@@ -45,8 +47,9 @@ pub struct BrokerProcess {
 }
 
 impl BrokerProcess {
-    /// Starts `tidelogd --data-dir DATA_DIR --listen 127.0.0.1:0 EXTRA_ARGS...` and waits until it
-    /// logs that it accepts connections. Panics (with the broker's log) if it exits instead or
+    /// Starts `tidelogd --data-dir DATA_DIR --listen 127.0.0.1:0 --kafka-listen 127.0.0.1:0
+    /// EXTRA_ARGS...` (the Kafka listener only unless EXTRA_ARGS names `--kafka-listen`, e.g.
+    /// `none`) and waits until it logs that it accepts connections. Panics (with the broker's log) if it exits instead or
     /// does not come up within [`START_TIMEOUT`].
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Self {
         Self::start_under(&[], data_dir, extra_args)
@@ -63,6 +66,7 @@ impl BrokerProcess {
             launcher: launcher.iter().map(|arg| arg.to_string()).collect(),
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kafka_addr: None,
             log: Arc::default(),
             log_reader: None,
             earlier_logs: String::new(),
@@ -106,7 +110,12 @@ impl BrokerProcess {
         command
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"]);
+        // Never Kafka's default port: tests run many brokers at once.
+        if !self.args.iter().any(|arg| arg.starts_with("--kafka-listen")) {
+            command.args(["--kafka-listen", "127.0.0.1:0"]);
+        }
+        command
             .args(&self.args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -133,8 +142,9 @@ impl BrokerProcess {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             match address.recv_timeout(Duration::from_millis(20)) {
-                Ok(addr) => {
+                Ok((addr, kafka_addr)) => {
                     self.addr = addr;
+                    self.kafka_addr = kafka_addr;
                     return;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -168,6 +178,14 @@ impl BrokerProcess {
     pub fn addr(&self) -> SocketAddr {
         assert!(self.child.is_some(), "addr() of a stopped broker");
         self.addr
+    }
+
+    /// The Kafka listener's address. Panics if the broker runs without one
+    /// (`--kafka-listen none`).
+    pub fn kafka_addr(&self) -> SocketAddr {
+        assert!(self.child.is_some(), "kafka_addr() of a stopped broker");
+        self.kafka_addr
+            .expect("the broker runs without a Kafka listener (--kafka-listen none)")
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -329,8 +347,12 @@ impl LogText {
 }
 
 /// Reads the broker's stderr to its end, so the child never blocks on a full pipe; reports the
-/// listen address from the start line.
-fn drain_log(stderr: impl Read, log: &Mutex<LogText>, address: &mpsc::Sender<SocketAddr>) {
+/// listen addresses (native, and Kafka's when it is on) from the start line.
+fn drain_log(
+    stderr: impl Read,
+    log: &Mutex<LogText>,
+    address: &mpsc::Sender<(SocketAddr, Option<SocketAddr>)>,
+) {
     let mut reader = BufReader::new(stderr);
     let mut raw = Vec::new();
     loop {
@@ -343,7 +365,7 @@ fn drain_log(stderr: impl Read, log: &Mutex<LogText>, address: &mpsc::Sender<Soc
         let line = line.trim_end().to_owned();
         if line.contains(STARTED_MESSAGE) {
             if let Some(addr) = parse_listen(&line) {
-                let _ = address.send(addr);
+                let _ = address.send((addr, parse_kafka_listen(&line)));
             }
         }
         log.lock().expect("log lock").push(line);
@@ -354,6 +376,13 @@ fn drain_log(stderr: impl Read, log: &Mutex<LogText>, address: &mpsc::Sender<Soc
 pub fn parse_listen(line: &str) -> Option<SocketAddr> {
     line.split_whitespace()
         .find_map(|field| field.strip_prefix("listen="))
+        .and_then(|value| value.trim_matches(|c| c == '"' || c == ',').parse().ok())
+}
+
+/// The `kafka_listen=IP:PORT` field of a log line (`None` also for `kafka_listen=none`).
+pub fn parse_kafka_listen(line: &str) -> Option<SocketAddr> {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("kafka_listen="))
         .and_then(|value| value.trim_matches(|c| c == '"' || c == ',').parse().ok())
 }
 
@@ -390,5 +419,12 @@ mod tests {
             Some("127.0.0.1:45678".parse().unwrap())
         );
         assert_eq!(parse_listen("INFO tidelog broker started data_dir=/x"), None);
+        let line = "INFO tidelog broker started listen=127.0.0.1:1 kafka_listen=127.0.0.1:2 flush=always";
+        assert_eq!(parse_listen(line), Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(parse_kafka_listen(line), Some("127.0.0.1:2".parse().unwrap()));
+        assert_eq!(
+            parse_kafka_listen("INFO tidelog broker started listen=127.0.0.1:1 kafka_listen=none"),
+            None
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! * [`binaries`] finds (and builds, once per test process) the two binaries.
 //! * [`broker`] starts, kills (SIGKILL), stops (SIGTERM) and restarts a broker process.
 //! * [`cli`] runs the `tidelog` CLI with a bounded timeout.
+//! * [`kafka_raw`] is a small blocking Kafka-protocol client (kafka-protocol's codecs).
 //! * [`load`] keeps produce requests in flight and records what was acknowledged where.
 //! * [`producers`] stamps batches for idempotent producers and asks for producer ids.
 //! * [`raw`] is a small blocking protocol client that can also send malformed bytes.
@@ -18,6 +19,7 @@ pub mod binaries;
 pub mod broker;
 pub mod cli;
 pub mod groups;
+pub mod kafka_raw;
 pub mod load;
 pub mod producers;
 pub mod proxy;

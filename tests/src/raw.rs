@@ -396,7 +396,8 @@ pub fn api_of(body: &pb::request::Body) -> ApiKey {
         pb::request::Body::Produce(_) => ApiKey::Produce,
         pb::request::Body::Fetch(_) => ApiKey::Fetch,
         pb::request::Body::ListOffsets(_) => ApiKey::ListOffsets,
-        _ => ApiKey::Unspecified,
+        // The proto crate knows every body's API; the arms above predate it.
+        other => other.api_key(),
     }
 }
 

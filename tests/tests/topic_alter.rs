@@ -115,6 +115,22 @@ fn added_partitions_and_a_changed_segment_size_take_effect_at_once_and_persist()
     );
     let line = bad.assert_one_line_error();
     assert!(line.contains("segment"), "{line}");
+    // Both or neither: a refused config change adds no partitions either.
+    let mixed = run_cli(
+        Some(broker.addr()),
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--partitions",
+            "5",
+            "--config",
+            "retention.ms=0",
+        ],
+        b"",
+    );
+    mixed.assert_one_line_error();
+    assert_eq!(client.metadata(&["orders"]).topics[0].partitions.len(), 3);
     drop(client);
 
     broker.terminate_and_wait();

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tidelog_broker::config::KafkaListenerConfig;
 use tidelog_broker::{Broker, BrokerConfig, FlushPolicy};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -45,6 +46,12 @@ struct Args {
     /// Default partition count for topics created without one [default: 1]
     #[arg(long, env = "TIDELOG_DEFAULT_PARTITIONS")]
     default_partitions: Option<u32>,
+    /// Address of the Kafka-protocol listener, or `none` to turn it off [default: 127.0.0.1:9092]
+    #[arg(long, env = "TIDELOG_KAFKA_LISTEN", value_name = "ADDR|none")]
+    kafka_listen: Option<String>,
+    /// HOST:PORT that Kafka clients are told to connect to [default: the listen address]
+    #[arg(long, env = "TIDELOG_KAFKA_ADVERTISED", value_name = "HOST:PORT")]
+    kafka_advertised: Option<String>,
 }
 
 /// Without a subcommand, `tidelogd` runs the broker.
@@ -186,6 +193,13 @@ fn merge(args: Args) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(partitions) = args.default_partitions {
         config.log.partitions = partitions;
+    }
+    if let Some(kafka_listen) = args.kafka_listen {
+        config.kafka.listen = KafkaListenerConfig::parse_listen(&kafka_listen)
+            .map_err(|message| anyhow::anyhow!("--kafka-listen: {message}"))?;
+    }
+    if let Some(advertised) = args.kafka_advertised {
+        config.kafka.advertised = Some(advertised);
     }
     config.validate()?;
     Ok(config)

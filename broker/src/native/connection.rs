@@ -21,9 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use tidelog_proto::frame::{decode_frame, FRAME_HEADER_BYTES};
 use tidelog_proto::pb::{self, ErrorCode};
@@ -37,6 +36,7 @@ use tracing::Instrument;
 use super::handlers::{self, Outcome};
 use super::response::{encode_response, FrameChunks};
 use crate::net::budget::{ConnectionBudget, Reservation};
+use crate::net::write::write_all_chunks;
 use crate::net::ListenerContext;
 
 /// A framed response on its way to the socket, with the memory it holds until written.
@@ -53,8 +53,6 @@ const FRAME_COPY_BYTES_MAX: usize = 16 << 10;
 const READ_GRANT_BYTES_MIN: usize = 4 << 10;
 /// Bytes of queued responses the writer gathers into one vectored write.
 const WRITE_COALESCE_BYTES: usize = 4 << 20;
-/// I/O slices handed to one `writev` (the kernel's limit is 1024).
-const WRITE_SLICES_MAX: usize = 256;
 
 /// What a connection's reader needs from its surroundings.
 struct Reader<'a> {
@@ -515,39 +513,4 @@ async fn write_responses(
         }
     }
     let _ = writer.shutdown().await;
-}
-
-/// Writes every chunk, in order, with as few `writev` calls as the socket allows; fails with
-/// `TimedOut` when the socket takes nothing for `write_stall`.
-async fn write_all_chunks(
-    writer: &mut OwnedWriteHalf,
-    chunks: &mut VecDeque<Bytes>,
-    write_stall: Duration,
-) -> std::io::Result<()> {
-    while !chunks.is_empty() {
-        let slices: Vec<IoSlice<'_>> = chunks
-            .iter()
-            .take(WRITE_SLICES_MAX)
-            .map(|chunk| IoSlice::new(chunk))
-            .collect();
-        let mut written = tokio::time::timeout(write_stall, writer.write_vectored(&slices))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let Some(front) = chunks.front_mut() else {
-                break;
-            };
-            if written >= front.len() {
-                written -= front.len();
-                chunks.pop_front();
-            } else {
-                front.advance(written);
-                written = 0;
-            }
-        }
-    }
-    Ok(())
 }

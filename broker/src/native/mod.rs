@@ -14,7 +14,7 @@ use tidelog_proto::pb::ErrorCode;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::net::admission::{Admission, RateLimitedWarn};
+use crate::net::admission::RateLimitedWarn;
 use crate::net::ListenerContext;
 
 /// Pause after a failed accept, so running out of file descriptors does not spin a core.
@@ -23,8 +23,8 @@ const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_mill
 /// Serves `listener` until the context's shutdown signal, then waits for every connection to
 /// finish its in-flight requests.
 pub(crate) async fn run(listener: TcpListener, context: Arc<ListenerContext>) {
-    let limits = &context.core.config.limits;
-    let admission = Admission::new(limits.connections_max, limits.connections_per_address_max);
+    // Shared with every other listener: connections of any protocol count against one cap.
+    let admission = &context.admission;
     let mut shutdown = context.shutdown.clone();
     let mut connections = JoinSet::new();
     let accept_failures = RateLimitedWarn::default();

@@ -4,6 +4,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod budget;
+pub(crate) mod write;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::core::Core;
+use admission::Admission;
 use budget::MemoryBudget;
 
 /// What one listener's connections see: the core they translate to, and the listener's own
@@ -25,4 +27,6 @@ pub(crate) struct ListenerContext {
     pub shutdown: watch::Receiver<bool>,
     /// The broker's one memory budget (`net::budget`).
     pub memory: Arc<MemoryBudget>,
+    /// The broker's one connection cap (`net::admission`), shared by every listener.
+    pub admission: Arc<Admission>,
 }

@@ -450,3 +450,22 @@ fn auto_creation_happens_only_when_configured() {
     ));
     close(registry);
 }
+
+#[test]
+fn a_replacing_config_change_keeps_the_flush_policy_it_does_not_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open(dir.path());
+    let mut never = spec("orders", 1);
+    never.overrides.flush = Some("never".into());
+    registry.create(never, NOW_MS).unwrap();
+    let replace = ConfigUpdate::Replace(vec![("retention.ms".into(), Some("60000".into()))]);
+    let topic = registry.alter_config("orders", &replace, false).unwrap();
+    assert_eq!(topic.record.overrides.flush.as_deref(), Some("never"));
+    assert_eq!(topic.record.overrides.retention_ms, Some(60_000));
+    let named = ConfigUpdate::Replace(vec![(config::FLUSH_POLICY.into(), Some("always".into()))]);
+    assert!(matches!(
+        registry.alter_config("orders", &named, false),
+        Err(TopicError::InvalidConfig(_))
+    ));
+    close(registry);
+}

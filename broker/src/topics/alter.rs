@@ -23,7 +23,8 @@ pub enum ConfigUpdate {
     /// `tidelog topic alter --config`).
     Incremental(Vec<ConfigChange>),
     /// These `name = value` pairs become the topic's whole configuration; every setting not
-    /// named returns to the broker default (Kafka's AlterConfigs).
+    /// named returns to the broker default (Kafka's AlterConfigs), except the flush policy,
+    /// which changes only when named (and cannot change on a served topic).
     Replace(Vec<(String, Option<String>)>),
 }
 
@@ -137,12 +138,20 @@ impl TopicRegistry {
                 }
                 overrides
             }
-            ConfigUpdate::Replace(pairs) => config::from_pairs(
-                pairs
-                    .iter()
-                    .map(|(name, value)| (name.as_str(), value.as_deref())),
-                &self.limits,
-            )?,
+            ConfigUpdate::Replace(pairs) => {
+                let mut overrides = config::from_pairs(
+                    pairs
+                        .iter()
+                        .map(|(name, value)| (name.as_str(), value.as_deref())),
+                    &self.limits,
+                )?;
+                // The flush policy is set at create and Kafka clients do not know it: a
+                // replacement that does not name it keeps it.
+                if !pairs.iter().any(|(name, _)| name == config::FLUSH_POLICY) {
+                    overrides.flush.clone_from(&before.flush);
+                }
+                overrides
+            }
         };
         config::check_floors(&config::changed(before, &overrides), &self.limits)?;
         let log_config = self.log_config(&overrides)?;

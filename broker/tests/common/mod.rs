@@ -131,6 +131,8 @@ pub async fn start_broker(dir: &Path, adjust: impl FnOnce(&mut BrokerConfig)) ->
         listen: "127.0.0.1:0".parse().unwrap(),
         ..BrokerConfig::default()
     };
+    // Never Kafka's default port: tests run many brokers at once.
+    config.kafka.listen = Some("127.0.0.1:0".parse().unwrap());
     adjust(&mut config);
     Broker::start(config).await.unwrap()
 }

@@ -33,6 +33,8 @@ impl TestBroker {
             listen: "127.0.0.1:0".parse().expect("literal address"),
             ..BrokerConfig::default()
         };
+        // Never Kafka's default port: tests run many brokers at once.
+        config.kafka.listen = Some("127.0.0.1:0".parse().expect("literal address"));
         adjust(&mut config);
         let handle = Broker::start(config).await.expect("broker starts");
         let addr = handle.local_addr().to_string();

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tidelog_proto::pb;
 
-use super::{blocking, topic_result, Outcome};
+use super::{topic_result, Outcome};
+use crate::core::{blocking, CoreError};
 use crate::net::ListenerContext;
 use crate::topics::{ConfigChange, ConfigUpdate};
 
@@ -25,24 +26,30 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::AlterTopicRequ
                     None => ConfigChange::Unset { name: change.name },
                 })
                 .collect();
+            let registry = &context.core.registry;
+            let update = ConfigUpdate::Incremental(changes);
+            let has_changes = matches!(&update, ConfigUpdate::Incremental(changes) if !changes.is_empty());
+            // The config is checked before any partition is added, so a refused change leaves
+            // the partition count alone too.
             let mut result = Ok(());
-            if let Some(partitions) = request.partitions {
-                result = context
-                    .core
-                    .registry
+            if has_changes {
+                result = registry.alter_config(&name, &update, true).map(drop);
+            }
+            if let (Ok(()), Some(partitions)) = (&result, request.partitions) {
+                result = registry
                     .add_partitions(&name, partitions, request.validate_only)
                     .map(drop);
             }
-            if result.is_ok() && !changes.is_empty() {
-                result = context
-                    .core
-                    .registry
-                    .alter_config(&name, &ConfigUpdate::Incremental(changes), request.validate_only)
+            if result.is_ok() && has_changes {
+                result = registry
+                    .alter_config(&name, &update, request.validate_only)
                     .map(drop);
             }
-            topic_result(name, &result)
+            topic_result(name, result.map_err(CoreError::from))
         })
-        .await?;
+        .await
+        // Err: the blocking task failed (logged); the client's request times out.
+        .ok()?;
         Some(pb::response::Body::AlterTopic(pb::AlterTopicResponse {
             topic: Some(topic),
         }))

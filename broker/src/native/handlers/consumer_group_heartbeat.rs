@@ -1,17 +1,18 @@
 //! ConsumerGroupHeartbeat: join, stay in, or leave a group (KIP-848). The coordinator decides
-//! in memory; a change is made durable before the member hears of it.
+//! in memory; `Core::consumer_group_heartbeat` makes a change durable before the member hears
+//! of it. This module translates.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tidelog_proto::pb::{self, ErrorCode};
 
-use super::{blocking, group_error, partition_count, topic_error, without_paths, Outcome};
+use super::Outcome;
+use crate::core::{CoreError, Decided};
 use crate::groups::assignor::Assignment;
 use crate::groups::coordinator::{Heartbeat, HeartbeatReply};
+use crate::native::error::wire;
 use crate::net::ListenerContext;
-use crate::topics::validate_topic_name;
 
 pub(super) fn handle(
     context: &Arc<ListenerContext>,
@@ -19,16 +20,6 @@ pub(super) fn handle(
     peer: std::net::SocketAddr,
     request: pb::ConsumerGroupHeartbeatRequest,
 ) -> Outcome {
-    // Subscriptions are stored per member and persisted: every name must be a topic name.
-    let name_bytes_max = context.core.config.limits.topic_name_bytes_max;
-    if let Some(error) = request
-        .subscribed_topics
-        .iter()
-        .find_map(|topic| validate_topic_name(topic, name_bytes_max).err())
-    {
-        let (code, message) = topic_error(&error);
-        return Outcome::Reply(failed(code, message));
-    }
     let heartbeat = Heartbeat {
         group_id: request.group_id,
         member_id: request.member_id,
@@ -42,39 +33,17 @@ pub(super) fn handle(
         client_id: client_id.to_owned(),
         client_host: peer.ip().to_string(),
     };
-    let group_id = heartbeat.group_id.clone();
-    let counts = |topic: &str| partition_count(context, topic);
-    let replied = context
-        .core
-        .groups
-        .with(|coordinator| coordinator.heartbeat(Instant::now(), heartbeat, &counts));
-    let reply = match replied {
-        Ok(reply) => reply,
+    let answer = |answer: Result<HeartbeatReply, CoreError>| match answer {
+        Ok(reply) => response(reply),
         Err(error) => {
-            let (code, message) = group_error(&error);
-            return Outcome::Reply(failed(code, message));
+            let (code, message) = wire(error);
+            failed(code, message)
         }
     };
-    if !reply.changed {
-        return Outcome::Reply(response(reply));
+    match context.core.consumer_group_heartbeat(heartbeat) {
+        Decided::Ready(ready) => Outcome::Reply(answer(ready)),
+        Decided::Pending(pending) => Outcome::Deferred(Box::pin(async move { Some(answer(pending.await)) })),
     }
-    let context = context.clone();
-    Outcome::Deferred(Box::pin(async move {
-        let persisted = blocking(move || context.core.groups.persist(&group_id)).await?;
-        Some(match persisted {
-            Ok(()) => response(reply),
-            Err(error) => {
-                tracing::error!(%error, "could not persist a consumer group");
-                failed(
-                    ErrorCode::CoordinatorNotAvailable,
-                    format!(
-                        "group state could not be made durable: {}",
-                        without_paths(&error.to_string())
-                    ),
-                )
-            }
-        })
-    }))
 }
 
 pub(super) fn to_assignment(topics: Vec<pb::TopicPartitions>) -> Assignment {

@@ -1,39 +1,33 @@
-//! CreateTopics: validate and create each topic, reporting per topic.
+//! CreateTopics: the native request translated into `Core::create_topics` (validation, the
+//! floors on client settings, creation), reporting per topic.
 
 use std::sync::Arc;
 
 use tidelog_proto::pb;
 
-use super::{blocking, topic_result, Outcome};
-use crate::clock::now_ms;
+use super::{topic_result, Outcome};
 use crate::metadata::TopicOverrides;
 use crate::net::ListenerContext;
 use crate::topics::TopicSpec;
 
 pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::CreateTopicsRequest) -> Outcome {
-    let context = context.clone();
+    let core = context.core.clone();
     Outcome::Deferred(Box::pin(async move {
-        let topics = blocking(move || {
-            request
-                .topics
-                .into_iter()
-                .map(|topic| {
-                    let name = topic.name.clone();
-                    let spec = TopicSpec {
-                        name: topic.name,
-                        partitions: (topic.partitions != 0).then_some(topic.partitions),
-                        overrides: overrides(topic.config.unwrap_or_default()),
-                    };
-                    // The registry holds the overrides to the floors (topics::config).
-                    let created = context.core.registry.create(spec, now_ms());
-                    if let Ok(topic) = &created {
-                        tracing::info!(topic = %name, partitions = topic.partitions.len(), "topic created");
-                    }
-                    topic_result(name, &created)
-                })
-                .collect()
-        })
-        .await?;
+        let specs = request
+            .topics
+            .into_iter()
+            .map(|topic| TopicSpec {
+                name: topic.name,
+                partitions: (topic.partitions != 0).then_some(topic.partitions),
+                overrides: overrides(topic.config.unwrap_or_default()),
+            })
+            .collect();
+        // Err: the blocking task failed (logged); the client's request times out, as before.
+        let created = core.create_topics(specs).await.ok()?;
+        let topics = created
+            .into_iter()
+            .map(|(name, created)| topic_result(name, created.map(|_| ())))
+            .collect();
         Some(pb::response::Body::CreateTopics(pb::CreateTopicsResponse {
             topics,
         }))

@@ -1,41 +1,31 @@
 //! DescribeGroups: state, epochs, members with their assignments, and per partition of the
-//! subscribed and committed topics: committed offset, log end offset, lag and owner.
+//! subscribed and committed topics: committed offset, log end offset, lag and owner (all
+//! computed by `Core::describe_group`).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tidelog_proto::pb::{self, ErrorCode};
 
 use super::consumer_group_heartbeat::from_assignment;
-use super::{group_error, Outcome};
-use crate::error::GroupError;
-use crate::groups::group::Group;
+use super::Outcome;
+use crate::core::groups::GroupDescription;
+use crate::native::error::wire;
 use crate::net::ListenerContext;
 
 pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::DescribeGroupsRequest) -> Outcome {
     let groups = request
         .group_ids
         .into_iter()
-        .map(|group_id| {
-            // Copy what is needed under the lock; log offsets are read after it is released.
-            let found = context.core.groups.with(|coordinator| {
-                coordinator.check_group_id(&group_id)?;
-                coordinator
-                    .group(&group_id)
-                    .cloned()
-                    .ok_or_else(|| GroupError::GroupNotFound(group_id.clone()))
-            });
-            match found {
-                Ok(group) => describe(context, &group),
-                Err(error) => {
-                    let (code, message) = group_error(&error);
-                    pb::describe_groups_response::Group {
-                        group_id,
-                        error: code as i32,
-                        message,
-                        state: "dead".into(),
-                        ..pb::describe_groups_response::Group::default()
-                    }
+        .map(|group_id| match context.core.describe_group(&group_id) {
+            Ok(description) => describe(description),
+            Err(error) => {
+                let (code, message) = wire(error);
+                pb::describe_groups_response::Group {
+                    group_id,
+                    error: code as i32,
+                    message,
+                    state: "dead".into(),
+                    ..pb::describe_groups_response::Group::default()
                 }
             }
         })
@@ -45,7 +35,8 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::DescribeGroups
     }))
 }
 
-fn describe(context: &ListenerContext, group: &Group) -> pb::describe_groups_response::Group {
+fn describe(description: GroupDescription) -> pb::describe_groups_response::Group {
+    let group = description.group;
     let members = group
         .members
         .values()
@@ -59,75 +50,24 @@ fn describe(context: &ListenerContext, group: &Group) -> pb::describe_groups_res
             assignment: from_assignment(&member.assigned),
         })
         .collect();
-    // Every partition of every subscribed topic, plus every committed partition.
-    let mut partitions: BTreeSet<(String, u32)> = group.offsets.keys().cloned().collect();
-    let subscribed = group.subscribed_topics();
-    let mut log_ends: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for topic in subscribed
-        .iter()
-        .cloned()
-        .chain(group.offsets.keys().map(|(t, _)| t.clone()))
-    {
-        if log_ends.contains_key(&topic) {
-            continue;
-        }
-        let ends: Vec<i64> = context
-            .core
-            .registry
-            .get(&topic)
-            .map(|found| {
-                // -1 (unknown) for an offline partition, as for one without a log end.
-                found
-                    .partitions
-                    .iter()
-                    .map(|slot| slot.log().map_or(-1, |log| log.high_watermark()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if subscribed.contains(&topic) {
-            for partition in 0..ends.len() {
-                // Partition counts are bounded by partitions_per_topic_max, a u32.
-                partitions.insert((topic.clone(), u32::try_from(partition).unwrap_or(u32::MAX)));
-            }
-        }
-        log_ends.insert(topic, ends);
-    }
-    let offsets = partitions
+    let offsets = description
+        .offsets
         .into_iter()
-        .map(|(topic, partition)| {
-            let committed = group
-                .offsets
-                .get(&(topic.clone(), partition))
-                .map_or(-1, |committed| committed.offset);
-            let log_end = log_ends
-                .get(&topic)
-                .and_then(|ends| ends.get(partition as usize))
-                .copied()
-                .unwrap_or(-1);
-            let lag = if committed >= 0 && log_end >= 0 {
-                (log_end - committed).max(0)
-            } else {
-                -1
-            };
-            pb::describe_groups_response::PartitionOffset {
-                member_id: group
-                    .owner(&topic, partition)
-                    .map(|member| member.id.clone())
-                    .unwrap_or_default(),
-                topic,
-                partition,
-                committed_offset: committed,
-                log_end_offset: log_end,
-                lag,
-            }
+        .map(|lag| pb::describe_groups_response::PartitionOffset {
+            member_id: lag.owner.unwrap_or_default(),
+            topic: lag.topic,
+            partition: lag.partition,
+            committed_offset: lag.committed_offset,
+            log_end_offset: lag.log_end_offset,
+            lag: lag.lag,
         })
         .collect();
     pb::describe_groups_response::Group {
-        group_id: group.id.clone(),
-        error: ErrorCode::None as i32,
-        message: String::new(),
         state: group.state().as_str().into(),
         group_epoch: group.epoch,
+        group_id: group.id,
+        error: ErrorCode::None as i32,
+        message: String::new(),
         members,
         offsets,
     }

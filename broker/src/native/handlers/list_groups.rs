@@ -1,4 +1,4 @@
-//! ListGroups: every group this broker coordinates (with members or committed offsets).
+//! ListGroups: every group this broker coordinates (`Core::list_groups`).
 
 use std::sync::Arc;
 
@@ -8,16 +8,15 @@ use super::Outcome;
 use crate::net::ListenerContext;
 
 pub(super) fn handle(context: &Arc<ListenerContext>, _request: pb::ListGroupsRequest) -> Outcome {
-    let groups = context.core.groups.with(|coordinator| {
-        coordinator
-            .groups()
-            .map(|group| pb::list_groups_response::Group {
-                group_id: group.id.clone(),
-                state: group.state().as_str().to_owned(),
-                // Bounded by members_per_group_max, far below u32::MAX.
-                members: u32::try_from(group.members.len()).unwrap_or(u32::MAX),
-            })
-            .collect()
-    });
+    let groups = context
+        .core
+        .list_groups()
+        .into_iter()
+        .map(|group| pb::list_groups_response::Group {
+            group_id: group.group_id,
+            state: group.state.to_owned(),
+            members: group.members,
+        })
+        .collect();
     Outcome::Reply(pb::response::Body::ListGroups(pb::ListGroupsResponse { groups }))
 }

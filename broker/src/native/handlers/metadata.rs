@@ -1,14 +1,15 @@
 //! Metadata: the broker list and, per topic, its partitions with their offsets and the
-//! topic's effective configuration.
+//! topic's effective configuration. What each topic and partition reports is the core's
+//! (`Core::metadata`); the broker list is this listener's (its advertised address).
 
 use std::sync::Arc;
 
 use tidelog_proto::pb::{self, ErrorCode};
 
-use super::{unknown_topic, Outcome};
-use crate::core::error::offline_message;
+use super::Outcome;
+use crate::core::topics::TopicMetadata;
+use crate::native::error::wire;
 use crate::net::ListenerContext;
-use crate::topics::{PartitionSlot, Topic};
 
 pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::MetadataRequest) -> Outcome {
     let broker_id = context.core.config.broker_id;
@@ -23,51 +24,36 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::MetadataReques
         host,
         port: u32::from(context.advertised.port()),
     }];
-    let topics = if request.topics.is_empty() {
-        context
-            .core
-            .registry
-            .list()
-            .iter()
-            .map(|topic| describe(topic, broker_id))
-            .collect()
-    } else {
-        request
-            .topics
-            .iter()
-            .map(|name| match context.core.registry.get(name) {
-                Some(topic) => describe(&topic, broker_id),
-                None => {
-                    let (code, message) = match context.core.registry.unrecoverable_reason(name) {
-                        // The reason names no paths; the broker log has them.
-                        Some(reason) => (
-                            ErrorCode::KafkaStorageError,
-                            format!("topic {name:?} has data on disk that could not be recovered: {reason}"),
-                        ),
-                        None => unknown_topic(name),
-                    };
-                    pb::TopicMetadata {
-                        name: name.clone(),
-                        error: code as i32,
-                        message,
-                        config: None,
-                        partitions: Vec::new(),
-                        topic_id: String::new(),
-                    }
-                }
-            })
-            .collect()
-    };
+    let topics = context
+        .core
+        .metadata(&request.topics)
+        .into_iter()
+        .map(|topic| describe(topic, broker_id))
+        .collect();
     Outcome::Reply(pb::response::Body::Metadata(pb::MetadataResponse {
         brokers,
         topics,
     }))
 }
 
-fn describe(topic: &Topic, leader: u32) -> pb::TopicMetadata {
+fn describe(metadata: TopicMetadata, leader: u32) -> pb::TopicMetadata {
+    let topic = match metadata.topic {
+        Ok(topic) => topic,
+        Err(error) => {
+            let (code, message) = wire(error);
+            return pb::TopicMetadata {
+                name: metadata.name,
+                error: code as i32,
+                message,
+                config: None,
+                partitions: Vec::new(),
+                topic_id: String::new(),
+            };
+        }
+    };
     let config = &topic.log_config;
     pb::TopicMetadata {
-        name: topic.record.name.clone(),
+        name: metadata.name,
         topic_id: topic.id().hyphenated().to_string(),
         error: ErrorCode::None as i32,
         message: String::new(),
@@ -79,27 +65,22 @@ fn describe(topic: &Topic, leader: u32) -> pb::TopicMetadata {
             flush: Some(config.flush.to_string()),
             index_interval_bytes: Some(config.index_interval_bytes),
         }),
-        partitions: topic
+        partitions: metadata
             .partitions
-            .iter()
-            .enumerate()
-            .map(|(index, slot)| match slot {
-                PartitionSlot::Online(log) => pb::PartitionMetadata {
-                    partition: index as u32,
-                    error: ErrorCode::None as i32,
-                    message: String::new(),
+            .into_iter()
+            .map(|partition| {
+                let (code, message) = match partition.error {
+                    None => (ErrorCode::None, String::new()),
+                    Some(error) => wire(error),
+                };
+                pb::PartitionMetadata {
+                    partition: partition.partition,
+                    error: code as i32,
+                    message,
                     leader,
-                    log_start_offset: log.log_start_offset(),
-                    high_watermark: log.high_watermark(),
-                },
-                PartitionSlot::Offline(reason) => pb::PartitionMetadata {
-                    partition: index as u32,
-                    error: ErrorCode::KafkaStorageError as i32,
-                    message: offline_message(&topic.record.name, index, reason),
-                    leader,
-                    log_start_offset: -1,
-                    high_watermark: -1,
-                },
+                    log_start_offset: partition.log_start_offset,
+                    high_watermark: partition.high_watermark,
+                }
             })
             .collect(),
     }

@@ -1,5 +1,6 @@
-//! Request handlers, one module per API. Each turns a decoded request body into a response
-//! body; none touches a socket. `dispatch` checks the header and routes.
+//! Request handlers, one module per API. Each translates a decoded request body into a call
+//! of the core (`crate::core`) and its result into a response body; none holds a broker rule
+//! or touches a socket. `dispatch` checks the header and routes.
 
 mod alter_topic;
 mod consumer_group_heartbeat;
@@ -24,14 +25,10 @@ use std::sync::Arc;
 use tidelog_proto::pb::{self, request::Body, ErrorCode};
 use tidelog_proto::PROTOCOL_VERSION;
 
-pub(crate) use crate::core::error::without_paths;
 use crate::core::CoreError;
-use crate::error::{GroupError, TopicError};
 use crate::native::error::wire;
 use crate::net::budget::{ConnectionBudget, Reservation};
 use crate::net::ListenerContext;
-use crate::storage::{PartitionLog, StorageError};
-use crate::topics::{PartitionSlot, Topic};
 
 pub(crate) type Pending = Pin<Box<dyn Future<Output = Option<pb::response::Body>> + Send>>;
 /// A deferred answer that holds fetched bytes: the reservation is released once it is written.
@@ -105,81 +102,15 @@ pub(crate) fn dispatch(
     }
 }
 
-/// A storage failure of one partition: the message names the topic and partition.
-pub(crate) fn partition_storage_error(
-    topic: &str,
-    partition: u32,
-    error: &StorageError,
-) -> (ErrorCode, String) {
-    wire(CoreError::partition_storage(topic, partition, error))
-}
-
 /// One topic's line in a CreateTopics or DeleteTopics response.
-fn topic_result<T>(name: String, result: &Result<T, TopicError>) -> pb::TopicResult {
+fn topic_result(name: String, result: Result<(), CoreError>) -> pb::TopicResult {
     let (code, message) = match result {
-        Ok(_) => (ErrorCode::None, String::new()),
-        Err(error) => topic_error(error),
+        Ok(()) => (ErrorCode::None, String::new()),
+        Err(error) => wire(error),
     };
     pb::TopicResult {
         name,
         error: code as i32,
         message,
-    }
-}
-
-/// The wire code and message for a topic-level failure.
-pub(crate) fn topic_error(error: &TopicError) -> (ErrorCode, String) {
-    wire(CoreError::from(error))
-}
-
-/// The wire code and message for a consumer-group failure.
-pub(crate) fn group_error(error: &GroupError) -> (ErrorCode, String) {
-    wire(CoreError::from(error))
-}
-
-/// A topic's partition count, for the group coordinator; `None` when it does not exist.
-fn partition_count(context: &ListenerContext, topic: &str) -> Option<u32> {
-    // Bounded by partitions_per_topic_max, a u32.
-    context
-        .core
-        .registry
-        .get(topic)
-        .map(|found| u32::try_from(found.partitions.len()).unwrap_or(u32::MAX))
-}
-
-/// Resolves a partition for produce, fetch and list-offsets: its log, or the error to answer
-/// (unknown, or offline because it could not be opened).
-fn partition_log(
-    found: Option<&Arc<Topic>>,
-    topic: &str,
-    partition: u32,
-) -> Result<Arc<PartitionLog>, (ErrorCode, String)> {
-    match found.and_then(|found| found.slot(partition)) {
-        Some(PartitionSlot::Online(log)) => Ok(log.clone()),
-        Some(PartitionSlot::Offline(reason)) => Err(wire(CoreError::offline_partition(
-            topic,
-            partition as usize,
-            reason,
-        ))),
-        None => Err(unknown_partition(topic, partition)),
-    }
-}
-
-fn unknown_partition(topic: &str, partition: u32) -> (ErrorCode, String) {
-    wire(CoreError::unknown_partition(topic, partition))
-}
-
-fn unknown_topic(topic: &str) -> (ErrorCode, String) {
-    wire(CoreError::unknown_topic(topic))
-}
-
-/// Runs blocking admin work (file creation, sled writes) off the async workers.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(value) => Some(value),
-        Err(error) => {
-            tracing::error!(%error, "admin task panicked");
-            None
-        }
     }
 }

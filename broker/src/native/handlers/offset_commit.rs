@@ -1,17 +1,18 @@
-//! OffsetCommit: validate against the group (member, epoch, ownership), make the offsets
-//! durable (sled batch + flush), then acknowledge.
+//! OffsetCommit: the native request translated into `Core::commit_offsets` (validated against
+//! the group, durable before the answer).
 
 use std::sync::Arc;
 
 use tidelog_proto::pb::{self, ErrorCode};
 
-use super::{blocking, group_error, partition_count, Outcome};
-use crate::clock::now_ms;
+use super::Outcome;
+use crate::core::CoreError;
 use crate::groups::coordinator::CommitPartition;
+use crate::native::error::wire;
 use crate::net::ListenerContext;
 
 pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::OffsetCommitRequest) -> Outcome {
-    let context = context.clone();
+    let core = context.core.clone();
     Outcome::Deferred(Box::pin(async move {
         let topics = request.topics;
         let partitions: Vec<CommitPartition> = topics
@@ -25,28 +26,21 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::OffsetCommitRe
                 })
             })
             .collect();
-        let group_id = request.group_id;
-        let member_id = request.member_id;
-        let member_epoch = request.member_epoch;
-        let outcome = blocking(move || {
-            let counts = |topic: &str| partition_count(&context, topic);
-            context.core.groups.commit(
-                &group_id,
-                &member_id,
-                member_epoch,
-                &partitions,
-                &counts,
-                now_ms(),
+        let outcome = core
+            .commit_offsets(
+                request.group_id,
+                request.member_id,
+                request.member_epoch,
+                partitions,
             )
-        })
-        .await?;
+            .await;
         // One outcome per partition, in request order; a whole-request failure applies to all.
         let mut outcomes: Box<dyn Iterator<Item = (ErrorCode, String)>> = match outcome {
             Ok(checks) => Box::new(checks.into_iter().map(|check| match check {
                 Ok(()) => (ErrorCode::None, String::new()),
-                Err(error) => group_error(&error),
+                Err(error) => wire(error),
             })),
-            Err(error) => Box::new(std::iter::repeat(group_error(&error))),
+            Err(error) => Box::new(std::iter::repeat(wire(error))),
         };
         let topics = topics
             .into_iter()
@@ -56,9 +50,9 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::OffsetCommitRe
                     .partitions
                     .iter()
                     .map(|partition| {
-                        let (code, message) = outcomes
-                            .next()
-                            .unwrap_or((ErrorCode::UnknownServerError, String::new()));
+                        let (code, message) = outcomes.next().unwrap_or_else(|| {
+                            wire(CoreError::new(crate::core::ErrorCode::UnknownServerError, ""))
+                        });
                         pb::offset_commit_response::Partition {
                             partition: partition.partition,
                             error: code as i32,

@@ -1,5 +1,5 @@
-//! OffsetFetch: a group's committed offsets; -1 for a partition (or group) with none. Served
-//! from memory, which holds only offsets already flushed.
+//! OffsetFetch: a group's committed offsets (`Core::fetch_offsets`); -1 for a partition (or
+//! group) with none.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,19 +7,16 @@ use std::sync::Arc;
 use tidelog_proto::pb::{self, ErrorCode};
 
 use super::consumer_group_heartbeat::to_assignment;
-use super::{group_error, Outcome};
+use super::Outcome;
+use crate::native::error::wire;
 use crate::net::ListenerContext;
 
 pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::OffsetFetchRequest) -> Outcome {
     let asked = to_assignment(request.topics);
-    let fetched = context
-        .core
-        .groups
-        .with(|coordinator| coordinator.fetch_offsets(&request.group_id, &asked));
-    let fetched = match fetched {
+    let fetched = match context.core.fetch_offsets(&request.group_id, &asked) {
         Ok(fetched) => fetched,
         Err(error) => {
-            let (code, message) = group_error(&error);
+            let (code, message) = wire(error);
             return Outcome::Reply(pb::response::Body::OffsetFetch(pb::OffsetFetchResponse {
                 error: code as i32,
                 message,

@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use tidelog_proto::pb::{self, ErrorCode};
 
-use super::{blocking, topic_error, Outcome};
+use super::Outcome;
 use crate::clock::now_ms;
+use crate::core::{blocking, CoreError};
+use crate::native::error::wire;
 use crate::net::ListenerContext;
 
 pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::TrimTopicRequest) -> Outcome {
@@ -29,7 +31,7 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::TrimTopicReque
                             log_start_offset,
                         },
                         Err(error) => {
-                            let (code, message) = topic_error(&error);
+                            let (code, message) = wire(CoreError::from(&error));
                             pb::trim_topic_response::Partition {
                                 partition: partition.partition,
                                 error: code as i32,
@@ -41,7 +43,9 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::TrimTopicReque
                 })
                 .collect()
         })
-        .await?;
+        .await
+        // Err: the blocking task failed (logged); the client's request times out.
+        .ok()?;
         Some(pb::response::Body::TrimTopic(pb::TrimTopicResponse {
             partitions,
         }))

@@ -1,0 +1,78 @@
+//! AlterConfigs (0-2): the named configs become a topic's whole configuration (settings not
+//! named return to the broker default), validated and applied by the registry; broker
+//! settings are read-only at run time. `validate_only` checks without changing.
+
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
+
+use super::topic_admin::{alterable_topic, blocking, duplicated, refused, topic_error, NO_ERROR};
+use super::{Reply, Request};
+use crate::core::error::ErrorCode;
+use crate::core::Core;
+use crate::topics::ConfigUpdate;
+
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: AlterConfigsRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = request.context.net.core.clone();
+    blocking(move || {
+        let response = alter(&core, asked);
+        crate::kafka::codec::encode_body(&response, version).map_err(|error| error.to_string())
+    })
+}
+
+fn alter(core: &Core, asked: AlterConfigsRequest) -> AlterConfigsResponse {
+    let twice = duplicated(
+        asked
+            .resources
+            .iter()
+            .map(|resource| (resource.resource_type, &resource.resource_name)),
+    );
+    let responses = asked
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let outcome = if twice.contains(&(resource.resource_type, resource.resource_name.clone())) {
+                refused(
+                    ErrorCode::InvalidRequest,
+                    "the resource is named more than once in the request",
+                )
+            } else {
+                match alterable_topic(resource.resource_type, &resource.resource_name) {
+                    Err(error) => error,
+                    Ok(topic) => {
+                        let pairs = resource
+                            .configs
+                            .iter()
+                            .map(|config| {
+                                (
+                                    config.name.as_str().to_owned(),
+                                    config.value.as_ref().map(|value| value.as_str().to_owned()),
+                                )
+                            })
+                            .collect();
+                        match core.registry.alter_config(
+                            &topic,
+                            &ConfigUpdate::Replace(pairs),
+                            asked.validate_only,
+                        ) {
+                            Ok(_) => NO_ERROR,
+                            Err(error) => topic_error(&error),
+                        }
+                    }
+                }
+            };
+            let mut response = AlterConfigsResourceResponse::default();
+            response.resource_type = resource.resource_type;
+            response.resource_name = resource.resource_name;
+            (response.error_code, response.error_message) = outcome;
+            response
+        })
+        .collect();
+    let mut response = AlterConfigsResponse::default();
+    response.responses = responses;
+    response
+}

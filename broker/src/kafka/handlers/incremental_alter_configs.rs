@@ -1,0 +1,116 @@
+//! IncrementalAlterConfigs (0-1): SET and DELETE of single topic configs, validated and
+//! applied by the registry; APPEND and SUBTRACT only make sense for list configs, and the one
+//! Tidelog reports (cleanup.policy) is fixed. Broker settings are read-only at run time.
+
+use std::collections::HashSet;
+
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+
+use super::topic_admin::{alterable_topic, blocking, duplicated, refused, topic_error, NO_ERROR};
+use super::{Reply, Request};
+use crate::core::error::ErrorCode;
+use crate::core::Core;
+use crate::topics::{ConfigChange, ConfigUpdate};
+
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+const APPEND: i8 = 2;
+const SUBTRACT: i8 = 3;
+
+pub(crate) fn handle(request: Request<'_>) -> Reply {
+    let version = request.version();
+    let asked: IncrementalAlterConfigsRequest = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = request.context.net.core.clone();
+    blocking(move || {
+        let response = alter(&core, asked);
+        crate::kafka::codec::encode_body(&response, version).map_err(|error| error.to_string())
+    })
+}
+
+fn alter(core: &Core, asked: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+    let twice = duplicated(
+        asked
+            .resources
+            .iter()
+            .map(|resource| (resource.resource_type, &resource.resource_name)),
+    );
+    let responses = asked
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let outcome = if twice.contains(&(resource.resource_type, resource.resource_name.clone())) {
+                Err(refused(
+                    ErrorCode::InvalidRequest,
+                    "the resource is named more than once in the request",
+                ))
+            } else {
+                alterable_topic(resource.resource_type, &resource.resource_name).and_then(|topic| {
+                    let changes = changes(&resource.configs)?;
+                    core.registry
+                        .alter_config(&topic, &ConfigUpdate::Incremental(changes), asked.validate_only)
+                        .map(drop)
+                        .map_err(|error| topic_error(&error))
+                })
+            };
+            let mut response = AlterConfigsResourceResponse::default();
+            response.resource_type = resource.resource_type;
+            response.resource_name = resource.resource_name;
+            (response.error_code, response.error_message) = match outcome {
+                Ok(()) => NO_ERROR,
+                Err(error) => error,
+            };
+            response
+        })
+        .collect();
+    let mut response = IncrementalAlterConfigsResponse::default();
+    response.responses = responses;
+    response
+}
+
+type Refusal = (i16, Option<kafka_protocol::protocol::StrBytes>);
+
+fn changes(
+    configs: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+) -> Result<Vec<ConfigChange>, Refusal> {
+    let mut names = HashSet::new();
+    let mut changes = Vec::with_capacity(configs.len());
+    for config in configs {
+        let name = config.name.as_str().to_owned();
+        if !names.insert(name.clone()) {
+            return Err(refused(
+                ErrorCode::InvalidRequest,
+                format!("config {name:?} is named more than once"),
+            ));
+        }
+        changes.push(match (config.config_operation, &config.value) {
+            (SET, Some(value)) => ConfigChange::Set {
+                name,
+                value: value.as_str().to_owned(),
+            },
+            (SET, None) => {
+                return Err(refused(
+                    ErrorCode::InvalidRequest,
+                    format!("SET of {name:?} without a value"),
+                ))
+            }
+            (DELETE, _) => ConfigChange::Unset { name },
+            (APPEND | SUBTRACT, _) => {
+                return Err(refused(
+                    ErrorCode::InvalidConfig,
+                    format!("APPEND and SUBTRACT need a list config; {name:?} is not one Tidelog can change"),
+                ))
+            }
+            (other, _) => {
+                return Err(refused(
+                    ErrorCode::InvalidRequest,
+                    format!("unknown config operation {other}"),
+                ))
+            }
+        });
+    }
+    Ok(changes)
+}
