@@ -207,6 +207,12 @@ pub struct GroupsConfig {
     /// Distinct partitions one group may hold committed offsets for.
     pub committed_partitions_per_group_max: usize,
     pub offset_metadata_bytes_max: usize,
+    /// Classic groups: the longest a rebalance may wait for members to rejoin (and then for
+    /// the leader's assignment); a client asking for longer gets this.
+    pub rebalance_timeout_ms_max: u32,
+    /// Classic groups: the most a member's protocol metadata (all protocols together), and
+    /// separately its assignment, may take; the broker keeps and persists both.
+    pub classic_member_bytes_max: usize,
 }
 
 impl Default for GroupsConfig {
@@ -226,6 +232,8 @@ impl Default for GroupsConfig {
             subscribed_topics_per_member_max: 1_000,
             committed_partitions_per_group_max: 100_000,
             offset_metadata_bytes_max: 4_096,
+            rebalance_timeout_ms_max: 300_000,
+            classic_member_bytes_max: 1_048_576,
         }
     }
 }
@@ -256,6 +264,14 @@ impl GroupsConfig {
             ),
             ("groups.revocation_timeout_ms", self.revocation_timeout_ms),
             ("groups.expiry_tick_ms", self.expiry_tick_ms),
+            (
+                "groups.rebalance_timeout_ms_max",
+                u64::from(self.rebalance_timeout_ms_max),
+            ),
+            (
+                "groups.classic_member_bytes_max",
+                self.classic_member_bytes_max as u64,
+            ),
             ("groups.groups_max", self.groups_max as u64),
             ("groups.members_per_group_max", self.members_per_group_max as u64),
             ("groups.member_id_bytes_max", self.member_id_bytes_max as u64),
@@ -637,6 +653,11 @@ mod tests {
             format!("{:?}", documented.limits),
             format!("{:?}", Limits::default()),
             "README.md's [limits] must state the defaults"
+        );
+        assert_eq!(
+            format!("{:?}", documented.groups),
+            format!("{:?}", GroupsConfig::default()),
+            "README.md's [groups] must state the defaults"
         );
         assert_eq!(
             format!("{:?}", documented.kafka),

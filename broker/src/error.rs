@@ -118,6 +118,28 @@ pub enum GroupError {
     OffsetMetadataTooLarge { bytes: usize, max: usize },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A classic join without a member id (JoinGroup v4+): the member must join again with
+    /// the id given here.
+    #[error("a member id is required: join again with {member_id:?}")]
+    MemberIdRequired { member_id: String },
+    /// The classic group is rebalancing: the member must (re)join.
+    #[error("group {0:?} is rebalancing")]
+    RebalanceInProgress(String),
+    #[error("generation {received} is not the group's current generation {current}")]
+    IllegalGeneration { received: i32, current: i32 },
+    /// Another member now holds this static instance id.
+    #[error("static instance {0:?} is held by a newer member")]
+    FencedInstanceId(String),
+    /// The group is in use by the other group protocol (classic vs KIP-848), or the
+    /// member's protocol type or protocols do not match the group's.
+    #[error("inconsistent group protocol: {0}")]
+    InconsistentGroupProtocol(String),
+    /// The coordinator cannot answer now (the broker is stopping): ask again, elsewhere.
+    #[error("the group coordinator is not available: {0}")]
+    Unavailable(String),
+    /// OffsetDelete of a partition whose topic a member of the group subscribes to.
+    #[error("group {group_id:?} is subscribed to topic {topic:?}")]
+    SubscribedToTopic { group_id: String, topic: String },
     #[error(transparent)]
     Metadata(#[from] MetadataError),
 }

@@ -209,6 +209,41 @@ pub struct GroupRecord {
     pub partition_counts: BTreeMap<String, u32>,
     #[serde(default)]
     pub members: Vec<GroupMemberRecord>,
+    /// The classic-protocol (JoinGroup/SyncGroup) side of the group, if it was ever used.
+    #[serde(default)]
+    pub classic: Option<ClassicGroupRecord>,
+}
+
+/// A classic group as persisted: its generation, the chosen protocol and the members with
+/// their last assignment; `broker::groups::classic` owns the meaning of each field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicGroupRecord {
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader_id: Option<String>,
+    #[serde(default)]
+    pub members: Vec<ClassicMemberRecord>,
+}
+
+/// One member of a [`ClassicGroupRecord`]; byte strings are hex, which TOML holds compactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicMemberRecord {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u32,
+    pub rebalance_timeout_ms: u32,
+    /// Protocol names with their metadata, in the member's order of preference.
+    pub protocols: Vec<ClassicProtocolRecord>,
+    pub assignment_hex: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicProtocolRecord {
+    pub name: String,
+    pub metadata_hex: String,
 }
 
 /// One member of a [`GroupRecord`].
@@ -274,6 +309,15 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn committed_offsets(&self) -> Result<Vec<Result<OffsetRecord, MetadataError>>, MetadataError>;
     /// Writes the offsets in one atomic batch.
     fn put_offsets(&self, records: &[OffsetRecord]) -> Result<(), MetadataError>;
+    /// Removes some of one group's committed offsets in one atomic batch. Stores that keep
+    /// no offsets of their own (test doubles) refuse.
+    fn delete_offsets(&self, group_id: &str, partitions: &[(String, u32)]) -> Result<(), MetadataError> {
+        let _ = partitions;
+        Err(MetadataError::Encode {
+            key: group_id.to_owned(),
+            reason: "this metadata store cannot delete single offsets".into(),
+        })
+    }
 
     /// The persisted end of the producer ids reserved so far: `None` if there is no record,
     /// `Err(Corrupt)` if the record fails its checks (never read as absent).
@@ -415,6 +459,19 @@ impl MetadataStore for SledMetadataStore {
             key.extend_from_slice(&record.partition.to_be_bytes());
             let value = encode_record(&String::from_utf8_lossy(&key), record)?;
             batch.insert(key, value);
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn delete_offsets(&self, group_id: &str, partitions: &[(String, u32)]) -> Result<(), MetadataError> {
+        let mut batch = sled::Batch::default();
+        for (topic, partition) in partitions {
+            let mut key = offset_group_prefix(group_id)?;
+            push_length_prefixed(&mut key, topic)?;
+            key.extend_from_slice(&partition.to_be_bytes());
+            batch.remove(key);
         }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
@@ -564,6 +621,7 @@ mod tests {
                     partitions: vec![0],
                 }],
             }],
+            classic: None,
         }
     }
 

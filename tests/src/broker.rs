@@ -188,6 +188,14 @@ impl BrokerProcess {
             .expect("the broker runs without a Kafka listener (--kafka-listen none)")
     }
 
+    /// [`start`](Self::start) with the Kafka listener on a free port of 127.0.0.1, said
+    /// explicitly for the tests that need it.
+    pub fn start_with_kafka(data_dir: &Path, extra_args: &[&str]) -> Self {
+        let mut args = vec!["--kafka-listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra_args);
+        Self::start(data_dir, &args)
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }

@@ -4,6 +4,9 @@
 //! * [`binaries`] finds (and builds, once per test process) the two binaries.
 //! * [`broker`] starts, kills (SIGKILL), stops (SIGTERM) and restarts a broker process.
 //! * [`cli`] runs the `tidelog` CLI with a bounded timeout.
+//! * [`kafka_clients`] installs the real Kafka clients (kafkajs, confluent-kafka,
+//!   kafka-python, kcat) once per test process and runs their driver scripts.
+//! * [`kafka_scenario`] is what every Kafka client is put through, step by step.
 //! * [`kafka_raw`] is a small blocking Kafka-protocol client (kafka-protocol's codecs).
 //! * [`load`] keeps produce requests in flight and records what was acknowledged where.
 //! * [`producers`] stamps batches for idempotent producers and asks for producer ids.
@@ -19,7 +22,9 @@ pub mod binaries;
 pub mod broker;
 pub mod cli;
 pub mod groups;
+pub mod kafka_clients;
 pub mod kafka_raw;
+pub mod kafka_scenario;
 pub mod load;
 pub mod producers;
 pub mod proxy;

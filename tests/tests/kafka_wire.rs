@@ -20,6 +20,10 @@ fn start_broker(test_name: &str) -> (TestDir, BrokerProcess) {
 const REQUIRED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::Metadata, 0, 12),
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::InitProducerId, 0, 4),
     (ApiKey::OffsetForLeaderEpoch, 0, 4),
     (ApiKey::DescribeCluster, 0, 1),
 ];

@@ -223,6 +223,13 @@ impl From<&GroupError> for CoreError {
             GroupError::UnknownPartition { .. } => ErrorCode::UnknownTopicOrPartition,
             GroupError::OffsetMetadataTooLarge { .. } => ErrorCode::OffsetMetadataTooLarge,
             GroupError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            GroupError::MemberIdRequired { .. } => ErrorCode::MemberIdRequired,
+            GroupError::RebalanceInProgress(_) => ErrorCode::RebalanceInProgress,
+            GroupError::IllegalGeneration { .. } => ErrorCode::IllegalGeneration,
+            GroupError::FencedInstanceId(_) => ErrorCode::FencedInstanceId,
+            GroupError::InconsistentGroupProtocol(_) => ErrorCode::InconsistentGroupProtocol,
+            GroupError::SubscribedToTopic { .. } => ErrorCode::GroupSubscribedToTopic,
+            GroupError::Unavailable(_) => ErrorCode::CoordinatorNotAvailable,
         };
         CoreError::new(code, error.to_string())
     }

@@ -143,7 +143,7 @@ impl Core {
                     group_id: group.id.clone(),
                     state: group.state().as_str(),
                     // Bounded by members_per_group_max, far below u32::MAX.
-                    members: u32::try_from(group.members.len()).unwrap_or(u32::MAX),
+                    members: u32::try_from(group.member_views().len()).unwrap_or(u32::MAX),
                 })
                 .collect()
         })
@@ -187,7 +187,8 @@ impl Core {
     /// Every partition of every subscribed topic, plus every committed partition, with lag.
     fn lag(&self, group: &Group) -> Vec<PartitionLag> {
         let mut partitions: BTreeSet<(String, u32)> = group.offsets.keys().cloned().collect();
-        let subscribed = group.subscribed_topics();
+        // Either protocol's subscriptions (classic ones as far as they decode).
+        let subscribed = group.all_subscribed_topics();
         let mut log_ends: BTreeMap<String, Vec<i64>> = BTreeMap::new();
         for topic in subscribed
             .iter()
@@ -235,7 +236,7 @@ impl Core {
                     -1
                 };
                 PartitionLag {
-                    owner: group.owner(&topic, partition).map(|member| member.id.clone()),
+                    owner: group.owner_id(&topic, partition),
                     topic,
                     partition,
                     committed_offset: committed,

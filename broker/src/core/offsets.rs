@@ -10,6 +10,8 @@ pub(crate) enum OffsetQuery {
     Latest,
     /// The log start offset (sentinel -2).
     Earliest,
+    /// The first record with the newest timestamp (sentinel -3, Kafka's ListOffsets v7+).
+    MaxTimestamp,
     /// The first offset whose timestamp is at or after this time (ms since the epoch).
     Timestamp(i64),
 }
@@ -17,16 +19,18 @@ pub(crate) enum OffsetQuery {
 impl OffsetQuery {
     pub(crate) const LATEST: i64 = -1;
     pub(crate) const EARLIEST: i64 = -2;
+    pub(crate) const MAX_TIMESTAMP: i64 = -3;
 
-    /// The query a wire timestamp stands for: -1 latest, -2 earliest, a time otherwise; any
-    /// other negative value is refused.
+    /// The query a wire timestamp stands for: -1 latest, -2 earliest, -3 the newest
+    /// timestamp, a time otherwise; any other negative value is refused.
     pub(crate) fn from_sentinel(timestamp: i64) -> Result<OffsetQuery, CoreError> {
         match timestamp {
             Self::LATEST => Ok(OffsetQuery::Latest),
             Self::EARLIEST => Ok(OffsetQuery::Earliest),
+            Self::MAX_TIMESTAMP => Ok(OffsetQuery::MaxTimestamp),
             timestamp if timestamp < 0 => Err(CoreError::new(
                 ErrorCode::InvalidRequest,
-                format!("timestamp {timestamp} is neither -1, -2 nor a time"),
+                format!("timestamp {timestamp} is neither -1, -2, -3 nor a time"),
             )),
             timestamp => Ok(OffsetQuery::Timestamp(timestamp)),
         }
@@ -48,6 +52,9 @@ impl Core {
         match OffsetQuery::from_sentinel(timestamp)? {
             OffsetQuery::Latest => Ok(Some((log.high_watermark(), -1))),
             OffsetQuery::Earliest => Ok(Some((log.log_start_offset(), -1))),
+            OffsetQuery::MaxTimestamp => log
+                .max_timestamp_offset()
+                .map_err(|error| CoreError::partition_storage(topic, partition, &error)),
             OffsetQuery::Timestamp(timestamp) => log
                 .offset_for_timestamp(timestamp)
                 .map_err(|error| CoreError::partition_storage(topic, partition, &error)),
@@ -64,7 +71,8 @@ mod tests {
         assert_eq!(OffsetQuery::from_sentinel(-1), Ok(OffsetQuery::Latest));
         assert_eq!(OffsetQuery::from_sentinel(-2), Ok(OffsetQuery::Earliest));
         assert_eq!(OffsetQuery::from_sentinel(0), Ok(OffsetQuery::Timestamp(0)));
-        let refused = OffsetQuery::from_sentinel(-3).expect_err("not a sentinel");
+        assert_eq!(OffsetQuery::from_sentinel(-3), Ok(OffsetQuery::MaxTimestamp));
+        let refused = OffsetQuery::from_sentinel(-4).expect_err("not a sentinel");
         assert_eq!(refused.code, ErrorCode::InvalidRequest);
     }
 }

@@ -68,8 +68,8 @@ pub struct CommitPartition {
 
 #[derive(Debug)]
 pub struct Coordinator {
-    config: GroupsConfig,
-    groups: BTreeMap<String, Group>,
+    pub(super) config: GroupsConfig,
+    pub(super) groups: BTreeMap<String, Group>,
 }
 
 impl Coordinator {
@@ -140,7 +140,7 @@ impl Coordinator {
         Ok(())
     }
 
-    fn check_new_group(&self, group_id: &str) -> Result<(), GroupError> {
+    pub(super) fn check_new_group(&self, group_id: &str) -> Result<(), GroupError> {
         if !self.groups.contains_key(group_id) && self.groups.len() >= self.config.groups_max {
             return Err(GroupError::TooManyGroups(self.config.groups_max));
         }
@@ -209,6 +209,14 @@ impl Coordinator {
         partition_count: PartitionCounts<'_>,
     ) -> Result<HeartbeatReply, GroupError> {
         self.check_new_group(&request.group_id)?;
+        if let Some(group) = self.groups.get(&request.group_id) {
+            if group.classic_in_use().is_some() {
+                return Err(GroupError::InconsistentGroupProtocol(format!(
+                    "group {:?} is in use by classic (JoinGroup) members",
+                    request.group_id
+                )));
+            }
+        }
         let group_id = request.group_id.clone();
         let joined = self.join_group(now, request, partition_count);
         if joined.is_err() {
@@ -483,7 +491,7 @@ impl Coordinator {
         changed
     }
 
-    fn drop_if_disposable(&mut self, group_id: &str) {
+    pub(super) fn drop_if_disposable(&mut self, group_id: &str) {
         if self.groups.get(group_id).is_some_and(Group::is_disposable) {
             self.groups.remove(group_id);
         }
@@ -503,7 +511,7 @@ impl Coordinator {
         self.check_group_id(group_id)?;
         let group = self.groups.get(group_id);
         let member = if member_epoch < 0 {
-            if group.is_some_and(|group| !group.members.is_empty()) {
+            if group.is_some_and(Group::has_members) {
                 return Err(GroupError::NonEmptyGroup(group_id.to_owned()));
             }
             self.check_new_group(group_id)?;
@@ -532,6 +540,25 @@ impl Coordinator {
             }
             Some(member)
         };
+        self.check_partitions(
+            group_id,
+            partitions,
+            partition_count,
+            member.map(|m| (member_id, member_epoch, m)),
+        )
+    }
+
+    /// The per-partition checks of a commit, shared by both protocols: the group's bound on
+    /// committed partitions (whole request), then each partition's topic, offset and
+    /// metadata, and (consumer protocol) that the member owns it.
+    pub(super) fn check_partitions(
+        &self,
+        group_id: &str,
+        partitions: &[CommitPartition],
+        partition_count: PartitionCounts<'_>,
+        member: Option<(&str, i32, &Member)>,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let group = self.groups.get(group_id);
         // Distinct partitions the group would hold after this commit.
         let held = group.map_or(0, |group| group.offsets.len());
         let fresh: BTreeSet<(&str, u32)> = partitions
@@ -568,7 +595,7 @@ impl Coordinator {
                         max: self.config.offset_metadata_bytes_max,
                     });
                 }
-                if let Some(member) = member {
+                if let Some((member_id, member_epoch, member)) = member {
                     if !member.owns(&p.topic, p.partition) {
                         return Err(GroupError::StaleMemberEpoch {
                             member_id: member_id.to_owned(),
@@ -630,6 +657,15 @@ impl Coordinator {
             .collect())
     }
 
+    /// Forgets offsets already deleted from the store.
+    pub fn forget_offsets(&mut self, group_id: &str, partitions: &[(String, u32)]) {
+        if let Some(group) = self.groups.get_mut(group_id) {
+            for key in partitions {
+                group.offsets.remove(key);
+            }
+        }
+    }
+
     /// Checks that a group may be deleted: it exists and has no members.
     pub fn check_delete(&self, group_id: &str) -> Result<(), GroupError> {
         self.check_group_id(group_id)?;
@@ -637,7 +673,7 @@ impl Coordinator {
             .groups
             .get(group_id)
             .ok_or_else(|| GroupError::GroupNotFound(group_id.to_owned()))?;
-        if !group.members.is_empty() {
+        if group.has_members() {
             return Err(GroupError::NonEmptyGroup(group_id.to_owned()));
         }
         Ok(())

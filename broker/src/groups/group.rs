@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::assignor::{assign, Assignment};
+use super::classic::{ClassicGroup, ClassicState};
+use super::consumer_protocol;
 use crate::metadata::{GroupMemberRecord, GroupRecord, TopicPartitionsRecord};
 
 /// A member's place in the group.
@@ -59,6 +61,10 @@ pub enum GroupState {
     Empty,
     Reconciling,
     Stable,
+    /// Classic groups only: waiting for members to (re)join.
+    PreparingRebalance,
+    /// Classic groups only: waiting for the leader's assignment.
+    CompletingRebalance,
 }
 
 impl GroupState {
@@ -67,8 +73,34 @@ impl GroupState {
             Self::Empty => "empty",
             Self::Reconciling => "reconciling",
             Self::Stable => "stable",
+            Self::PreparingRebalance => "preparing_rebalance",
+            Self::CompletingRebalance => "completing_rebalance",
         }
     }
+}
+
+/// Which protocol a group's members speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// KIP-848: the coordinator assigns (native ConsumerGroupHeartbeat, Kafka's too).
+    Consumer,
+    /// JoinGroup/SyncGroup: the leader assigns, client side.
+    Classic,
+}
+
+/// A member as a describe shows it, whichever protocol it speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// The member epoch (consumer protocol) or the group's generation (classic).
+    pub epoch: i32,
+    pub subscription: BTreeSet<String>,
+    /// For classic members, what their assignment decodes to as the standard consumer
+    /// protocol (empty if it does not).
+    pub assigned: Assignment,
 }
 
 /// What reconciling one member changed.
@@ -89,6 +121,8 @@ pub struct Group {
     pub members: BTreeMap<String, Member>,
     pub target: BTreeMap<String, Assignment>,
     pub offsets: BTreeMap<(String, u32), Committed>,
+    /// The classic-protocol side, once a classic member joined (or it was persisted).
+    pub classic: Option<ClassicGroup>,
 }
 
 impl Group {
@@ -101,10 +135,42 @@ impl Group {
             members: BTreeMap::new(),
             target: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            classic: None,
         }
     }
 
+    /// The classic side, if it has members.
+    pub fn classic_in_use(&self) -> Option<&ClassicGroup> {
+        self.classic
+            .as_ref()
+            .filter(|classic| !classic.members.is_empty())
+    }
+
+    /// The protocol in use; `None` while the group has no members.
+    pub fn protocol(&self) -> Option<GroupProtocol> {
+        if !self.members.is_empty() {
+            Some(GroupProtocol::Consumer)
+        } else if self.classic_in_use().is_some() {
+            Some(GroupProtocol::Classic)
+        } else {
+            None
+        }
+    }
+
+    /// Members of either protocol.
+    pub fn has_members(&self) -> bool {
+        self.protocol().is_some()
+    }
+
     pub fn state(&self) -> GroupState {
+        if let Some(classic) = self.classic_in_use() {
+            return match classic.state {
+                ClassicState::Empty => GroupState::Empty,
+                ClassicState::PreparingRebalance => GroupState::PreparingRebalance,
+                ClassicState::CompletingRebalance => GroupState::CompletingRebalance,
+                ClassicState::Stable => GroupState::Stable,
+            };
+        }
         if self.members.is_empty() {
             return GroupState::Empty;
         }
@@ -127,7 +193,57 @@ impl Group {
 
     /// Nothing worth keeping: no members and no committed offsets.
     pub fn is_disposable(&self) -> bool {
-        self.members.is_empty() && self.offsets.is_empty()
+        self.members.is_empty()
+            && self.offsets.is_empty()
+            && self.classic.as_ref().is_none_or(ClassicGroup::is_idle)
+    }
+
+    /// Every member of either protocol, for a describe.
+    pub fn member_views(&self) -> Vec<MemberView> {
+        let native = self.members.values().map(|member| MemberView {
+            id: member.id.clone(),
+            instance_id: member.instance_id.clone(),
+            client_id: member.client_id.clone(),
+            client_host: member.client_host.clone(),
+            epoch: member.epoch,
+            subscription: member.subscription.clone(),
+            assigned: member.assigned.clone(),
+        });
+        let classic = self.classic_in_use().into_iter().flat_map(|classic| {
+            classic.members.values().map(|member| MemberView {
+                id: member.id.clone(),
+                instance_id: member.instance_id.clone(),
+                client_id: member.client_id.clone(),
+                client_host: member.client_host.clone(),
+                epoch: classic.generation,
+                subscription: classic
+                    .chosen_metadata(member)
+                    .and_then(consumer_protocol::subscription_topics)
+                    .unwrap_or_default(),
+                assigned: consumer_protocol::assignment_partitions(&member.assignment).unwrap_or_default(),
+            })
+        });
+        native.chain(classic).collect()
+    }
+
+    /// Topics any member of either protocol subscribes to (classic ones as far as their
+    /// metadata decodes as the standard consumer protocol).
+    pub fn all_subscribed_topics(&self) -> BTreeSet<String> {
+        self.member_views()
+            .into_iter()
+            .flat_map(|member| member.subscription)
+            .collect()
+    }
+
+    /// The id of the member of either protocol owning a partition now, if any.
+    pub fn owner_id(&self, topic: &str, partition: u32) -> Option<String> {
+        if let Some(member) = self.owner(topic, partition) {
+            return Some(member.id.clone());
+        }
+        self.member_views()
+            .into_iter()
+            .find(|member| contains(&member.assigned, topic, partition))
+            .map(|member| member.id)
     }
 
     pub fn member_by_instance(&self, instance_id: &str) -> Option<&Member> {
@@ -276,6 +392,7 @@ impl Group {
                     target: to_records(self.target.get(&member.id).unwrap_or(&Assignment::new())),
                 })
                 .collect(),
+            classic: self.classic.as_ref().map(ClassicGroup::to_record),
         }
     }
 
@@ -283,6 +400,9 @@ impl Group {
     /// gets a full session to reach the restarted broker.
     pub fn from_record(record: GroupRecord, now: Instant) -> Self {
         let mut group = Self::new(record.group_id);
+        group.classic = record
+            .classic
+            .map(|classic| ClassicGroup::from_record(classic, &group.id, now));
         group.epoch = record.group_epoch;
         group.assignment_epoch = record.assignment_epoch;
         group.partition_counts = record.partition_counts;

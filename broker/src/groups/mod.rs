@@ -6,6 +6,10 @@
 //! * `group`: one group's state machine (epochs, reconciliation, revocation).
 //! * `coordinator`: all groups, the heartbeat protocol, commit validation; time is a
 //!   parameter, so tests drive it with a fake clock.
+//! * `classic`: classic groups (JoinGroup/SyncGroup, client-side assignment) for Kafka
+//!   clients, on the same groups and offsets; a group speaks one protocol at a time.
+//! * `consumer_protocol`: reads the standard consumer payloads classic members exchange,
+//!   only to describe a group.
 //! * `service`: the coordinator behind a lock, with its state persisted through
 //!   `MetadataStore`.
 //!
@@ -13,6 +17,8 @@
 //! session-expiry timer lives in `maintenance`.
 
 pub mod assignor;
+pub mod classic;
+pub mod consumer_protocol;
 pub mod coordinator;
 pub mod group;
 mod service;

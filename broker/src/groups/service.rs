@@ -12,6 +12,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use super::classic::{Effects, JoinRequest, JoinResponse, MemberRef, Pending, SyncRequest, SyncResponse};
 use super::coordinator::{CommitPartition, Coordinator, PartitionCounts};
 use crate::config::GroupsConfig;
 use crate::error::{GroupError, MetadataError};
@@ -102,10 +103,35 @@ impl GroupService {
         partition_count: PartitionCounts<'_>,
         now_ms: i64,
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        let _write = self.write_lock(group_id);
-        let checks = self.with(|coordinator| {
+        self.commit_checked(group_id, partitions, now_ms, |coordinator| {
             coordinator.check_commit(group_id, member_id, member_epoch, partitions, partition_count)
-        })?;
+        })
+    }
+
+    /// [`commit`](Self::commit) for a classic member (or an admin), checked by generation.
+    pub fn commit_classic(
+        &self,
+        group_id: &str,
+        member: &MemberRef,
+        generation: i32,
+        partitions: &[CommitPartition],
+        partition_count: PartitionCounts<'_>,
+        now_ms: i64,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        self.commit_checked(group_id, partitions, now_ms, |coordinator| {
+            coordinator.check_commit_classic(group_id, member, generation, partitions, partition_count)
+        })
+    }
+
+    fn commit_checked(
+        &self,
+        group_id: &str,
+        partitions: &[CommitPartition],
+        now_ms: i64,
+        check: impl FnOnce(&mut Coordinator) -> Result<Vec<Result<(), GroupError>>, GroupError>,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let _write = self.write_lock(group_id);
+        let checks = self.with(check)?;
         let records: Vec<OffsetRecord> = partitions
             .iter()
             .zip(&checks)
@@ -122,6 +148,49 @@ impl GroupService {
         if !records.is_empty() {
             self.store.put_offsets(&records)?;
             self.with(|coordinator| coordinator.apply_commit(&records));
+        }
+        Ok(checks)
+    }
+
+    /// Deletes some committed offsets of a group (Kafka's OffsetDelete): refused per
+    /// partition whose topic a member subscribes to, as the member would commit it again.
+    /// Blocking. Returns the per-partition outcome, in request order.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let _write = self.write_lock(group_id);
+        let checks: Vec<Result<(), GroupError>> = self.with(|coordinator| {
+            coordinator.check_group_id(group_id)?;
+            let group = coordinator
+                .group(group_id)
+                .ok_or_else(|| GroupError::GroupNotFound(group_id.to_owned()))?;
+            let subscribed = group.all_subscribed_topics();
+            Ok::<_, GroupError>(
+                partitions
+                    .iter()
+                    .map(|(topic, _)| {
+                        if subscribed.contains(topic) {
+                            return Err(GroupError::SubscribedToTopic {
+                                group_id: group_id.to_owned(),
+                                topic: topic.clone(),
+                            });
+                        }
+                        Ok(())
+                    })
+                    .collect(),
+            )
+        })?;
+        let doomed: Vec<(String, u32)> = partitions
+            .iter()
+            .zip(&checks)
+            .filter(|(_, check)| check.is_ok())
+            .map(|(key, _)| key.clone())
+            .collect();
+        if !doomed.is_empty() {
+            self.store.delete_offsets(group_id, &doomed)?;
+            self.with(|coordinator| coordinator.forget_offsets(group_id, &doomed));
         }
         Ok(checks)
     }
@@ -145,10 +214,75 @@ impl GroupService {
         Ok(())
     }
 
-    /// Removes expired members, in memory only; returns the groups that changed, which must
-    /// then be [`persist`](Self::persist)ed.
+    /// Removes expired members and enforces classic rebalance deadlines, in memory only;
+    /// returns the groups that changed, which must then be [`persist`](Self::persist)ed.
     pub fn expire(&self, now: Instant) -> Vec<String> {
-        self.with(|coordinator| coordinator.expire(now))
+        let (mut changed, effects) = self.with(|coordinator| {
+            let mut effects = Effects::default();
+            let mut changed = coordinator.expire(now);
+            changed.extend(coordinator.classic_expire(now, &mut effects));
+            (changed, effects)
+        });
+        // What a deadline answers is a refusal or a JoinGroup result, neither of which waits
+        // on durability (Kafka persists nothing before a JoinGroup answer either; a SyncGroup
+        // completes only on the leader's request); the groups are persisted right after.
+        effects.deliver();
+        changed.sort();
+        changed.dedup();
+        changed
+    }
+
+    /// A classic JoinGroup, decided now; [`Pending::finish`] completes it.
+    pub fn classic_join(
+        &self,
+        now: Instant,
+        request: JoinRequest,
+    ) -> Result<Pending<JoinResponse>, GroupError> {
+        let group_id = request.group_id.clone();
+        self.with(|coordinator| {
+            let mut effects = Effects::default();
+            let receiver = coordinator.classic_join(now, request, &mut effects)?;
+            Ok(Pending::later(group_id, effects, receiver))
+        })
+    }
+
+    /// A classic SyncGroup, decided now; [`Pending::finish`] completes it.
+    pub fn classic_sync(
+        &self,
+        now: Instant,
+        request: SyncRequest,
+    ) -> Result<Pending<SyncResponse>, GroupError> {
+        let group_id = request.group_id.clone();
+        self.with(|coordinator| {
+            let mut effects = Effects::default();
+            let receiver = coordinator.classic_sync(now, request, &mut effects)?;
+            Ok(Pending::later(group_id, effects, receiver))
+        })
+    }
+
+    pub fn classic_heartbeat(
+        &self,
+        now: Instant,
+        group_id: &str,
+        member: &MemberRef,
+        generation: i32,
+    ) -> Result<(), GroupError> {
+        self.with(|coordinator| coordinator.classic_heartbeat(now, group_id, member, generation))
+    }
+
+    /// A classic LeaveGroup: one outcome per member (the id removed), once
+    /// [`Pending::finish`]ed.
+    pub fn classic_leave(
+        &self,
+        now: Instant,
+        group_id: &str,
+        members: &[MemberRef],
+    ) -> Result<Pending<Vec<Result<String, GroupError>>>, GroupError> {
+        self.with(|coordinator| {
+            let mut effects = Effects::default();
+            let outcomes = coordinator.classic_leave(now, group_id, members, &mut effects)?;
+            Ok(Pending::now(group_id.to_owned(), effects, outcomes))
+        })
     }
 
     /// Persists each of the groups. Blocking.

@@ -589,6 +589,27 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// The newest record timestamp of the readable log (above a trimmed log start), and the
+    /// first offset carrying it (Kafka's ListOffsets max-timestamp query); `None` when no
+    /// readable record has a timestamp.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        let high_watermark = self.inner.high_watermark.load(Ordering::Acquire);
+        let floor = self.inner.log_start_floor.load(Ordering::Acquire);
+        let newest = self
+            .inner
+            .segments_snapshot()
+            .iter()
+            .filter(|segment| segment.base_offset < high_watermark && segment.next_offset() > floor)
+            .map(|segment| segment.max_timestamp())
+            .max()
+            .filter(|newest| *newest != super::segment::NO_TIMESTAMP);
+        match newest {
+            // The first record at or after the newest time is the first one carrying it.
+            Some(newest) => self.offset_for_timestamp(newest),
+            None => Ok(None),
+        }
+    }
+
     /// Rolls the active segment if it is too old, then deletes closed segments past retention:
     /// from the oldest, while the newest record of the segment is older than `retention_ms`
     /// or the partition is larger than `retention_bytes`. Never deletes the active segment.

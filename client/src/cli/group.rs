@@ -62,8 +62,13 @@ pub async fn describe(client: &Client, group: &str) -> anyhow::Result<()> {
         .describe_group(group)
         .await
         .with_context(|| format!("cannot describe group {group}"))?;
+    let protocol = match (description.protocol(), description.protocol_name()) {
+        (Some(protocol), Some(name)) => format!("  Protocol: {protocol} ({name})"),
+        (Some(protocol), None) => format!("  Protocol: {protocol}"),
+        _ => String::new(),
+    };
     println!(
-        "Group: {}  State: {}  Members: {}  Epoch: {}",
+        "Group: {}  State: {}  Members: {}  Epoch: {}{protocol}",
         description.group_id(),
         description.state(),
         description.members().len(),

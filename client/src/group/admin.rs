@@ -170,6 +170,8 @@ pub struct GroupDescription {
     group_id: String,
     state: GroupState,
     group_epoch: i32,
+    protocol: Option<String>,
+    protocol_name: Option<String>,
     members: Vec<GroupMember>,
     offsets: Vec<GroupPartitionOffset>,
 }
@@ -185,6 +187,17 @@ impl GroupDescription {
 
     pub fn group_epoch(&self) -> i32 {
         self.group_epoch
+    }
+
+    /// "consumer" (the coordinator assigns) or "classic" (a Kafka client's JoinGroup group,
+    /// whose leader assigns; the epoch is then its generation); `None` with no members.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// For a classic group, the protocol its members agreed on (the assignor, e.g. "range").
+    pub fn protocol_name(&self) -> Option<&str> {
+        self.protocol_name.as_deref()
     }
 
     pub fn members(&self) -> &[GroupMember] {
@@ -275,6 +288,8 @@ impl Admin {
             group_id: described.group_id,
             state,
             group_epoch: described.group_epoch,
+            protocol: (!described.protocol.is_empty()).then_some(described.protocol),
+            protocol_name: (!described.protocol_name.is_empty()).then_some(described.protocol_name),
             members: described
                 .members
                 .into_iter()

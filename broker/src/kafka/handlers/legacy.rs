@@ -280,6 +280,16 @@ mod tests {
         out
     }
 
+    proptest::proptest! {
+        /// The decoders read client bytes: any input gives a request or an error, never a
+        /// panic or an allocation beyond the input's size.
+        #[test]
+        fn random_bodies_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = decode_create_topics_v0(Bytes::from(bytes.clone()));
+            let _ = decode_describe_configs_v0(Bytes::from(bytes));
+        }
+    }
+
     #[test]
     fn create_topics_v0_request_decodes_from_the_spec_layout() {
         let bytes = body(&[

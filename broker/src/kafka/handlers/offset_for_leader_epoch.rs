@@ -12,7 +12,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{partition_log, Reply, Request, Response};
+use super::{Reply, Request, Response};
 use crate::core::ErrorCode;
 use crate::kafka::error::kafka_code;
 use crate::kafka::legacy::{LegacyError, Reader, Writer};
@@ -69,7 +69,7 @@ fn end_offset(request: &Request<'_>, topic: &str, asked: &OffsetForLeaderPartiti
     let Ok(partition) = u32::try_from(asked.partition) else {
         return answer.with_error_code(ErrorCode::UnknownTopicOrPartition.code());
     };
-    let log = match partition_log(request.context.core(), topic, partition) {
+    let log = match request.context.core().partition(topic, partition) {
         Ok(log) => log,
         Err(error) => return answer.with_error_code(kafka_code(error.code)),
     };

@@ -9,6 +9,7 @@ use tidelog_proto::pb::{self, ErrorCode};
 use super::consumer_group_heartbeat::from_assignment;
 use super::Outcome;
 use crate::core::groups::GroupDescription;
+use crate::groups::group::GroupProtocol;
 use crate::native::error::wire;
 use crate::net::ListenerContext;
 
@@ -37,17 +38,19 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::DescribeGroups
 
 fn describe(description: GroupDescription) -> pb::describe_groups_response::Group {
     let group = description.group;
+    // Members of either protocol (classic ones with what their consumer-protocol payloads
+    // decode to).
     let members = group
-        .members
-        .values()
+        .member_views()
+        .into_iter()
         .map(|member| pb::describe_groups_response::Member {
-            member_id: member.id.clone(),
-            instance_id: member.instance_id.clone().unwrap_or_default(),
-            client_id: member.client_id.clone(),
-            client_host: member.client_host.clone(),
-            member_epoch: member.epoch,
-            subscribed_topics: member.subscription.iter().cloned().collect(),
             assignment: from_assignment(&member.assigned),
+            member_id: member.id,
+            instance_id: member.instance_id.unwrap_or_default(),
+            client_id: member.client_id,
+            client_host: member.client_host,
+            member_epoch: member.epoch,
+            subscribed_topics: member.subscription.into_iter().collect(),
         })
         .collect();
     let offsets = description
@@ -64,7 +67,19 @@ fn describe(description: GroupDescription) -> pb::describe_groups_response::Grou
         .collect();
     pb::describe_groups_response::Group {
         state: group.state().as_str().into(),
-        group_epoch: group.epoch,
+        // A classic group's epoch is its generation.
+        group_epoch: group
+            .classic_in_use()
+            .map_or(group.epoch, |classic| classic.generation),
+        protocol: match group.protocol() {
+            Some(GroupProtocol::Consumer) => "consumer".into(),
+            Some(GroupProtocol::Classic) => "classic".into(),
+            None => String::new(),
+        },
+        protocol_name: group
+            .classic_in_use()
+            .and_then(|classic| classic.protocol_name.clone())
+            .unwrap_or_default(),
         group_id: group.id,
         error: ErrorCode::None as i32,
         message: String::new(),
