@@ -561,3 +561,47 @@ fn commits_fetches_and_group_admin_work_for_a_classic_group() {
     assert_eq!(conn.call(&delete, 2).results[0].error_code, NONE);
     assert_eq!(fetch_offsets(&mut conn, 5, group), [-1, -1]);
 }
+
+#[test]
+fn a_kip848_member_joins_through_kafka_and_gets_every_partition_by_topic_id() {
+    use kafka_protocol::messages::{
+        ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, MetadataRequest,
+    };
+
+    let (_dir, _broker, kafka) = start("kafka_groups_kip848");
+    let mut conn = KafkaRaw::connect(kafka);
+    let mut metadata = MetadataRequest::default();
+    let mut wanted = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+    wanted.name = Some(TopicName(text(TOPIC)));
+    metadata.topics = Some(vec![wanted]);
+    let topic_id = conn.call(&metadata, 12).topics[0].topic_id;
+    assert!(!topic_id.is_nil());
+
+    let mut heartbeat = ConsumerGroupHeartbeatRequest::default();
+    heartbeat.group_id = GroupId(text("kip848"));
+    heartbeat.member_epoch = 0;
+    heartbeat.rebalance_timeout_ms = REBALANCE_MS;
+    heartbeat.subscribed_topic_names = Some(vec![TopicName(text(TOPIC))]);
+    heartbeat.topic_partitions = Some(Vec::new());
+    let joined = conn.call(&heartbeat, 0);
+    assert_eq!(joined.error_code, NONE, "{joined:?}");
+    let member_id = joined.member_id.clone().expect("a member id");
+    assert!(joined.member_epoch > 0);
+    let assignment = joined.assignment.expect("an assignment");
+    assert_eq!(assignment.topic_partitions.len(), 1);
+    assert_eq!(assignment.topic_partitions[0].topic_id, topic_id);
+    let mut partitions = assignment.topic_partitions[0].partitions.clone();
+    partitions.sort_unstable();
+    assert_eq!(partitions, [0, 1]);
+
+    let mut describe = ConsumerGroupDescribeRequest::default();
+    describe.group_ids = vec![GroupId(text("kip848"))];
+    let described = conn.call(&describe, 0);
+    assert_eq!(described.groups[0].error_code, NONE);
+    assert_eq!(described.groups[0].members.len(), 1);
+    assert_eq!(described.groups[0].members[0].member_id, member_id);
+
+    // The group speaks the consumer protocol: a classic join is refused.
+    let refused = conn.call(&join_request("kip848", "", None), 5);
+    assert_eq!(refused.error_code, INCONSISTENT_GROUP_PROTOCOL);
+}

@@ -51,6 +51,12 @@ pub(crate) static SERVED: &[Served] = &[
     api(ApiKey::DeleteGroups, 0, 2, handlers::delete_groups::handle),
     api(ApiKey::OffsetDelete, 0, 0, handlers::offset_delete::handle),
     api(
+        ApiKey::ConsumerGroupHeartbeat,
+        0,
+        0,
+        handlers::consumer_group_heartbeat::handle,
+    ),
+    api(
         ApiKey::ConsumerGroupDescribe,
         0,
         0,

@@ -11,10 +11,11 @@ use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeart
 use super::group_common::{
     client_of, core_of, later, partition_index, str_bytes, text, wire_partition, ClientInfo,
 };
-use super::{operations, Core, Reply, Request};
+use super::{Core, Reply, Request};
 use crate::core::error::{CoreError, ErrorCode};
+use crate::core::Decided;
 use crate::groups::assignor;
-use crate::groups::coordinator::Heartbeat;
+use crate::groups::coordinator::{Heartbeat, HeartbeatReply};
 
 /// Server-side assignors a member may ask for: the coordinator has one, a balanced sticky
 /// assignor, which serves Kafka's default ("uniform") and "range" requests alike.
@@ -27,18 +28,29 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
         Err(reply) => return reply,
     };
     let core = core_of(&request);
-    let client = client_of(&request);
-    later(version, answer(core, client, asked))
+    // Decided here, on the connection's task, so a member's heartbeats are decided in the
+    // order it sent them; the wait for durability runs after.
+    let decided = decide(&core, client_of(&request), asked);
+    later(version, async move {
+        match decided {
+            Ok(decided) => match decided.answer().await {
+                Ok(reply) => response(&core, reply),
+                Err(error) => failed(error),
+            },
+            Err(error) => failed(error),
+        }
+    })
 }
 
-pub(crate) async fn answer(
-    core: Arc<Core>,
+/// Translates the request (topic ids to names) and has the core decide it.
+fn decide(
+    core: &Arc<Core>,
     client: ClientInfo,
     request: ConsumerGroupHeartbeatRequest,
-) -> ConsumerGroupHeartbeatResponse {
+) -> Result<Decided<HeartbeatReply>, CoreError> {
     if let Some(assignor) = &request.server_assignor {
         if !ASSIGNORS.contains(&assignor.as_str()) {
-            return failed(CoreError::new(
+            return Err(CoreError::new(
                 ErrorCode::UnsupportedAssignor,
                 format!("assignor {:?} is not one of {ASSIGNORS:?}", assignor.as_str()),
             ));
@@ -49,9 +61,16 @@ pub(crate) async fn answer(
         for topic in topics {
             // A topic id that names no topic (deleted meanwhile) owns nothing here.
             if let Some(found) = core.registry.get_by_id(topic.topic_id) {
-                let partitions: BTreeSet<u32> =
-                    topic.partitions.iter().copied().filter_map(partition_index).collect();
-                owned.entry(found.record.name.clone()).or_default().extend(partitions);
+                let partitions: BTreeSet<u32> = topic
+                    .partitions
+                    .iter()
+                    .copied()
+                    .filter_map(partition_index)
+                    .collect();
+                owned
+                    .entry(found.record.name.clone())
+                    .or_default()
+                    .extend(partitions);
             }
         }
         owned
@@ -71,29 +90,28 @@ pub(crate) async fn answer(
         client_id: client.client_id,
         client_host: client.host,
     };
-    match core.clone().consumer_group_heartbeat(heartbeat).await {
-        Ok(reply) => {
-            let mut response = ConsumerGroupHeartbeatResponse::default();
-            response.member_id = Some(str_bytes(reply.member_id));
-            response.member_epoch = reply.member_epoch;
-            response.heartbeat_interval_ms = i32::try_from(reply.heartbeat_interval_ms).unwrap_or(i32::MAX);
-            response.assignment = reply.assignment.map(|assigned| {
-                let mut assignment = Assignment::default();
-                assignment.topic_partitions = assigned
-                    .iter()
-                    .filter_map(|(topic, partitions)| {
-                        let mut out = TopicPartitions::default();
-                        out.topic_id = core.registry.get(topic)?.id();
-                        out.partitions = partitions.iter().copied().map(wire_partition).collect();
-                        Some(out)
-                    })
-                    .collect();
-                assignment
-            });
-            response
-        }
-        Err(error) => failed(error),
-    }
+    Ok(core.consumer_group_heartbeat(heartbeat))
+}
+
+fn response(core: &Core, reply: HeartbeatReply) -> ConsumerGroupHeartbeatResponse {
+    let mut response = ConsumerGroupHeartbeatResponse::default();
+    response.member_id = Some(str_bytes(reply.member_id));
+    response.member_epoch = reply.member_epoch;
+    response.heartbeat_interval_ms = i32::try_from(reply.heartbeat_interval_ms).unwrap_or(i32::MAX);
+    response.assignment = reply.assignment.map(|assigned| {
+        let mut assignment = Assignment::default();
+        assignment.topic_partitions = assigned
+            .iter()
+            .filter_map(|(topic, partitions)| {
+                let mut out = TopicPartitions::default();
+                out.topic_id = core.registry.get(topic)?.id();
+                out.partitions = partitions.iter().copied().map(wire_partition).collect();
+                Some(out)
+            })
+            .collect();
+        assignment
+    });
+    response
 }
 
 fn failed(error: CoreError) -> ConsumerGroupHeartbeatResponse {
