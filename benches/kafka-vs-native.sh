@@ -11,16 +11,21 @@
 #   FLUSH=always       broker flush policy (default never: the listener's own cost shows most)
 #   TWO=1              also run two Kafka generators at once (half the records each, one
 #                      topic), to show whether one generator limits the Kafka figures
-#   PROFILE=1          afterwards, `perf record` the broker during a Kafka consume of each size
+#   PROFILE=perf       afterwards, `perf record` the broker during a Kafka consume of each size
 #                      and print where its time goes
+#   PROFILE=callgrind  afterwards, restart the broker under valgrind's callgrind and count its
+#                      instructions during a Kafka consume of a tenth of each topic: the total
+#                      per record and per MiB, and the functions they go to
+#                      (PROFILE="perf callgrind" does both)
 #   NO_BUILD=1         use the binaries already built
 #
 # Per run it records the wall-clock rate (the tool's summary line), the tool's CPU (user+sys,
 # bash `time`) and the broker's (utime+stime from /proc/PID/stat around the run), so the
 # table shows how much of the 2 cores each side used and the broker's CPU per record.
-# Each produce run writes a fresh topic after `sync` and, as root, dropping the page cache (see
-# docs/benchmarks.md: fresh page-cache pages are slow on our VMs); both consume runs of a round
-# read the topic the native producer just wrote, so both listeners serve the same bytes.
+# Each round's two produce runs write fresh topics after one `sync` and, as root, dropping the
+# page cache (see docs/benchmarks.md: fresh page-cache pages are slow on our VMs); both consume
+# runs of a round read the topic the native producer just wrote, from memory, so both
+# listeners serve the same bytes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -123,12 +128,10 @@ for run in $(seq 1 "$runs"); do
       "$bin/tidelog" --broker "$native" topic create "$tk" --partitions "$partitions" >/dev/null
       # Alternate which listener goes first, so a drift in the machine's load hits both.
       produce_native() {
-        settle_page_cache
         measure "produce native $key" "$records" "$bin/tidelog" --broker "$native" perf produce "$tn" \
           --records "$records" --record-size "$size"
       }
       produce_kafka() {
-        settle_page_cache
         measure "produce kafka $key" "$records" "$load" --bootstrap "$kafka" produce "$tk" \
           --records "$records" --record-size "$size"
       }
@@ -140,6 +143,9 @@ for run in $(seq 1 "$runs"); do
         measure "consume kafka $key" "$records" "$load" --bootstrap "$kafka" consume "$tn" \
           --records "$records"
       }
+      # The page cache is settled once before both produces: dropping it between them would
+      # evict the topic the consumes read (they must read from memory, as in perf-matrix.sh).
+      settle_page_cache
       if [ $((round % 2)) = 1 ]; then
         produce_native; produce_kafka; consume_native; consume_kafka
       else
@@ -207,7 +213,7 @@ if [ -n "${TWO:-}" ]; then
   grep kafka-two "$results" || true
 fi
 
-if [ -n "${PROFILE:-}" ]; then
+case " ${PROFILE:-} " in *" perf "*)
   # Where the broker spends a Kafka consume: sampled call stacks of tidelogd only, for the
   # whole of one consume of each size (the topics of the last round).
   for partitions in $partitions_list; do
@@ -232,4 +238,43 @@ if [ -n "${PROFILE:-}" ]; then
         --stdio 2>/dev/null | grep -v '^#' | grep '%' | head -n 25
     done
   done
-fi
+;;
+esac
+
+case " ${PROFILE:-} " in *" callgrind "*)
+  # The same data directory, the broker restarted under callgrind (valgrind runs it in the same
+  # process, so $! is the broker). Counters are zeroed right before each consume and dumped
+  # right after, so startup and idle time are left out.
+  stop_broker
+  valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
+    "$bin/tidelogd" --data-dir "$work/data" --listen "$native" --flush "$flush" \
+    --kafka-listen "$kafka" --kafka-advertised "$kafka" 2>"$work/broker-callgrind.log" &
+  broker_pid=$!
+  for _ in $(seq 1 600); do
+    "$bin/tidelog" --broker "$native" topic list >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  dump=0
+  for partitions in $partitions_list; do
+    for size in 1024 100; do
+      records=$((records_1k / 10))
+      [ "$size" = 100 ] && records=$((records_100 / 10))
+      key="p$partitions-s$size"
+      callgrind_control --zero "$broker_pid" >/dev/null
+      measure "callgrind consume kafka $key" "$records" "$load" --bootstrap "$kafka" consume "n-$key-$runs" \
+        --records "$records" --timeout-ms 120000 >&2
+      callgrind_control --dump="$key" "$broker_pid" >/dev/null
+      dump=$((dump + 1))
+      file=$(ls -t "$work"/callgrind.out* | head -n 1)
+      total=$(awk '/^summary:/ { print $2 }' "$file")
+      echo
+      echo "## broker instructions during a Kafka consume of $records records, $key"
+      awk -v total="$total" -v n="$records" -v size="$size" 'BEGIN {
+        printf "total %d Ir: %.0f per record, %.0f per MiB of record values\n", total, total / n, total / (n * size / 1048576) }'
+      # Self cost by function (the first lines are the thread entry points, inclusive).
+      callgrind_annotate --threshold=100 --inclusive=no "$file" 2>/dev/null \
+        | grep -E '^ *[0-9,]+ +\(' | grep -v 'PROGRAM TOTALS' | head -n 25
+    done
+  done
+;;
+esac

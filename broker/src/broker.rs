@@ -1,7 +1,11 @@
-//! Starting and stopping a whole broker: open the metadata store and every topic, bind the
-//! listener, run the server and the background tasks, and on shutdown drain and checkpoint.
+//! Starting and stopping a whole broker: open the `Core` (metadata store, every topic, groups,
+//! producer ids), bind every listener (`listeners`: each with its own limits and shutdown
+//! signal, all on the one core, memory budget and connection cap), run them and the background
+//! tasks, and on shutdown drain and checkpoint. Nothing imports this module but the crate root.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +21,9 @@ use crate::kafka;
 use crate::maintenance;
 use crate::metadata::{ProducerIdAllocator, ProducerIdFloor, SledMetadataStore};
 use crate::native;
-use crate::net::ListenerContext;
+use crate::net::admission::Admission;
+use crate::net::budget::MemoryBudget;
+use crate::net::{ListenerContext, ListenerLimits};
 use crate::resources::StorageResources;
 use crate::topics::TopicRegistry;
 
@@ -26,7 +32,7 @@ use crate::topics::TopicRegistry;
 pub struct Broker;
 
 impl Broker {
-    /// Opens the data directory (recovering every partition), binds the listener and starts
+    /// Opens the data directory (recovering every partition), binds every listener and starts
     /// serving. Returns once the broker accepts connections.
     ///
     /// # Errors
@@ -60,39 +66,34 @@ impl Broker {
             .await
             .map_err(|error| BrokerError::Task(error.to_string()))??
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| BrokerError::Bind {
-                addr: config.listen,
+        // Every listener is bound before any serves, so a taken port fails the start whole.
+        let mut bound = Vec::new();
+        for spec in listeners(&config) {
+            let listener = TcpListener::bind(spec.bind)
+                .await
+                .map_err(|source| BrokerError::Bind {
+                    addr: spec.bind,
+                    source,
+                })?;
+            let local_addr = listener.local_addr().map_err(|source| BrokerError::Io {
+                context: format!("reading the {} listener's address", spec.name),
                 source,
             })?;
-        let local_addr = listener.local_addr().map_err(|source| BrokerError::Io {
-            context: "reading the listener's address".into(),
-            source,
-        })?;
-        let kafka_listener = match config.kafka.listen {
-            None => None,
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| BrokerError::Bind { addr, source })?,
-            ),
-        };
-        let kafka_addr = match &kafka_listener {
-            None => None,
-            Some(listener) => Some(listener.local_addr().map_err(|source| BrokerError::Io {
-                context: "reading the Kafka listener's address".into(),
-                source,
-            })?),
-        };
-        let (shutdown_sender, shutdown) = watch::channel(false);
-        let memory = crate::net::budget::MemoryBudget::new(
+            bound.push((spec, listener, local_addr));
+        }
+        let local_addr = bound
+            .iter()
+            .find(|(spec, _, _)| spec.name == NATIVE)
+            .map(|(_, _, local_addr)| *local_addr)
+            .ok_or_else(|| BrokerError::Config("the native listener is not configured".into()))?;
+        let (core_shutdown, shutdown) = watch::channel(false);
+        let memory = MemoryBudget::new(
             config.limits.memory_bytes_max,
             config.limits.connection_memory_bytes_max,
         );
         // The broker's one connection cap, shared by every listener: each connection is a file
         // descriptor, and the descriptor budget reserves `limits.connections_max` of them.
-        let admission = Arc::new(crate::net::admission::Admission::new(
+        let admission = Arc::new(Admission::new(
             config.limits.connections_max,
             config.limits.connections_per_address_max,
         ));
@@ -101,50 +102,98 @@ impl Broker {
             registry,
             groups,
             producer_ids,
-            shutdown: shutdown.clone(),
+            shutdown,
         });
-        let context = Arc::new(ListenerContext {
-            core: core.clone(),
-            advertised: local_addr,
-            shutdown: shutdown.clone(),
-            memory: memory.clone(),
-            admission: admission.clone(),
-        });
-        let kafka_listen = kafka_addr.map_or_else(|| "none".to_owned(), |addr| addr.to_string());
+        let mut running = Vec::with_capacity(bound.len());
+        for (spec, listener, local_addr) in bound {
+            let (shutdown_sender, shutdown) = watch::channel(false);
+            let context = Arc::new(ListenerContext {
+                core: core.clone(),
+                name: spec.name,
+                advertised: local_addr,
+                limits: spec.limits,
+                shutdown,
+                memory: memory.clone(),
+                admission: admission.clone(),
+            });
+            running.push(RunningListener {
+                name: spec.name,
+                local_addr,
+                shutdown: shutdown_sender,
+                task: tokio::spawn((spec.serve)(listener, context)),
+            });
+        }
+        let handle = BrokerHandle {
+            local_addr,
+            core_shutdown,
+            listeners: running,
+            background: maintenance::spawn(core.clone()),
+            core,
+        };
+        let kafka_listen = handle
+            .listener_addr(KAFKA)
+            .map_or_else(|| "none".to_owned(), |addr| addr.to_string());
+        // Tests and operators read the listeners' addresses from this line.
         tracing::info!(
             listen = %local_addr,
             kafka_listen = %kafka_listen,
-            data_dir = %core.config.data_dir.display(),
-            flush = %core.config.flush,
-            topics = core.registry.list().len(),
+            data_dir = %handle.core.config.data_dir.display(),
+            flush = %handle.core.config.flush,
+            topics = handle.core.registry.list().len(),
             "tidelog broker started"
         );
-        let background = maintenance::spawn(core.clone());
-        let server = tokio::spawn(native::run(listener, context));
-        let kafka = match (kafka_listener, kafka_addr) {
-            (Some(listener), Some(addr)) => {
-                let net = Arc::new(ListenerContext {
-                    core: core.clone(),
-                    advertised: addr,
-                    shutdown,
-                    memory,
-                    admission,
-                });
-                let kafka_context = Arc::new(kafka::KafkaContext::new(net));
-                Some(tokio::spawn(kafka::run(listener, kafka_context)))
-            }
-            _ => None,
-        };
-        Ok(BrokerHandle {
-            local_addr,
-            kafka_addr,
-            kafka,
-            shutdown_sender,
-            server,
-            background,
-            core,
-        })
+        Ok(handle)
     }
+}
+
+/// The native listener's name (`BrokerHandle::listener_addr`).
+const NATIVE: &str = "native";
+/// The Kafka listener's name.
+const KAFKA: &str = "kafka";
+
+/// How a listener serves its bound socket: an accept loop that returns once its context's
+/// shutdown signal fired and its connections drained.
+type Serve = fn(TcpListener, Arc<ListenerContext>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One listener to bind: its name, address, limits and accept loop.
+struct ListenerSpec {
+    name: &'static str,
+    bind: SocketAddr,
+    limits: ListenerLimits,
+    serve: Serve,
+}
+
+/// Every listener the configuration asks for. Each runs on the same core and draws on the same
+/// memory budget and connection cap, with its own limits and shutdown signal; another protocol
+/// is one more entry here.
+fn listeners(config: &BrokerConfig) -> Vec<ListenerSpec> {
+    let mut listeners = vec![ListenerSpec {
+        name: NATIVE,
+        bind: config.listen,
+        limits: ListenerLimits::from_limits(&config.limits),
+        serve: |listener, context| Box::pin(native::run(listener, context)),
+    }];
+    if let Some(bind) = config.kafka.listen {
+        listeners.push(ListenerSpec {
+            name: KAFKA,
+            bind,
+            limits: ListenerLimits::kafka(&config.kafka, &config.limits),
+            serve: |listener, context| {
+                Box::pin(kafka::run(listener, Arc::new(kafka::KafkaContext::new(context))))
+            },
+        });
+    }
+    listeners
+}
+
+/// A listener being served.
+#[derive(Debug)]
+struct RunningListener {
+    name: &'static str,
+    local_addr: SocketAddr,
+    /// Tells this listener alone to stop accepting and drain.
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
 /// What the open partitions say about producer ids already handed out.
@@ -179,25 +228,33 @@ fn producer_id_floor(
 /// until the runtime stops, like a crash would: recovery handles it on the next start.
 #[derive(Debug)]
 pub struct BrokerHandle {
+    /// The native listener's address.
     local_addr: SocketAddr,
-    /// The Kafka listener's address, when it is on.
-    kafka_addr: Option<SocketAddr>,
-    kafka: Option<JoinHandle<()>>,
-    shutdown_sender: watch::Sender<bool>,
-    server: JoinHandle<()>,
+    /// Ends long polls and the background tasks.
+    core_shutdown: watch::Sender<bool>,
+    listeners: Vec<RunningListener>,
     background: Vec<JoinHandle<()>>,
     core: Arc<Core>,
 }
 
 impl BrokerHandle {
-    /// The address the broker listens on (useful with port 0).
+    /// The address the native listener is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// The Kafka listener's address (useful with port 0); `None` when it is off.
     pub fn kafka_addr(&self) -> Option<SocketAddr> {
-        self.kafka_addr
+        self.listener_addr(KAFKA)
+    }
+
+    /// The address a listener is bound to, by name ("native", "kafka"); `None` if it does not
+    /// run.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|listener| listener.name == name)
+            .map(|listener| listener.local_addr)
     }
 
     /// Graceful shutdown: stop accepting, let in-flight requests finish, sync every partition
@@ -206,13 +263,15 @@ impl BrokerHandle {
     /// # Errors
     /// A partition that could not be synced or checkpointed; the next start recovers it.
     pub async fn shutdown(self) -> Result<(), BrokerError> {
-        let _ = self.shutdown_sender.send(true);
-        if let Err(error) = self.server.await {
-            tracing::error!(%error, "server task ended abnormally");
+        // All at once: every listener stops accepting while long polls end, so connections
+        // drain.
+        let _ = self.core_shutdown.send(true);
+        for listener in &self.listeners {
+            let _ = listener.shutdown.send(true);
         }
-        if let Some(kafka) = self.kafka {
-            if let Err(error) = kafka.await {
-                tracing::error!(%error, "Kafka listener task ended abnormally");
+        for listener in self.listeners {
+            if let Err(error) = listener.task.await {
+                tracing::error!(listener = listener.name, %error, "listener task ended abnormally");
             }
         }
         for task in self.background {

@@ -61,7 +61,7 @@ pub struct LoadContext {
     pub failed: AtomicU64,
     pub errors: AtomicU64,
     /// Microseconds from `send` to the delivery report. Only the thread polling the producer
-    /// records here (delivery callbacks run inside `poll`), so the lock is never contended.
+    /// records here (delivery callbacks run inside its `poll`), so the lock is uncontended.
     pub latency_us: Mutex<Histogram<u64>>,
     /// The first delivery error, to explain a failed run.
     pub first_failure: Mutex<Option<String>>,
@@ -91,7 +91,8 @@ impl LoadContext {
 
 impl ClientContext for LoadContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        eprintln!("librdkafka {level:?} {facility}: {message}");
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        eprintln!("{ms:10.3} ms librdkafka {level:?} {facility}: {message}");
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

@@ -66,14 +66,14 @@ struct Reader<'a> {
 }
 
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<ListenerContext>) {
-    let span = tracing::info_span!("connection", %peer);
+    let span = tracing::info_span!("connection", listener = context.name, %peer);
     async move {
         tracing::debug!("accepted");
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not disable Nagle's algorithm");
         }
         let (reader, writer) = stream.into_split();
-        let limits = &context.core.config.limits;
+        let limits = &context.limits;
         let (responses, queued) = mpsc::channel(limits.response_queue_depth);
         let writer_gone = Arc::new(Notify::new());
         let write_stall = Duration::from_millis(limits.write_stall_timeout_ms);
@@ -118,7 +118,7 @@ enum Waiting {
 /// Reads and dispatches until the client closes, the broker shuts down, a timeout cuts the
 /// connection, or the byte stream cannot be trusted any more (the `Err` says why).
 async fn read_requests(reader: OwnedReadHalf, surroundings: &Reader<'_>) -> Result<(), String> {
-    let limits = &surroundings.context.core.config.limits;
+    let limits = &surroundings.context.limits;
     let frame_bytes_max = limits.frame_bytes_max;
     let idle_timeout = Duration::from_millis(limits.connection_idle_timeout_ms);
     let header_timeout = Duration::from_millis(limits.request_header_timeout_ms);
@@ -279,7 +279,7 @@ async fn start_request(
     let replier = Replier {
         responses: surroundings.responses.clone(),
         budget: surroundings.budget.clone(),
-        frame_bytes_max: context.core.config.limits.frame_bytes_max,
+        frame_bytes_max: context.limits.frame_bytes_max,
     };
     let request = match pb::Request::decode(frame) {
         Ok(request) => request,
@@ -313,7 +313,7 @@ async fn start_request(
                 .flat_map(|topic| &topic.partitions)
                 .map(|partition| partition.records.len())
                 .sum();
-            let wait = Duration::from_millis(context.core.config.limits.memory_wait_ms_max);
+            let wait = Duration::from_millis(context.limits.memory_wait_ms_max);
             match surroundings
                 .budget
                 .reserve_between(bytes, bytes, Some(Instant::now() + wait))

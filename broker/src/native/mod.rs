@@ -1,7 +1,9 @@
-//! The native-protocol server: accepts TCP connections and runs one `connection` task each.
-//! Shape after mini-redis: `admission` bounds connections (in all and per source address); a
-//! watch channel tells every task to stop; `run` returns only after every connection has
-//! drained. `budget` is the one memory budget every connection draws from.
+//! The native front end: accepts TCP connections and runs one `connection` task each, whose
+//! `handlers` translate protobuf requests into core operations. Shape after mini-redis:
+//! `net::admission` bounds connections (in all and per source address, shared with every
+//! listener); the listener's watch channel tells every task to stop; `run` returns only after
+//! every connection has drained. `net::budget` is the one memory budget every connection of
+//! every listener draws from.
 
 mod connection;
 pub(crate) mod error;
@@ -61,7 +63,7 @@ pub(crate) async fn run(listener: TcpListener, context: Arc<ListenerContext>) {
         }
     }
     drop(listener);
-    let drain = std::time::Duration::from_millis(context.core.config.limits.shutdown_drain_ms_max);
+    let drain = std::time::Duration::from_millis(context.limits.shutdown_drain_ms_max);
     let drained =
         tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
