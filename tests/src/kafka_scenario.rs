@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use serde_json::Value;
 
-use crate::kafka_clients::{run_node, run_python, ScriptRun, SCRIPT_TIMEOUT};
+use crate::kafka_clients::{run_node, run_python, ScriptRun, SCRIPT_TIMEOUT, SCRIPT_WAIT_MS};
 
 /// A client driver script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,9 @@ impl Driver {
         let bootstrap = bootstrap.to_string();
         let mut full = vec![command, "--bootstrap", bootstrap.as_str()];
         full.extend_from_slice(args);
+        if matches!(command, "group" | "consume") {
+            full.extend_from_slice(&["--timeout-ms", SCRIPT_WAIT_MS]);
+        }
         match self {
             Driver::Kafkajs => run_node("kafka.js", &full, SCRIPT_TIMEOUT),
             Driver::Confluent { kip848 } => {

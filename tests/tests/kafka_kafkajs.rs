@@ -1,7 +1,7 @@
 //! kafkajs 2.2.4 (tests/clients/node/kafka.js) against the real `tidelogd`'s Kafka listener:
 //! the cluster it sees, and a topic's whole life (tidelog_e2e::kafka_scenario).
 
-use tidelog_e2e::kafka_scenario::{check_cluster, create_and_delete_topic, Driver};
+use tidelog_e2e::kafka_scenario::{check_cluster, create_and_delete_topic, topic_lifecycle, Driver};
 use tidelog_e2e::{BrokerProcess, TestDir};
 
 #[test]
@@ -14,6 +14,18 @@ fn kafkajs_sees_one_broker_that_is_also_the_controller() {
         topics["names"],
         serde_json::json!([]),
         "a new broker has no topics:\n{run}"
+    );
+}
+
+#[test]
+fn kafkajs_creates_produces_consumes_in_a_group_resumes_and_deletes() {
+    let dir = TestDir::new("kafkajs_lifecycle");
+    let broker = BrokerProcess::start_with_kafka(&dir.data_dir(), &[]);
+    topic_lifecycle(
+        Driver::Kafkajs,
+        broker.kafka_addr(),
+        "kafkajs-orders",
+        "kafkajs-billing",
     );
 }
 

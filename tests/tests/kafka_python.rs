@@ -1,7 +1,7 @@
 //! kafka-python 3.0.12 (tests/clients/python/kafka_python.py) against the real `tidelogd`'s
 //! Kafka listener: the cluster it sees, and a topic's whole life (tidelog_e2e::kafka_scenario).
 
-use tidelog_e2e::kafka_scenario::{check_cluster, create_and_delete_topic, Driver};
+use tidelog_e2e::kafka_scenario::{check_cluster, create_and_delete_topic, topic_lifecycle, Driver};
 use tidelog_e2e::{BrokerProcess, TestDir};
 
 #[test]
@@ -9,6 +9,18 @@ fn kafka_python_sees_one_broker_that_is_also_the_controller() {
     let dir = TestDir::new("kafka_python_cluster");
     let broker = BrokerProcess::start_with_kafka(&dir.data_dir(), &[]);
     check_cluster(Driver::KafkaPython, broker.kafka_addr());
+}
+
+#[test]
+fn kafka_python_creates_produces_consumes_in_a_group_resumes_and_deletes() {
+    let dir = TestDir::new("kafka_python_lifecycle");
+    let broker = BrokerProcess::start_with_kafka(&dir.data_dir(), &[]);
+    topic_lifecycle(
+        Driver::KafkaPython,
+        broker.kafka_addr(),
+        "python-orders",
+        "python-billing",
+    );
 }
 
 #[test]

@@ -79,8 +79,9 @@ case "$command" in
     ;;
   group)
     [ -n "$topic" ] && [ -n "$group" ] && [ -n "$records" ] || { echo "kcat.sh: group needs --topic --group --records" >&2; exit 2; }
-    # -c: exit after that many records; auto commit (on close too) keeps the position.
-    "$kcat" "${common[@]}" -G "$group" -o beginning -c "$records" -J \
+    # -c: exit after that many records; auto commit (on close too) keeps the position. No -o:
+    # kcat would assign every partition at that offset, ignoring the group's commits.
+    "$kcat" "${common[@]}" -G "$group" -c "$records" -J \
       -X auto.offset.reset=earliest -X enable.auto.commit=true -X session.timeout.ms=10000 \
       -X heartbeat.interval.ms=500 "$topic" | sed 's/^/{"event":"consumed","record":/; s/$/}/'
     ;;
