@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use tidelog_e2e::cli::run_cli;
 use tidelog_e2e::kafka_clients::{run_kcat_script, ScriptRun, SCRIPT_TIMEOUT};
 use tidelog_e2e::kafka_scenario::{
-    check_cluster, check_log, create_and_delete_topic, topic_lifecycle, Driver, Produced,
+    check_cluster, check_log, create_and_delete_topic, group_lifecycle, topic_lifecycle, Driver, Produced,
 };
 use tidelog_e2e::{BrokerProcess, TestDir};
 
@@ -34,6 +34,18 @@ fn confluent_kafka_creates_produces_consumes_in_a_group_resumes_and_deletes() {
         broker.kafka_addr(),
         "confluent-orders",
         "confluent-billing",
+    );
+}
+
+#[test]
+fn confluent_kafka_kip848_group_of_two_commits_and_resumes_at_the_commits() {
+    let dir = TestDir::new("confluent_kip848");
+    let broker = BrokerProcess::start_with_kafka(&dir.data_dir(), &[]);
+    group_lifecycle(
+        Driver::Confluent { kip848: true },
+        broker.kafka_addr(),
+        "kip848-orders",
+        "kip848-billing",
     );
 }
 

@@ -55,7 +55,7 @@ pub(crate) static SERVED: &[Served] = &[
     api(
         ApiKey::ConsumerGroupHeartbeat,
         0,
-        0,
+        1,
         handlers::consumer_group_heartbeat::handle,
     ),
     api(

@@ -1,4 +1,4 @@
-//! ConsumerGroupHeartbeat 0 (KIP-848): the same coordinator as the native protocol's
+//! ConsumerGroupHeartbeat 0-1 (KIP-848): the same coordinator as the native protocol's
 //! heartbeat, translated: Kafka names topics by id in assignments, the native protocol by
 //! name. The core persists a changed group before this answers.
 
@@ -48,6 +48,18 @@ fn decide(
     client: ClientInfo,
     request: ConsumerGroupHeartbeatRequest,
 ) -> Result<Decided<HeartbeatReply>, CoreError> {
+    // v1 (KIP-1082: the member chooses its own id, which the coordinator already accepts) adds
+    // regular-expression subscriptions, which the coordinator does not evaluate.
+    if request
+        .subscribed_topic_regex
+        .as_ref()
+        .is_some_and(|regex| !regex.is_empty())
+    {
+        return Err(CoreError::new(
+            ErrorCode::InvalidRequest,
+            "regular-expression subscriptions are not supported; subscribe by topic name".to_owned(),
+        ));
+    }
     if let Some(assignor) = &request.server_assignor {
         if !ASSIGNORS.contains(&assignor.as_str()) {
             return Err(CoreError::new(
