@@ -30,6 +30,7 @@ pub mod error;
 pub mod group;
 pub mod partitioner;
 pub mod producer;
+pub mod streams;
 pub mod topic_changes;
 pub mod types;
 
@@ -42,6 +43,7 @@ pub use group::{
     GroupPartitionOffset, GroupState, OffsetsToCommit, RebalanceListener, TopicPartition,
 };
 pub use producer::{DeliveryFuture, Idempotence, Producer, ProducerConfig, ProducerMetrics};
+pub use streams::{AppendConditions, AppendResult, EventData, ExpectationFailure, Expected};
 /// Record-batch compression codecs, for [`ProducerConfig::compression`].
 pub use tidelog_proto::batch::Compression;
 pub use topic_changes::TopicChange;

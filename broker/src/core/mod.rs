@@ -5,6 +5,7 @@
 //! `error::ErrorCode` to their wire once.
 
 pub(crate) mod error;
+pub(crate) mod expectations;
 pub(crate) mod fetch;
 pub(crate) mod groups;
 pub(crate) mod offsets;
