@@ -40,9 +40,15 @@ async fn connect(broker: &BrokerProcess) -> EventStore {
     let store = within("connect", EventStore::connect([broker.addr().to_string()]))
         .await
         .expect("connects");
-    within("create topic", store.client().admin().create_topic(NewTopic::new(TOPIC, PARTITIONS)))
-        .await
-        .expect("creates the topic");
+    within(
+        "create topic",
+        store
+            .client()
+            .admin()
+            .create_topic(NewTopic::new(TOPIC, PARTITIONS)),
+    )
+    .await
+    .expect("creates the topic");
     store
 }
 
@@ -82,40 +88,77 @@ async fn expectations_reads_and_info(store: &EventStore) {
     // Another key's records in between, possibly in the same partition, must not count.
     let other = StreamId::new(TOPIC, "account-2");
 
-    let first = within("append", store.append(&stream, Expected::NoStream, vec![event("opened"), event("deposited")]))
-        .await
-        .expect("a new stream accepts no_stream");
-    assert_eq!(first.partition, partition, "the stream lives where murmur2 puts its key");
+    let first = within(
+        "append",
+        store.append(
+            &stream,
+            Expected::NoStream,
+            vec![event("opened"), event("deposited")],
+        ),
+    )
+    .await
+    .expect("a new stream accepts no_stream");
+    assert_eq!(
+        first.partition, partition,
+        "the stream lives where murmur2 puts its key"
+    );
     assert_eq!(first.offsets.len(), 2);
     let version = first.offsets[1];
-    within("append other", store.append(&other, Expected::Any, vec![event("other")]))
-        .await
-        .expect("any always holds");
+    within(
+        "append other",
+        store.append(&other, Expected::Any, vec![event("other")]),
+    )
+    .await
+    .expect("any always holds");
 
-    let again = within("append", store.append(&stream, Expected::NoStream, vec![event("opened")])).await;
+    let again = within(
+        "append",
+        store.append(&stream, Expected::NoStream, vec![event("opened")]),
+    )
+    .await;
     match again {
         Err(EventStoreError::WrongExpectedVersion { expected, actual }) => {
             assert_eq!((expected, actual), (Expected::NoStream, version));
         }
         other => panic!("expected WrongExpectedVersion, got {other:?}"),
     }
-    let exists = within("append", store.append(&stream, Expected::Exists, vec![event("withdrew")]))
-        .await
-        .expect("exists holds");
+    let exists = within(
+        "append",
+        store.append(&stream, Expected::Exists, vec![event("withdrew")]),
+    )
+    .await
+    .expect("exists holds");
     let version_3 = exists.offsets[0];
-    let stale = within("append", store.append(&stream, Expected::Exact(version), vec![event("late")])).await;
+    let stale = within(
+        "append",
+        store.append(&stream, Expected::Exact(version), vec![event("late")]),
+    )
+    .await;
     assert!(
         matches!(&stale, Err(EventStoreError::WrongExpectedVersion { expected: Expected::Exact(v), actual })
             if *v == version && *actual == version_3),
         "{stale:?}"
     );
-    let exact = within("append", store.append(&stream, Expected::Exact(version_3), vec![event("closed")]))
-        .await
-        .expect("exact holds");
+    let exact = within(
+        "append",
+        store.append(&stream, Expected::Exact(version_3), vec![event("closed")]),
+    )
+    .await
+    .expect("exact holds");
     let missing = StreamId::new(TOPIC, "account-none");
-    let none = within("append", store.append(&missing, Expected::Exists, vec![event("x")])).await;
+    let none = within(
+        "append",
+        store.append(&missing, Expected::Exists, vec![event("x")]),
+    )
+    .await;
     assert!(
-        matches!(none, Err(EventStoreError::WrongExpectedVersion { expected: Expected::Exists, actual: -1 })),
+        matches!(
+            none,
+            Err(EventStoreError::WrongExpectedVersion {
+                expected: Expected::Exists,
+                actual: -1
+            })
+        ),
         "{none:?}"
     );
 
@@ -125,16 +168,29 @@ async fn expectations_reads_and_info(store: &EventStore) {
         (first.offsets[0], exact.offsets[0], 4)
     );
     let nothing = within("info", store.info(&missing)).await.expect("info");
-    assert_eq!((nothing.first_offset, nothing.last_offset, nothing.records), (-1, -1, 0));
+    assert_eq!(
+        (nothing.first_offset, nothing.last_offset, nothing.records),
+        (-1, -1, 0)
+    );
 
-    let forward = within("read", store.read(&stream, 0, Direction::Forward, 100)).await.expect("reads");
-    assert_eq!(values(&forward.records), ["opened", "deposited", "withdrew", "closed"]);
-    assert!(forward.end_of_stream);
-    let backward = within("read", store.read(&stream, -1, Direction::Backward, 2)).await.expect("reads");
-    assert_eq!(values(&backward.records), ["closed", "withdrew"]);
-    let rest = within("read", store.read(&stream, backward.next_offset, Direction::Backward, 10))
+    let forward = within("read", store.read(&stream, 0, Direction::Forward, 100))
         .await
         .expect("reads");
+    assert_eq!(
+        values(&forward.records),
+        ["opened", "deposited", "withdrew", "closed"]
+    );
+    assert!(forward.end_of_stream);
+    let backward = within("read", store.read(&stream, -1, Direction::Backward, 2))
+        .await
+        .expect("reads");
+    assert_eq!(values(&backward.records), ["closed", "withdrew"]);
+    let rest = within(
+        "read",
+        store.read(&stream, backward.next_offset, Direction::Backward, 10),
+    )
+    .await
+    .expect("reads");
     assert_eq!(values(&rest.records), ["deposited", "opened"]);
 }
 
@@ -173,15 +229,27 @@ fn an_exact_retry_after_a_crash_gets_the_original_offsets() {
             .expect("an exact retry succeeds");
         assert_eq!(retried.offsets, landed.offsets, "the original offsets");
         assert!(retried.deduplicated, "nothing written twice");
-        let read = within("read", store.read(&stream, 0, Direction::Forward, 10)).await.expect("reads");
+        let read = within("read", store.read(&stream, 0, Direction::Forward, 10))
+            .await
+            .expect("reads");
         assert_eq!(values(&read.records), ["created", "paid"]);
         // Other events at the same expectation are a conflict, not a retry.
-        let other = within("append", store.append(&stream, Expected::NoStream, vec![event_with_id("x", "evt-9")])).await;
-        assert!(matches!(other, Err(EventStoreError::WrongExpectedVersion { .. })), "{other:?}");
+        let other = within(
+            "append",
+            store.append(&stream, Expected::NoStream, vec![event_with_id("x", "evt-9")]),
+        )
+        .await;
+        assert!(
+            matches!(other, Err(EventStoreError::WrongExpectedVersion { .. })),
+            "{other:?}"
+        );
         let version = landed.offsets[1];
-        within("append", store.append(&stream, Expected::Exact(version), vec![event("shipped")]))
-            .await
-            .expect("the version survived the crash");
+        within(
+            "append",
+            store.append(&stream, Expected::Exact(version), vec![event("shipped")]),
+        )
+        .await
+        .expect("the version survived the crash");
     });
 }
 
@@ -194,14 +262,22 @@ fn a_stream_subscription_delivers_history_then_caught_up_then_live_records() {
         let stream = StreamId::new(TOPIC, "cart-3");
         let other = StreamId::new(TOPIC, "cart-4");
         for n in 0..5 {
-            within("append", store.append(&stream, Expected::Any, vec![event(&format!("h{n}"))]))
-                .await
-                .expect("appends");
-            within("append", store.append(&other, Expected::Any, vec![event("other")]))
-                .await
-                .expect("appends");
+            within(
+                "append",
+                store.append(&stream, Expected::Any, vec![event(&format!("h{n}"))]),
+            )
+            .await
+            .expect("appends");
+            within(
+                "append",
+                store.append(&other, Expected::Any, vec![event("other")]),
+            )
+            .await
+            .expect("appends");
         }
-        let mut subscription = within("subscribe", store.subscribe(&stream, 0)).await.expect("subscribes");
+        let mut subscription = within("subscribe", store.subscribe(&stream, 0))
+            .await
+            .expect("subscribes");
         let mut history = Vec::new();
         loop {
             match next_event(&mut subscription).await {
@@ -212,12 +288,18 @@ fn a_stream_subscription_delivers_history_then_caught_up_then_live_records() {
         }
         assert_eq!(values(&history), ["h0", "h1", "h2", "h3", "h4"]);
         for n in 0..3 {
-            within("append", store.append(&other, Expected::Any, vec![event("other")]))
-                .await
-                .expect("appends");
-            within("append", store.append(&stream, Expected::Any, vec![event(&format!("live{n}"))]))
-                .await
-                .expect("appends");
+            within(
+                "append",
+                store.append(&other, Expected::Any, vec![event("other")]),
+            )
+            .await
+            .expect("appends");
+            within(
+                "append",
+                store.append(&stream, Expected::Any, vec![event(&format!("live{n}"))]),
+            )
+            .await
+            .expect("appends");
             match next_event(&mut subscription).await {
                 SubscriptionEvent::Record(record) => assert_eq!(values(&[record]), [format!("live{n}")]),
                 other => panic!("expected the live record, got {other:?}"),
@@ -225,7 +307,9 @@ fn a_stream_subscription_delivers_history_then_caught_up_then_live_records() {
         }
         // From an offset inside the stream: only what lies at or after it.
         let from = history[3].offset;
-        let mut late = within("subscribe", store.subscribe(&stream, from)).await.expect("subscribes");
+        let mut late = within("subscribe", store.subscribe(&stream, from))
+            .await
+            .expect("subscribes");
         let mut seen = Vec::new();
         loop {
             match next_event(&mut late).await {
@@ -252,14 +336,21 @@ fn a_subscriber_that_falls_behind_a_fast_producer_recovers_without_a_gap_or_a_du
         let mut subscription = within("subscribe", store.subscribe(&StreamId::new(TOPIC, "hot"), 0))
             .await
             .expect("subscribes");
-        assert_eq!(next_event(&mut subscription).await, SubscriptionEvent::CaughtUp, "an empty stream");
+        assert_eq!(
+            next_event(&mut subscription).await,
+            SubscriptionEvent::CaughtUp,
+            "an empty stream"
+        );
         let mut partition_subscription = within("subscribe", {
             let partition = partition_for_key(b"hot", PARTITIONS);
             store.subscribe_partition(TOPIC, partition, 0)
         })
         .await
         .expect("subscribes");
-        assert_eq!(next_event(&mut partition_subscription).await, SubscriptionEvent::CaughtUp);
+        assert_eq!(
+            next_event(&mut partition_subscription).await,
+            SubscriptionEvent::CaughtUp
+        );
 
         // The fast producer: batched, idempotent, on the stream's key, with other keys mixed in.
         let producer = Producer::new(store.client().clone(), ProducerConfig::default()).expect("a producer");
@@ -273,23 +364,43 @@ fn a_subscriber_that_falls_behind_a_fast_producer_recovers_without_a_gap_or_a_du
             within("delivery", delivery).await.expect("delivered");
         }
         producer.close().await;
-        let hot: Vec<String> = (0..RECORDS).filter(|n| n % 3 != 2).map(|n| format!("hot-{n}")).collect();
+        let hot: Vec<String> = (0..RECORDS)
+            .filter(|n| n % 3 != 2)
+            .map(|n| format!("hot-{n}"))
+            .collect();
 
         // Only now does the subscriber read: everything, once, in order, and it fell behind.
         let (seen, markers) = drain_until(&mut subscription, hot.len()).await;
         assert_eq!(seen, hot, "every record of the stream once, in order");
-        assert!(markers.contains(&"FellBehind"), "the subscriber fell behind: {markers:?}");
-        assert_eq!(markers.last(), Some(&"CaughtUp"), "and caught up again: {markers:?}");
+        assert!(
+            markers.contains(&"FellBehind"),
+            "the subscriber fell behind: {markers:?}"
+        );
+        assert_eq!(
+            markers.last(),
+            Some(&"CaughtUp"),
+            "and caught up again: {markers:?}"
+        );
 
-        let same_partition: Vec<String> = if partition_for_key(b"cold", PARTITIONS) == partition_for_key(b"hot", PARTITIONS) {
-            (0..RECORDS)
-                .map(|n| if n % 3 == 2 { format!("cold-{n}") } else { format!("hot-{n}") })
-                .collect()
-        } else {
-            hot.clone()
-        };
+        let same_partition: Vec<String> =
+            if partition_for_key(b"cold", PARTITIONS) == partition_for_key(b"hot", PARTITIONS) {
+                (0..RECORDS)
+                    .map(|n| {
+                        if n % 3 == 2 {
+                            format!("cold-{n}")
+                        } else {
+                            format!("hot-{n}")
+                        }
+                    })
+                    .collect()
+            } else {
+                hot.clone()
+            };
         let (seen, markers) = drain_partition_until(&mut partition_subscription, same_partition.len()).await;
-        assert_eq!(seen, same_partition, "every record of the partition once, in order");
+        assert_eq!(
+            seen, same_partition,
+            "every record of the partition once, in order"
+        );
         assert!(markers.contains(&"FellBehind"), "{markers:?}");
         assert_eq!(markers.last(), Some(&"CaughtUp"), "{markers:?}");
     });
@@ -327,7 +438,9 @@ async fn drain_partition_until(
     for _ in 0..records * 4 + 1000 {
         match next_event(subscription).await {
             SubscriptionEvent::Record(record) => {
-                seen.push(String::from_utf8_lossy(record.value().map_or(&b"null"[..], |v| &v[..])).into_owned());
+                seen.push(
+                    String::from_utf8_lossy(record.value().map_or(&b"null"[..], |v| &v[..])).into_owned(),
+                );
             }
             SubscriptionEvent::CaughtUp => {
                 markers.push("CaughtUp");
@@ -347,33 +460,56 @@ fn the_embedded_broker_serves_the_event_store_and_keeps_it_across_restarts() {
     let data_dir = dir.data_dir();
     let rt = runtime();
     rt.block_on(async {
-        let (broker, store) = within("start", EmbeddedBroker::start(&data_dir)).await.expect("starts");
-        within("create topic", store.client().admin().create_topic(NewTopic::new(TOPIC, PARTITIONS)))
+        let (broker, store) = within("start", EmbeddedBroker::start(&data_dir))
             .await
-            .expect("creates the topic");
+            .expect("starts");
+        within(
+            "create topic",
+            store
+                .client()
+                .admin()
+                .create_topic(NewTopic::new(TOPIC, PARTITIONS)),
+        )
+        .await
+        .expect("creates the topic");
         expectations_reads_and_info(&store).await;
-        within("shutdown", broker.shutdown()).await.expect("stops cleanly");
+        within("shutdown", broker.shutdown())
+            .await
+            .expect("stops cleanly");
     });
     // Dropped rather than shut down: the drop stops it, so the directory opens again at once.
     let version = rt.block_on(async {
-        let (broker, store) = within("restart", EmbeddedBroker::start(&data_dir)).await.expect("restarts");
-        let info = within("info", store.info(&StreamId::new(TOPIC, "account-1"))).await.expect("info");
+        let (broker, store) = within("restart", EmbeddedBroker::start(&data_dir))
+            .await
+            .expect("restarts");
+        let info = within("info", store.info(&StreamId::new(TOPIC, "account-1")))
+            .await
+            .expect("info");
         assert_eq!(info.records, 4, "the stream survived the restart");
         drop(broker);
         info.last_offset
     });
     rt.block_on(async {
-        let (broker, store) = within("restart", EmbeddedBroker::start(&data_dir)).await.expect("restarts");
-        let stream = StreamId::new(TOPIC, "account-1");
-        within("append", store.append(&stream, Expected::Exact(version), vec![event("reopened")]))
+        let (broker, store) = within("restart", EmbeddedBroker::start(&data_dir))
             .await
-            .expect("the version continues");
-        let mut subscription = within("subscribe", store.subscribe(&stream, 0)).await.expect("subscribes");
+            .expect("restarts");
+        let stream = StreamId::new(TOPIC, "account-1");
+        within(
+            "append",
+            store.append(&stream, Expected::Exact(version), vec![event("reopened")]),
+        )
+        .await
+        .expect("the version continues");
+        let mut subscription = within("subscribe", store.subscribe(&stream, 0))
+            .await
+            .expect("subscribes");
         let mut count = 0;
         while next_event(&mut subscription).await != SubscriptionEvent::CaughtUp {
             count += 1;
         }
         assert_eq!(count, 5);
-        within("shutdown", broker.shutdown()).await.expect("stops cleanly");
+        within("shutdown", broker.shutdown())
+            .await
+            .expect("stops cleanly");
     });
 }

@@ -18,7 +18,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayFeed, ReplayStream, SerializedEvent, SerializedSnapshot};
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayFeed, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
 use cqrs_es::Aggregate;
 use serde_json::Value;
 use tidelog_client::event_store::{
@@ -139,7 +141,10 @@ impl TidelogEventRepository {
             return Ok(());
         }
         let admin = self.store.client().admin();
-        match admin.create_topic(NewTopic::new(topic, self.config.partitions)).await {
+        match admin
+            .create_topic(NewTopic::new(topic, self.config.partitions))
+            .await
+        {
             Ok(()) => {}
             Err(error) if error.code() == Some(ErrorCode::TopicAlreadyExists) => {}
             Err(error) => return Err(connection_error(error.into())),
@@ -214,7 +219,10 @@ impl TidelogEventRepository {
 }
 
 impl PersistedEventRepository for TidelogEventRepository {
-    async fn get_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<Vec<SerializedEvent>, PersistenceError> {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
         self.load::<A>(aggregate_id, 0).await
     }
 
@@ -226,7 +234,10 @@ impl PersistedEventRepository for TidelogEventRepository {
         self.load::<A>(aggregate_id, last_sequence).await
     }
 
-    async fn get_snapshot<A: Aggregate>(&self, _aggregate_id: &str) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        _aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
         Ok(None)
     }
 
@@ -252,7 +263,9 @@ impl PersistedEventRepository for TidelogEventRepository {
         loop {
             match self.store.append(&stream, expected.clone(), data.clone()).await {
                 Ok(_) => return Ok(()),
-                Err(EventStoreError::WrongExpectedVersion { .. }) => return Err(PersistenceError::OptimisticLockError),
+                Err(EventStoreError::WrongExpectedVersion { .. }) => {
+                    return Err(PersistenceError::OptimisticLockError)
+                }
                 // Same event ids: if the first attempt landed, the broker answers with it.
                 Err(error) if error.is_retriable() && attempt < self.config.append_attempts_max => {
                     tracing::debug!(%error, attempt, %stream, "append failed transiently; retrying with the same event ids");
@@ -263,7 +276,10 @@ impl PersistedEventRepository for TidelogEventRepository {
         }
     }
 
-    async fn stream_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<ReplayStream, PersistenceError> {
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
         let (mut feed, stream) = ReplayStream::new(self.config.replay_queue_events);
         let repository = self.clone();
         let aggregate_id = aggregate_id.to_owned();
@@ -318,7 +334,11 @@ async fn replay_topic<A: Aggregate>(
         while let Some(event) = subscription.next().await {
             match event.map_err(connection_error)? {
                 SubscriptionEvent::Record(record) => {
-                    if feed.push(Ok(partition_record_event::<A>(&record)?)).await.is_err() {
+                    if feed
+                        .push(Ok(partition_record_event::<A>(&record)?))
+                        .await
+                        .is_err()
+                    {
                         return Ok(());
                     }
                 }
@@ -336,9 +356,18 @@ fn event_data(event: &SerializedEvent) -> Result<EventData, PersistenceError> {
     Ok(EventData {
         value: Bytes::from(value),
         headers: vec![
-            (EVENT_TYPE_HEADER.to_owned(), Bytes::from(event.event_type.clone())),
-            (EVENT_VERSION_HEADER.to_owned(), Bytes::from(event.event_version.clone())),
-            (SEQUENCE_HEADER.to_owned(), Bytes::from(event.sequence.to_string())),
+            (
+                EVENT_TYPE_HEADER.to_owned(),
+                Bytes::from(event.event_type.clone()),
+            ),
+            (
+                EVENT_VERSION_HEADER.to_owned(),
+                Bytes::from(event.event_version.clone()),
+            ),
+            (
+                SEQUENCE_HEADER.to_owned(),
+                Bytes::from(event.sequence.to_string()),
+            ),
             (METADATA_HEADER.to_owned(), Bytes::from(metadata)),
         ],
         // Random per append, never derived from the sequence: two writers racing for the
@@ -376,8 +405,10 @@ fn decode_event<A: Aggregate>(
     header: impl Fn(&str) -> Option<Bytes>,
 ) -> Result<SerializedEvent, PersistenceError> {
     let text = |name: &str| -> Result<String, PersistenceError> {
-        let bytes = header(name).ok_or_else(|| deserialization_error(format!("event without the {name} header")))?;
-        String::from_utf8(bytes.to_vec()).map_err(|error| PersistenceError::DeserializationError(Box::new(error)))
+        let bytes =
+            header(name).ok_or_else(|| deserialization_error(format!("event without the {name} header")))?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))
     };
     let sequence = text(SEQUENCE_HEADER)?
         .parse::<usize>()
@@ -390,8 +421,8 @@ fn decode_event<A: Aggregate>(
         Some(metadata) => serde_json::from_slice(&metadata)?,
         None => Value::Object(serde_json::Map::new()),
     };
-    let aggregate_id =
-        String::from_utf8(key.to_vec()).map_err(|error| PersistenceError::DeserializationError(Box::new(error)))?;
+    let aggregate_id = String::from_utf8(key.to_vec())
+        .map_err(|error| PersistenceError::DeserializationError(Box::new(error)))?;
     Ok(SerializedEvent {
         aggregate_id,
         sequence,

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use cqrs_es::persist::{PersistedEventStore, PersistenceError};
 use cqrs_es::{AggregateError, CqrsFramework, EventStore};
-use cqrs_tidelog::bank_account::{BankAccount, BankAccountCommand, BankAccountError, BankAccountEvent, BankServices};
+use cqrs_tidelog::bank_account::{
+    BankAccount, BankAccountCommand, BankAccountError, BankAccountEvent, BankServices,
+};
 use cqrs_tidelog::repository::SEQUENCE_HEADER;
 use cqrs_tidelog::{RepositoryConfig, TidelogEventRepository};
 use tidelog_client::embedded::EmbeddedBroker;
@@ -22,7 +24,8 @@ type Store = PersistedEventStore<TidelogEventRepository, BankAccount>;
 fn framework(store: &TidelogStore, services: BankServices) -> (CqrsFramework<BankAccount, Store>, Store) {
     // One partition keeps the replay order of the whole topic checkable.
     let config = RepositoryConfig::default().partitions(1);
-    let events = || Store::new_event_store(TidelogEventRepository::with_config(store.clone(), config.clone()));
+    let events =
+        || Store::new_event_store(TidelogEventRepository::with_config(store.clone(), config.clone()));
     (CqrsFramework::new(events(), vec![], services), events())
 }
 
@@ -35,33 +38,65 @@ async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> 
 
 async fn balance(events: &Store, id: &str) -> (bool, u64, usize) {
     let context = within("load", events.load_aggregate(id)).await.expect("loads");
-    (context.aggregate.open, context.aggregate.balance, context.current_sequence)
+    (
+        context.aggregate.open,
+        context.aggregate.balance,
+        context.current_sequence,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_persist_and_reload_after_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (broker, store) = within("start", EmbeddedBroker::start(dir.path())).await.expect("starts");
+    let (broker, store) = within("start", EmbeddedBroker::start(dir.path()))
+        .await
+        .expect("starts");
     let (cqrs, events) = framework(&store, BankServices::default());
-    within("open", cqrs.execute("acct-1", BankAccountCommand::Open { account_id: "acct-1".into() }))
-        .await
-        .expect("opens");
-    within("deposit", cqrs.execute("acct-1", BankAccountCommand::Deposit { amount: 100 }))
-        .await
-        .expect("deposits");
-    within("withdraw", cqrs.execute("acct-1", BankAccountCommand::Withdraw { amount: 30 }))
-        .await
-        .expect("withdraws");
-    let refused = within("overdraw", cqrs.execute("acct-1", BankAccountCommand::Withdraw { amount: 500 })).await;
+    within(
+        "open",
+        cqrs.execute(
+            "acct-1",
+            BankAccountCommand::Open {
+                account_id: "acct-1".into(),
+            },
+        ),
+    )
+    .await
+    .expect("opens");
+    within(
+        "deposit",
+        cqrs.execute("acct-1", BankAccountCommand::Deposit { amount: 100 }),
+    )
+    .await
+    .expect("deposits");
+    within(
+        "withdraw",
+        cqrs.execute("acct-1", BankAccountCommand::Withdraw { amount: 30 }),
+    )
+    .await
+    .expect("withdraws");
+    let refused = within(
+        "overdraw",
+        cqrs.execute("acct-1", BankAccountCommand::Withdraw { amount: 500 }),
+    )
+    .await;
     assert!(
-        matches!(refused, Err(AggregateError::UserError(BankAccountError::InsufficientFunds { balance: 70, amount: 500 }))),
+        matches!(
+            refused,
+            Err(AggregateError::UserError(BankAccountError::InsufficientFunds {
+                balance: 70,
+                amount: 500
+            }))
+        ),
         "{refused:?}"
     );
     assert_eq!(balance(&events, "acct-1").await, (true, 70, 3));
 
     // The events are ordinary records of the stream: JSON values, the sequence in a header.
     let stream = TidelogEventRepository::new(store.clone()).stream::<BankAccount>("acct-1");
-    let page = within("read", store.read(&stream, 0, Direction::Forward, 10)).await.expect("reads");
+    let page = within("read", store.read(&stream, 0, Direction::Forward, 10))
+        .await
+        .expect("reads");
     let sequences: Vec<String> = page
         .records
         .iter()
@@ -75,37 +110,88 @@ async fn commands_persist_and_reload_after_a_restart() {
         })
         .collect();
     assert_eq!(sequences, ["1", "2", "3"]);
-    let first: BankAccountEvent = serde_json::from_slice(page.records[0].value.as_ref().expect("value")).expect("json");
-    assert_eq!(first, BankAccountEvent::Opened { account_id: "acct-1".into() });
+    let first: BankAccountEvent =
+        serde_json::from_slice(page.records[0].value.as_ref().expect("value")).expect("json");
+    assert_eq!(
+        first,
+        BankAccountEvent::Opened {
+            account_id: "acct-1".into()
+        }
+    );
 
     drop(cqrs);
     drop(events);
-    within("shutdown", broker.shutdown()).await.expect("stops cleanly");
-
-    let (broker, store) = within("restart", EmbeddedBroker::start(dir.path())).await.expect("restarts");
-    let (cqrs, events) = framework(&store, BankServices::default());
-    assert_eq!(balance(&events, "acct-1").await, (true, 70, 3), "state after the restart");
-    within("deposit after restart", cqrs.execute("acct-1", BankAccountCommand::Deposit { amount: 5 }))
+    within("shutdown", broker.shutdown())
         .await
-        .expect("the version continues after a restart");
+        .expect("stops cleanly");
+
+    let (broker, store) = within("restart", EmbeddedBroker::start(dir.path()))
+        .await
+        .expect("restarts");
+    let (cqrs, events) = framework(&store, BankServices::default());
+    assert_eq!(
+        balance(&events, "acct-1").await,
+        (true, 70, 3),
+        "state after the restart"
+    );
+    within(
+        "deposit after restart",
+        cqrs.execute("acct-1", BankAccountCommand::Deposit { amount: 5 }),
+    )
+    .await
+    .expect("the version continues after a restart");
     assert_eq!(balance(&events, "acct-1").await, (true, 75, 4));
-    let reopen = within("reopen", cqrs.execute("acct-1", BankAccountCommand::Open { account_id: "acct-1".into() })).await;
-    assert!(matches!(reopen, Err(AggregateError::UserError(BankAccountError::AlreadyOpen))), "{reopen:?}");
-    assert_eq!(balance(&events, "acct-2").await, (false, 0, 0), "an aggregate never written");
-    within("shutdown", broker.shutdown()).await.expect("stops cleanly");
+    let reopen = within(
+        "reopen",
+        cqrs.execute(
+            "acct-1",
+            BankAccountCommand::Open {
+                account_id: "acct-1".into(),
+            },
+        ),
+    )
+    .await;
+    assert!(
+        matches!(
+            reopen,
+            Err(AggregateError::UserError(BankAccountError::AlreadyOpen))
+        ),
+        "{reopen:?}"
+    );
+    assert_eq!(
+        balance(&events, "acct-2").await,
+        (false, 0, 0),
+        "an aggregate never written"
+    );
+    within("shutdown", broker.shutdown())
+        .await
+        .expect("stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_writers_on_one_account_one_wins_the_other_gets_the_concurrency_error() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (broker, store) = within("start", EmbeddedBroker::start(dir.path())).await.expect("starts");
+    let (broker, store) = within("start", EmbeddedBroker::start(dir.path()))
+        .await
+        .expect("starts");
     let (setup, events) = framework(&store, BankServices::default());
-    within("open", setup.execute("acct-9", BankAccountCommand::Open { account_id: "acct-9".into() }))
-        .await
-        .expect("opens");
-    within("deposit", setup.execute("acct-9", BankAccountCommand::Deposit { amount: 100 }))
-        .await
-        .expect("deposits");
+    within(
+        "open",
+        setup.execute(
+            "acct-9",
+            BankAccountCommand::Open {
+                account_id: "acct-9".into(),
+            },
+        ),
+    )
+    .await
+    .expect("opens");
+    within(
+        "deposit",
+        setup.execute("acct-9", BankAccountCommand::Deposit { amount: 100 }),
+    )
+    .await
+    .expect("deposits");
 
     // Both handlers load version 2, then wait for each other at the gate before emitting: they
     // commit against the same expected version, as two service instances would.
@@ -138,17 +224,31 @@ async fn racing_writers_on_one_account_one_wins_the_other_gets_the_concurrency_e
     // it was the winner's 70 that left 30... either way the answer is decided on fresh state.
     let (retry, _) = framework(&store, BankServices::default());
     let amount = if left_over == 40 { 70 } else { 60 };
-    let retried = within("retry", retry.execute("acct-9", BankAccountCommand::Withdraw { amount })).await;
+    let retried = within(
+        "retry",
+        retry.execute("acct-9", BankAccountCommand::Withdraw { amount }),
+    )
+    .await;
     assert!(
-        matches!(retried, Err(AggregateError::UserError(BankAccountError::InsufficientFunds { .. }))),
+        matches!(
+            retried,
+            Err(AggregateError::UserError(
+                BankAccountError::InsufficientFunds { .. }
+            ))
+        ),
         "{retried:?}"
     );
 
     // A commit from a stale context is refused at the repository level too.
-    let stale = within("load", events.load_aggregate("acct-9")).await.expect("loads");
-    within("deposit", setup.execute("acct-9", BankAccountCommand::Deposit { amount: 1 }))
+    let stale = within("load", events.load_aggregate("acct-9"))
         .await
-        .expect("deposits");
+        .expect("loads");
+    within(
+        "deposit",
+        setup.execute("acct-9", BankAccountCommand::Deposit { amount: 1 }),
+    )
+    .await
+    .expect("deposits");
     let late = within(
         "stale commit",
         events.commit(
@@ -162,25 +262,43 @@ async fn racing_writers_on_one_account_one_wins_the_other_gets_the_concurrency_e
     )
     .await;
     assert!(matches!(late, Err(AggregateError::AggregateConflict)), "{late:?}");
-    within("shutdown", broker.shutdown()).await.expect("stops cleanly");
+    within("shutdown", broker.shutdown())
+        .await
+        .expect("stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_one_aggregate_and_the_whole_type() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (broker, store) = within("start", EmbeddedBroker::start(dir.path())).await.expect("starts");
+    let (broker, store) = within("start", EmbeddedBroker::start(dir.path()))
+        .await
+        .expect("starts");
     let (cqrs, _) = framework(&store, BankServices::default());
     for id in ["a", "b"] {
-        within("open", cqrs.execute(id, BankAccountCommand::Open { account_id: id.into() }))
-            .await
-            .expect("opens");
-        within("deposit", cqrs.execute(id, BankAccountCommand::Deposit { amount: 10 }))
-            .await
-            .expect("deposits");
+        within(
+            "open",
+            cqrs.execute(
+                id,
+                BankAccountCommand::Open {
+                    account_id: id.into(),
+                },
+            ),
+        )
+        .await
+        .expect("opens");
+        within(
+            "deposit",
+            cqrs.execute(id, BankAccountCommand::Deposit { amount: 10 }),
+        )
+        .await
+        .expect("deposits");
     }
-    let repository = TidelogEventRepository::with_config(store.clone(), RepositoryConfig::default().partitions(1));
+    let repository =
+        TidelogEventRepository::with_config(store.clone(), RepositoryConfig::default().partitions(1));
     use cqrs_es::persist::PersistedEventRepository;
-    let mut one = within("stream", repository.stream_events::<BankAccount>("b")).await.expect("streams");
+    let mut one = within("stream", repository.stream_events::<BankAccount>("b"))
+        .await
+        .expect("streams");
     let mut seen = Vec::new();
     while let Some(event) = within("next", one.next::<BankAccount>(&[])).await {
         let event = event.expect("decodes");
@@ -188,7 +306,9 @@ async fn replays_one_aggregate_and_the_whole_type() {
     }
     assert_eq!(seen, [("b".to_owned(), 1), ("b".to_owned(), 2)]);
 
-    let mut all = within("stream all", repository.stream_all_events::<BankAccount>()).await.expect("streams");
+    let mut all = within("stream all", repository.stream_all_events::<BankAccount>())
+        .await
+        .expect("streams");
     let mut seen = Vec::new();
     while let Some(event) = within("next", all.next::<BankAccount>(&[])).await {
         let event: Result<_, PersistenceError> = event;
@@ -197,9 +317,16 @@ async fn replays_one_aggregate_and_the_whole_type() {
     }
     assert_eq!(
         seen,
-        [("a".to_owned(), 1), ("a".to_owned(), 2), ("b".to_owned(), 1), ("b".to_owned(), 2)]
+        [
+            ("a".to_owned(), 1),
+            ("a".to_owned(), 2),
+            ("b".to_owned(), 1),
+            ("b".to_owned(), 2)
+        ]
     );
-    within("shutdown", broker.shutdown()).await.expect("stops cleanly");
+    within("shutdown", broker.shutdown())
+        .await
+        .expect("stops cleanly");
 }
 
 /// Both futures, concurrently, without pulling in `futures` for `join`.
