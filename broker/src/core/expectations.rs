@@ -208,7 +208,10 @@ mod tests {
 
     use super::*;
 
-    fn batch(records: &[(Option<&str>, &[(&str, &str)])]) -> RecordBatch {
+    /// A record: its key and its headers (name, value).
+    type Spec<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)]);
+
+    fn batch(records: &[Spec<'_>]) -> RecordBatch {
         let mut builder = RecordBatchBuilder::new();
         for (key, headers) in records {
             builder.push(&NewRecord {

@@ -19,6 +19,7 @@ use tidelog_proto::BatchError;
 
 use super::{expectations, Core, CoreError, ErrorCode};
 use crate::clock::now_ms;
+use crate::config::Limits;
 use crate::storage::{AppendConditions, AppendOutcome, FlushPolicy, PartitionLog, StorageError};
 
 /// How much acknowledgement the producer waits for.
@@ -160,8 +161,7 @@ impl Core {
                         index,
                         partition.records,
                         partition.conditions,
-                        limits.batch_bytes_max,
-                        limits.batch_decompressed_bytes_max,
+                        limits,
                         now,
                     ),
                 };
@@ -289,14 +289,15 @@ fn append(
     partition: u32,
     records: Bytes,
     conditions: AppendConditions,
-    batch_bytes_max: usize,
-    decompressed_bytes_max: usize,
+    limits: &Limits,
     now: i64,
 ) -> Step {
-    let (batches, has_headers) = match validate_batches(records, batch_bytes_max, decompressed_bytes_max) {
-        Ok(validated) => validated,
-        Err(error) => return Step::Done(Err(error)),
-    };
+    let decompressed_bytes_max = limits.batch_decompressed_bytes_max;
+    let (batches, has_headers) =
+        match validate_batches(records, limits.batch_bytes_max, decompressed_bytes_max) {
+            Ok(validated) => validated,
+            Err(error) => return Step::Done(Err(error)),
+        };
     let conditions = match expectations::resolve(conditions, &batches, has_headers, decompressed_bytes_max) {
         Ok(conditions) => conditions,
         Err(error) => return Step::Done(Err(error.for_partition(topic, partition))),
@@ -525,8 +526,7 @@ mod tests {
                     0,
                     records(1000),
                     AppendConditions::default(),
-                    1 << 20,
-                    1 << 22,
+                    &Limits::default(),
                     0,
                 ) {
                     Step::Done(result) => result,

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use tidelog_proto::batch::RecordBatch;
 
 use super::error::StorageError;
+use super::key_index::{StreamLookup, StreamRecord};
 
 /// The record header that names an event, compared byte for byte by the retry match. It is
 /// the one representation on both protocols (the native client writes it too).
@@ -142,33 +143,6 @@ pub fn printable_key(key: &[u8]) -> String {
             format!("0x{hex}{ellipsis}")
         }
     }
-}
-
-/// A record of one key's stream, as the per-key index reads it.
-// Stand-in for `key_index::StreamRecord` (contract.md) until the index lands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamRecord {
-    pub offset: i64,
-    pub timestamp: i64,
-    pub key: Bytes,
-    pub value: Option<Bytes>,
-    pub headers: Vec<(String, Option<Bytes>)>,
-}
-
-/// What the condition check reads, under the writer lock: it sees every earlier append, also
-/// unsynced ones.
-// Stand-in for `key_index::StreamLookup` (contract.md) until the index lands.
-pub(crate) trait StreamLookup {
-    /// The key's last record at or after log start, or None.
-    fn last_offset(&mut self, key: &[u8]) -> Result<Option<i64>, StorageError>;
-    /// The key's records with offset > `after` (oldest first), at most `limit` of them
-    /// (`after` = -1: from the first retained).
-    fn records_after(
-        &mut self,
-        key: &[u8],
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<StreamRecord>, StorageError>;
 }
 
 /// What the append should do once its conditions are checked.

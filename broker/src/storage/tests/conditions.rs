@@ -4,7 +4,8 @@
 use bytes::Bytes;
 use tidelog_proto::batch::{NewRecord, RecordBatch, RecordBatchBuilder, RecordHeader};
 
-use super::super::conditions::{check, StreamLookup, StreamRecord, Verdict};
+use super::super::conditions::{check, Verdict};
+use super::super::key_index::{StreamLookup, StreamRecord};
 use super::super::{
     AppendConditions, ConditionFailure, Expected, KeyCondition, StorageError, EVENT_ID_HEADER,
 };
@@ -19,8 +20,8 @@ impl FakeLookup {
     /// Appends records `(key, event id)` at the next offsets (`gap` offsets skipped first,
     /// standing for other keys' records).
     fn push(&mut self, gap: i64, records: &[(&str, Option<&str>)]) {
-        let mut offset = self.end_offset() + gap;
-        for (key, event_id) in records {
+        let start = self.end_offset() + gap;
+        for (offset, (key, event_id)) in (start..).zip(records) {
             let headers = event_id
                 .map(|id| vec![(EVENT_ID_HEADER.to_string(), Some(Bytes::from(id.to_string())))])
                 .unwrap_or_default();
@@ -31,7 +32,6 @@ impl FakeLookup {
                 value: None,
                 headers,
             });
-            offset += 1;
         }
     }
 
