@@ -37,6 +37,8 @@ async fn produce(client: &mut RawClient, topic: &str, records: Bytes) {
         timeout_ms: 10_000,
         topics: vec![pb::produce_request::Topic {
             name: topic.into(),
+            // Built from the default so fields later added to the request keep their defaults.
+            #[allow(clippy::needless_update)]
             partitions: vec![pb::produce_request::Partition {
                 partition: 0,
                 records,
