@@ -416,6 +416,10 @@ pub struct Limits {
     /// A producer that has not appended to a partition for this long, in broker time (never
     /// the records' own timestamps), has its state there forgotten.
     pub producer_state_expiry_ms: i64,
+    /// Bytes one partition's active-segment key table (issue 8's per-key index) may hold; an
+    /// append that would pass it rolls the segment first. 16 MiB: about 200,000 distinct
+    /// keys per segment, and 10 M distinct keys in a partition under 64 MiB resident in all.
+    pub key_index_active_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -451,6 +455,7 @@ impl Default for Limits {
             open_segment_files_min: 1_024,
             partition_io_threads_max: 16,
             producers_per_partition_max: crate::storage::PRODUCERS_PER_PARTITION_MAX_DEFAULT,
+            key_index_active_bytes_max: crate::storage::KEY_INDEX_ACTIVE_BYTES_MAX_DEFAULT,
             producer_state_expiry_ms: crate::storage::PRODUCER_IDLE_MS_DEFAULT,
         }
     }
@@ -562,6 +567,9 @@ impl BrokerConfig {
         }
         if limits.partition_io_threads_max > 1_024 {
             return fail("limits.partition_io_threads_max is at most 1024".into());
+        }
+        if limits.key_index_active_bytes_max < 256 << 10 {
+            return fail("limits.key_index_active_bytes_max must be at least 262144".into());
         }
         if limits.producer_state_expiry_ms < 1 {
             return fail("limits.producer_state_expiry_ms must be at least 1".into());
