@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn lines_lose_their_endings_and_stdin_is_bounded() {
         let lines = read_lines(&b"a\r\nb\n\nc"[..]).unwrap();
-        assert_eq!(lines, [Bytes::from("a"), Bytes::from("b"), Bytes::new(), Bytes::from("c")]);
+        assert_eq!(
+            lines,
+            [Bytes::from("a"), Bytes::from("b"), Bytes::new(), Bytes::from("c")]
+        );
         let huge = vec![b'x'; STDIN_BYTES_MAX + 1];
         assert!(read_lines(&huge[..]).is_err());
     }
