@@ -175,9 +175,10 @@ pub(crate) struct BatchLimits {
 #[derive(Debug)]
 pub(crate) enum Appended {
     /// The record is in a batch; `wake_sender` when a batch was sealed or a new one opened
-    /// (the sender must send it, or time its linger).
+    /// (the sender must send it, or time its linger). `delivery` is `None` under
+    /// [`Track::Count`].
     Done {
-        delivery: DeliveryFuture,
+        delivery: Option<DeliveryFuture>,
         wake_sender: bool,
         new_batch: bool,
     },
@@ -187,6 +188,16 @@ pub(crate) enum Appended {
     /// again with [`Reserve::Held`]. `wake_sender` as in `Done` (a full batch may have been
     /// sealed first, and its completion is what frees the buffer).
     NeedBuffer { wake_sender: bool },
+}
+
+/// Whether [`Accumulator::append`] hands back a [`DeliveryFuture`] for the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Track {
+    /// A future that resolves to where the record landed.
+    Future,
+    /// No future: the record's outcome only counts in its batch's completion (the producer's
+    /// metrics and `flush`). Saves a reference count taken and dropped per record.
+    Count,
 }
 
 /// How [`Accumulator::append`] gets a record's bytes from the producer's buffer budget.
@@ -253,6 +264,7 @@ impl Accumulator {
         timestamp_ms: i64,
         now: impl FnOnce() -> Instant,
         reserve: Reserve<'_>,
+        track: Track,
     ) -> Result<Appended> {
         let Some(topic) = self.topics.find(&record.topic) else {
             return Ok(Appended::NeedMetadata);
@@ -356,10 +368,10 @@ impl Accumulator {
         open.writer.push(&parts, size);
         open.reserved_bytes += added;
         open.reserved_ahead = ahead;
-        let delivery = DeliveryFuture {
+        let delivery = (track == Track::Future).then(|| DeliveryFuture {
             batch: open.shared.clone(),
             index,
-        };
+        });
         // A batch that reached its limit exactly is sealed now rather than on the next send.
         if open.writer.size_bytes() >= self.limits.batch_size_bytes {
             if let Some(open) = topic.open[slot].take() {

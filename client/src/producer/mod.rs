@@ -18,6 +18,7 @@
 //! Without idempotence, batches of one partition are sent in order, but with several requests
 //! in flight a retried batch can land after a later one (and twice, if its response was lost).
 
+use std::borrow::Borrow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,7 +34,7 @@ use tokio::task::JoinHandle;
 use sender::{init_producer_id, run_sender};
 
 pub use crate::accumulator::DeliveryFuture;
-use crate::accumulator::{Accumulator, Appended, BatchLimits, ProducerIdentity, ReadyBatch, Reserve};
+use crate::accumulator::{Accumulator, Appended, BatchLimits, ProducerIdentity, ReadyBatch, Reserve, Track};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::types::{Acks, ErrorCode, Offset, PartitionId, ProducerRecord};
@@ -247,8 +248,9 @@ impl Shared {
         reserved: usize,
         timestamp_ms: i64,
         reserve: Reserve<'_>,
+        track: Track,
     ) -> Result<Appended> {
-        let appended = accumulator.append(record, reserved, timestamp_ms, Instant::now, reserve)?;
+        let appended = accumulator.append(record, reserved, timestamp_ms, Instant::now, reserve, track)?;
         if let Appended::Done { new_batch: true, .. } = appended {
             self.outstanding.fetch_add(1, Ordering::AcqRel);
         }
@@ -272,6 +274,19 @@ impl Shared {
             &self.records_failed
         };
         counter.fetch_add(batch.record_count as u64, Ordering::Relaxed);
+        if let Err(error) = &outcome {
+            // Only the batch holds its completion state: its records were sent detached (or
+            // their futures dropped), so nothing but the metrics would tell of the loss.
+            if Arc::strong_count(&batch.shared) == 1 {
+                tracing::warn!(
+                    topic = %batch.topic,
+                    partition = %batch.partition,
+                    records = batch.record_count,
+                    %error,
+                    "records not delivered, and no delivery future is waiting for them"
+                );
+            }
+        }
         if batch.order.is_some() {
             // Frees an in-flight slot of its partition: held batches may go now.
             self.lock().finished(&batch);
@@ -402,18 +417,43 @@ impl Producer {
 
     /// Queues a record and returns the future of its delivery. Waits while the buffer is full.
     ///
+    /// The record is copied into its batch here, so it may be passed by reference and sent
+    /// again (`producer.send(&record)`): that saves the clones a fresh record costs.
+    ///
     /// The common case (buffer room, the producer id and the topic's partitions known) takes
     /// the accumulator's lock once and never awaits; everything else goes the slow way.
     ///
     /// # Errors
     /// [`Error::RecordTooLarge`], [`Error::ProducerClosed`], [`Error::UnknownTopicOrPartition`]
     /// for a missing topic or partition, or the error loading the topic's metadata.
-    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+    pub async fn send<R: Borrow<ProducerRecord>>(&self, record: R) -> Result<DeliveryFuture> {
+        match self.queue(record.borrow(), Track::Future).await? {
+            Some(delivery) => Ok(delivery),
+            // Track::Future: the accumulator hands back a future for every record it queues.
+            None => unreachable!("a tracked record has a delivery future"),
+        }
+    }
+
+    /// Queues a record like [`send`](Producer::send), without a future of its own, for callers
+    /// that check deliveries in bulk: its outcome counts in [`metrics`](Producer::metrics)
+    /// once its batch completes, and [`flush`](Producer::flush) waits for it, as with Kafka's
+    /// `send` without a callback. Cheaper per record than `send` (no reference count taken
+    /// and dropped per record). A batch that fails for good while no future of it is left to
+    /// report the error is logged at WARN.
+    ///
+    /// # Errors
+    /// As [`send`](Producer::send): the record was not queued.
+    pub async fn send_detached<R: Borrow<ProducerRecord>>(&self, record: R) -> Result<()> {
+        self.queue(record.borrow(), Track::Count).await.map(drop)
+    }
+
+    /// `send` and `send_detached`: the fast path, or the boxed slow one.
+    async fn queue(&self, record: &ProducerRecord, track: Track) -> Result<Option<DeliveryFuture>> {
         let shared = &self.inner.shared;
         if shared.closing.load(Ordering::Acquire) {
             return Err(Error::ProducerClosed);
         }
-        let reserved = record_reservation(&record);
+        let reserved = record_reservation(record);
         let max = shared.config.max_record_bytes();
         if reserved > max {
             return Err(Error::RecordTooLarge { size: reserved, max });
@@ -425,10 +465,11 @@ impl Producer {
             let mut take = |bytes: usize| shared.try_take_buffer(bytes);
             let appended = shared.append(
                 &mut shared.lock(),
-                &record,
+                record,
                 reserved,
                 timestamp_ms,
                 Reserve::Take(&mut take),
+                track,
             );
             match appended? {
                 Appended::Done {
@@ -446,7 +487,7 @@ impl Producer {
             }
         }
         // Boxed, so the rarely taken awaits do not make every `send` future larger.
-        Box::pin(self.send_slow(record, reserved)).await
+        Box::pin(self.send_slow(record, reserved, track)).await
     }
 
     /// Queues `records` in order, as `send` would one by one, and pushes their delivery
@@ -458,9 +499,10 @@ impl Producer {
     /// # Errors
     /// As `send`, for the first record that cannot be queued: the records before it are
     /// queued (their futures are in `deliveries`), it and the rest are not.
-    pub async fn send_many<I>(&self, records: I, deliveries: &mut Vec<DeliveryFuture>) -> Result<()>
+    pub async fn send_many<I, R>(&self, records: I, deliveries: &mut Vec<DeliveryFuture>) -> Result<()>
     where
-        I: IntoIterator<Item = ProducerRecord>,
+        I: IntoIterator<Item = R>,
+        R: Borrow<ProducerRecord>,
     {
         let shared = &self.inner.shared;
         let max = shared.config.max_record_bytes();
@@ -484,7 +526,7 @@ impl Producer {
                         exhausted = true;
                         break;
                     };
-                    let reserved = record_reservation(&record);
+                    let reserved = record_reservation(record.borrow());
                     if reserved > max {
                         drop(accumulator);
                         self.appended_many(wake_sender);
@@ -492,10 +534,11 @@ impl Producer {
                     }
                     let appended = shared.append(
                         &mut accumulator,
-                        &record,
+                        record.borrow(),
                         reserved,
-                        record.timestamp_ms.unwrap_or(timestamp_ms),
+                        record.borrow().timestamp_ms.unwrap_or(timestamp_ms),
                         Reserve::Take(&mut take),
+                        Track::Future,
                     );
                     match appended {
                         Ok(Appended::Done {
@@ -504,7 +547,7 @@ impl Producer {
                             ..
                         }) => {
                             wake_sender |= wake;
-                            deliveries.push(delivery);
+                            deliveries.extend(delivery);
                         }
                         Ok(Appended::NeedMetadata) => {
                             stalled = Some(record);
@@ -537,7 +580,12 @@ impl Producer {
     }
 
     /// `send` when it has to wait: for buffer room, the producer id or the topic's metadata.
-    async fn send_slow(&self, record: ProducerRecord, reserved: usize) -> Result<DeliveryFuture> {
+    async fn send_slow(
+        &self,
+        record: &ProducerRecord,
+        reserved: usize,
+        track: Track,
+    ) -> Result<Option<DeliveryFuture>> {
         let shared = &self.inner.shared;
         // Checked by `send`: reserved <= buffer_bytes < 4 GiB.
         shared
@@ -549,7 +597,7 @@ impl Producer {
         // Read after any wait for buffer room: the record is created when it is accepted.
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
         let result = match self.ensure_identity().await {
-            Ok(()) => self.append(&record, reserved, timestamp_ms).await,
+            Ok(()) => self.append(record, reserved, timestamp_ms, track).await,
             Err(error) => Err(error),
         };
         if result.is_err() {
@@ -565,7 +613,7 @@ impl Producer {
     }
 
     /// After a record went into a batch: wakes the sender if it has a batch to send or time.
-    fn appended(&self, delivery: DeliveryFuture, wake_sender: bool) -> DeliveryFuture {
+    fn appended(&self, delivery: Option<DeliveryFuture>, wake_sender: bool) -> Option<DeliveryFuture> {
         if wake_sender {
             self.inner.shared.wake_sender.notify_one();
         }
@@ -610,12 +658,19 @@ impl Producer {
         record: &ProducerRecord,
         reserved: usize,
         timestamp_ms: i64,
-    ) -> Result<DeliveryFuture> {
+        track: Track,
+    ) -> Result<Option<DeliveryFuture>> {
         let shared = &self.inner.shared;
         // Two rounds at most: the second runs after loading the topic's metadata.
         for _ in 0..2 {
-            let appended =
-                shared.append(&mut shared.lock(), record, reserved, timestamp_ms, Reserve::Held)?;
+            let appended = shared.append(
+                &mut shared.lock(),
+                record,
+                reserved,
+                timestamp_ms,
+                Reserve::Held,
+                track,
+            )?;
             match appended {
                 Appended::Done {
                     delivery,
