@@ -1,6 +1,7 @@
 //! Tests of the accumulator: batching, partitioning, buffer budget and completion.
 
 use super::*;
+use crate::error::Error;
 use crate::types::Offset;
 use rand::SeedableRng;
 use tidelog_proto::batch::RecordBatch;
@@ -18,14 +19,12 @@ fn accumulator(batch_size_bytes: usize, linger_ms: u64) -> Accumulator {
 }
 
 fn append(acc: &mut Accumulator, record: ProducerRecord, now: Instant) -> DeliveryFuture {
-    match acc
-        .append(&record, 10, 1_000, || now, Reserve::Held, Track::Future)
-        .unwrap()
-    {
+    match acc.append(&record, 10, 1_000, || now, Reserve::Held, Track::Future) {
         Appended::Done {
-            delivery: Some(delivery),
+            batch: Some(batch),
+            index,
             ..
-        } => delivery,
+        } => DeliveryFuture { batch, index },
         other => panic!("metadata is known and the bytes held: {other:?}"),
     }
 }
@@ -40,7 +39,7 @@ fn unknown_topic_asks_for_metadata() {
     let record = ProducerRecord::new("other", value(1));
     assert!(matches!(
         acc.append(&record, 1, 0, Instant::now, Reserve::Held, Track::Future),
-        Ok(Appended::NeedMetadata)
+        Appended::NeedMetadata
     ));
 }
 
@@ -50,7 +49,7 @@ fn explicit_partition_out_of_range_is_an_error() {
     let record = ProducerRecord::new("t", value(1)).partition(PartitionId::new(4));
     assert!(matches!(
         acc.append(&record, 1, 0, Instant::now, Reserve::Held, Track::Future),
-        Err(Error::UnknownTopicOrPartition { .. })
+        Appended::NoSuchPartition(partition) if partition.get() == 4
     ));
 }
 
@@ -230,7 +229,6 @@ impl Budget {
             Reserve::Take(&mut take),
             Track::Future,
         )
-        .unwrap()
     }
 }
 
@@ -325,10 +323,7 @@ fn records_keep_their_own_timestamps_within_a_batch() {
     ];
     for stamp in stamps {
         let record = ProducerRecord::new("t", value(10)).partition(p0);
-        match acc
-            .append(&record, 34, stamp, || now, Reserve::Held, Track::Future)
-            .unwrap()
-        {
+        match acc.append(&record, 34, stamp, || now, Reserve::Held, Track::Future) {
             Appended::Done { .. } => {}
             other => panic!("{other:?}"),
         }
@@ -350,13 +345,10 @@ async fn counted_records_share_the_batch_with_tracked_ones_and_get_their_offsets
     let mut deliveries = Vec::new();
     for i in 0..6 {
         let track = if i % 3 == 2 { Track::Future } else { Track::Count };
-        match acc
-            .append(&record, 34, 1_000, || now, Reserve::Held, track)
-            .unwrap()
-        {
-            Appended::Done { delivery, .. } => {
-                assert_eq!(delivery.is_some(), track == Track::Future);
-                deliveries.extend(delivery);
+        match acc.append(&record, 34, 1_000, || now, Reserve::Held, track) {
+            Appended::Done { batch, index, .. } => {
+                assert_eq!(batch.is_some(), track == Track::Future);
+                deliveries.extend(Appended::delivery(batch, index));
             }
             other => panic!("{other:?}"),
         }
@@ -371,4 +363,13 @@ async fn counted_records_share_the_batch_with_tracked_ones_and_get_their_offsets
         offsets.push(delivery.await.unwrap().offset());
     }
     assert_eq!(offsets, [Some(Offset::new(102)), Some(Offset::new(105))]);
+}
+
+#[test]
+fn the_append_answer_fits_two_registers() {
+    assert!(
+        std::mem::size_of::<Appended>() <= 16,
+        "Appended is {} bytes",
+        std::mem::size_of::<Appended>()
+    );
 }

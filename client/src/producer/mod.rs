@@ -240,7 +240,9 @@ impl Shared {
 
     /// Appends under the caller's lock. A batch the record opened counts as outstanding
     /// before the lock is released: the sender drains it under the same lock, so its
-    /// completion can never find the count at zero (and a flush miss it).
+    /// completion can never find the count at zero (and a flush miss it). Inlined, so the
+    /// accumulator's answer is read in place rather than moved (see `Producer::try_queue`).
+    #[inline(always)]
     fn append(
         &self,
         accumulator: &mut Accumulator,
@@ -249,12 +251,12 @@ impl Shared {
         timestamp_ms: i64,
         reserve: Reserve<'_>,
         track: Track,
-    ) -> Result<Appended> {
-        let appended = accumulator.append(record, reserved, timestamp_ms, Instant::now, reserve, track)?;
+    ) -> Appended {
+        let appended = accumulator.append(record, reserved, timestamp_ms, Instant::now, reserve, track);
         if let Appended::Done { new_batch: true, .. } = appended {
             self.outstanding.fetch_add(1, Ordering::AcqRel);
         }
-        Ok(appended)
+        appended
     }
 
     /// Takes `bytes` of the buffer budget if they are free now.
@@ -354,6 +356,14 @@ impl Shared {
     }
 }
 
+/// What the fast path of `send` did with a record.
+enum FastPath {
+    /// Queued, with its future under [`Track::Future`].
+    Queued(Option<DeliveryFuture>),
+    /// It has to wait (for buffer room, the producer id or metadata): `send_slow` takes over.
+    Slow { reserved: usize },
+}
+
 /// Sends records in batches. Cheap to clone; all clones share one buffer and sender task.
 ///
 /// Call [`close`](Producer::close) to deliver what is buffered before dropping the last clone;
@@ -427,7 +437,12 @@ impl Producer {
     /// [`Error::RecordTooLarge`], [`Error::ProducerClosed`], [`Error::UnknownTopicOrPartition`]
     /// for a missing topic or partition, or the error loading the topic's metadata.
     pub async fn send<R: Borrow<ProducerRecord>>(&self, record: R) -> Result<DeliveryFuture> {
-        match self.queue(record.borrow(), Track::Future).await? {
+        let record = record.borrow();
+        let delivery = match self.try_queue(record, Track::Future)? {
+            FastPath::Queued(delivery) => delivery,
+            FastPath::Slow { reserved } => Box::pin(self.send_slow(record, reserved, Track::Future)).await?,
+        };
+        match delivery {
             Some(delivery) => Ok(delivery),
             // Track::Future: the accumulator hands back a future for every record it queues.
             None => unreachable!("a tracked record has a delivery future"),
@@ -444,11 +459,18 @@ impl Producer {
     /// # Errors
     /// As [`send`](Producer::send): the record was not queued.
     pub async fn send_detached<R: Borrow<ProducerRecord>>(&self, record: R) -> Result<()> {
-        self.queue(record.borrow(), Track::Count).await.map(drop)
+        let record = record.borrow();
+        if let FastPath::Slow { reserved } = self.try_queue(record, Track::Count)? {
+            Box::pin(self.send_slow(record, reserved, Track::Count)).await?;
+        }
+        Ok(())
     }
 
-    /// `send` and `send_detached`: the fast path, or the boxed slow one.
-    async fn queue(&self, record: &ProducerRecord, track: Track) -> Result<Option<DeliveryFuture>> {
+    /// The fast path of `send` and `send_detached`: no await. Inlined into both, so the
+    /// outcome is read where it is written rather than moved through a nested future (moving
+    /// the large `Result` cost a store-forwarding stall per record).
+    #[inline(always)]
+    fn try_queue(&self, record: &ProducerRecord, track: Track) -> Result<FastPath> {
         let shared = &self.inner.shared;
         if shared.closing.load(Ordering::Acquire) {
             return Err(Error::ProducerClosed);
@@ -471,13 +493,18 @@ impl Producer {
                 Reserve::Take(&mut take),
                 track,
             );
-            match appended? {
+            match appended {
                 Appended::Done {
-                    delivery,
+                    batch,
+                    index,
                     wake_sender,
                     ..
-                } => return Ok(self.appended(delivery, wake_sender)),
-                // The topic's partitions are not known yet: load them below.
+                } => {
+                    let delivery = Appended::delivery(batch, index);
+                    return Ok(FastPath::Queued(self.appended(delivery, wake_sender)));
+                }
+                Appended::NoSuchPartition(partition) => return Err(no_such_partition(record, partition)),
+                // The topic's partitions are not known yet: load them on the slow path.
                 Appended::NeedMetadata => {}
                 Appended::NeedBuffer { wake_sender } => {
                     if wake_sender {
@@ -486,8 +513,7 @@ impl Producer {
                 }
             }
         }
-        // Boxed, so the rarely taken awaits do not make every `send` future larger.
-        Box::pin(self.send_slow(record, reserved, track)).await
+        Ok(FastPath::Slow { reserved })
     }
 
     /// Queues `records` in order, as `send` would one by one, and pushes their delivery
@@ -541,27 +567,28 @@ impl Producer {
                         Track::Future,
                     );
                     match appended {
-                        Ok(Appended::Done {
-                            delivery,
+                        Appended::Done {
+                            batch,
+                            index,
                             wake_sender: wake,
                             ..
-                        }) => {
+                        } => {
                             wake_sender |= wake;
-                            deliveries.extend(delivery);
+                            deliveries.extend(Appended::delivery(batch, index));
                         }
-                        Ok(Appended::NeedMetadata) => {
+                        Appended::NeedMetadata => {
                             stalled = Some(record);
                             break;
                         }
-                        Ok(Appended::NeedBuffer { wake_sender: wake }) => {
+                        Appended::NeedBuffer { wake_sender: wake } => {
                             wake_sender |= wake;
                             stalled = Some(record);
                             break;
                         }
-                        Err(error) => {
+                        Appended::NoSuchPartition(partition) => {
                             drop(accumulator);
                             self.appended_many(wake_sender);
-                            return Err(error);
+                            return Err(no_such_partition(record.borrow(), partition));
                         }
                     }
                 }
@@ -580,6 +607,7 @@ impl Producer {
     }
 
     /// `send` when it has to wait: for buffer room, the producer id or the topic's metadata.
+    /// Boxed by its callers, so the rarely taken awaits do not make every `send` future larger.
     async fn send_slow(
         &self,
         record: &ProducerRecord,
@@ -613,6 +641,7 @@ impl Producer {
     }
 
     /// After a record went into a batch: wakes the sender if it has a batch to send or time.
+    #[inline(always)]
     fn appended(&self, delivery: Option<DeliveryFuture>, wake_sender: bool) -> Option<DeliveryFuture> {
         if wake_sender {
             self.inner.shared.wake_sender.notify_one();
@@ -670,13 +699,15 @@ impl Producer {
                 timestamp_ms,
                 Reserve::Held,
                 track,
-            )?;
+            );
             match appended {
                 Appended::Done {
-                    delivery,
+                    batch,
+                    index,
                     wake_sender,
                     ..
-                } => return Ok(self.appended(delivery, wake_sender)),
+                } => return Ok(self.appended(Appended::delivery(batch, index), wake_sender)),
+                Appended::NoSuchPartition(partition) => return Err(no_such_partition(record, partition)),
                 // Not asked for: the bytes are held.
                 Appended::NeedBuffer { .. } => unreachable!("append with Reserve::Held never needs buffer"),
                 Appended::NeedMetadata => {
@@ -753,6 +784,14 @@ impl ProducerMetrics {
     /// Records whose batch failed for good.
     pub fn records_failed(&self) -> u64 {
         self.records_failed
+    }
+}
+
+/// The error for a record that names a partition its topic does not have.
+fn no_such_partition(record: &ProducerRecord, partition: PartitionId) -> Error {
+    Error::UnknownTopicOrPartition {
+        topic: record.topic.to_string(),
+        partition: Some(partition),
     }
 }
 

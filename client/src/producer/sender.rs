@@ -305,9 +305,7 @@ mod tests {
         for i in 0..30u32 {
             let record = ProducerRecord::new(topic.clone(), Bytes::from(vec![0u8; 200]))
                 .partition(PartitionId::new(i % 2));
-            let _ = accumulator
-                .append(&record, 224, 0, Instant::now, Reserve::Held, Track::Future)
-                .unwrap();
+            let _ = accumulator.append(&record, 224, 0, Instant::now, Reserve::Held, Track::Future);
         }
         let (batches, _) = accumulator.drain(Instant::now());
         let count = batches.len();
