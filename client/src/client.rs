@@ -124,6 +124,10 @@ impl ClientConfig {
     pub(crate) fn max_frame_bytes_value(&self) -> usize {
         self.max_frame_bytes
     }
+
+    pub(crate) fn request_timeout_value(&self) -> Duration {
+        self.request_timeout
+    }
 }
 
 impl Default for ClientConfig {

@@ -175,6 +175,8 @@ struct PartitionState {
     position: Position,
     /// Bumped by every seek, so a fetch sent before it is recognised and ignored.
     epoch: u64,
+    /// As the last fetch answer for the partition reported it.
+    high_watermark: Option<Offset>,
 }
 
 /// What a fetch asked for, to match the response against.
@@ -253,6 +255,7 @@ impl Consumer {
                 .or_insert(PartitionState {
                     position: Position::Lookup(start),
                     epoch: 0,
+                    high_watermark: None,
                 });
         }
         Ok(())
@@ -308,6 +311,15 @@ impl Consumer {
             Position::At(offset) => Some(offset),
             Position::Lookup(_) => None,
         }
+    }
+
+    /// The partition's high watermark (the offset after its last readable record) as the
+    /// latest fetch answer reported it; `None` before the first answer. Catch-up subscriptions
+    /// compare it with [`position`](Self::position) to know they reached the end.
+    pub fn high_watermark(&self, topic: &str, partition: PartitionId) -> Option<Offset> {
+        self.partitions
+            .get(&(TopicName::new(topic), partition))?
+            .high_watermark
     }
 
     /// Waits up to `timeout` for records and returns at most `max_poll_records` of them; an
@@ -474,7 +486,7 @@ impl Consumer {
         }
         let (topic, partition) = key;
         match wire::error_code(answer.error) {
-            None => {}
+            None => state.high_watermark = Some(Offset::new(answer.high_watermark)),
             Some(ErrorCode::OffsetOutOfRange) => {
                 let spec = match self.config.offset_reset {
                     OffsetReset::Earliest => OffsetSpec::Earliest,

@@ -26,7 +26,10 @@ mod wire;
 pub mod admin;
 pub mod client;
 pub mod consumer;
+#[cfg(feature = "embedded")]
+pub mod embedded;
 pub mod error;
+pub mod event_store;
 pub mod group;
 pub mod partitioner;
 pub mod producer;
@@ -37,6 +40,7 @@ pub use admin::{Admin, NewTopic, PartitionDescription, PartitionOffset, TopicCon
 pub use client::{Client, ClientConfig, DEFAULT_BROKER};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, Seek};
 pub use error::{Error, Result};
+pub use event_store::{EventStore, EventStoreError, StreamId, Subscription, SubscriptionEvent};
 pub use group::{
     AutoCommit, CommitHandle, GroupConfig, GroupConsumer, GroupDescription, GroupListing, GroupMember,
     GroupPartitionOffset, GroupState, OffsetsToCommit, RebalanceListener, TopicPartition,

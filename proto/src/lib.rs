@@ -1,6 +1,6 @@
 //! The Tidelog wire protocol: the protobuf schema (`pb`), the frame codec (`frame`), the
-//! Kafka RecordBatch v2 codec (`batch`) and its compression codecs (`compression`). Pure
-//! functions over byte buffers: no I/O, no async.
+//! Kafka RecordBatch v2 codec (`batch`), its compression codecs (`compression`) and Kafka's
+//! keyed partitioner (`partitioner`). Pure functions over byte buffers: no I/O, no async.
 //!
 //! This is the only crate that knows prost. The broker and client convert `pb` types to their
 //! own domain types at their edges.
@@ -9,6 +9,7 @@ pub mod batch;
 pub mod compression;
 pub mod error;
 pub mod frame;
+pub mod partitioner;
 mod varint;
 
 pub use error::{BatchError, CompressionError, FrameError};

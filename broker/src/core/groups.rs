@@ -121,6 +121,25 @@ impl Core {
             .collect())
     }
 
+    /// Deletes committed offsets of a group (Kafka's OffsetDelete), except for topics its
+    /// members subscribe to (refused per partition: a member would commit them again). One
+    /// outcome per partition, in request order; `Err` when the whole request fails.
+    pub(crate) async fn delete_offsets(
+        self: &Arc<Self>,
+        group_id: String,
+        partitions: Vec<(String, u32)>,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let core = self.clone();
+        blocking(move || core.groups.delete_offsets(&group_id, &partitions))
+            .await
+            .unwrap_or_else(|error| {
+                Err(GroupError::InvalidRequest(format!(
+                    "the delete did not finish: {}",
+                    error.message
+                )))
+            })
+    }
+
     /// Committed offsets of the partitions asked for (`None`: nothing committed), or of every
     /// committed partition when `asked` is empty. Served from memory, which holds only offsets
     /// already flushed.

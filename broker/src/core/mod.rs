@@ -4,6 +4,7 @@
 //! ends translate their requests into these calls and the results back, and map
 //! `error::ErrorCode` to their wire once.
 
+pub(crate) mod classic_groups;
 pub(crate) mod error;
 pub(crate) mod fetch;
 pub(crate) mod groups;

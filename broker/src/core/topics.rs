@@ -1,11 +1,13 @@
-//! Topic operations every front end calls: create, delete, and metadata (each topic's
-//! partitions, offline ones with their error). The registry (`topics`) owns the topics themselves; this module is what a request adds.
+//! Topic operations every front end calls: create, delete, alter (partitions, config), trim,
+//! and metadata (each topic's partitions, offline ones with their error). The registry
+//! (`topics`) owns the topics themselves and their rules (limits, config floors); this module
+//! is what a request adds: the order of the steps of one request.
 
 use std::sync::Arc;
 
 use super::{blocking, Core, CoreError, ErrorCode};
 use crate::clock::now_ms;
-use crate::topics::{PartitionSlot, Topic, TopicSpec};
+use crate::topics::{ConfigUpdate, PartitionSlot, Topic, TopicSpec};
 
 /// A topic as Metadata shows it.
 #[derive(Debug, Clone)]
@@ -74,6 +76,59 @@ impl Core {
                 .collect()
         })
         .await
+    }
+
+    /// Changes a topic's config (`validate_only`: checks without changing). Blocking: it
+    /// writes the metadata store.
+    pub(crate) fn alter_topic_config(
+        &self,
+        name: &str,
+        update: &ConfigUpdate,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, CoreError> {
+        // The registry logs the change.
+        Ok(self.registry.alter_config(name, update, validate_only)?)
+    }
+
+    /// Grows a topic to `count` partitions (only up). Blocking: it creates and syncs files
+    /// and writes the metadata store.
+    pub(crate) fn add_partitions(
+        &self,
+        name: &str,
+        count: u32,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, CoreError> {
+        // The registry logs the change.
+        Ok(self.registry.add_partitions(name, count, validate_only)?)
+    }
+
+    /// Both changes of one request, all or nothing as far as checks go: the config is
+    /// checked before any partition is added, so a refused change leaves the partition count
+    /// alone too; then partitions, then the config. Blocking.
+    pub(crate) fn alter_topic(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        update: &ConfigUpdate,
+        validate_only: bool,
+    ) -> Result<(), CoreError> {
+        let has_changes = !matches!(update, ConfigUpdate::Incremental(changes) if changes.is_empty());
+        if has_changes {
+            self.alter_topic_config(name, update, true)?;
+        }
+        if let Some(partitions) = partitions {
+            self.add_partitions(name, partitions, validate_only)?;
+        }
+        if has_changes && !validate_only {
+            self.alter_topic_config(name, update, false)?;
+        }
+        Ok(())
+    }
+
+    /// Advances a partition's log start to `before` (-1: the high watermark); the new log
+    /// start. Blocking: it may delete segment files and writes the metadata store.
+    pub(crate) fn trim(&self, name: &str, partition: u32, before: i64) -> Result<i64, CoreError> {
+        Ok(self.registry.trim(name, partition, before, now_ms())?)
     }
 
     /// The topics named (every topic, sorted by name, when `names` is empty).

@@ -12,11 +12,11 @@
 //!
 //! Bounds: at most `kafka.in_flight_requests_per_connection_max` requests under way, at most
 //! `kafka.response_queue_depth` slots queued; past either the reader stops reading and TCP
-//! pushes back on the client. Memory is charged to the broker's one budget
-//! (`net::budget`) exactly as on the native listener: bytes as they are read (never the
-//! announced size), a frame's charge until its request is answered, a response until written.
-//! Time: the idle, size-prefix, frame-completion and write-stall timeouts of the native
-//! listener, with this listener's values.
+//! pushes back on the client. Frames are read by `net::read`, exactly as on the native
+//! listener (charged to the broker's one budget as they are read, the idle, size-prefix and
+//! frame-completion timeouts with this listener's values); a frame's charge is held until its
+//! request is answered, a response's until it is written, and a socket that stalls a write
+//! for `kafka.write_stall_timeout_ms` is cut.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,13 +24,11 @@ use std::time::Duration;
 
 use std::collections::VecDeque;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use tidelog_proto::frame::{decode_frame, FRAME_HEADER_BYTES};
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::codec::{parse_request, response_head};
@@ -38,15 +36,9 @@ use super::dispatch;
 use super::handlers::{Reply, Request, Response};
 use super::KafkaContext;
 use crate::net::budget::{ConnectionBudget, Reservation};
+use crate::net::read::{FrameReader, ReaderParts};
 use crate::net::write::write_all_chunks;
 
-/// Most bytes read from the socket at once, and so charged to the budget at once.
-const READ_CHUNK_BYTES: usize = 256 << 10;
-/// Frames up to this size are copied out of the read buffer, so a request that waits long
-/// (a long poll) does not keep the whole read buffer's allocation alive uncharged.
-const FRAME_COPY_BYTES_MAX: usize = 16 << 10;
-/// Least a read waits for from the budget (or what the frame still lacks, if less).
-const READ_GRANT_BYTES_MIN: usize = 4 << 10;
 /// Bytes of ready responses the writer gathers into one vectored write.
 const WRITE_COALESCE_BYTES: usize = 4 << 20;
 
@@ -82,13 +74,13 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Kafk
             tracing::debug!(%error, "could not disable Nagle's algorithm");
         }
         let (reader, writer) = stream.into_split();
-        let config = &context.config;
-        let (slots, queued) = mpsc::channel(config.response_queue_depth);
+        let limits = &context.net.limits;
+        let (slots, queued) = mpsc::channel(limits.response_queue_depth);
         let writer_gone = Arc::new(Notify::new());
-        let write_stall = Duration::from_millis(config.write_stall_timeout_ms);
+        let write_stall = Duration::from_millis(limits.write_stall_timeout_ms);
         let writer =
             tokio::spawn(write_responses(writer, queued, write_stall, writer_gone.clone()).in_current_span());
-        let in_flight = Arc::new(Semaphore::new(config.in_flight_requests_per_connection_max));
+        let in_flight = Arc::new(Semaphore::new(limits.in_flight_requests_per_connection_max));
         let budget = context.net.memory.connection();
         let surroundings = Reader {
             peer,
@@ -113,149 +105,28 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Kafk
     .await;
 }
 
-/// Which clock the reader is running against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Waiting {
-    /// Between frames.
-    Idle,
-    /// A frame has started but its size prefix is incomplete.
-    Header,
-    /// The size prefix is in; the rest of the frame is not.
-    Frame,
-}
-
 /// Reads and dispatches until the client closes, the broker shuts down, a timeout cuts the
 /// connection, or the stream cannot be trusted any more (the `Err` says why).
 async fn read_requests(reader: OwnedReadHalf, surroundings: &Reader<'_>) -> Result<(), String> {
-    let config = &surroundings.context.config;
-    let frame_bytes_max = config.frame_bytes_max;
-    let idle_timeout = Duration::from_millis(config.connection_idle_timeout_ms);
-    let header_timeout = Duration::from_millis(config.request_header_timeout_ms);
-    let frame_timeout = Duration::from_millis(config.frame_completion_timeout_ms);
-    let in_flight_max = config.in_flight_requests_per_connection_max;
-    let mut shutdown = surroundings.context.net.shutdown.clone();
-    let mut buffer = BytesMut::new();
-    // Covers `buffer.len()`: the bytes of frames not yet cut.
-    let mut held = surroundings.budget.empty();
-    let mut frame_started = Instant::now();
-    let mut last_activity = Instant::now();
+    let net = &surroundings.context.net;
+    let mut frames = FrameReader::new(
+        reader,
+        ReaderParts {
+            limits: &net.limits,
+            budget: surroundings.budget,
+            in_flight: surroundings.in_flight,
+            writer_gone: surroundings.writer_gone,
+            shutdown: net.shutdown.clone(),
+        },
+    );
     loop {
-        loop {
-            // Too large or empty: Kafka closes such a connection, and so do we (the size
-            // prefix was refused before any of the frame was buffered).
-            let frame = match decode_frame(&mut buffer, frame_bytes_max) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(error) => return Err(error.to_string()),
-            };
-            let frame = if frame.len() <= FRAME_COPY_BYTES_MAX {
-                Bytes::copy_from_slice(&frame)
-            } else {
-                frame
-            };
-            let charge = held.split(frame.len() + FRAME_HEADER_BYTES);
-            let permit = tokio::select! {
-                permit = surroundings.in_flight.clone().acquire_owned() => permit.map_err(|error| error.to_string())?,
-                _ = shutdown.changed() => return Ok(()),
-            };
-            start_request(frame, charge, surroundings, permit).await?;
-            frame_started = Instant::now();
-            last_activity = Instant::now();
+        match frames.next().await {
+            Ok(Some(frame)) => start_request(frame.bytes, frame.charge, surroundings, frame.permit).await?,
+            Ok(None) => return Ok(()),
+            // Too large or empty: Kafka closes such a connection without a word, and so do we.
+            Err(error) => return Err(error.to_string()),
         }
-        if buffer.is_empty() {
-            // Let go of the allocation the last frame came from.
-            buffer = BytesMut::new();
-        }
-        if *shutdown.borrow() {
-            return Ok(());
-        }
-        let waiting = match buffer.len() {
-            0 => Waiting::Idle,
-            n if n < FRAME_HEADER_BYTES => Waiting::Header,
-            _ => Waiting::Frame,
-        };
-        let deadline = match waiting {
-            Waiting::Idle => last_activity + idle_timeout,
-            Waiting::Header => frame_started + header_timeout,
-            Waiting::Frame => frame_started + frame_timeout,
-        };
-        let timed_out = || -> Result<(), String> {
-            Err(match waiting {
-                Waiting::Idle => format!("idle for {} ms", idle_timeout.as_millis()),
-                Waiting::Header => format!(
-                    "frame size prefix incomplete after {} ms ({} bytes)",
-                    header_timeout.as_millis(),
-                    buffer.len()
-                ),
-                Waiting::Frame => format!(
-                    "frame incomplete after {} ms ({} bytes received)",
-                    frame_timeout.as_millis(),
-                    buffer.len()
-                ),
-            })
-        };
-        // Wait for bytes before taking memory for them: a quiet connection holds none.
-        tokio::select! {
-            ready = reader.readable() => ready.map_err(|error| format!("read failed: {error}"))?,
-            _ = tokio::time::sleep_until(deadline) => {
-                if waiting == Waiting::Idle && surroundings.in_flight.available_permits() < in_flight_max {
-                    // A request is under way (a long poll, a sync): not idle.
-                    last_activity = Instant::now();
-                    continue;
-                }
-                return timed_out();
-            }
-            _ = shutdown.changed() => return Ok(()),
-            _ = surroundings.writer_gone.notified() => return Err("the socket stopped taking responses".into()),
-        }
-        let wanted = match frame_length(&buffer) {
-            Some(total) => total.saturating_sub(buffer.len()).clamp(1, READ_CHUNK_BYTES),
-            None => READ_CHUNK_BYTES,
-        };
-        let grant = tokio::select! {
-            grant = surroundings.budget.reserve_between(wanted.min(READ_GRANT_BYTES_MIN), wanted, None) => {
-                grant.map_err(|error| format!("no memory for the next read: {error}"))?
-            }
-            _ = tokio::time::sleep_until(deadline), if waiting != Waiting::Idle => return timed_out(),
-            _ = shutdown.changed() => return Ok(()),
-            _ = surroundings.writer_gone.notified() => return Err("the socket stopped taking responses".into()),
-        };
-        let granted = grant.bytes();
-        held.merge(grant);
-        if buffer.is_empty() {
-            frame_started = Instant::now();
-        }
-        match frame_length(&buffer) {
-            // Address space for the whole frame (already checked against the limit); pages
-            // become memory only as bytes land, and the budget charges exactly those.
-            Some(total) if total <= frame_bytes_max + FRAME_HEADER_BYTES => {
-                buffer.reserve(total - buffer.len())
-            }
-            _ => buffer.reserve(granted),
-        }
-        let read = reader.try_read_buf(&mut (&mut buffer).limit(granted));
-        match read {
-            Ok(0) if buffer.is_empty() => return Ok(()),
-            Ok(0) => {
-                return Err(format!(
-                    "client closed the connection mid-frame ({} bytes pending)",
-                    buffer.len()
-                ))
-            }
-            Ok(_) => last_activity = Instant::now(),
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(format!("read failed: {error}")),
-        }
-        held.shrink_to(buffer.len());
     }
-}
-
-/// The whole length (prefix included) of the frame at the front of `buffer`, once its prefix
-/// is in.
-fn frame_length(buffer: &BytesMut) -> Option<usize> {
-    let header = buffer.get(..FRAME_HEADER_BYTES)?;
-    let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    Some(length.saturating_add(FRAME_HEADER_BYTES))
 }
 
 /// Parses and dispatches one request and runs its in-order part here; a remainder that waits
@@ -441,21 +312,5 @@ async fn resolve(slot: Slot) -> Option<Outgoing> {
     match slot {
         Slot::Ready(outgoing) => Some(outgoing),
         Slot::Pending(receiver) => receiver.await.ok(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frame_length_includes_the_prefix_and_never_overflows() {
-        let mut buffer = BytesMut::new();
-        assert_eq!(frame_length(&buffer), None);
-        buffer.put_u32(10);
-        assert_eq!(frame_length(&buffer), Some(14));
-        let mut huge = BytesMut::new();
-        huge.put_u32(u32::MAX);
-        assert!(frame_length(&huge).is_some());
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! Connections count against the broker's one connection cap and draw on its one memory
 //! budget (`net::admission`, `net::budget`); the listener has its own frame size,
-//! in-flight and timeout limits (`config::KafkaListenerConfig`).
+//! in-flight and timeout limits (`[kafka]`, as `net::ListenerLimits`).
 
 pub mod codec;
 mod connection;
@@ -20,11 +20,9 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::BrokerId;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
-use crate::config::KafkaListenerConfig;
 use crate::core::Core;
-use crate::net::admission::RateLimitedWarn;
+use crate::net::accept::accept_loop;
 use crate::net::ListenerContext;
 
 /// Decodes one request frame (size prefix removed) the way the listener does: the header,
@@ -74,16 +72,13 @@ pub fn decode_request(frame: bytes::Bytes) -> Result<(), String> {
         .map_err(|error| error.to_string())
 }
 
-/// Pause after a failed accept, so running out of file descriptors does not spin a core.
-const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// What the Kafka listener's handlers may look at: the core and what every listener shares,
 /// and this listener's own settings.
 #[derive(Debug)]
 pub(crate) struct KafkaContext {
-    /// The core, this listener's shutdown signal, the shared memory budget and connection cap.
+    /// The core, this listener's limits (`[kafka]`) and shutdown signal, the shared memory
+    /// budget and connection cap.
     pub net: Arc<ListenerContext>,
-    pub config: KafkaListenerConfig,
     /// Host and port that Metadata and FindCoordinator tell clients to connect to.
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -95,8 +90,7 @@ impl KafkaContext {
     /// replaced by the broker's `advertised_host` when that is set.
     pub(crate) fn new(net: Arc<ListenerContext>) -> Self {
         let bound = net.advertised;
-        let config = net.core.config.kafka.clone();
-        let (advertised_host, advertised_port) = match config.advertised_host_port() {
+        let (advertised_host, advertised_port) = match net.core.config.kafka.advertised_host_port() {
             Ok(Some(host_port)) => host_port,
             _ => (
                 net.core
@@ -109,7 +103,6 @@ impl KafkaContext {
         };
         Self {
             net,
-            config,
             advertised_host,
             advertised_port,
         }
@@ -130,47 +123,15 @@ impl KafkaContext {
 /// Serves `listener` until the broker's shutdown signal, then waits for every connection to
 /// finish its in-flight requests (at most `limits.shutdown_drain_ms_max`).
 pub(crate) async fn run(listener: TcpListener, context: Arc<KafkaContext>) {
-    let mut shutdown = context.net.shutdown.clone();
-    let mut connections = JoinSet::new();
-    let accept_failures = RateLimitedWarn::default();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-        };
-        while connections.try_join_next().is_some() {}
-        match accepted {
-            Ok((stream, peer)) => match context.net.admission.admit(peer.ip()) {
-                Ok(admitted) => {
-                    let context = context.clone();
-                    connections.spawn(async move {
-                        connection::serve(stream, peer, context).await;
-                        drop(admitted);
-                    });
-                }
-                // Kafka has no frame a client would read before its first request: closing
-                // is the refusal (admission logged it, rate-limited).
-                Err(_refusal) => drop(stream),
-            },
-            Err(error) => {
-                accept_failures.warn(|suppressed| {
-                    tracing::warn!(%error, failed_since_last_warning = suppressed, "Kafka listener: accept failed");
-                });
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-            }
-        }
-    }
-    drop(listener);
-    let drain = std::time::Duration::from_millis(context.core().config.limits.shutdown_drain_ms_max);
-    let drained =
-        tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(
-            connections = connections.len(),
-            "Kafka connections still busy after the shutdown drain limit; closing them"
-        );
-        connections.shutdown().await;
-    }
+    accept_loop(
+        listener,
+        &context.net,
+        |stream, peer| connection::serve(stream, peer, context.clone()),
+        // Kafka has no frame a client would read before its first request: closing is the
+        // refusal (admission logged it, rate-limited).
+        |stream, _refusal| drop(stream),
+    )
+    .await;
 }
 
 #[cfg(test)]

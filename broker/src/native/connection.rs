@@ -7,24 +7,19 @@
 //! them by correlation id. At most `in_flight_requests_per_connection_max` are under way; past
 //! that, the task stops reading and TCP pushes back on the client.
 //!
-//! Memory: every byte read is charged to the broker's budget (`net::budget`) before it is
-//! read, a frame's charge travels with its request until it is answered, and a response is
-//! charged until the writer has sent it. When the budget says no, this task simply stops
-//! reading: TCP pushes back on that client alone.
-//!
-//! Time: a quiet connection (no request under way, nothing received) is closed after
-//! `connection_idle_timeout_ms`; a frame once started must complete its length prefix within
-//! `request_header_timeout_ms` and all of it within `frame_completion_timeout_ms`; a socket
-//! that accepts no byte of a pending response for `write_stall_timeout_ms` is cut.
+//! Memory and time: frames are read by `net::read` (charged to the broker's budget before
+//! they are read, bounded by the idle, size-prefix and frame-completion timeouts); a
+//! frame's charge travels with its request until it is answered, and a response is charged
+//! until the writer has sent it. A socket that accepts no byte of a pending response for
+//! `write_stall_timeout_ms` is cut.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use std::collections::VecDeque;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use prost::Message;
-use tidelog_proto::frame::{decode_frame, FRAME_HEADER_BYTES};
 use tidelog_proto::pb::{self, ErrorCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -36,6 +31,7 @@ use tracing::Instrument;
 use super::handlers::{self, Outcome};
 use super::response::{encode_response, FrameChunks};
 use crate::net::budget::{ConnectionBudget, Reservation};
+use crate::net::read::{FrameReader, ReadError, ReaderParts};
 use crate::net::write::write_all_chunks;
 use crate::net::ListenerContext;
 
@@ -45,12 +41,6 @@ struct Outgoing {
     reservation: Reservation,
 }
 
-/// Most bytes read from the socket at once, and so charged to the budget at once.
-const READ_CHUNK_BYTES: usize = 256 << 10;
-/// Frames up to this size are copied out of the read buffer (see `read_requests`).
-const FRAME_COPY_BYTES_MAX: usize = 16 << 10;
-/// Least a read waits for from the budget (or what the frame still lacks, if less).
-const READ_GRANT_BYTES_MIN: usize = 4 << 10;
 /// Bytes of queued responses the writer gathers into one vectored write.
 const WRITE_COALESCE_BYTES: usize = 4 << 20;
 
@@ -104,159 +94,38 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<List
     .await;
 }
 
-/// Which clock the reader is running against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Waiting {
-    /// Between frames.
-    Idle,
-    /// A frame has started but its length prefix is incomplete.
-    Header,
-    /// The length prefix is in; the rest of the frame is not.
-    Frame,
-}
-
 /// Reads and dispatches until the client closes, the broker shuts down, a timeout cuts the
 /// connection, or the byte stream cannot be trusted any more (the `Err` says why).
 async fn read_requests(reader: OwnedReadHalf, surroundings: &Reader<'_>) -> Result<(), String> {
     let limits = &surroundings.context.limits;
-    let frame_bytes_max = limits.frame_bytes_max;
-    let idle_timeout = Duration::from_millis(limits.connection_idle_timeout_ms);
-    let header_timeout = Duration::from_millis(limits.request_header_timeout_ms);
-    let frame_timeout = Duration::from_millis(limits.frame_completion_timeout_ms);
-    let in_flight_max = limits.in_flight_requests_per_connection_max;
-    let mut shutdown = surroundings.context.shutdown.clone();
-    let mut buffer = BytesMut::new();
-    // Covers `buffer.len()`: the bytes of frames not yet cut.
-    let mut held = surroundings.budget.empty();
-    let mut frame_started = Instant::now();
-    let mut last_activity = Instant::now();
+    let mut frames = FrameReader::new(
+        reader,
+        ReaderParts {
+            limits,
+            budget: surroundings.budget,
+            in_flight: surroundings.in_flight,
+            writer_gone: surroundings.writer_gone,
+            shutdown: surroundings.context.shutdown.clone(),
+        },
+    );
     loop {
-        loop {
-            let frame = match decode_frame(&mut buffer, frame_bytes_max) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(error) => {
-                    // Tell the client why before hanging up; the stream is out of sync now.
-                    let response = error_response(0, ErrorCode::InvalidRequest, error.to_string());
-                    let replier = Replier {
-                        responses: surroundings.responses.clone(),
-                        budget: surroundings.budget.clone(),
-                        frame_bytes_max,
-                    };
-                    replier.send(response, None).await;
-                    return Err(error.to_string());
-                }
-            };
-            // A small frame is copied out of the read buffer, so a request that waits long
-            // (a long poll) does not keep the whole buffer's allocation alive uncharged.
-            let frame = if frame.len() <= FRAME_COPY_BYTES_MAX {
-                Bytes::copy_from_slice(&frame)
-            } else {
-                frame
-            };
-            let charge = held.split(frame.len() + FRAME_HEADER_BYTES);
-            let permit = tokio::select! {
-                permit = surroundings.in_flight.clone().acquire_owned() => permit.map_err(|error| error.to_string())?,
-                _ = shutdown.changed() => return Ok(()),
-            };
-            start_request(frame, charge, surroundings, permit).await;
-            frame_started = Instant::now();
-            last_activity = Instant::now();
-        }
-        if buffer.is_empty() {
-            // Let go of the allocation the last frame came from (it lives on only as long as
-            // that frame), so a quiet connection holds no buffer at all.
-            buffer = BytesMut::new();
-        }
-        if *shutdown.borrow() {
-            return Ok(());
-        }
-        let waiting = match buffer.len() {
-            0 => Waiting::Idle,
-            n if n < FRAME_HEADER_BYTES => Waiting::Header,
-            _ => Waiting::Frame,
-        };
-        let deadline = match waiting {
-            Waiting::Idle => last_activity + idle_timeout,
-            Waiting::Header => frame_started + header_timeout,
-            Waiting::Frame => frame_started + frame_timeout,
-        };
-        let timed_out = || -> Result<(), String> {
-            Err(match waiting {
-                Waiting::Idle => format!("idle for {} ms", idle_timeout.as_millis()),
-                Waiting::Header => format!(
-                    "frame length prefix incomplete after {} ms ({} bytes)",
-                    header_timeout.as_millis(),
-                    buffer.len()
-                ),
-                Waiting::Frame => format!(
-                    "frame incomplete after {} ms ({} bytes received)",
-                    frame_timeout.as_millis(),
-                    buffer.len()
-                ),
-            })
-        };
-        // Wait for bytes before taking memory for them: a quiet connection holds none.
-        tokio::select! {
-            ready = reader.readable() => ready.map_err(|error| format!("read failed: {error}"))?,
-            _ = tokio::time::sleep_until(deadline) => {
-                if waiting == Waiting::Idle && surroundings.in_flight.available_permits() < in_flight_max {
-                    // A request is under way (a long poll, a sync): not idle.
-                    last_activity = Instant::now();
-                    continue;
-                }
-                return timed_out();
+        match frames.next().await {
+            Ok(Some(frame)) => start_request(frame.bytes, frame.charge, surroundings, frame.permit).await,
+            Ok(None) => return Ok(()),
+            Err(ReadError::BadFrame(reason)) => {
+                // Tell the client why before hanging up; the stream is out of sync now.
+                let response = error_response(0, ErrorCode::InvalidRequest, reason.clone());
+                let replier = Replier {
+                    responses: surroundings.responses.clone(),
+                    budget: surroundings.budget.clone(),
+                    frame_bytes_max: limits.frame_bytes_max,
+                };
+                replier.send(response, None).await;
+                return Err(reason);
             }
-            _ = shutdown.changed() => return Ok(()),
-            _ = surroundings.writer_gone.notified() => return Err("the socket stopped taking responses".into()),
+            Err(ReadError::Cut(reason)) => return Err(reason),
         }
-        let wanted = match frame_length(&buffer) {
-            Some(total) => total.saturating_sub(buffer.len()).clamp(1, READ_CHUNK_BYTES),
-            None => READ_CHUNK_BYTES,
-        };
-        let grant = tokio::select! {
-            grant = surroundings.budget.reserve_between(wanted.min(READ_GRANT_BYTES_MIN), wanted, None) => {
-                grant.map_err(|error| format!("no memory for the next read: {error}"))?
-            }
-            _ = tokio::time::sleep_until(deadline), if waiting != Waiting::Idle => return timed_out(),
-            _ = shutdown.changed() => return Ok(()),
-            _ = surroundings.writer_gone.notified() => return Err("the socket stopped taking responses".into()),
-        };
-        let granted = grant.bytes();
-        held.merge(grant);
-        if buffer.is_empty() {
-            frame_started = Instant::now();
-        }
-        match frame_length(&buffer) {
-            // The whole frame in one allocation: address space for it is reserved, but its
-            // pages become memory only as bytes land in them, and the budget charges exactly
-            // those (never the length the client announced).
-            Some(total) => buffer.reserve(total - buffer.len()),
-            None => buffer.reserve(granted),
-        }
-        let read = reader.try_read_buf(&mut (&mut buffer).limit(granted));
-        match read {
-            Ok(0) if buffer.is_empty() => return Ok(()),
-            Ok(0) => {
-                return Err(format!(
-                    "client closed the connection mid-frame ({} bytes pending)",
-                    buffer.len()
-                ))
-            }
-            Ok(_) => last_activity = Instant::now(),
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(format!("read failed: {error}")),
-        }
-        held.shrink_to(buffer.len());
     }
-}
-
-/// The whole length (prefix included) of the frame at the front of `buffer`, once its prefix
-/// is in. A length over the limit is left to `decode_frame` to refuse.
-fn frame_length(buffer: &BytesMut) -> Option<usize> {
-    let header = buffer.get(..FRAME_HEADER_BYTES)?;
-    let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    Some(length + FRAME_HEADER_BYTES)
 }
 
 /// Where responses go: the writer's queue, charged to the connection's budget.

@@ -1,11 +1,14 @@
-//! What every listener shares, whatever its protocol: connection admission (`admission`: the
-//! caps on connections in all and per source address), the broker's one memory budget
-//! (`budget`), which every connection of every listener draws from, vectored socket writes
-//! (`write`), and the state one listener hands its connections (`ListenerContext`, with its
-//! own `ListenerLimits`). Knows no wire format.
+//! What every listener shares, whatever its protocol: the accept loop (`accept`), connection
+//! admission (`admission`: the caps on connections in all and per source address), the
+//! broker's one memory budget (`budget`), which every connection of every listener draws
+//! from, the one read loop that cuts frames under that budget and the listener's timeouts
+//! (`read`), vectored socket writes (`write`), and the state one listener hands its
+//! connections (`ListenerContext`, with its own `ListenerLimits`). Knows no wire format.
 
+pub(crate) mod accept;
 pub(crate) mod admission;
 pub(crate) mod budget;
+pub(crate) mod read;
 pub(crate) mod write;
 
 use std::net::SocketAddr;

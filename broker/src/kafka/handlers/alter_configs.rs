@@ -1,13 +1,12 @@
 //! AlterConfigs (0-2): the named configs become a topic's whole configuration (settings not
-//! named return to the broker default), validated and applied by the registry; broker
+//! named return to the broker default), validated and applied by the core (`topic_admin::alter_resources`); broker
 //! settings are read-only at run time. `validate_only` checks without changing.
 
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
-use super::topic_admin::{alterable_topic, blocking, duplicated, refused, topic_error, NO_ERROR};
+use super::topic_admin::{alter_resources, blocking};
 use super::{Reply, Request};
-use crate::core::error::ErrorCode;
 use crate::core::Core;
 use crate::topics::ConfigUpdate;
 
@@ -25,46 +24,31 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
 }
 
 fn alter(core: &Core, asked: AlterConfigsRequest) -> AlterConfigsResponse {
-    let twice = duplicated(
-        asked
-            .resources
-            .iter()
-            .map(|resource| (resource.resource_type, &resource.resource_name)),
+    let outcomes = alter_resources(
+        core,
+        &asked.resources,
+        |resource| (resource.resource_type, &resource.resource_name),
+        |resource| {
+            let pairs = resource
+                .configs
+                .iter()
+                .map(|config| {
+                    (
+                        config.name.as_str().to_owned(),
+                        config.value.as_ref().map(|value| value.as_str().to_owned()),
+                    )
+                })
+                .collect();
+            Ok(ConfigUpdate::Replace(pairs))
+        },
+        asked.validate_only,
     );
-    let responses = asked
+    let mut response = AlterConfigsResponse::default();
+    response.responses = asked
         .resources
         .into_iter()
-        .map(|resource| {
-            let outcome = if twice.contains(&(resource.resource_type, resource.resource_name.clone())) {
-                refused(
-                    ErrorCode::InvalidRequest,
-                    "the resource is named more than once in the request",
-                )
-            } else {
-                match alterable_topic(resource.resource_type, &resource.resource_name) {
-                    Err(error) => error,
-                    Ok(topic) => {
-                        let pairs = resource
-                            .configs
-                            .iter()
-                            .map(|config| {
-                                (
-                                    config.name.as_str().to_owned(),
-                                    config.value.as_ref().map(|value| value.as_str().to_owned()),
-                                )
-                            })
-                            .collect();
-                        match core.registry.alter_config(
-                            &topic,
-                            &ConfigUpdate::Replace(pairs),
-                            asked.validate_only,
-                        ) {
-                            Ok(_) => NO_ERROR,
-                            Err(error) => topic_error(&error),
-                        }
-                    }
-                }
-            };
+        .zip(outcomes)
+        .map(|(resource, outcome)| {
             let mut response = AlterConfigsResourceResponse::default();
             response.resource_type = resource.resource_type;
             response.resource_name = resource.resource_name;
@@ -72,7 +56,5 @@ fn alter(core: &Core, asked: AlterConfigsRequest) -> AlterConfigsResponse {
             response
         })
         .collect();
-    let mut response = AlterConfigsResponse::default();
-    response.responses = responses;
     response
 }

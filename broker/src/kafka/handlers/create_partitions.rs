@@ -1,4 +1,4 @@
-//! CreatePartitions (0-3): grow each topic to its new count through the registry (only up;
+//! CreatePartitions (0-3): grow each topic to its new count (`Core::add_partitions`) (only up;
 //! the limits of a create hold); manual assignments are refused (one broker);
 //! `validate_only` checks without changing.
 
@@ -8,7 +8,7 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::topic_admin::{blocking, refused, topic_error, NO_ERROR};
+use super::topic_admin::{blocking, core_error, refused, NO_ERROR};
 use super::{Reply, Request};
 use crate::core::error::ErrorCode;
 use crate::core::Core;
@@ -56,9 +56,9 @@ fn create_partitions(core: &Core, asked: CreatePartitionsRequest) -> CreateParti
                         ErrorCode::InvalidPartitions,
                         format!("{} partitions is not a count", topic.count),
                     ),
-                    Ok(count) => match core.registry.add_partitions(&name, count, asked.validate_only) {
+                    Ok(count) => match core.add_partitions(&name, count, asked.validate_only) {
                         Ok(_) => NO_ERROR,
-                        Err(error) => topic_error(&error),
+                        Err(error) => core_error(error),
                     },
                 }
             };

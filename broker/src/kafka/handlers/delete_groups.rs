@@ -1,13 +1,14 @@
-//! DeleteGroups 0-2: deletes groups without members, with their committed offsets.
+//! DeleteGroups 0-2: deletes groups without members, with their committed offsets
+//! (`Core::delete_groups`).
 
 use std::sync::Arc;
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use super::group_common::{core_of, error_code, later, text};
+use super::group_common::{core_of, later, text};
 use super::{Core, Reply, Request};
-use crate::error::GroupError;
+use crate::core::CoreError;
 
 pub(crate) fn handle(request: Request<'_>) -> Reply {
     let version = request.version();
@@ -21,20 +22,11 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
 
 pub(crate) async fn answer(core: Arc<Core>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let ids: Vec<String> = request.groups_names.iter().map(|id| text(&id.0)).collect();
-    let writer = core.clone();
-    let outcomes = tokio::task::spawn_blocking(move || {
-        ids.iter().map(|id| writer.groups.delete(id)).collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_else(|error| {
-        (0..request.groups_names.len())
-            .map(|_| {
-                Err(GroupError::InvalidRequest(format!(
-                    "the delete did not finish: {error}"
-                )))
-            })
-            .collect()
-    });
+    let outcomes: Vec<Result<(), CoreError>> = match core.delete_groups(ids).await {
+        Ok(outcomes) => outcomes.into_iter().map(|(_, outcome)| outcome).collect(),
+        // The whole request failed (logged): every group carries its error.
+        Err(error) => vec![Err(error); request.groups_names.len()],
+    };
     let mut response = DeleteGroupsResponse::default();
     response.results = request
         .groups_names
@@ -44,7 +36,7 @@ pub(crate) async fn answer(core: Arc<Core>, request: DeleteGroupsRequest) -> Del
             let mut result = DeletableGroupResult::default();
             result.group_id = group_id;
             if let Err(error) = outcome {
-                result.error_code = error_code(&error);
+                result.error_code = error.code.code();
             }
             result
         })

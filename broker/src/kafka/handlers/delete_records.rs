@@ -1,4 +1,4 @@
-//! DeleteRecords (0-2): advance each partition's log start through the registry (offset -1:
+//! DeleteRecords (0-2): advance each partition's log start (`Core::trim`) (offset -1:
 //! the high watermark); the answer is the new low watermark (log start) per partition.
 
 use kafka_protocol::messages::delete_records_response::{
@@ -6,7 +6,7 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::topic_admin::{blocking, refused, topic_error};
+use super::topic_admin::{blocking, core_error, refused};
 use super::{Reply, Request};
 use crate::core::error::ErrorCode;
 use crate::core::Core;
@@ -25,7 +25,6 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
 }
 
 fn delete_records(core: &Core, asked: DeleteRecordsRequest) -> DeleteRecordsResponse {
-    let now_ms = crate::clock::now_ms();
     let topics = asked
         .topics
         .into_iter()
@@ -39,10 +38,7 @@ fn delete_records(core: &Core, asked: DeleteRecordsRequest) -> DeleteRecordsResp
                     result.partition_index = partition.partition_index;
                     let outcome = match u32::try_from(partition.partition_index) {
                         Err(_) => Err(refused(ErrorCode::UnknownTopicOrPartition, "negative partition")),
-                        Ok(index) => core
-                            .registry
-                            .trim(&name, index, partition.offset, now_ms)
-                            .map_err(|error| topic_error(&error)),
+                        Ok(index) => core.trim(&name, index, partition.offset).map_err(core_error),
                     };
                     match outcome {
                         Ok(log_start) => result.low_watermark = log_start,

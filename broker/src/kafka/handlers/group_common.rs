@@ -1,18 +1,17 @@
 //! What the group handlers share: the mapping of group errors to Kafka codes (the core's, in
-//! one place), the persist step classic calls finish with, the partition counts the
-//! coordinator asks for, Kafka's names for group states, and string conversions. Nothing
-//! here decides a group rule: those live in `groups`.
+//! one place), the per-partition codes of offsets requests, Kafka's names for group states,
+//! and string conversions. Nothing here decides a group rule: those live in `groups` and
+//! `core` (`core::classic_groups` persists a classic group before its members hear).
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::find_coordinator::Node;
 use super::{Core, Reply, Request};
+use crate::core::error::ErrorCode;
 use crate::error::GroupError;
-use crate::groups::classic::Pending;
 use crate::groups::group::{Group, GroupProtocol, GroupState};
 
 /// Who sent a request, as a group member records it.
@@ -72,44 +71,49 @@ pub(super) fn str_bytes(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
 }
 
-pub(super) type PersistFuture = Pin<Box<dyn Future<Output = Result<(), GroupError>> + Send>>;
-
-/// The blocking write of a group's state, run on the blocking pool, for
-/// [`Pending::finish`](crate::groups::classic::Pending::finish).
-fn persist(core: &Arc<Core>) -> impl FnOnce(String) -> PersistFuture {
-    let core = core.clone();
-    move |group_id: String| {
-        Box::pin(async move {
-            let written = tokio::task::spawn_blocking(move || core.groups.persist(&group_id)).await;
-            match written {
-                Ok(result) => result.map_err(GroupError::from),
-                Err(error) => Err(GroupError::InvalidRequest(format!(
-                    "the group write did not finish: {error}"
-                ))),
-            }
-        }) as PersistFuture
-    }
+/// The error code of each partition of an offsets request, in request order: a partition
+/// with a negative index never reached the core (it names no partition) and gets
+/// UNKNOWN_TOPIC_OR_PARTITION; the others take the core's outcomes in turn, or the whole
+/// request's failure.
+pub(super) struct PartitionCodes {
+    outcomes: std::vec::IntoIter<Result<(), GroupError>>,
+    whole: Option<i16>,
 }
 
-/// Finishes a classic call (persist, answer the waiters, wait for this member's answer),
-/// unless the broker stops first: a join may wait up to its rebalance timeout, which must not
-/// hold up a shutdown.
-pub(super) async fn finish<T>(core: &Arc<Core>, pending: Pending<T>) -> Result<T, GroupError> {
-    let mut shutdown = core.shutdown.clone();
-    tokio::select! {
-        finished = pending.finish(persist(core)) => finished,
-        _ = shutdown.wait_for(|stopping| *stopping) => {
-            Err(GroupError::Unavailable("the broker is shutting down".into()))
+impl PartitionCodes {
+    pub(super) fn new(outcome: Result<Vec<Result<(), GroupError>>, GroupError>) -> Self {
+        match outcome {
+            Ok(outcomes) => PartitionCodes {
+                outcomes: outcomes.into_iter(),
+                whole: None,
+            },
+            Err(error) => PartitionCodes {
+                outcomes: Vec::new().into_iter(),
+                whole: Some(error_code(&error)),
+            },
         }
     }
-}
 
-/// A topic's partition count, for the coordinator; `None` when it does not exist.
-pub(super) fn partition_count(core: &Core, topic: &str) -> Option<u32> {
-    // Bounded by partitions_per_topic_max, a u32.
-    core.registry
-        .get(topic)
-        .map(|found| u32::try_from(found.partitions.len()).unwrap_or(u32::MAX))
+    /// The whole request's failure, if it failed.
+    pub(super) fn whole(&self) -> Option<i16> {
+        self.whole
+    }
+
+    /// The code of the next partition of the request, whose wire index is `index`.
+    pub(super) fn next(&mut self, index: i32) -> i16 {
+        if partition_index(index).is_none() {
+            return ErrorCode::UnknownTopicOrPartition.code();
+        }
+        if let Some(code) = self.whole {
+            return code;
+        }
+        match self.outcomes.next() {
+            Some(Ok(())) => 0,
+            Some(Err(error)) => error_code(&error),
+            // The core answers once per partition it was given; fewer is a bug of ours.
+            None => ErrorCode::UnknownServerError.code(),
+        }
+    }
 }
 
 /// Kafka's name for a group's state (ListGroups, DescribeGroups).

@@ -1,8 +1,6 @@
 //! Heartbeat 0-4: a classic member's session stays alive; REBALANCE_IN_PROGRESS tells it to
 //! rejoin.
 
-use std::time::Instant;
-
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::group_common::{core_of, error_code, text};
@@ -24,12 +22,7 @@ pub(crate) fn answer(core: &Core, request: &HeartbeatRequest) -> HeartbeatRespon
         member_id: text(&request.member_id),
         instance_id: request.group_instance_id.as_ref().map(text),
     };
-    let outcome = core.groups.classic_heartbeat(
-        Instant::now(),
-        request.group_id.0.as_str(),
-        &member,
-        request.generation_id,
-    );
+    let outcome = core.classic_heartbeat(request.group_id.0.as_str(), &member, request.generation_id);
     let mut response = HeartbeatResponse::default();
     if let Err(error) = outcome {
         response.error_code = error_code(&error);

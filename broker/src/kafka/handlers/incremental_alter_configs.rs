@@ -1,5 +1,5 @@
 //! IncrementalAlterConfigs (0-1): SET and DELETE of single topic configs, validated and
-//! applied by the registry; APPEND and SUBTRACT only make sense for list configs, and the one
+//! applied by the core (`topic_admin::alter_resources`); APPEND and SUBTRACT only make sense for list configs, and the one
 //! Tidelog reports (cleanup.policy) is fixed. Broker settings are read-only at run time.
 
 use std::collections::HashSet;
@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
-use super::topic_admin::{alterable_topic, blocking, duplicated, refused, topic_error, NO_ERROR};
+use super::topic_admin::{alter_resources, blocking, refused, Outcome};
 use super::{Reply, Request};
 use crate::core::error::ErrorCode;
 use crate::core::Core;
@@ -32,50 +32,32 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
 }
 
 fn alter(core: &Core, asked: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
-    let twice = duplicated(
-        asked
-            .resources
-            .iter()
-            .map(|resource| (resource.resource_type, &resource.resource_name)),
+    let outcomes = alter_resources(
+        core,
+        &asked.resources,
+        |resource| (resource.resource_type, &resource.resource_name),
+        |resource| changes(&resource.configs).map(ConfigUpdate::Incremental),
+        asked.validate_only,
     );
-    let responses = asked
+    let mut response = IncrementalAlterConfigsResponse::default();
+    response.responses = asked
         .resources
         .into_iter()
-        .map(|resource| {
-            let outcome = if twice.contains(&(resource.resource_type, resource.resource_name.clone())) {
-                Err(refused(
-                    ErrorCode::InvalidRequest,
-                    "the resource is named more than once in the request",
-                ))
-            } else {
-                alterable_topic(resource.resource_type, &resource.resource_name).and_then(|topic| {
-                    let changes = changes(&resource.configs)?;
-                    core.registry
-                        .alter_config(&topic, &ConfigUpdate::Incremental(changes), asked.validate_only)
-                        .map(drop)
-                        .map_err(|error| topic_error(&error))
-                })
-            };
+        .zip(outcomes)
+        .map(|(resource, outcome)| {
             let mut response = AlterConfigsResourceResponse::default();
             response.resource_type = resource.resource_type;
             response.resource_name = resource.resource_name;
-            (response.error_code, response.error_message) = match outcome {
-                Ok(()) => NO_ERROR,
-                Err(error) => error,
-            };
+            (response.error_code, response.error_message) = outcome;
             response
         })
         .collect();
-    let mut response = IncrementalAlterConfigsResponse::default();
-    response.responses = responses;
     response
 }
 
-type Refusal = (i16, Option<kafka_protocol::protocol::StrBytes>);
-
 fn changes(
     configs: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
-) -> Result<Vec<ConfigChange>, Refusal> {
+) -> Result<Vec<ConfigChange>, Outcome> {
     let mut names = HashSet::new();
     let mut changes = Vec::with_capacity(configs.len());
     for config in configs {

@@ -2,12 +2,11 @@
 //! rest of the group (bounded by the rebalance timeout, see `groups::classic`).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use super::group_common::{client_of, core_of, error_code, finish, later, str_bytes, text, ClientInfo};
+use super::group_common::{client_of, core_of, error_code, later, str_bytes, text, ClientInfo};
 use super::{Core, Reply, Request};
 use crate::error::GroupError;
 use crate::groups::classic::{JoinRequest, JoinResponse, Protocol};
@@ -57,11 +56,7 @@ pub(crate) async fn answer(
         client_id: client.client_id,
         client_host: client.host,
     };
-    let joined = match core.groups.classic_join(Instant::now(), join) {
-        Ok(pending) => finish(&core, pending).await,
-        Err(error) => Err(error),
-    };
-    match joined {
+    match core.classic_join(join).await {
         Ok(reply) => response(version, reply),
         Err(GroupError::MemberIdRequired { member_id }) => failed(
             version,

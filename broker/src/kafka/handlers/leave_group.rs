@@ -2,12 +2,11 @@
 //! instance id from v3); the rest rebalance.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use super::group_common::{core_of, error_code, finish, later, str_bytes, text};
+use super::group_common::{core_of, error_code, later, str_bytes, text};
 use super::{Core, Reply, Request};
 use crate::groups::classic::MemberRef;
 
@@ -38,10 +37,7 @@ pub(crate) async fn answer(core: Arc<Core>, version: i16, request: LeaveGroupReq
         }]
     };
     let group_id = text(&request.group_id.0);
-    let left = match core.groups.classic_leave(Instant::now(), &group_id, &members) {
-        Ok(pending) => finish(&core, pending).await,
-        Err(error) => Err(error),
-    };
+    let left = core.classic_leave(&group_id, &members).await;
     let mut response = LeaveGroupResponse::default();
     match left {
         Err(error) => response.error_code = error_code(&error),

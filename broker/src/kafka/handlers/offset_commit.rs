@@ -1,6 +1,7 @@
 //! OffsetCommit 2-8: a classic member (checked by generation, Kafka's rules in
 //! `groups::classic`), a KIP-848 member (the generation field is its epoch) or an admin
-//! (generation -1, no member) commits offsets, made durable before the answer.
+//! (generation -1, no member) commits offsets, made durable before the answer
+//! (`Core::commit_offsets_classic`).
 
 use std::sync::Arc;
 
@@ -9,11 +10,8 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::group_common::{core_of, error_code, later, partition_count, partition_index, text};
+use super::group_common::{core_of, later, partition_index, text, PartitionCodes};
 use super::{Core, Reply, Request};
-use crate::clock::now_ms;
-use crate::core::error::ErrorCode;
-use crate::error::GroupError;
 use crate::groups::classic::MemberRef;
 use crate::groups::coordinator::CommitPartition;
 
@@ -52,26 +50,16 @@ pub(crate) async fn answer(core: Arc<Core>, request: OffsetCommitRequest) -> Off
         member_id: text(&request.member_id),
         instance_id: request.group_instance_id.as_ref().map(text),
     };
-    let generation = request.generation_id_or_member_epoch;
-    let writer = core.clone();
-    let committed = tokio::task::spawn_blocking(move || {
-        let counts = |topic: &str| partition_count(&writer, topic);
-        writer
-            .groups
-            .commit_classic(&group_id, &member, generation, &partitions, &counts, now_ms())
-    })
-    .await
-    .unwrap_or_else(|error| {
-        Err(GroupError::InvalidRequest(format!(
-            "the commit did not finish: {error}"
-        )))
-    });
-    // One outcome per valid partition, in request order; a whole-request failure applies to
-    // every partition.
-    let (mut outcomes, whole) = match committed {
-        Ok(checks) => (checks.into_iter(), None),
-        Err(error) => (Vec::new().into_iter(), Some(error_code(&error))),
-    };
+    let committed = core
+        .commit_offsets_classic(
+            group_id,
+            member,
+            request.generation_id_or_member_epoch,
+            partitions,
+        )
+        .await;
+    // A whole-request failure applies to every partition.
+    let mut codes = PartitionCodes::new(committed);
     let mut response = OffsetCommitResponse::default();
     response.topics = request
         .topics
@@ -84,17 +72,7 @@ pub(crate) async fn answer(core: Arc<Core>, request: OffsetCommitRequest) -> Off
                 .map(|partition| {
                     let mut result = OffsetCommitResponsePartition::default();
                     result.partition_index = partition.partition_index;
-                    result.error_code = if partition_index(partition.partition_index).is_none() {
-                        ErrorCode::UnknownTopicOrPartition.code()
-                    } else if let Some(code) = whole {
-                        code
-                    } else {
-                        match outcomes.next() {
-                            Some(Ok(())) => 0,
-                            Some(Err(error)) => error_code(&error),
-                            None => ErrorCode::UnknownServerError.code(),
-                        }
-                    };
+                    result.error_code = codes.next(partition.partition_index);
                     result
                 })
                 .collect();

@@ -1,5 +1,5 @@
 //! OffsetDelete 0: removes committed offsets of a group, except for topics its members
-//! subscribe to (GROUP_SUBSCRIBED_TO_TOPIC).
+//! subscribe to (GROUP_SUBSCRIBED_TO_TOPIC), through `Core::delete_offsets`.
 
 use std::sync::Arc;
 
@@ -8,10 +8,8 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-use super::group_common::{core_of, error_code, later, partition_index, text};
+use super::group_common::{core_of, later, partition_index, text, PartitionCodes};
 use super::{Core, Reply, Request};
-use crate::core::error::ErrorCode;
-use crate::error::GroupError;
 
 pub(crate) fn handle(request: Request<'_>) -> Reply {
     let version = request.version();
@@ -34,22 +32,12 @@ pub(crate) async fn answer(core: Arc<Core>, request: OffsetDeleteRequest) -> Off
         })
         .collect();
     let group_id = text(&request.group_id.0);
-    let writer = core.clone();
-    let deleted = tokio::task::spawn_blocking(move || writer.groups.delete_offsets(&group_id, &partitions))
-        .await
-        .unwrap_or_else(|error| {
-            Err(GroupError::InvalidRequest(format!(
-                "the delete did not finish: {error}"
-            )))
-        });
+    let mut codes = PartitionCodes::new(core.delete_offsets(group_id, partitions).await);
     let mut response = OffsetDeleteResponse::default();
-    let mut outcomes = match deleted {
-        Ok(checks) => checks.into_iter(),
-        Err(error) => {
-            response.error_code = error_code(&error);
-            return response;
-        }
-    };
+    if let Some(code) = codes.whole() {
+        response.error_code = code;
+        return response;
+    }
     response.topics = request
         .topics
         .into_iter()
@@ -61,14 +49,7 @@ pub(crate) async fn answer(core: Arc<Core>, request: OffsetDeleteRequest) -> Off
                 .map(|partition| {
                     let mut result = OffsetDeleteResponsePartition::default();
                     result.partition_index = partition.partition_index;
-                    result.error_code = match partition_index(partition.partition_index) {
-                        None => ErrorCode::UnknownTopicOrPartition.code(),
-                        Some(_) => match outcomes.next() {
-                            Some(Ok(())) => 0,
-                            Some(Err(error)) => error_code(&error),
-                            None => ErrorCode::UnknownServerError.code(),
-                        },
-                    };
+                    result.error_code = codes.next(partition.partition_index);
                     result
                 })
                 .collect();

@@ -9,7 +9,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
-use super::group_common::{core_of, error_code, partition_index, str_bytes, text, wire_partition};
+use super::group_common::{core_of, partition_index, str_bytes, text, wire_partition};
 use super::{Core, Reply, Request};
 use crate::core::error::ErrorCode;
 use crate::groups::assignor::Assignment;
@@ -28,6 +28,37 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
     Reply::encode(&answer(&core, version, &asked), version)
 }
 
+/// The topics of an answer, in either shape: v8's (per group) and v1-7's have the same fields
+/// under other type names.
+macro_rules! topics {
+    ($topic:ident, $partition:ident, $fetched:expr) => {
+        $fetched
+            .into_iter()
+            .map(|(name, partitions)| {
+                let mut topic = $topic::default();
+                topic.name = TopicName(str_bytes(name));
+                topic.partitions = partitions
+                    .into_iter()
+                    .map(|(index, (offset, metadata, code))| {
+                        let mut partition = $partition::default();
+                        partition.partition_index = index;
+                        partition.committed_offset = offset;
+                        partition.committed_leader_epoch = -1;
+                        partition.metadata = Some(str_bytes(metadata));
+                        partition.error_code = code;
+                        partition
+                    })
+                    .collect();
+                topic
+            })
+            .collect()
+    };
+}
+
+/// What a request asks for: topics with their partition indexes; `None` (v2+): every
+/// committed partition.
+type Asked = Option<Vec<(String, Vec<i32>)>>;
+
 pub(crate) fn answer(core: &Core, version: i16, request: &OffsetFetchRequest) -> OffsetFetchResponse {
     let mut response = OffsetFetchResponse::default();
     if version >= 8 {
@@ -35,36 +66,18 @@ pub(crate) fn answer(core: &Core, version: i16, request: &OffsetFetchRequest) ->
             .groups
             .iter()
             .map(|group| {
-                let asked = group.topics.as_ref().map(|topics| {
+                let asked: Asked = group.topics.as_ref().map(|topics| {
                     topics
                         .iter()
                         .map(|topic| (text(&topic.name.0), topic.partition_indexes.clone()))
-                        .collect::<Vec<_>>()
+                        .collect()
                 });
                 let mut out = OffsetFetchResponseGroup::default();
                 out.group_id = group.group_id.clone();
                 match fetch(core, group.group_id.0.as_str(), asked) {
-                    Ok(topics) => {
-                        out.topics = topics
-                            .into_iter()
-                            .map(|(name, partitions)| {
-                                let mut topic = OffsetFetchResponseTopics::default();
-                                topic.name = TopicName(str_bytes(name));
-                                topic.partitions = partitions
-                                    .into_iter()
-                                    .map(|(index, (offset, metadata, code))| {
-                                        let mut partition = OffsetFetchResponsePartitions::default();
-                                        partition.partition_index = index;
-                                        partition.committed_offset = offset;
-                                        partition.committed_leader_epoch = -1;
-                                        partition.metadata = Some(str_bytes(metadata));
-                                        partition.error_code = code;
-                                        partition
-                                    })
-                                    .collect();
-                                topic
-                            })
-                            .collect();
+                    Ok(fetched) => {
+                        out.topics =
+                            topics!(OffsetFetchResponseTopics, OffsetFetchResponsePartitions, fetched)
                     }
                     Err(code) => out.error_code = code,
                 }
@@ -73,73 +86,39 @@ pub(crate) fn answer(core: &Core, version: i16, request: &OffsetFetchRequest) ->
             .collect();
         return response;
     }
-    // Null topics (v2+) asks for every committed partition.
-    let asked = request.topics.as_ref().map(|topics| {
+    let asked: Asked = request.topics.as_ref().map(|topics| {
         topics
             .iter()
             .map(|topic| (text(&topic.name.0), topic.partition_indexes.clone()))
-            .collect::<Vec<_>>()
+            .collect()
     });
-    match fetch(core, request.group_id.0.as_str(), asked.clone()) {
-        Ok(topics) => {
-            response.topics = topics
-                .into_iter()
-                .map(|(name, partitions)| {
-                    let mut topic = OffsetFetchResponseTopic::default();
-                    topic.name = TopicName(str_bytes(name));
-                    topic.partitions = partitions
-                        .into_iter()
-                        .map(|(index, (offset, metadata, code))| {
-                            let mut partition = OffsetFetchResponsePartition::default();
-                            partition.partition_index = index;
-                            partition.committed_offset = offset;
-                            partition.committed_leader_epoch = -1;
-                            partition.metadata = Some(str_bytes(metadata));
-                            partition.error_code = code;
-                            partition
-                        })
-                        .collect();
-                    topic
-                })
-                .collect();
+    let fetched = match fetch(core, request.group_id.0.as_str(), asked.clone()) {
+        Ok(fetched) => fetched,
+        Err(code) if version >= 2 => {
+            response.error_code = code;
+            return response;
         }
-        Err(code) if version >= 2 => response.error_code = code,
-        Err(code) => {
-            // v1 has no group-level error: every partition asked carries it.
-            response.topics = asked
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(name, indexes)| {
-                    let mut topic = OffsetFetchResponseTopic::default();
-                    topic.name = TopicName(str_bytes(name));
-                    topic.partitions = indexes
-                        .into_iter()
-                        .map(|index| {
-                            let mut partition = OffsetFetchResponsePartition::default();
-                            partition.partition_index = index;
-                            partition.committed_offset = -1;
-                            partition.committed_leader_epoch = -1;
-                            partition.metadata = Some(str_bytes(""));
-                            partition.error_code = code;
-                            partition
-                        })
-                        .collect();
-                    topic
-                })
-                .collect();
-        }
-    }
+        // v1 has no group-level error: every partition asked carries it.
+        Err(code) => asked
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, indexes)| {
+                let partitions = indexes
+                    .into_iter()
+                    .map(|index| (index, (-1, String::new(), code)))
+                    .collect();
+                (name, partitions)
+            })
+            .collect(),
+    };
+    response.topics = topics!(OffsetFetchResponseTopic, OffsetFetchResponsePartition, fetched);
     response
 }
 
 /// The committed offsets asked for, topic by topic in request order (every committed one,
 /// by topic and partition, when `asked` is `None`), or the group-level error code.
 #[allow(clippy::type_complexity)]
-fn fetch(
-    core: &Core,
-    group_id: &str,
-    asked: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<Vec<(String, Vec<(i32, Fetched)>)>, i16> {
+fn fetch(core: &Core, group_id: &str, asked: Asked) -> Result<Vec<(String, Vec<(i32, Fetched)>)>, i16> {
     let mut wanted = Assignment::new();
     for (topic, indexes) in asked.iter().flatten() {
         let entry = wanted.entry(topic.clone()).or_default();
@@ -149,9 +128,8 @@ fn fetch(
         // Nothing asked for: nothing to look up (an empty set means "all" to the coordinator).
         Some(_) if wanted.values().all(|partitions| partitions.is_empty()) => BTreeMap::new(),
         _ => core
-            .groups
-            .with(|coordinator| coordinator.fetch_offsets(group_id, &wanted))
-            .map_err(|error| error_code(&error))?,
+            .fetch_offsets(group_id, &wanted)
+            .map_err(|error| error.code.code())?,
     };
     let answer = |topic: &str, partition: u32| -> Fetched {
         match committed.get(&(topic.to_owned(), partition)).cloned().flatten() {

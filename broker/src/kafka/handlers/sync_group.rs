@@ -2,11 +2,10 @@
 //! wait for the leader, bounded by the rebalance timeout).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
-use super::group_common::{core_of, error_code, finish, later, str_bytes, text};
+use super::group_common::{core_of, error_code, later, str_bytes, text};
 use super::{Core, Reply, Request};
 use crate::groups::classic::SyncRequest;
 
@@ -34,10 +33,7 @@ pub(crate) async fn answer(core: Arc<Core>, version: i16, request: SyncGroupRequ
             .map(|assignment| (text(&assignment.member_id), assignment.assignment.to_vec()))
             .collect(),
     };
-    let synced = match core.groups.classic_sync(Instant::now(), sync) {
-        Ok(pending) => finish(&core, pending).await,
-        Err(error) => Err(error),
-    };
+    let synced = core.classic_sync(sync).await;
     let mut response = SyncGroupResponse::default();
     match synced {
         Ok(reply) => {

@@ -7,9 +7,10 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{Reply, Response};
 use crate::core::error::ErrorCode;
+use crate::core::Core;
 use crate::core::CoreError;
 use crate::error::TopicError;
-use crate::topics::{ConfigKind, ConfigSource};
+use crate::topics::{ConfigKind, ConfigSource, ConfigUpdate};
 
 /// Kafka's `ResourceType` values the config APIs address.
 pub(crate) const RESOURCE_TOPIC: i8 = 2;
@@ -36,6 +37,9 @@ pub(crate) fn blocking(work: impl FnOnce() -> Result<Bytes, String> + Send + 'st
         }
     }))
 }
+
+/// Kafka's code and message of one resource's (topic's) outcome.
+pub(crate) type Outcome = (i16, Option<StrBytes>);
 
 /// Kafka's code and message for a topic failure (`CoreError` maps, and logs what an operator
 /// must see).
@@ -116,4 +120,39 @@ pub(crate) fn duplicated<'a>(
         }
     }
     twice
+}
+
+/// What AlterConfigs and IncrementalAlterConfigs do with their resources, one outcome each in
+/// request order: a resource named twice is refused (each time), as is one that is not a
+/// topic; otherwise `update` turns the resource into a config change (or refuses it) and the
+/// core applies it (`validate_only`: checks it).
+pub(crate) fn alter_resources<R>(
+    core: &Core,
+    resources: &[R],
+    key: impl Fn(&R) -> (i8, &StrBytes),
+    update: impl Fn(&R) -> Result<ConfigUpdate, Outcome>,
+    validate_only: bool,
+) -> Vec<Outcome> {
+    let twice = duplicated(resources.iter().map(&key));
+    resources
+        .iter()
+        .map(|resource| {
+            let (resource_type, name) = key(resource);
+            if twice.contains(&(resource_type, name.clone())) {
+                return refused(
+                    ErrorCode::InvalidRequest,
+                    "the resource is named more than once in the request",
+                );
+            }
+            let altered = alterable_topic(resource_type, name).and_then(|topic| {
+                let update = update(resource)?;
+                core.alter_topic_config(&topic, &update, validate_only)
+                    .map_err(core_error)
+            });
+            match altered {
+                Ok(_) => NO_ERROR,
+                Err(outcome) => outcome,
+            }
+        })
+        .collect()
 }

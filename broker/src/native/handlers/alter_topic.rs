@@ -1,12 +1,12 @@
-//! AlterTopic: more partitions and named config changes for one topic (the rules live in
-//! `topics`; this only translates).
+//! AlterTopic: more partitions and named config changes for one topic (`Core::alter_topic`;
+//! this only translates).
 
 use std::sync::Arc;
 
 use tidelog_proto::pb;
 
 use super::{topic_result, Outcome};
-use crate::core::{blocking, CoreError};
+use crate::core::blocking;
 use crate::net::ListenerContext;
 use crate::topics::{ConfigChange, ConfigUpdate};
 
@@ -26,26 +26,11 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::AlterTopicRequ
                     None => ConfigChange::Unset { name: change.name },
                 })
                 .collect();
-            let registry = &context.core.registry;
             let update = ConfigUpdate::Incremental(changes);
-            let has_changes = matches!(&update, ConfigUpdate::Incremental(changes) if !changes.is_empty());
-            // The config is checked before any partition is added, so a refused change leaves
-            // the partition count alone too.
-            let mut result = Ok(());
-            if has_changes {
-                result = registry.alter_config(&name, &update, true).map(drop);
-            }
-            if let (Ok(()), Some(partitions)) = (&result, request.partitions) {
-                result = registry
-                    .add_partitions(&name, partitions, request.validate_only)
-                    .map(drop);
-            }
-            if result.is_ok() && has_changes {
-                result = registry
-                    .alter_config(&name, &update, request.validate_only)
-                    .map(drop);
-            }
-            topic_result(name, result.map_err(CoreError::from))
+            let result = context
+                .core
+                .alter_topic(&name, request.partitions, &update, request.validate_only);
+            topic_result(name, result)
         })
         .await
         // Err: the blocking task failed (logged); the client's request times out.

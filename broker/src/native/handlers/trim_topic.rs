@@ -5,8 +5,7 @@ use std::sync::Arc;
 use tidelog_proto::pb::{self, ErrorCode};
 
 use super::Outcome;
-use crate::clock::now_ms;
-use crate::core::{blocking, CoreError};
+use crate::core::blocking;
 use crate::native::error::wire;
 use crate::net::ListenerContext;
 
@@ -18,12 +17,10 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::TrimTopicReque
                 .partitions
                 .into_iter()
                 .map(|partition| {
-                    match context.core.registry.trim(
-                        &request.topic,
-                        partition.partition,
-                        partition.before,
-                        now_ms(),
-                    ) {
+                    match context
+                        .core
+                        .trim(&request.topic, partition.partition, partition.before)
+                    {
                         Ok(log_start_offset) => pb::trim_topic_response::Partition {
                             partition: partition.partition,
                             error: ErrorCode::None as i32,
@@ -31,7 +28,7 @@ pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::TrimTopicReque
                             log_start_offset,
                         },
                         Err(error) => {
-                            let (code, message) = wire(CoreError::from(&error));
+                            let (code, message) = wire(error);
                             pb::trim_topic_response::Partition {
                                 partition: partition.partition,
                                 error: code as i32,
