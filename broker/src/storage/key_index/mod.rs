@@ -154,4 +154,4 @@ pub(crate) trait StreamLookup {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
