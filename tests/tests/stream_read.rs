@@ -3,7 +3,7 @@
 //! backward, `--from`, `--limit`, after restarts, after a trim moved the log start), their exact
 //! output formats, the long-poll read that returns when a record of its key arrives, and
 //! `tidelog group wait`, woken by a commit from another process over either protocol and timing
-//! out otherwise.
+//! out otherwise (native admin commits, a `consume --group` member's commit, Kafka commits).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -499,6 +499,42 @@ fn group_wait_is_woken_by_commits_from_either_protocol_and_times_out_otherwise()
     assert!(
         started.elapsed() < Duration::from_millis(long_ms),
         "woken by the Kafka commit"
+    );
+
+    // A real group member in another process: `tidelog consume --group` commits what it
+    // printed when it exits.
+    let lines: String = (0..6).map(|n| format!("event-{n}\n")).collect();
+    run_cli(
+        Some(addr),
+        &["produce", TOPIC, "--partition", "0"],
+        lines.as_bytes(),
+    )
+    .assert_success();
+    let waiter = spawn_wait(addr, "projection", 0, 6, long_ms);
+    let started = Instant::now();
+    let consumed = run_cli(
+        Some(addr),
+        &[
+            "consume",
+            TOPIC,
+            "--group",
+            "projection",
+            "--from-beginning",
+            "--max-messages",
+            "6",
+        ],
+        b"",
+    );
+    consumed.assert_success();
+    assert_eq!(consumed.stdout_lines().len(), 6, "{consumed}");
+    let (status, stderr) = waiter.wait(CALL_TIMEOUT);
+    assert!(
+        status.success(),
+        "group wait after a group consumer's commit: {status} {stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(long_ms),
+        "woken by the member's commit"
     );
 
     // Already committed past: answered at once.
