@@ -9,7 +9,6 @@ use super::{Reply, Response};
 use crate::core::error::ErrorCode;
 use crate::core::Core;
 use crate::core::CoreError;
-use crate::error::TopicError;
 use crate::topics::{ConfigKind, ConfigSource, ConfigUpdate};
 
 /// Kafka's `ResourceType` values the config APIs address.
@@ -41,12 +40,8 @@ pub(crate) fn blocking(work: impl FnOnce() -> Result<Bytes, String> + Send + 'st
 /// Kafka's code and message of one resource's (topic's) outcome.
 pub(crate) type Outcome = (i16, Option<StrBytes>);
 
-/// Kafka's code and message for a topic failure (`CoreError` maps, and logs what an operator
-/// must see).
-pub(crate) fn topic_error(error: &TopicError) -> (i16, Option<StrBytes>) {
-    core_error(CoreError::from(error))
-}
-
+/// Kafka's code and message for a failure (`CoreError` maps, and logs what an operator must
+/// see).
 pub(crate) fn core_error(error: CoreError) -> (i16, Option<StrBytes>) {
     (error.code.code(), Some(StrBytes::from_string(error.message)))
 }
