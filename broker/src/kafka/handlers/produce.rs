@@ -28,7 +28,7 @@ use super::{Reply, Request};
 use crate::core::produce::{
     Acks, ProduceInput, ProduceOutput, ProducePartition, ProduceStarted, ProduceTopic, Produced,
 };
-use crate::core::{Core, CoreError, ErrorCode};
+use crate::core::{blocking, Core, CoreError, ErrorCode};
 use crate::kafka::error::kafka_code;
 use crate::net::budget::{ConnectionBudget, Reservation};
 use crate::storage::AppendConditions;
@@ -69,20 +69,18 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
         .flat_map(|topic| &topic.partition_data)
         .map(|partition| partition.records.as_ref().map_or(0, Bytes::len))
         .sum();
-    let missing_topics = core.registry.auto_create_topics()
-        && asked
-            .topic_data
-            .iter()
-            .any(|topic| core.registry.get(topic.name.as_str()).is_none());
+    let missing_topics = core.topics_to_auto_create(asked.topic_data.iter().map(|topic| topic.name.as_str()));
     // The fast path: memory for the append copy at once, and no topic to create.
     let mut copy = request.budget.empty();
-    if !missing_topics && copy.try_grow(copy_bytes) {
+    if missing_topics.is_empty() && copy.try_grow(copy_bytes) {
         return answer(&core, asked, acks, version, copy);
     }
     let budget = request.budget.clone();
     Reply::Ordered(Box::pin(async move {
-        if missing_topics {
-            auto_create(&core, &asked).await;
+        if !missing_topics.is_empty() {
+            let creating = core.clone();
+            // Failures are logged there, and the produce reports the topic as unknown.
+            let _ = blocking(move || creating.auto_create_topics(&missing_topics)).await;
         }
         let copy = match reserve_copy(&core, &budget, copy_bytes).await {
             Ok(copy) => copy,
@@ -149,29 +147,6 @@ fn answer(core: &Arc<Core>, asked: ProduceRequest, acks: Acks, version: i16, cop
     match core.produce(input) {
         ProduceStarted::Appended(appended) => finish(appended),
         ProduceStarted::Rolling(rolling) => Reply::Ordered(Box::pin(async move { finish(rolling.await) })),
-    }
-}
-
-/// Creates the request's unknown topics (`auto_create_topics`); a topic that cannot be created
-/// is left for the produce to report as unknown, and logged.
-async fn auto_create(core: &Arc<Core>, asked: &ProduceRequest) {
-    let names: Vec<String> = asked
-        .topic_data
-        .iter()
-        .map(|topic| topic.name.0.to_string())
-        .filter(|name| core.registry.get(name).is_none())
-        .collect();
-    let core = core.clone();
-    let created = tokio::task::spawn_blocking(move || {
-        for name in names {
-            if let Err(error) = core.registry.get_or_auto_create(&name, crate::clock::now_ms()) {
-                tracing::warn!(topic = %name, %error, "produce could not auto-create a topic");
-            }
-        }
-    })
-    .await;
-    if let Err(error) = created {
-        tracing::error!(%error, "auto-creating topics panicked");
     }
 }
 
