@@ -4,6 +4,7 @@
 mod consume;
 mod group;
 mod perf;
+mod perf_stream;
 mod produce;
 mod stream;
 mod topic;
@@ -106,6 +107,8 @@ enum PerfCommand {
     Produce(perf::PerfProduceArgs),
     /// Consume N records from the beginning of every partition.
     Consume(perf::PerfConsumeArgs),
+    /// Conditional appends, one record each, by concurrent writers on distinct or hot keys.
+    StreamAppend(perf_stream::PerfStreamAppendArgs),
 }
 
 /// `--acks` values.
@@ -247,6 +250,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 let client = connect(&cli.broker, &args.connection).await?;
                 perf::consume(client, args).await
             }
+            PerfCommand::StreamAppend(args) => perf_stream::run(&cli.broker, args).await,
         },
     }
 }
@@ -278,6 +282,8 @@ mod tests {
             "tidelog consume t --offset 7",
             "tidelog perf produce t --records 10 --record-size 100 --partitions-used 2 --acks none",
             "tidelog perf consume t --records 10",
+            "tidelog perf stream-append t --appends 100 --writers 4 --keys distinct --expect none",
+            "tidelog perf stream-append t --appends 100 --writers 100 --keys 10 --expect exact",
             "tidelog topic list --broker 127.0.0.1:2",
             "tidelog consume t --group g --session-timeout-ms 6000 --max-messages 3 --timeout-ms 100 --print-key --print-offset --from-beginning",
             "tidelog group list",
