@@ -13,6 +13,11 @@
 //! earlier append), the retry is answered with the original offsets and nothing is written.
 //! That reads the log, not a cache: it holds after restarts and for a new producer, for as long
 //! as the records are retained.
+//!
+//! Everything here reads through `StreamLookup`, so it stays exact through what changes the
+//! log under it (issue 9): compaction keeps every key's last record, so versions do not move;
+//! a retry whose earlier records were compacted or truncated away finds fewer records than it
+//! carries and is a conflict, never a false success; an erased key answers through the lookup.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -31,7 +31,8 @@ pub struct AppendArgs {
     expect: String,
     /// Event id of the first line; the next lines get ID-1, ID-2, ... So a retried command
     /// (same lines, same ID, same --expect) is recognised and answered with the original
-    /// offsets instead of a conflict.
+    /// offsets instead of a conflict. Only with an expectation (`none` or OFFSET): `any`
+    /// checks nothing, so a retry with it appends again.
     #[arg(long, value_name = "ID")]
     event_id: Option<String>,
 }
