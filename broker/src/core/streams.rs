@@ -40,7 +40,7 @@ pub(crate) struct StreamReadInput {
     pub direction: Direction,
     /// 0: `limits.stream_read_records_max`; clamped to it.
     pub limit: usize,
-    /// 0: `limits.stream_read_bytes_max`; clamped to it.
+    /// 0: `limits.stream_read_bytes_max` (at most `limits.fetch_bytes_max`); clamped to it.
     pub bytes_max: usize,
     /// Forward only: how long to wait for a record of the key when none is at or after `from`;
     /// clamped to `limits.stream_wait_ms_max`.
@@ -68,7 +68,11 @@ impl Core {
         let limits = &self.config.limits;
         let resolved = self.stream_partition(&input.topic, &input.key);
         let limit = clamp_to(input.limit, limits.stream_read_records_max);
-        let bytes_max = clamp_to(input.bytes_max, limits.stream_read_bytes_max);
+        // fetch_bytes_max is what the config checks against the frame size; a page obeys both.
+        let bytes_max = clamp_to(
+            input.bytes_max,
+            limits.stream_read_bytes_max.min(limits.fetch_bytes_max),
+        );
         let max_wait = match input.direction {
             Direction::Forward => input
                 .max_wait
