@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tidelog_client::embedded::EmbeddedBroker;
 use tidelog_client::event_store::{
-    Direction, EventData, EventStore, EventStoreError, Expected, StreamId, Subscription, SubscriptionConfig,
-    SubscriptionEvent,
+    EventData, EventStore, EventStoreError, Expected, ReadDirection, StreamId, StreamRecord, Subscription,
+    SubscriptionConfig, SubscriptionEvent,
 };
 use tidelog_client::partitioner::partition_for_key;
 use tidelog_client::{NewTopic, Producer, ProducerConfig, ProducerRecord};
@@ -67,10 +67,10 @@ fn event_with_id(value: &str, id: &str) -> EventData {
     }
 }
 
-fn values(records: &[tidelog_client::event_store::StreamRecord]) -> Vec<String> {
+fn values(records: &[StreamRecord]) -> Vec<String> {
     records
         .iter()
-        .map(|record| String::from_utf8_lossy(record.value.as_deref().unwrap_or(b"null")).into_owned())
+        .map(|record| String::from_utf8_lossy(record.value().map_or(&b"null"[..], |v| &v[..])).into_owned())
         .collect()
 }
 
@@ -173,7 +173,7 @@ async fn expectations_reads_and_info(store: &EventStore) {
         (-1, -1, 0)
     );
 
-    let forward = within("read", store.read(&stream, 0, Direction::Forward, 100))
+    let forward = within("read", store.read(&stream, 0, ReadDirection::Forward, 100))
         .await
         .expect("reads");
     assert_eq!(
@@ -181,13 +181,13 @@ async fn expectations_reads_and_info(store: &EventStore) {
         ["opened", "deposited", "withdrew", "closed"]
     );
     assert!(forward.end_of_stream);
-    let backward = within("read", store.read(&stream, -1, Direction::Backward, 2))
+    let backward = within("read", store.read(&stream, -1, ReadDirection::Backward, 2))
         .await
         .expect("reads");
     assert_eq!(values(&backward.records), ["closed", "withdrew"]);
     let rest = within(
         "read",
-        store.read(&stream, backward.next_offset, Direction::Backward, 10),
+        store.read(&stream, backward.next_offset, ReadDirection::Backward, 10),
     )
     .await
     .expect("reads");
@@ -229,7 +229,7 @@ fn an_exact_retry_after_a_crash_gets_the_original_offsets() {
             .expect("an exact retry succeeds");
         assert_eq!(retried.offsets, landed.offsets, "the original offsets");
         assert!(retried.deduplicated, "nothing written twice");
-        let read = within("read", store.read(&stream, 0, Direction::Forward, 10))
+        let read = within("read", store.read(&stream, 0, ReadDirection::Forward, 10))
             .await
             .expect("reads");
         assert_eq!(values(&read.records), ["created", "paid"]);
@@ -306,7 +306,7 @@ fn a_stream_subscription_delivers_history_then_caught_up_then_live_records() {
             }
         }
         // From an offset inside the stream: only what lies at or after it.
-        let from = history[3].offset;
+        let from = history[3].offset().get();
         let mut late = within("subscribe", store.subscribe(&stream, from))
             .await
             .expect("subscribes");
@@ -408,7 +408,7 @@ fn a_subscriber_that_falls_behind_a_fast_producer_recovers_without_a_gap_or_a_du
 
 /// Takes events until `records` records and a `CaughtUp` after the last of them arrived.
 async fn drain_until(
-    subscription: &mut Subscription<tidelog_client::event_store::StreamRecord>,
+    subscription: &mut Subscription<StreamRecord>,
     records: usize,
 ) -> (Vec<String>, Vec<&'static str>) {
     let mut seen = Vec::new();

@@ -24,7 +24,7 @@ use cqrs_es::persist::{
 use cqrs_es::Aggregate;
 use serde_json::Value;
 use tidelog_client::event_store::{
-    Direction, EventData, EventStore, EventStoreError, Expected, StreamId, StreamRecord, SubscriptionEvent,
+    EventData, EventStore, EventStoreError, Expected, ReadDirection, StreamId, SubscriptionEvent,
 };
 use tidelog_client::{ErrorCode, NewTopic, Record};
 
@@ -168,7 +168,7 @@ impl TidelogEventRepository {
         loop {
             let page = match self
                 .store
-                .read(&stream, from, Direction::Forward, self.config.page_records)
+                .read(&stream, from, ReadDirection::Forward, self.config.page_records)
                 .await
             {
                 Ok(page) => page,
@@ -177,7 +177,7 @@ impl TidelogEventRepository {
                 Err(error) => return Err(connection_error(error)),
             };
             for record in &page.records {
-                let event = stream_record_event::<A>(record)?;
+                let event = record_event::<A>(record)?;
                 if event.sequence > after_sequence {
                     events.push(event);
                 }
@@ -203,18 +203,18 @@ impl TidelogEventRepository {
         }
         let last = self
             .store
-            .read(stream, -1, Direction::Backward, 1)
+            .read(stream, -1, ReadDirection::Backward, 1)
             .await
             .map_err(connection_error)?;
         let Some(record) = last.records.first() else {
             // Loaded with events, and now there are none: someone else's history, or retention.
             return Err(PersistenceError::OptimisticLockError);
         };
-        let last_sequence = stream_record_event::<A>(record)?.sequence;
+        let last_sequence = record_event::<A>(record)?.sequence;
         if last_sequence + 1 != first_sequence {
             return Err(PersistenceError::OptimisticLockError);
         }
-        Ok(Expected::Exact(record.offset))
+        Ok(Expected::Exact(record.offset().get()))
     }
 }
 
@@ -261,7 +261,7 @@ impl PersistedEventRepository for TidelogEventRepository {
         let data = events.iter().map(event_data).collect::<Result<Vec<_>, _>>()?;
         let mut attempt = 1;
         loop {
-            match self.store.append(&stream, expected.clone(), data.clone()).await {
+            match self.store.append(&stream, expected, data.clone()).await {
                 Ok(_) => return Ok(()),
                 Err(EventStoreError::WrongExpectedVersion { .. }) => {
                     return Err(PersistenceError::OptimisticLockError)
@@ -335,7 +335,7 @@ async fn replay_topic<A: Aggregate>(
             match event.map_err(connection_error)? {
                 SubscriptionEvent::Record(record) => {
                     if feed
-                        .push(Ok(partition_record_event::<A>(&record)?))
+                        .push(Ok(record_event::<A>(&record)?))
                         .await
                         .is_err()
                     {
@@ -376,18 +376,9 @@ fn event_data(event: &SerializedEvent) -> Result<EventData, PersistenceError> {
     })
 }
 
-fn stream_record_event<A: Aggregate>(record: &StreamRecord) -> Result<SerializedEvent, PersistenceError> {
-    let header = |name: &str| {
-        record
-            .headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .and_then(|(_, value)| value.clone())
-    };
-    decode_event::<A>(&record.key, record.value.as_ref(), header)
-}
-
-fn partition_record_event<A: Aggregate>(record: &Record) -> Result<SerializedEvent, PersistenceError> {
+/// One record of an aggregate's stream (stream reads and partition reads return the same
+/// `Record`) as cqrs-es's serialized event.
+fn record_event<A: Aggregate>(record: &Record) -> Result<SerializedEvent, PersistenceError> {
     let header = |name: &str| {
         record
             .headers()

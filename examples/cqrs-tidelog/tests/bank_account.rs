@@ -14,7 +14,7 @@ use cqrs_tidelog::bank_account::{
 use cqrs_tidelog::repository::SEQUENCE_HEADER;
 use cqrs_tidelog::{RepositoryConfig, TidelogEventRepository};
 use tidelog_client::embedded::EmbeddedBroker;
-use tidelog_client::event_store::{Direction, EventStore as TidelogStore};
+use tidelog_client::event_store::{EventStore as TidelogStore, ReadDirection};
 
 /// Generous: the workspace's tests share two cores.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -94,24 +94,24 @@ async fn commands_persist_and_reload_after_a_restart() {
 
     // The events are ordinary records of the stream: JSON values, the sequence in a header.
     let stream = TidelogEventRepository::new(store.clone()).stream::<BankAccount>("acct-1");
-    let page = within("read", store.read(&stream, 0, Direction::Forward, 10))
+    let page = within("read", store.read(&stream, 0, ReadDirection::Forward, 10))
         .await
         .expect("reads");
     let sequences: Vec<String> = page
         .records
         .iter()
         .map(|record| {
-            let (_, value) = record
-                .headers
+            let header = record
+                .headers()
                 .iter()
-                .find(|(key, _)| key == SEQUENCE_HEADER)
+                .find(|header| header.key() == SEQUENCE_HEADER)
                 .expect("sequence header");
-            String::from_utf8(value.clone().expect("value").to_vec()).expect("utf-8")
+            String::from_utf8(header.value().expect("value").to_vec()).expect("utf-8")
         })
         .collect();
     assert_eq!(sequences, ["1", "2", "3"]);
     let first: BankAccountEvent =
-        serde_json::from_slice(page.records[0].value.as_ref().expect("value")).expect("json");
+        serde_json::from_slice(page.records[0].value().expect("value")).expect("json");
     assert_eq!(
         first,
         BankAccountEvent::Opened {
