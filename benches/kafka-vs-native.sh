@@ -3,8 +3,11 @@
 # release `tidelogd` (native and Kafka listeners) and runs, interleaved and repeated, produce
 # and consume of 1 KiB and 100 B records through both: `tidelog perf` on the native listener,
 # `kafka-load` (librdkafka, benches/kafka-load) on the Kafka one, with the same settings (1 MiB
-# batches, linger 5 ms, idempotent, 5 batches in flight, 64 MiB buffer; fetch responses of
-# about 8 MiB). Prints one line per run and a table of medians with the ratio Kafka/native.
+# batches, idempotent, 5 batches in flight, 64 MiB buffer; fetch responses of about 8 MiB),
+# except linger: perf produce's is 5 ms, kafka-load's 1000 ms, because librdkafka's broker
+# thread busy-waits whenever a batch waits longer than linger.ms for an in-flight slot (4.2x
+# its CPU per record; see benches/kafka-load/src/produce.rs). At full load batches close on
+# size either way. Prints one line per run and a table of medians with the ratio Kafka/native.
 #
 # Usage: benches/kafka-vs-native.sh [RUNS] [RECORDS_1K] [RECORDS_100B]   (defaults 3 1000000 3000000)
 #   PARTITIONS="1 8"   partition counts to measure (default "1 8")
@@ -18,10 +21,14 @@
 #                      per record and per MiB, and the functions they go to
 #                      (PROFILE="perf callgrind" does both)
 #   NO_BUILD=1         use the binaries already built
+#   PIN=1              pin the broker to CPU 0 and every tool to CPU 1 (taskset), so neither
+#                      side takes the other's core: a tool at 1.00 core is the bottleneck
 #
 # Per run it records the wall-clock rate (the tool's summary line), the tool's CPU (user+sys,
 # bash `time`) and the broker's (utime+stime from /proc/PID/stat around the run), so the
-# table shows how much of the 2 cores each side used and the broker's CPU per record.
+# table shows how much of the 2 cores each side used and the broker's CPU per record. The
+# last column compares the listeners without the tools: records per broker CPU second,
+# Kafka over native (1.00: the Kafka listener costs the broker what the native one does).
 # Each round's two produce runs write fresh topics after one `sync` and, as root, dropping the
 # page cache (see docs/benchmarks.md: fresh page-cache pages are slow on our VMs); both consume
 # runs of a round read the topic the native producer just wrote, from memory, so both
@@ -42,6 +49,12 @@ kafka="127.0.0.1:$kafka_port"
 work=$(mktemp -d "${TMPDIR:-/tmp}/kafka-vs-native.XXXXXX")
 broker_pid=
 ticks=$(getconf CLK_TCK)
+broker_cpus=
+tool_cpus=
+if [ -n "${PIN:-}" ]; then
+  broker_cpus="taskset -c 0"
+  tool_cpus="taskset -c 1"
+fi
 
 if [ -z "${NO_BUILD:-}" ]; then
   nice -n 10 cargo build --release --bins -p tidelog-broker -p tidelog-client >&2
@@ -57,7 +70,7 @@ stop_broker() {
 }
 trap 'stop_broker; rm -rf "$work"' EXIT
 
-"$bin/tidelogd" --data-dir "$work/data" --listen "$native" --flush "$flush" \
+$broker_cpus "$bin/tidelogd" --data-dir "$work/data" --listen "$native" --flush "$flush" \
   --kafka-listen "$kafka" --kafka-advertised "$kafka" 2>"$work/broker.log" &
 broker_pid=$!
 for _ in $(seq 1 100); do
@@ -84,7 +97,7 @@ measure() {
   local before after summary times
   before=$(broker_cpu_ticks)
   times="$work/times"
-  summary=$( { TIMEFORMAT='%R %U %S'; time "$@" 2>"$work/tool.err" | tail -n 1; } 2>"$times" ) || {
+  summary=$( { TIMEFORMAT='%R %U %S'; time $tool_cpus "$@" 2>"$work/tool.err" | tail -n 1; } 2>"$times" ) || {
     echo "$label failed: $(tail -n 5 "$work/tool.err")" >&2
     return 1
   }
@@ -100,9 +113,9 @@ measure_two() {
   local half=$((records / 2)) before after start end
   before=$(broker_cpu_ticks)
   start=$(date +%s.%N)
-  "$@" --records "$half" >"$work/two-a" 2>"$work/two-a.err" &
+  $tool_cpus "$@" --records "$half" >"$work/two-a" 2>"$work/two-a.err" &
   local a=$!
-  "$@" --records "$half" >"$work/two-b" 2>"$work/two-b.err" &
+  $tool_cpus "$@" --records "$half" >"$work/two-b" 2>"$work/two-b.err" &
   local b=$!
   wait "$a" && wait "$b" || { echo "$label failed: $(tail -n 3 "$work"/two-*.err)" >&2; return 1; }
   end=$(date +%s.%N)
@@ -113,7 +126,7 @@ measure_two() {
 
 results="$work/results"
 : >"$results"
-echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, pinned=${PIN:-no}, uptime: $(uptime)" >&2
 round=0
 for run in $(seq 1 "$runs"); do
   for partitions in $partitions_list; do
@@ -168,13 +181,18 @@ for run in $(seq 1 "$runs"); do
     done
   done
 done
-echo "# done $(date -u '+%T') UTC, load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "# done $(date -u '+%T') UTC, uptime: $(uptime)" >&2
 
 # The table: per workload the median records/s of each listener, the median of the per-round
 # ratios, and CPU (cores used = CPU seconds / wall seconds; broker CPU per record).
 echo
-echo "| workload | partitions | record | native records/s | kafka records/s | kafka/native | native: tool, broker cores | kafka: tool, broker cores | broker ns/record native, kafka |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "Medians of $runs rounds, flush=$flush, pinned=${PIN:-no}. kafka/native: records/s through each listener"
+echo "(each tool's own rate). Cores: CPU seconds over wall seconds of the tool and of the broker; a"
+echo "tool near 1.00 core (or near 2.00 with the broker) is the limit, not the listener. Broker"
+echo "capacity: records per broker CPU second, Kafka over native, the comparison no tool limits."
+echo
+echo "| workload | partitions | record | native records/s | kafka records/s | kafka/native | native: tool, broker cores | kafka: tool, broker cores | broker ns/record native, kafka | broker capacity kafka/native |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 awk '
   function field(name,   i, kv) {
     for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
@@ -202,10 +220,11 @@ awk '
       ratios = ""
       for (i = 1; i <= count[k, "kafka"]; i++) ratios = ratios " " kafka_rates[k, i] / native_rates[k, i]
       split(k, parts, " "); split(parts[2], ps, "-")
-      printf "| %s | %s | %s B | %.0f | %.0f | %.2f | %.2f, %.2f | %.2f, %.2f | %.0f, %.0f |\n", parts[1], substr(ps[1], 2), substr(ps[2], 2),
+      pn = median(per[k, "native"]); pk = median(per[k, "kafka"])
+      printf "| %s | %s | %s B | %.0f | %.0f | %.2f | %.2f, %.2f | %.2f, %.2f | %.0f, %.0f | %s |\n", parts[1], substr(ps[1], 2), substr(ps[2], 2),
         median(rates[k, "native"]), median(rates[k, "kafka"]), median(ratios),
         median(tool[k, "native"]), median(broker[k, "native"]), median(tool[k, "kafka"]), median(broker[k, "kafka"]),
-        median(per[k, "native"]), median(per[k, "kafka"])
+        pn, pk, (pk > 0 ? sprintf("%.2f", pn / pk) : "-")
     }
   }' "$results" | sort
 if [ -n "${TWO:-}" ]; then

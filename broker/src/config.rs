@@ -213,6 +213,11 @@ pub struct GroupsConfig {
     /// Classic groups: the most a member's protocol metadata (all protocols together), and
     /// separately its assignment, may take; the broker keeps and persists both.
     pub classic_member_bytes_max: usize,
+    /// `wait_for_group_offset` calls waiting at once, broker-wide; one more is refused with
+    /// the retriable THROTTLING_QUOTA_EXCEEDED (each waiter holds a request slot and a task).
+    pub offset_waiters_max: usize,
+    /// Longest a `wait_for_group_offset` waits for the commit; a longer timeout is clamped.
+    pub offset_wait_ms_max: u64,
 }
 
 impl Default for GroupsConfig {
@@ -234,6 +239,8 @@ impl Default for GroupsConfig {
             offset_metadata_bytes_max: 4_096,
             rebalance_timeout_ms_max: 300_000,
             classic_member_bytes_max: 1_048_576,
+            offset_waiters_max: 10_000,
+            offset_wait_ms_max: 300_000,
         }
     }
 }
@@ -273,6 +280,7 @@ impl GroupsConfig {
                 self.classic_member_bytes_max as u64,
             ),
             ("groups.groups_max", self.groups_max as u64),
+            ("groups.offset_waiters_max", self.offset_waiters_max as u64),
             ("groups.members_per_group_max", self.members_per_group_max as u64),
             ("groups.member_id_bytes_max", self.member_id_bytes_max as u64),
             ("groups.instance_id_bytes_max", self.instance_id_bytes_max as u64),
@@ -288,6 +296,9 @@ impl GroupsConfig {
             if value == 0 {
                 return fail(format!("{name} must be at least 1"));
             }
+        }
+        if self.offset_wait_ms_max > 3_600_000 {
+            return fail("groups.offset_wait_ms_max is at most an hour".into());
         }
         // Generated member ids are 22 characters.
         if self.member_id_bytes_max < 22 {
@@ -416,6 +427,18 @@ pub struct Limits {
     /// A producer that has not appended to a partition for this long, in broker time (never
     /// the records' own timestamps), has its state there forgotten.
     pub producer_state_expiry_ms: i64,
+    /// Most records one ReadStream answers (issue 8 §4); a larger `limit` is clamped.
+    pub stream_read_records_max: usize,
+    /// About the most record bytes one ReadStream answers (always at least one record), charged
+    /// to the memory budget like a fetch. Plus 1 MiB of framing it must fit in
+    /// `frame_bytes_max`.
+    pub stream_read_bytes_max: usize,
+    /// Longest a forward ReadStream at the end of its stream waits for a record of the key.
+    pub stream_wait_ms_max: u64,
+    /// Bytes one partition's active-segment key table (issue 8's per-key index) may hold; an
+    /// append that would pass it rolls the segment first. 16 MiB: about 200,000 distinct
+    /// keys per segment, and 10 M distinct keys in a partition under 64 MiB resident in all.
+    pub key_index_active_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -451,7 +474,11 @@ impl Default for Limits {
             open_segment_files_min: 1_024,
             partition_io_threads_max: 16,
             producers_per_partition_max: crate::storage::PRODUCERS_PER_PARTITION_MAX_DEFAULT,
+            key_index_active_bytes_max: crate::storage::KEY_INDEX_ACTIVE_BYTES_MAX_DEFAULT,
             producer_state_expiry_ms: crate::storage::PRODUCER_IDLE_MS_DEFAULT,
+            stream_read_records_max: 10_000,
+            stream_read_bytes_max: 4 << 20,
+            stream_wait_ms_max: 60_000,
         }
     }
 }
@@ -515,6 +542,19 @@ impl BrokerConfig {
                 "limits.fetch_wait_ms_max and limits.produce_timeout_ms_max are at most an hour".into(),
             );
         }
+        if limits.stream_read_bytes_max.saturating_add(1 << 20) > limits.frame_bytes_max
+            || limits.stream_read_bytes_max == 0
+            || limits.stream_read_records_max == 0
+        {
+            return fail(
+                "limits.stream_read_records_max and limits.stream_read_bytes_max must be at least 1, \
+                 and limits.stream_read_bytes_max plus 1 MiB of framing must fit in limits.frame_bytes_max"
+                    .into(),
+            );
+        }
+        if limits.stream_wait_ms_max > 3_600_000 {
+            return fail("limits.stream_wait_ms_max is at most an hour".into());
+        }
         if limits.batch_bytes_max > limits.frame_bytes_max {
             return fail("limits.batch_bytes_max must not exceed limits.frame_bytes_max".into());
         }
@@ -562,6 +602,9 @@ impl BrokerConfig {
         }
         if limits.partition_io_threads_max > 1_024 {
             return fail("limits.partition_io_threads_max is at most 1024".into());
+        }
+        if limits.key_index_active_bytes_max < 256 << 10 {
+            return fail("limits.key_index_active_bytes_max must be at least 262144".into());
         }
         if limits.producer_state_expiry_ms < 1 {
             return fail("limits.producer_state_expiry_ms must be at least 1".into());

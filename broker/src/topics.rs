@@ -400,6 +400,9 @@ impl TopicRegistry {
                 producers_max: self.limits.producers_per_partition_max,
                 producer_idle_ms: self.limits.producer_state_expiry_ms,
             },
+            key_index_active_bytes_max: self.limits.key_index_active_bytes_max,
+            key_hash: crate::storage::KeyHash::DEFAULT,
+            decompressed_bytes_max: self.limits.batch_decompressed_bytes_max,
         };
         if config.segment_bytes < self.limits.batch_bytes_max as u64 {
             return Err(TopicError::InvalidConfig(format!(

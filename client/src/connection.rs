@@ -161,6 +161,13 @@ pub(crate) enum InFlight {
 pub(crate) struct PendingGuardHandle(PendingGuard);
 
 impl InFlight {
+    /// Gives the response `more` time on top of the request timeout.
+    fn extend_timeout(&mut self, more: Duration) {
+        if let InFlight::Response { timeout, .. } = self {
+            *timeout = timeout.saturating_add(more);
+        }
+    }
+
     /// The response, or `None` for a request that gets no response (resolved once written).
     pub async fn wait(self) -> Result<Option<pb::Response>> {
         match self {
@@ -228,13 +235,25 @@ impl Connection {
     /// Sends a request and waits for its response body. A response-level error code becomes
     /// [`Error::Broker`].
     pub async fn request(&self, body: pb::request::Body) -> Result<pb::response::Body> {
-        let in_flight = self
+        self.request_held(body, Duration::ZERO).await
+    }
+
+    /// [`request`](Self::request) for a request the broker may hold up to `broker_wait` before
+    /// it answers (a long poll, a wait for a commit): the response may take the request timeout
+    /// plus that.
+    pub async fn request_held(
+        &self,
+        body: pb::request::Body,
+        broker_wait: Duration,
+    ) -> Result<pb::response::Body> {
+        let mut in_flight = self
             .start(true, |correlation_id, config| {
                 let frame =
                     wire::encode_request(correlation_id, &config.client_id, body, config.max_frame_bytes)?;
                 Ok(vec![frame])
             })
             .await?;
+        in_flight.extend_timeout(broker_wait);
         let response = in_flight.wait().await?.ok_or_else(|| Error::Protocol {
             addr: self.addr().to_owned(),
             reason: "no response to a request that expects one".into(),

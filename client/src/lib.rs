@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Architecture invariant: `wire.rs`, `connection.rs` and the request-building parts of
-//! `client.rs`, `admin.rs`, `producer.rs`, `consumer.rs` and `group/` are the only places that
+//! `client.rs`, `admin.rs`, `producer.rs`, `consumer.rs`, `stream_read.rs` and `group/` are the only places that
 //! name protobuf types; nothing public does.
 
 mod accumulator;
@@ -33,6 +33,7 @@ pub mod event_store;
 pub mod group;
 pub mod partitioner;
 pub mod producer;
+pub mod stream_read;
 pub mod topic_changes;
 pub mod types;
 
@@ -46,6 +47,7 @@ pub use group::{
     GroupPartitionOffset, GroupState, OffsetsToCommit, RebalanceListener, TopicPartition,
 };
 pub use producer::{DeliveryFuture, Idempotence, Producer, ProducerConfig, ProducerMetrics};
+pub use stream_read::{ReadDirection, ReadStreamOptions, StreamInfo, StreamPage, StreamRecord, WaitResult};
 /// Record-batch compression codecs, for [`ProducerConfig::compression`].
 pub use tidelog_proto::batch::Compression;
 pub use topic_changes::TopicChange;

@@ -411,6 +411,7 @@ error_codes! {
     MemberIdRequired = 79 => "MEMBER_ID_REQUIRED",
     GroupMaxSizeReached = 81 => "GROUP_MAX_SIZE_REACHED",
     FencedInstanceId = 82 => "FENCED_INSTANCE_ID",
+    ThrottlingQuotaExceeded = 89 => "THROTTLING_QUOTA_EXCEEDED",
     ProducerFenced = 90 => "PRODUCER_FENCED",
     FencedMemberEpoch = 110 => "FENCED_MEMBER_EPOCH",
     UnreleasedInstanceId = 111 => "UNRELEASED_INSTANCE_ID",
@@ -431,6 +432,7 @@ impl ErrorCode {
                 | Self::StorageError
                 | Self::BrokerShuttingDown
                 | Self::TooManyConnections
+                | Self::ThrottlingQuotaExceeded
         )
     }
 }

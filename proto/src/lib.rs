@@ -44,6 +44,9 @@ impl pb::request::Body {
             Body::InitProducerId(_) => pb::ApiKey::InitProducerId,
             Body::AlterTopic(_) => pb::ApiKey::AlterTopic,
             Body::TrimTopic(_) => pb::ApiKey::TrimTopic,
+            Body::ReadStream(_) => pb::ApiKey::ReadStream,
+            Body::StreamInfo(_) => pb::ApiKey::StreamInfo,
+            Body::WaitGroupOffset(_) => pb::ApiKey::WaitGroupOffset,
         }
     }
 }

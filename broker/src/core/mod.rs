@@ -7,10 +7,12 @@
 pub(crate) mod classic_groups;
 pub(crate) mod error;
 pub(crate) mod fetch;
+pub(crate) mod group_wait;
 pub(crate) mod groups;
 pub(crate) mod offsets;
 pub(crate) mod produce;
 pub(crate) mod producer_ids;
+pub(crate) mod streams;
 pub(crate) mod topics;
 
 use std::future::Future;

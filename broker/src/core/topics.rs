@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{blocking, Core, CoreError, ErrorCode};
 use crate::clock::now_ms;
-use crate::topics::{ConfigUpdate, PartitionSlot, Topic, TopicSpec};
+use crate::topics::{validate_topic_name, ConfigUpdate, PartitionSlot, Topic, TopicSpec};
 
 /// A topic as Metadata shows it.
 #[derive(Debug, Clone)]
@@ -131,7 +131,44 @@ impl Core {
         Ok(self.registry.trim(name, partition, before, now_ms())?)
     }
 
-    /// The topics named (every topic, sorted by name, when `names` is empty).
+    /// Of `names`, the topics a request would create on first use: `auto_create_topics` is on,
+    /// and the topic does not exist, is validly named, and is not one whose data on disk
+    /// could not be recovered (that one is reported, not replaced). Cheap: a front end asks
+    /// first, and goes off the async workers only when there is something to create.
+    pub(crate) fn topics_to_auto_create<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        if !self.registry.auto_create_topics() {
+            return Vec::new();
+        }
+        let name_bytes_max = self.config.limits.topic_name_bytes_max;
+        names
+            .into_iter()
+            .filter(|name| !name.is_empty() && validate_topic_name(name, name_bytes_max).is_ok())
+            .filter(|name| {
+                self.registry.get(name).is_none() && self.registry.unrecoverable_reason(name).is_none()
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Creates each of `names` with the default settings unless it exists (see
+    /// `topics_to_auto_create`). A topic that cannot be created is logged at WARN and left to
+    /// the lookup that follows, which reports it as it finds it. Blocking.
+    pub(crate) fn auto_create_topics(&self, names: &[String]) {
+        for name in names {
+            if let Err(error) = self.registry.get_or_auto_create(name, now_ms()) {
+                tracing::warn!(topic = %name, %error, "could not auto-create a topic");
+            }
+        }
+    }
+
+    /// The topic with this persistent id, if any.
+    pub(crate) fn topic_by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        (!id.is_nil()).then(|| self.registry.get_by_id(id)).flatten()
+    }
+
+    /// The topics named (every topic, sorted by name, when `names` is empty). A name that
+    /// is no topic is INVALID_TOPIC when it cannot be one, KAFKA_STORAGE_ERROR when its data on
+    /// disk could not be recovered, UNKNOWN_TOPIC_OR_PARTITION otherwise.
     pub(crate) fn metadata(&self, names: &[String]) -> Vec<TopicMetadata> {
         if names.is_empty() {
             return self.registry.list().into_iter().map(describe).collect();
@@ -141,7 +178,12 @@ impl Core {
             .map(|name| match self.registry.get(name) {
                 Some(topic) => describe(topic),
                 None => {
+                    let name_bytes_max = self.config.limits.topic_name_bytes_max;
                     let error = match self.registry.unrecoverable_reason(name) {
+                        _ if validate_topic_name(name, name_bytes_max).is_err() => CoreError::new(
+                            ErrorCode::InvalidTopic,
+                            format!("{name:?} is not a valid topic name"),
+                        ),
                         // The reason names no paths; the broker log has them.
                         Some(reason) => CoreError::new(
                             ErrorCode::KafkaStorageError,

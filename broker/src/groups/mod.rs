@@ -12,6 +12,7 @@
 //!   only to describe a group.
 //! * `service`: the coordinator behind a lock, with its state persisted through
 //!   `MetadataStore`.
+//! * `offset_waiters`: wake-ups for callers waiting until a group commits past an offset.
 //!
 //! The handlers in `native::handlers` convert protocol messages to the types here; the
 //! session-expiry timer lives in `maintenance`.
@@ -21,6 +22,7 @@ pub mod classic;
 pub mod consumer_protocol;
 pub mod coordinator;
 pub mod group;
+pub(crate) mod offset_waiters;
 mod service;
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use super::classic::{Effects, JoinRequest, JoinResponse, MemberRef, Pending, SyncRequest, SyncResponse};
 use super::coordinator::{CommitPartition, Coordinator, PartitionCounts};
+use super::offset_waiters::OffsetWaiters;
 use crate::config::GroupsConfig;
 use crate::error::{GroupError, MetadataError};
 use crate::metadata::{MetadataStore, OffsetRecord};
@@ -26,6 +27,8 @@ pub(crate) struct GroupService {
     coordinator: Mutex<Coordinator>,
     store: Arc<dyn MetadataStore>,
     write_locks: Vec<Mutex<()>>,
+    /// Woken whenever a group's committed offsets change (after the change is durable).
+    offset_waiters: Arc<OffsetWaiters>,
 }
 
 impl GroupService {
@@ -46,6 +49,7 @@ impl GroupService {
                 .map_err(|error| tracing::error!(%error, "skipping a damaged committed offset"))
                 .ok()
         });
+        let offset_waiters = Arc::new(OffsetWaiters::new(config.offset_waiters_max));
         let coordinator = Coordinator::load(
             config,
             groups.collect::<Vec<_>>(),
@@ -57,6 +61,7 @@ impl GroupService {
             coordinator: Mutex::new(coordinator),
             store,
             write_locks: (0..WRITE_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            offset_waiters,
         })
     }
 
@@ -70,6 +75,11 @@ impl GroupService {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         work(&mut coordinator)
+    }
+
+    /// The waiters `wait_for_group_offset` registers with.
+    pub fn offset_waiters(&self) -> &Arc<OffsetWaiters> {
+        &self.offset_waiters
     }
 
     fn write_lock(&self, group_id: &str) -> MutexGuard<'_, ()> {
@@ -148,6 +158,7 @@ impl GroupService {
         if !records.is_empty() {
             self.store.put_offsets(&records)?;
             self.with(|coordinator| coordinator.apply_commit(&records));
+            self.offset_waiters.notify(group_id);
         }
         Ok(checks)
     }
@@ -191,6 +202,7 @@ impl GroupService {
         if !doomed.is_empty() {
             self.store.delete_offsets(group_id, &doomed)?;
             self.with(|coordinator| coordinator.forget_offsets(group_id, &doomed));
+            self.offset_waiters.notify(group_id);
         }
         Ok(checks)
     }
@@ -211,6 +223,7 @@ impl GroupService {
             }
             return Err(error.into());
         }
+        self.offset_waiters.notify(group_id);
         Ok(())
     }
 

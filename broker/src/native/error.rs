@@ -78,6 +78,10 @@ mod tests {
             (ErrorCode::GroupMaxSizeReached, pb::ErrorCode::GroupMaxSizeReached),
             (ErrorCode::GroupIdNotFound, pb::ErrorCode::GroupIdNotFound),
             (
+                ErrorCode::ThrottlingQuotaExceeded,
+                pb::ErrorCode::ThrottlingQuotaExceeded,
+            ),
+            (
                 ErrorCode::UnsupportedCompressionType,
                 pb::ErrorCode::UnsupportedCompressionType,
             ),

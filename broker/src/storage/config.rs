@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::error::StorageError;
 use super::format::{BATCH_BYTES_MAX, FILE_HEADER_BYTES};
+use super::key_index::{KeyHash, KEY_INDEX_ACTIVE_BYTES_MAX_DEFAULT};
 use super::producer_state::ProducerLimits;
 
 /// When appended data is fdatasync'ed, and so when it becomes visible to readers.
@@ -88,6 +89,16 @@ pub struct LogConfig {
     /// Bounds of the idempotent producer state (the broker's `limits.producers_per_partition_max`
     /// and `limits.producer_state_expiry_ms`).
     pub producer_limits: ProducerLimits,
+    /// Bytes the active segment's per-key table may hold (`limits.key_index_active_bytes_max`);
+    /// an append that would pass it rolls the segment first, as Kafka rolls when an offset
+    /// index is full.
+    pub key_index_active_bytes_max: usize,
+    /// The hash the per-key index stores (persisted: fixed for a log once open).
+    pub key_hash: KeyHash,
+    /// Largest records section a compressed batch may decompress to when the per-key index
+    /// reads its keys (`limits.batch_decompressed_bytes_max`: every appended batch was
+    /// validated within it).
+    pub decompressed_bytes_max: usize,
 }
 
 impl Default for LogConfig {
@@ -102,6 +113,9 @@ impl Default for LogConfig {
             flush: FlushPolicy::Always,
             preallocate_bytes: PREALLOCATE_BYTES_DEFAULT,
             producer_limits: ProducerLimits::default(),
+            key_index_active_bytes_max: KEY_INDEX_ACTIVE_BYTES_MAX_DEFAULT,
+            key_hash: KeyHash::DEFAULT,
+            decompressed_bytes_max: tidelog_proto::batch::DECOMPRESSED_BYTES_MAX_DEFAULT,
         }
     }
 }

@@ -163,8 +163,8 @@ fn is_out_of_descriptors(error: &io::Error) -> bool {
     code == Some(nix::errno::Errno::EMFILE as i32) || code == Some(nix::errno::Errno::ENFILE as i32)
 }
 
-/// Files one segment has: its data file and two indexes.
-const FILES_PER_SEGMENT: usize = 3;
+/// Files one segment has: its data file, two offset/time indexes and its per-key index.
+const FILES_PER_SEGMENT: usize = 4;
 
 fn segment_file_kind(path: &Path) -> Option<FileKind> {
     let name = path.file_name()?.to_str()?;
@@ -532,8 +532,10 @@ mod tests {
     #[test]
     fn a_new_segment_past_the_cap_is_refused_but_existing_files_open() {
         let dir = tempfile::tempdir().unwrap();
+        // Room for four files known plus three, not four: a new segment counts four (its
+        // data file, two indexes and its `.keys`).
         let limits = FileCacheLimits {
-            segment_files_max: 6,
+            segment_files_max: 7,
             ..FileCacheLimits::with_open_files(8)
         };
         let cache = FileCache::new(Arc::new(OsDisk), limits);
@@ -548,7 +550,7 @@ mod tests {
         let first_index = disk.open(&index(0), true).unwrap();
         let _second = disk.open(&segment_path(dir.path(), 1), true).unwrap();
         let _second_index = disk.open(&index(1), true).unwrap();
-        // Four known: a third segment's data file would leave no room for both its indexes.
+        // Four known: a third segment's data file would leave no room for all its files.
         let refused = disk.open(&segment_path(dir.path(), 2), true).unwrap_err();
         assert!(refused.to_string().contains("segment_files_max"), "{refused}");
         assert!(

@@ -32,6 +32,8 @@ pub enum FileKind {
     Log,
     OffsetIndex,
     TimeIndex,
+    /// The per-key index of a sealed segment (`key_index/file.rs`, its own header layout).
+    KeyIndex,
 }
 
 impl FileKind {
@@ -40,6 +42,7 @@ impl FileKind {
             FileKind::Log => b"TDLGLOG1",
             FileKind::OffsetIndex => b"TDLGOIX1",
             FileKind::TimeIndex => b"TDLGTIX1",
+            FileKind::KeyIndex => b"TDLGKEY1",
         }
     }
 
@@ -48,6 +51,7 @@ impl FileKind {
             FileKind::Log => "log",
             FileKind::OffsetIndex => "index",
             FileKind::TimeIndex => "timeindex",
+            FileKind::KeyIndex => "keys",
         }
     }
 }
@@ -353,9 +357,14 @@ pub fn segment_file_name(base_offset: i64, kind: FileKind) -> String {
 /// The base offset and kind a segment file name denotes, or `None` for other names.
 pub fn parse_segment_file_name(name: &str) -> Option<(i64, FileKind)> {
     let (stem, extension) = name.split_once('.')?;
-    let kind = [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex]
-        .into_iter()
-        .find(|kind| kind.extension() == extension)?;
+    let kind = [
+        FileKind::Log,
+        FileKind::OffsetIndex,
+        FileKind::TimeIndex,
+        FileKind::KeyIndex,
+    ]
+    .into_iter()
+    .find(|kind| kind.extension() == extension)?;
     if stem.len() != 20 || !stem.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
     }

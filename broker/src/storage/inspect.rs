@@ -24,7 +24,7 @@ pub const QUARANTINE_DIR_NAME: &str = "quarantine";
 
 /// Extensions of the files Tidelog keeps in a partition directory: a name ending in one of
 /// these that does not parse is not ours and is quarantined rather than ignored.
-const OUR_EXTENSIONS: [&str; 4] = [".log", ".index", ".timeindex", ".snapshot"];
+const OUR_EXTENSIONS: [&str; 5] = [".log", ".index", ".timeindex", ".snapshot", ".keys"];
 
 /// A range of a segment that holds no batch a reader may be given: damaged bytes, or offsets
 /// missing from the directory. Kept on disk, reported at ERROR, refused to readers with
@@ -114,7 +114,7 @@ pub(crate) fn inspect(
 ) -> Result<Inspection, StorageError> {
     let mut inspection = Inspection::default();
     let names = disk.list(dir).map_err(StorageError::io("listing", dir))?;
-    let mut files: BTreeMap<i64, [bool; 3]> = BTreeMap::new();
+    let mut files: BTreeMap<i64, [bool; 4]> = BTreeMap::new();
     // Offsets the directory shows were assigned, besides the segments' own batches.
     let mut evidence: i64 = 0;
     for name in names {
@@ -133,6 +133,7 @@ pub(crate) fn inspect(
                 FileKind::Log => 0,
                 FileKind::OffsetIndex => 1,
                 FileKind::TimeIndex => 2,
+                FileKind::KeyIndex => 3,
             };
             files.entry(base_offset).or_default()[slot] = true;
         } else if OUR_EXTENSIONS.iter().any(|extension| name.ends_with(extension)) {
@@ -163,7 +164,7 @@ pub(crate) fn inspect(
     };
 
     let mut scans = Vec::new();
-    for (base_offset, [log, offset_index, time_index]) in &files {
+    for (base_offset, [log, offset_index, time_index, key_index]) in &files {
         if *log {
             let scan = scan_segment(
                 disk,
@@ -182,6 +183,7 @@ pub(crate) fn inspect(
         for (present, kind) in [
             (offset_index, FileKind::OffsetIndex),
             (time_index, FileKind::TimeIndex),
+            (key_index, FileKind::KeyIndex),
         ] {
             if *present {
                 inspection.quarantine.push(Quarantined {
@@ -378,7 +380,12 @@ fn resolve_layout(
 }
 
 fn quarantine_segment(inspection: &mut Inspection, base_offset: i64, reason: &str) {
-    for kind in [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex] {
+    for kind in [
+        FileKind::Log,
+        FileKind::OffsetIndex,
+        FileKind::TimeIndex,
+        FileKind::KeyIndex,
+    ] {
         inspection.quarantine.push(Quarantined {
             file: segment_file_name(base_offset, kind),
             reason: reason.to_string(),

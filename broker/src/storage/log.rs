@@ -19,6 +19,7 @@ use super::config::{FlushPolicy, LogConfig};
 use super::disk::{Disk, OsDisk};
 use super::error::StorageError;
 use super::format::{Checkpoint, OffsetEntry, TimeEntry, CHECKPOINT_FILE_NAME, TEMP_SUFFIX};
+use super::key_index::{self, IndexContext};
 use super::producer_snapshot::{self, ProducerStateRecovery, SNAPSHOTS_RETAINED};
 use super::producer_state::{Check, ProducerLimits, ProducerStateMap, Refusal};
 use super::recovery::{recover, remove_segment_files, RecoveryReport};
@@ -27,6 +28,7 @@ use super::segment::{read_lock, write_lock, Segment};
 mod admin;
 mod durability;
 mod roll;
+mod streams;
 
 pub(crate) use admin::LOG_START_FILE_NAME;
 pub use admin::LOG_START_HIGH_WATERMARK;
@@ -172,6 +174,13 @@ impl PartitionLog {
         let log_start_offset = first.base_offset.max(log_start_floor);
         let active = Arc::clone(active);
         active.set_active(true)?;
+        let index_context = IndexContext {
+            disk: Arc::clone(&disk),
+            hash: config.key_hash,
+            decompressed_bytes_max: config.decompressed_bytes_max,
+            background: seal_mode == SealMode::Background,
+        };
+        streams::open_key_index(dir, &segments, &index_context)?;
         let producer_limits = config.producer_limits;
         // Replayed headers get the open time as their broker append time (see rebuild).
         let (producers, snapshots, producer_recovery) = producer_snapshot::rebuild(
@@ -189,7 +198,7 @@ impl PartitionLog {
             offset: next_offset,
             generation: 0,
         });
-        Ok(PartitionLog {
+        let log = PartitionLog {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 config: RwLock::new(Arc::new(config)),
@@ -220,7 +229,9 @@ impl PartitionLog {
                 report,
                 producer_recovery,
             }),
-        })
+        };
+        log.inner.kick_key_index();
+        Ok(log)
     }
 
     /// What recovery found, truncated and rebuilt when this log was opened.
@@ -366,14 +377,35 @@ impl PartitionLog {
                 duplicate: true,
             }));
         }
+        // The keys of the records, for the per-key index (nothing for keyless records but the
+        // walk that finds their keys are null).
+        let keyed = key_index::keyed_records(
+            batches.iter().map(|batch| (batch.header(), batch.as_bytes())),
+            config.decompressed_bytes_max,
+        )
+        .map_err(|source| StorageError::Corrupt {
+            path: inner.dir.clone(),
+            detail: "append of a batch whose records do not decode".to_string(),
+            source: Some(source),
+        })?;
         let last_offset = base_offset
             .checked_add(record_count - 1)
             .ok_or(StorageError::OffsetOverflow)?;
         let active = &writer.active;
+        // Like Kafka's roll on a full offset index: the key table's bound holds because a
+        // segment whose table would pass it is closed first.
+        let key_table_full = !keyed.is_empty()
+            && active
+                .keys
+                .read_active(|table| {
+                    table.bytes_after(keyed.entries.len(), keyed.key_bytes)
+                        > config.key_index_active_bytes_max
+                })
+                .unwrap_or(false);
         let too_big = active.end() + total_bytes as u64 > config.segment_bytes;
         let too_old = now_ms.saturating_sub(active.first_batch_timestamp()) > config.segment_ms;
         let offsets_exhausted = last_offset - active.base_offset > i64::from(u32::MAX);
-        if !active.is_empty() && (too_big || too_old || offsets_exhausted) {
+        if !active.is_empty() && (too_big || too_old || offsets_exhausted || key_table_full) {
             if !allow_roll {
                 return Ok(None);
             }
@@ -397,6 +429,9 @@ impl PartitionLog {
         let mut next_offset = base_offset;
         let mut first_batch_timestamp = None;
         let mut last_batch = (start, base_offset);
+        // (position, relative base offset) of each batch, for the key index; empty (and not
+        // allocated) for keyless appends.
+        let mut batch_places: Vec<(u32, u32)> = Vec::new();
         for batch in batches {
             let at = buffer.len();
             buffer.extend_from_slice(batch.as_bytes());
@@ -405,6 +440,10 @@ impl PartitionLog {
             let position = start + at as u64;
             // The roll check above keeps every offset of this append within u32 of the base.
             let relative_offset = u32::try_from(next_offset - active.base_offset).unwrap_or(u32::MAX);
+            if !keyed.is_empty() {
+                // Positions fit in u32: segments are capped at SEGMENT_BYTES_MAX.
+                batch_places.push((u32::try_from(position).unwrap_or(u32::MAX), relative_offset));
+            }
             if let Some(pair) = placer.on_batch(
                 relative_offset,
                 position,
@@ -431,6 +470,16 @@ impl PartitionLog {
                 }
             }
             return Err(StorageError::io("writing", &active.paths.log)(error));
+        }
+        if !keyed.is_empty() {
+            // Before the new end is published, so the next append's checks (under this lock)
+            // and any reader that sees the records see them in the index.
+            active.keys.with_active(|table| {
+                for (entry, key) in keyed.iter() {
+                    let (position, batch_relative) = batch_places[entry.batch as usize];
+                    table.insert(key, batch_relative + entry.offset_delta, position);
+                }
+            });
         }
         if has_producer_batches {
             // Only header fields: no per-record work on the append path. Expiry runs on
@@ -682,6 +731,9 @@ impl PartitionLog {
                 bytes = segment.end(),
                 "deleting segment past retention"
             );
+            // First, so a `.keys` file being written for it is never renamed into place after
+            // the segment's files are gone (it would be an orphan).
+            segment.keys.mark_deleted();
             remove_segment_files(&*inner.disk, &inner.dir, segment.base_offset)?;
             outcome.segments_deleted += 1;
             outcome.bytes_deleted += segment.size_bytes();
@@ -697,6 +749,9 @@ impl PartitionLog {
     pub fn sync(&self) -> Result<(), StorageError> {
         self.inner.check_failure()?;
         self.inner.seal_pending()?;
+        if self.inner.seal_mode == SealMode::Deferred {
+            self.inner.key_index_now(false)?;
+        }
         self.inner.sync_active(true)
     }
 
@@ -710,6 +765,9 @@ impl PartitionLog {
         }
         inner.check_failure()?;
         inner.seal_pending()?;
+        // Frozen tables are written now (a clean restart then rebuilds nothing); segments
+        // still unindexed are rebuilt after the next open, in the background.
+        inner.key_index_now(inner.seal_mode == SealMode::Background)?;
         let writer = inner.lock_writer()?;
         let active = Arc::clone(&writer.active);
         // The checkpoint records the data file's length: it must end at the data.
@@ -755,6 +813,9 @@ impl PartitionLog {
             .rename(&temp, &path)
             .map_err(StorageError::io("renaming", &temp))?;
         inner.sync_dir()?;
+        for segment in segments.iter() {
+            segment.keys.set_closed();
+        }
         drop(writer);
         Ok(())
     }
@@ -864,10 +925,14 @@ impl Inner {
         }
     }
 
-    fn seal_segment(&self, segment: &Segment) -> Result<(), StorageError> {
+    fn seal_segment(&self, segment: &Arc<Segment>) -> Result<(), StorageError> {
         match segment.seal() {
             Ok(syncs) => {
                 self.log_syncs.fetch_add(syncs, Ordering::Relaxed);
+                // Only a sealed segment gets its `.keys` file: it describes synced data.
+                if self.seal_mode == SealMode::Background {
+                    key_index::enqueue_write(segment, &self.index_context());
+                }
                 Ok(())
             }
             Err(error) => {

@@ -8,6 +8,7 @@ mod error;
 mod file_cache;
 mod format;
 mod inspect;
+mod key_index;
 mod log;
 mod producer_snapshot;
 mod producer_state;
@@ -26,6 +27,12 @@ pub use disk::{Disk, OsDisk, SegmentFile};
 pub use error::StorageError;
 pub use file_cache::{FileCache, FileCacheLimits, FileCacheStats};
 pub use format::{BATCH_BYTES_MAX, FORMAT_VERSION};
+#[allow(unused_imports)] // the condition check (`conditions.rs`) uses it
+pub(crate) use key_index::StreamLookup;
+pub use key_index::{
+    fnv1a_fmix64, Direction, KeyHash, StreamInfo, StreamRead, StreamRecord, KEYS_FORMAT_VERSION,
+    KEY_INDEX_ACTIVE_BYTES_MAX_DEFAULT,
+};
 pub use log::{AppendOutcome, MaintenanceOutcome, PartitionLog, ReadOutcome, LOG_START_HIGH_WATERMARK};
 pub use producer_snapshot::ProducerStateRecovery;
 pub use producer_state::{

@@ -425,5 +425,6 @@ pub(crate) fn remove_segment_files(
     let paths = SegmentPaths::new(dir, base_offset);
     remove_if_present(disk, &paths.log)?;
     remove_if_present(disk, &paths.offset_index)?;
-    remove_if_present(disk, &paths.time_index)
+    remove_if_present(disk, &paths.time_index)?;
+    remove_if_present(disk, &super::key_index::keys_path(dir, base_offset))
 }

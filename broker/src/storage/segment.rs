@@ -16,6 +16,7 @@ use super::format::{
     FILE_HEADER_BYTES, LOG_FLAG_SEALED, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
 };
 use super::inspect::Fence;
+use super::key_index::SegmentKeys;
 // Walks of a data file: other modules take them from here, beside the segment they walk.
 pub(crate) use super::scan::{BatchScanner, ScanStep};
 
@@ -138,6 +139,8 @@ pub(crate) struct Segment {
     file_bytes: AtomicU64,
     /// Set at open, never changed: see `SegmentState::fences`.
     fences: Vec<Fence>,
+    /// The per-key index of this segment (`key_index`): its table or `.keys` file.
+    pub keys: SegmentKeys,
 }
 
 /// Zeros written per call while preallocating.
@@ -240,6 +243,7 @@ impl Segment {
             sealed: AtomicBool::new(state.sealed),
             file_bytes: AtomicU64::new(state.end),
             fences: state.fences,
+            keys: SegmentKeys::unindexed(),
         }
     }
 
@@ -317,6 +321,11 @@ impl Segment {
 
     pub fn end(&self) -> u64 {
         self.end.load(Ordering::Acquire)
+    }
+
+    /// Whether recovery fenced any range of this segment.
+    pub fn has_fences(&self) -> bool {
+        !self.fences.is_empty()
     }
 
     /// Marks this segment the active one (its data file keeps its descriptor: every append

@@ -133,8 +133,11 @@ fn describe(inspection: &Inspection, verdict: &mut PartitionVerdict) {
             inspection.already_quarantined.join(", ")
         ));
     }
-    for planned in &inspection.segments {
+    let count = inspection.segments.len();
+    for (index, planned) in inspection.segments.iter().enumerate() {
         describe_segment(planned, problems);
+        let closed = index + 1 < count || inspection.new_active_base.is_some();
+        check_keys_file(&verdict.dir, planned, closed, problems, &mut verdict.notes);
     }
     if let Some(base) = inspection.new_active_base {
         problems.push(format!(
@@ -187,6 +190,62 @@ fn describe_segment(planned: &PlannedSegment, problems: &mut Vec<String>) {
             "{file}: indexes unusable (recovery rebuilds them): {reason}"
         )),
         Ok((offsets, times)) => check_index_entries(scan, &file, offsets, times, problems),
+    }
+}
+
+/// A closed segment's `.keys` file, if present, must describe it exactly: header, summary,
+/// every block's CRC, entry order, and every record at a batch that holds its offset. A
+/// missing one is only a note (it is derived; the broker writes or rebuilds it), and so is
+/// the active segment's (the broker never reads it).
+fn check_keys_file(
+    dir: &Path,
+    planned: &PlannedSegment,
+    closed: bool,
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) {
+    let scan = &planned.scan;
+    let name = segment_file_name(scan.base_offset, FileKind::KeyIndex);
+    let bytes = match std::fs::read(dir.join(&name)) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if closed && scan.next_offset > scan.base_offset {
+                notes.push(format!("{name}: absent (derived; the broker rebuilds it)"));
+            }
+            return;
+        }
+        Err(error) => {
+            problems.push(format!("{name}: cannot be read: {error}"));
+            return;
+        }
+    };
+    if !closed {
+        notes.push(format!(
+            "{name}: beside the active segment (unused; rewritten at its roll)"
+        ));
+        return;
+    }
+    let expect = super::key_index::Expect {
+        base_offset: scan.base_offset,
+        next_offset: scan.next_offset,
+        log_bytes: scan.valid_end,
+        hash: super::key_index::KeyHash::DEFAULT,
+    };
+    let starts = scan.batch_starts.as_deref().unwrap_or(&[]);
+    let holds = |relative_offset: u32, position: u32| {
+        let offset = scan.base_offset + i64::from(relative_offset);
+        let Ok(index) = starts.binary_search_by_key(&u64::from(position), |(at, _, _)| *at) else {
+            return false;
+        };
+        let next_base = starts
+            .get(index + 1)
+            .map_or(scan.next_offset, |(_, base, _)| *base);
+        (starts[index].1..next_base).contains(&offset)
+    };
+    if let Err(reason) = super::key_index::verify_bytes(&bytes, expect, &holds) {
+        problems.push(format!(
+            "{name}: per-key index unusable (derived data: the broker rebuilds it from the log): {reason}"
+        ));
     }
 }
 

@@ -27,10 +27,16 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // `{:#}` prints the whole cause chain on one line: "context: cause: root cause".
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(error) => match error.downcast_ref::<cli::ExitWith>() {
+            Some(exit) => {
+                eprintln!("{}", exit.line);
+                ExitCode::from(exit.code)
+            }
+            None => {
+                // `{:#}` prints the whole cause chain on one line: "context: cause: root cause".
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -83,13 +83,13 @@ async fn interrupted() {
 }
 
 /// How a write to stdout ended.
-enum Written {
+pub(super) enum Written {
     Ok,
     /// The reader went away (`| head`): a normal way to stop.
     Closed,
 }
 
-fn written(result: std::io::Result<()>) -> anyhow::Result<Written> {
+pub(super) fn written(result: std::io::Result<()>) -> anyhow::Result<Written> {
     match result {
         Ok(()) => Ok(Written::Ok),
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(Written::Closed),
@@ -97,7 +97,8 @@ fn written(result: std::io::Result<()>) -> anyhow::Result<Written> {
     }
 }
 
-fn write_record(
+/// One record as `consume` prints it (also `stream read`, without the key).
+pub(super) fn write_record(
     out: &mut impl Write,
     record: &Record,
     print_key: bool,

@@ -1,9 +1,11 @@
-//! `tidelog group list|describe|reset-offsets|delete`.
+//! `tidelog group list|describe|reset-offsets|delete|wait`.
 
 use anyhow::Context;
 use clap::{ArgGroup, Args};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
-use tidelog_client::{Client, Offset, Seek};
+use tidelog_client::{Client, Offset, PartitionId, Seek};
+
+use super::ExitWith;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_offset", "to_timestamp"])))]
@@ -143,4 +145,60 @@ pub async fn delete(client: &Client, group: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot delete group {group}"))?;
     println!("Deleted group {group}.");
     Ok(())
+}
+
+/// `group wait`'s exit status when the timeout passes before the commit.
+pub const WAIT_TIMED_OUT_EXIT: u8 = 4;
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Group id.
+    group: String,
+    /// Topic of the partition.
+    topic: String,
+    /// Partition number.
+    partition: u32,
+    /// Wait until the group's committed offset is at or past this.
+    offset: i64,
+    /// Give up after this long (the broker caps it at its groups.offset_wait_ms_max); then one
+    /// line on stderr and exit status 4.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    timeout_ms: u64,
+}
+
+/// Exits 0 once the group has committed at or past the offset; on timeout one line on stderr
+/// and exit status [`WAIT_TIMED_OUT_EXIT`].
+pub async fn wait(client: &Client, args: WaitArgs) -> anyhow::Result<()> {
+    let timeout = std::time::Duration::from_millis(args.timeout_ms);
+    let waited = client
+        .wait_for_group_offset(
+            &args.group,
+            &args.topic,
+            PartitionId::new(args.partition),
+            Offset::new(args.offset),
+            timeout,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot wait for group {} on {}/{}",
+                args.group, args.topic, args.partition
+            )
+        })?;
+    if waited.reached {
+        return Ok(());
+    }
+    let committed = if waited.committed < 0 {
+        "nothing".to_owned()
+    } else {
+        waited.committed.to_string()
+    };
+    Err(ExitWith {
+        code: WAIT_TIMED_OUT_EXIT,
+        line: format!(
+            "timeout: group {} committed {committed} on {}/{} after {} ms, waited for {}",
+            args.group, args.topic, args.partition, args.timeout_ms, args.offset
+        ),
+    }
+    .into())
 }

@@ -5,6 +5,7 @@ mod consume;
 mod group;
 mod perf;
 mod produce;
+mod stream;
 mod topic;
 
 use std::time::Duration;
@@ -43,6 +44,11 @@ enum Command {
     Group {
         #[command(subcommand)]
         command: GroupCommand,
+    },
+    /// Event streams: read the records of one key, describe a stream.
+    Stream {
+        #[command(subcommand)]
+        command: stream::StreamCommand,
     },
     /// Measure producer or consumer throughput and latency.
     Perf {
@@ -89,6 +95,9 @@ enum GroupCommand {
         /// Group id.
         group: String,
     },
+    /// Wait until a group has committed at or past an offset of a partition: exit 0 then, or
+    /// on timeout one line on stderr and exit status 4.
+    Wait(group::WaitArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +169,22 @@ impl Default for ConnectionArgs {
     }
 }
 
+/// A command's outcome that is not a success and not an error report: `line` goes to stderr
+/// as it is and the process exits with `code` (e.g. `group wait` timing out: 4).
+#[derive(Debug)]
+pub struct ExitWith {
+    pub code: u8,
+    pub line: String,
+}
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.line)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
 /// Connects to the broker(s) named by `--broker`.
 async fn connect(broker: &str, tuning: &ConnectionArgs) -> anyhow::Result<Client> {
     let addresses: Vec<String> = broker
@@ -206,7 +231,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 GroupCommand::Describe { group } => group::describe(&client, &group).await,
                 GroupCommand::ResetOffsets(args) => group::reset_offsets(&client, args).await,
                 GroupCommand::Delete { group } => group::delete(&client, &group).await,
+                GroupCommand::Wait(args) => group::wait(&client, args).await,
             }
+        }
+        Command::Stream { command } => {
+            let client = connect(&cli.broker, &ConnectionArgs::default()).await?;
+            stream::run(&client, command).await
         }
         Command::Perf { command } => match command {
             PerfCommand::Produce(args) => {
@@ -258,6 +288,12 @@ mod tests {
             "tidelog group reset-offsets g --topic t --to-timestamp 1700000000000",
             "tidelog group delete g",
             "tidelog perf consume t --records 10 --group g",
+            "tidelog stream info t k",
+            "tidelog stream read t k",
+            "tidelog stream read t k --from 5 --limit 3 --print-offset",
+            "tidelog stream read t k --backward --from -1 --limit 2",
+            "tidelog group wait g t 0 42",
+            "tidelog group wait g t 1 7 --timeout-ms 500",
         ] {
             let args: Vec<&str> = line.split_whitespace().collect();
             if let Err(error) = Cli::try_parse_from(&args) {

@@ -1,6 +1,8 @@
 //! Metadata (0-12): this broker as the only broker, the controller and every partition's
 //! leader (leader epoch 0 until replication exists), and the topics asked for with their
-//! persistent ids. An offline partition carries KAFKA_STORAGE_ERROR and no leader.
+//! persistent ids. An offline partition carries KAFKA_STORAGE_ERROR and no leader. Which
+//! topics exist, what an unknown name's error is and which topics are created on first use
+//! are the core's (`core::topics`); this only translates.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -11,8 +13,9 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::{operations, Reply, Request};
+use crate::core::blocking;
 use crate::kafka::KafkaContext;
-use crate::topics::{validate_topic_name, PartitionSlot, Topic};
+use crate::topics::{PartitionSlot, Topic};
 
 /// Reported as the cluster id: one broker, one cluster.
 pub(crate) const CLUSTER_ID: &str = "tidelog";
@@ -24,7 +27,19 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
         Err(reply) => return reply,
     };
     let context = request.context;
-    let missing = to_auto_create(context, &asked, version);
+    // v0-3 always allow creation on first use; later versions ask for it.
+    let missing = if version < 4 || asked.allow_auto_topic_creation {
+        let named = asked
+            .topics
+            .iter()
+            .flatten()
+            .filter_map(|wanted| wanted.name.as_ref());
+        context
+            .core()
+            .topics_to_auto_create(named.map(|name| name.as_str()))
+    } else {
+        Vec::new()
+    };
     if missing.is_empty() {
         return respond(context, asked, version);
     }
@@ -32,47 +47,14 @@ pub(crate) fn handle(request: Request<'_>) -> Reply {
     // leaves in request order.
     let context = context.clone();
     Reply::Later(Box::pin(async move {
-        let creating = context.clone();
-        let created = tokio::task::spawn_blocking(move || {
-            for name in missing {
-                if let Err(error) = creating
-                    .core()
-                    .registry
-                    .get_or_auto_create(&name, crate::clock::now_ms())
-                {
-                    tracing::warn!(topic = %name, %error, "Metadata could not auto-create a topic");
-                }
-            }
-        })
-        .await;
-        if let Err(error) = created {
-            tracing::error!(%error, "auto-creating topics panicked");
-        }
+        let core = context.net.core.clone();
+        // Err: the blocking task failed (logged); the lookup below reports what exists.
+        let _ = blocking(move || core.auto_create_topics(&missing)).await;
         match respond(&context, asked, version) {
             Reply::Now(response) => Some(response),
             _ => None,
         }
     }))
-}
-
-/// The named topics of `asked` to create first: unknown, validly named, and creation allowed
-/// (`auto_create_topics` on, and the request allows it: v0-3 always do).
-fn to_auto_create(context: &KafkaContext, asked: &MetadataRequest, version: i16) -> Vec<String> {
-    let registry = &context.core().registry;
-    if !registry.auto_create_topics() || (version >= 4 && !asked.allow_auto_topic_creation) {
-        return Vec::new();
-    }
-    let limit = context.core().config.limits.topic_name_bytes_max;
-    asked
-        .topics
-        .iter()
-        .flatten()
-        .filter_map(|wanted| wanted.name.as_ref())
-        .map(|name| name.as_str())
-        .filter(|name| !name.is_empty() && validate_topic_name(name, limit).is_ok())
-        .filter(|name| registry.get(name).is_none() && registry.unrecoverable_reason(name).is_none())
-        .map(str::to_owned)
-        .collect()
 }
 
 fn respond(context: &KafkaContext, asked: MetadataRequest, version: i16) -> Reply {
@@ -82,7 +64,6 @@ fn respond(context: &KafkaContext, asked: MetadataRequest, version: i16) -> Repl
     } else {
         operations::NOT_REQUESTED
     };
-    let registry = &context.core().registry;
     let topics: Vec<MetadataResponseTopic> = match asked.topics {
         // v0 asks for every topic with an empty list, later versions with null.
         Some(wanted) if !(version == 0 && wanted.is_empty()) => wanted
@@ -95,10 +76,12 @@ fn respond(context: &KafkaContext, asked: MetadataRequest, version: i16) -> Repl
                 _ => topic_by_id(context, wanted.topic_id, broker_id),
             })
             .collect(),
-        _ => registry
-            .list()
-            .iter()
-            .map(|topic| describe(topic, broker_id))
+        _ => context
+            .core()
+            .metadata(&[])
+            .into_iter()
+            .filter_map(|found| found.topic.ok())
+            .map(|topic| describe(&topic, broker_id))
             .collect(),
     };
     let topics = topics
@@ -120,29 +103,21 @@ fn respond(context: &KafkaContext, asked: MetadataRequest, version: i16) -> Repl
 }
 
 fn named_topic(context: &KafkaContext, name: &TopicName, broker_id: BrokerId) -> MetadataResponseTopic {
-    let registry = &context.core().registry;
-    if let Some(topic) = registry.get(name.as_str()) {
-        return describe(&topic, broker_id);
+    let found = context.core().metadata(&[name.as_str().to_owned()]).pop();
+    match found.map(|found| found.topic) {
+        Some(Ok(topic)) => describe(&topic, broker_id),
+        Some(Err(error)) => MetadataResponseTopic::default()
+            .with_error_code(error.code.code())
+            .with_name(Some(name.clone())),
+        // One name asked, one answer: no answer is a bug of ours.
+        None => MetadataResponseTopic::default()
+            .with_error_code(ResponseError::UnknownServerError.code())
+            .with_name(Some(name.clone())),
     }
-    let error =
-        if validate_topic_name(name.as_str(), context.core().config.limits.topic_name_bytes_max).is_err() {
-            ResponseError::InvalidTopicException
-        } else if registry.unrecoverable_reason(name.as_str()).is_some() {
-            // Data on disk the broker could not recover: logged at start, not "unknown".
-            ResponseError::KafkaStorageError
-        } else {
-            ResponseError::UnknownTopicOrPartition
-        };
-    MetadataResponseTopic::default()
-        .with_error_code(error.code())
-        .with_name(Some(name.clone()))
 }
 
 fn topic_by_id(context: &KafkaContext, id: Uuid, broker_id: BrokerId) -> MetadataResponseTopic {
-    let found = (!id.is_nil())
-        .then(|| context.core().registry.get_by_id(id))
-        .flatten();
-    match found {
+    match context.core().topic_by_id(id) {
         Some(topic) => describe(&topic, broker_id),
         None => MetadataResponseTopic::default()
             .with_error_code(ResponseError::UnknownTopicId.code())

@@ -16,7 +16,10 @@ mod metadata;
 mod offset_commit;
 mod offset_fetch;
 mod produce;
+mod read_stream;
+mod stream_info;
 mod trim_topic;
+mod wait_group_offset;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -99,6 +102,9 @@ pub(crate) fn dispatch(
         Body::InitProducerId(request) => init_producer_id::handle(context, request),
         Body::AlterTopic(request) => alter_topic::handle(context, request),
         Body::TrimTopic(request) => trim_topic::handle(context, request),
+        Body::ReadStream(request) => read_stream::handle(context, budget, request),
+        Body::StreamInfo(request) => stream_info::handle(context, request),
+        Body::WaitGroupOffset(request) => wait_group_offset::handle(context, request),
     }
 }
 

@@ -42,7 +42,10 @@ impl PartitionLog {
         config.validate()?;
         let inner = &self.inner;
         let current = inner.config();
-        if config.flush != current.flush || config.preallocate_bytes != current.preallocate_bytes {
+        if config.flush != current.flush
+            || config.preallocate_bytes != current.preallocate_bytes
+            || config.key_hash != current.key_hash
+        {
             return Err(StorageError::InvalidConfig(
                 "the flush policy of an open partition cannot change (it is set when the partition opens)"
                     .into(),

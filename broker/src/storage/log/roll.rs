@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use super::super::config::FlushPolicy;
 use super::super::error::StorageError;
+use super::super::key_index::{self, ActiveTable};
 use super::super::segment::{write_lock, CreateError, Segment};
-use super::{error_chain, Inner, Writer};
+use super::{error_chain, Inner, SealMode, Writer};
 
 impl Inner {
     /// Closes the active segment and opens a new one at the next offset. The old segment and
@@ -52,6 +53,10 @@ impl Inner {
             return Err(self.roll_failed(base_offset, error, undone));
         }
         self.snapshot_producers(writer, base_offset);
+        // The old table answers from memory until its `.keys` file is written; the new
+        // segment starts an empty one, before anyone can see the segment.
+        old.keys.freeze();
+        new.keys.set_active(ActiveTable::new(self.config().key_hash));
         {
             let mut segments = write_lock(&self.segments);
             let mut list: Vec<Arc<Segment>> = segments.as_ref().clone();
@@ -65,6 +70,10 @@ impl Inner {
         if self.config().flush == FlushPolicy::Always {
             // Everything written so far is in the synced old segment.
             self.publish_durable(base_offset);
+            // Sealed by close_segment: its `.keys` file may be written.
+            if self.seal_mode == SealMode::Background {
+                key_index::enqueue_write(&old, &self.index_context());
+            }
         } else {
             // Syncing a whole segment here would stall appends for as long as the disk takes
             // to write it; a background sealer does it instead. Until sealed, a closed segment

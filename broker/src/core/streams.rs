@@ -1,0 +1,263 @@
+//! Reading event streams (issue 8 §4): one key's records in one topic, through the partition's
+//! per-key index, never a scan. The core finds the key's partition (Kafka's murmur2 over the
+//! topic's partition count, as every producer routes it), bounds the page (records, bytes,
+//! charged to the connection's memory budget the way a fetch is), and long-polls a forward read
+//! that is at the end of its stream: it waits on the partition's high-watermark watch (woken by
+//! appends, never a polling loop) and reads again, until a record of the key is there, the wait
+//! is over or the broker shuts down. Reads are preads of the page cache and run on the caller's
+//! task, as a fetch's do.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tidelog_proto::partitioner::try_partition_for_key;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{partition_log, Core, CoreError, ErrorCode};
+use crate::net::budget::{ConnectionBudget, Reservation};
+use crate::storage::{Direction, PartitionLog, StreamInfo, StreamRead, StreamRecord};
+
+/// Least memory a read waits for before it reads (or all it may take, if less).
+const GRANT_BYTES_MIN: usize = 64 << 10;
+
+/// What a record costs in memory and on the wire beyond its key, value and header bytes
+/// (offset, timestamp, lengths, field tags): a bound, so a page of tiny records is charged
+/// honestly.
+const RECORD_OVERHEAD_BYTES: usize = 48;
+
+/// One ReadStream request, in domain terms.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamReadInput {
+    pub topic: String,
+    pub key: Bytes,
+    /// Forward: the first offset wanted (below the log start reads from the first retained
+    /// record). Backward: the offset to read down from, inclusive; -1 or past the end: from
+    /// the stream's last record.
+    pub from: i64,
+    pub direction: Direction,
+    /// 0: `limits.stream_read_records_max`; clamped to it.
+    pub limit: usize,
+    /// 0: `limits.stream_read_bytes_max`; clamped to it.
+    pub bytes_max: usize,
+    /// Forward only: how long to wait for a record of the key when none is at or after `from`;
+    /// clamped to `limits.stream_wait_ms_max`.
+    pub max_wait: Duration,
+}
+
+/// A page of a stream.
+#[derive(Debug)]
+pub(crate) struct StreamReadOutput {
+    /// The partition the key lives in.
+    pub partition: u32,
+    pub read: StreamRead,
+    /// Charged for the records: hold it until the response has been written.
+    pub reservation: Option<Reservation>,
+}
+
+impl Core {
+    /// Resolves the key's partition now (on the caller's task) and returns the read, which
+    /// long-polls a forward read at the end of the stream.
+    pub(crate) fn read_stream(
+        &self,
+        budget: &ConnectionBudget,
+        input: StreamReadInput,
+    ) -> impl Future<Output = Result<StreamReadOutput, CoreError>> + Send + 'static {
+        let limits = &self.config.limits;
+        let resolved = self.stream_partition(&input.topic, &input.key);
+        let limit = clamp_to(input.limit, limits.stream_read_records_max);
+        let bytes_max = clamp_to(input.bytes_max, limits.stream_read_bytes_max);
+        let max_wait = match input.direction {
+            Direction::Forward => input
+                .max_wait
+                .min(Duration::from_millis(limits.stream_wait_ms_max)),
+            // A backward read starts at the end: there is nothing to wait for.
+            Direction::Backward => Duration::ZERO,
+        };
+        let from = match input.direction {
+            Direction::Forward => input.from.max(0),
+            Direction::Backward => input.from,
+        };
+        let memory_wait = Duration::from_millis(limits.memory_wait_ms_max);
+        let mut shutdown = self.shutdown.clone();
+        let budget = budget.clone();
+        let span = match &resolved {
+            Ok((partition, _)) => tracing::debug_span!("read_stream", topic = %input.topic, partition),
+            Err(_) => tracing::debug_span!("read_stream", topic = %input.topic),
+        };
+        async move {
+            let (partition, log) = resolved?;
+            let deadline = Instant::now() + max_wait;
+            // Subscribe before the first read, so an append between the read and the wait
+            // still wakes us.
+            let mut appended = log.subscribe();
+            loop {
+                appended.borrow_and_update();
+                let (read, reservation) =
+                    read_within_budget(&log, &budget, &input, from, limit, bytes_max, memory_wait)
+                        .await
+                        .map_err(|error| {
+                            let error = error.in_partition(&input.topic, partition);
+                            tracing::warn!(%error, "stream read failed");
+                            error
+                        })?;
+                let done = !read.records.is_empty()
+                    || max_wait.is_zero()
+                    || Instant::now() >= deadline
+                    || *shutdown.borrow();
+                if done {
+                    return Ok(StreamReadOutput {
+                        partition,
+                        read,
+                        reservation: Some(reservation),
+                    });
+                }
+                drop(reservation);
+                tokio::select! {
+                    _ = appended.changed() => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+        .instrument(span)
+    }
+
+    /// What the partition holding `key` retains of its stream.
+    pub(crate) fn stream_info(&self, topic: &str, key: &[u8]) -> Result<(u32, StreamInfo), CoreError> {
+        let (partition, log) = self.stream_partition(topic, key)?;
+        let info = log
+            .stream_info(key)
+            .map_err(|error| CoreError::partition_storage(topic, partition, &error))?;
+        Ok((partition, info))
+    }
+
+    /// The partition a stream lives in: Kafka's default partitioner over the topic's partition
+    /// count, the one every producer (ours, Kafka's) routes keyed records with.
+    fn stream_partition(&self, topic: &str, key: &[u8]) -> Result<(u32, Arc<PartitionLog>), CoreError> {
+        if key.is_empty() {
+            return Err(CoreError::new(
+                ErrorCode::InvalidRequest,
+                "a stream key must not be empty",
+            ));
+        }
+        let found = self.registry.get(topic);
+        let count = found
+            .as_ref()
+            .map(|found| u32::try_from(found.partitions.len()).unwrap_or(u32::MAX))
+            .ok_or_else(|| CoreError::unknown_topic(topic))?;
+        let partition = try_partition_for_key(key, count).ok_or_else(|| CoreError::unknown_topic(topic))?;
+        Ok((partition, partition_log(found.as_ref(), topic, partition)?))
+    }
+}
+
+/// A request's bound: 0 asks for the broker's maximum, anything larger is clamped to it.
+fn clamp_to(asked: usize, max: usize) -> usize {
+    if asked == 0 {
+        max
+    } else {
+        asked.min(max)
+    }
+}
+
+/// A failure of one read, before it is given the partition's name.
+enum ReadFailure {
+    Storage(crate::storage::StorageError),
+    Memory(CoreError),
+}
+
+impl ReadFailure {
+    fn in_partition(self, topic: &str, partition: u32) -> CoreError {
+        match self {
+            ReadFailure::Storage(error) => CoreError::partition_storage(topic, partition, &error),
+            ReadFailure::Memory(error) => error,
+        }
+    }
+}
+
+/// One read, charged to the budget: takes what the budget grants (up to `bytes_max`), reads
+/// within it, and keeps exactly what the page costs charged (a first record larger than the
+/// grant included).
+async fn read_within_budget(
+    log: &PartitionLog,
+    budget: &ConnectionBudget,
+    input: &StreamReadInput,
+    from: i64,
+    limit: usize,
+    bytes_max: usize,
+    memory_wait: Duration,
+) -> Result<(StreamRead, Reservation), ReadFailure> {
+    let memory_deadline = Instant::now() + memory_wait;
+    let starved = |error| {
+        tracing::warn!(%error, bytes_max, "stream read got no memory from the broker budget");
+        ReadFailure::Memory(CoreError::new(
+            ErrorCode::RequestTimedOut,
+            format!("no memory for the read within the broker budget: {error}"),
+        ))
+    };
+    let min = GRANT_BYTES_MIN.min(bytes_max).max(1);
+    let mut reservation = budget
+        .reserve_between(min, bytes_max.max(1), Some(memory_deadline))
+        .await
+        .map_err(starved)?;
+    let read = log
+        .read_stream(&input.key, from, input.direction, limit, reservation.bytes())
+        .map_err(ReadFailure::Storage)?;
+    let cost = page_bytes(&read.records);
+    if cost > reservation.bytes() {
+        // At least one record is always returned, however large: charge it (it is bounded
+        // by one batch), waiting for room if the budget has none now.
+        let more = cost - reservation.bytes();
+        if !reservation.try_grow(more) {
+            reservation.grow(more, memory_deadline).await.map_err(starved)?;
+        }
+    }
+    reservation.shrink_to(cost);
+    Ok((read, reservation))
+}
+
+/// What a page costs: its records' bytes plus a bound on each record's framing.
+pub(crate) fn page_bytes(records: &[StreamRecord]) -> usize {
+    records.iter().map(record_bytes).fold(0, usize::saturating_add)
+}
+
+fn record_bytes(record: &StreamRecord) -> usize {
+    let headers = record
+        .headers
+        .iter()
+        .map(|(key, value)| key.len() + value.as_ref().map_or(0, Bytes::len) + 8)
+        .fold(0, usize::saturating_add);
+    RECORD_OVERHEAD_BYTES
+        .saturating_add(record.key.len())
+        .saturating_add(record.value.as_ref().map_or(0, Bytes::len))
+        .saturating_add(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_asks_for_the_maximum_and_larger_is_clamped() {
+        assert_eq!(clamp_to(0, 100), 100);
+        assert_eq!(clamp_to(7, 100), 7);
+        assert_eq!(clamp_to(1_000, 100), 100);
+    }
+
+    #[test]
+    fn a_page_costs_its_bytes_and_a_bound_per_record() {
+        let record = StreamRecord {
+            offset: 1,
+            timestamp: 2,
+            key: Bytes::from_static(b"key"),
+            value: Some(Bytes::from_static(b"value")),
+            headers: vec![("h".into(), Some(Bytes::from_static(b"v"))), ("n".into(), None)],
+        };
+        let one = RECORD_OVERHEAD_BYTES + 3 + 5 + (1 + 1 + 8) + (1 + 8);
+        assert_eq!(page_bytes(std::slice::from_ref(&record)), one);
+        assert_eq!(page_bytes(&[record.clone(), record]), 2 * one);
+        assert_eq!(page_bytes(&[]), 0);
+    }
+}

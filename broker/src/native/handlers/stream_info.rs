@@ -1,0 +1,35 @@
+//! StreamInfo: the native request translated into `Core::stream_info` (the key's partition,
+//! its first and last retained offsets and record count) and the answer back.
+
+use std::sync::Arc;
+
+use tidelog_proto::pb::{self, ErrorCode};
+
+use super::Outcome;
+use crate::native::error::wire;
+use crate::net::ListenerContext;
+
+pub(super) fn handle(context: &Arc<ListenerContext>, request: pb::StreamInfoRequest) -> Outcome {
+    let response = match context.core.stream_info(&request.topic, &request.key) {
+        Ok((partition, info)) => pb::StreamInfoResponse {
+            error: ErrorCode::None as i32,
+            message: String::new(),
+            partition,
+            first_offset: info.first_offset,
+            last_offset: info.last_offset,
+            records: info.records,
+        },
+        Err(error) => {
+            let (code, message) = wire(error);
+            pb::StreamInfoResponse {
+                error: code as i32,
+                message,
+                partition: 0,
+                first_offset: -1,
+                last_offset: -1,
+                records: 0,
+            }
+        }
+    };
+    Outcome::Reply(pb::response::Body::StreamInfo(response))
+}

@@ -1,0 +1,409 @@
+//! A segment's per-key index state and the lookups over it. The state moves one way: the
+//! active segment's table (`Active`) is frozen at the roll (`Frozen`, still answered from
+//! memory), replaced by its `.keys` file once written (`File`); a closed segment opened
+//! without a usable `.keys` file is `Unindexed` (answered by scanning the segment, exactly,
+//! until the rebuild lands); retention ends it (`Deleted`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use bytes::{Bytes, BytesMut};
+use tidelog_proto::batch::{peek_batch_bytes, BatchHeader, RecordBatch, LOG_OVERHEAD_BYTES};
+
+use super::super::disk::read_exact_at;
+use super::super::error::StorageError;
+use super::super::segment::{read_lock, write_lock, ScanStep, Segment, SCAN_CHUNK_BYTES};
+use super::extract::for_each_key;
+use super::file::KeysFile;
+use super::table::ActiveTable;
+use super::worker::IndexContext;
+use super::StreamRecord;
+
+/// One segment's index state (see the module comment).
+#[derive(Debug)]
+pub(crate) enum KeyState {
+    Active(ActiveTable),
+    Frozen(Arc<ActiveTable>),
+    File(Arc<KeysFile>),
+    Unindexed,
+    Deleted,
+}
+
+/// The index state of one segment, beside its other files.
+#[derive(Debug)]
+pub(crate) struct SegmentKeys {
+    state: RwLock<KeyState>,
+    /// A job for this segment is in the worker's queue.
+    queued: AtomicBool,
+    /// Held while the file is written, so the worker and `close` never write it together.
+    writing: Mutex<()>,
+    /// The log was closed: no file may be written for it any more.
+    closed: AtomicBool,
+}
+
+impl SegmentKeys {
+    pub fn new(state: KeyState) -> Self {
+        Self {
+            state: RwLock::new(state),
+            queued: AtomicBool::new(false),
+            writing: Mutex::new(()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a job may be queued (none is); the caller then queues one.
+    pub fn claim_queued(&self) -> bool {
+        !self.queued.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn release_queued(&self) {
+        self.queued.store(false, Ordering::Release);
+    }
+
+    pub fn lock_writing(&self) -> MutexGuard<'_, ()> {
+        // The guarded unit holds no data a panic could break.
+        self.writing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closed, frozen or unindexed, and its log still open: a `.keys` file is to be written.
+    pub fn needs_file(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+            && matches!(*read_lock(&self.state), KeyState::Frozen(_) | KeyState::Unindexed)
+    }
+
+    /// The log closed: later jobs for this segment do nothing.
+    pub fn set_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Installs a file loaded at open.
+    pub fn set_file(&self, file: KeysFile) {
+        *write_lock(&self.state) = KeyState::File(Arc::new(file));
+    }
+
+    /// Replaces the state with an active table (recovery's rebuild of the active segment).
+    pub fn set_active(&self, table: ActiveTable) {
+        *write_lock(&self.state) = KeyState::Active(table);
+    }
+
+    pub fn unindexed() -> Self {
+        Self::new(KeyState::Unindexed)
+    }
+
+    /// Runs `change` on the active table (writer only). A segment that is not active has no
+    /// table to change: nothing happens.
+    pub fn with_active<R>(&self, change: impl FnOnce(&mut ActiveTable) -> R) -> Option<R> {
+        match &mut *write_lock(&self.state) {
+            KeyState::Active(table) => Some(change(table)),
+            _ => None,
+        }
+    }
+
+    /// Reads the active table (writer only, for the roll decision).
+    pub fn read_active<R>(&self, read: impl FnOnce(&ActiveTable) -> R) -> Option<R> {
+        match &*read_lock(&self.state) {
+            KeyState::Active(table) => Some(read(table)),
+            _ => None,
+        }
+    }
+
+    /// Freezes the active table at a roll; it answers from memory until its file is written.
+    pub fn freeze(&self) -> Option<Arc<ActiveTable>> {
+        let mut state = write_lock(&self.state);
+        let KeyState::Active(table) = std::mem::replace(&mut *state, KeyState::Unindexed) else {
+            return None;
+        };
+        let table = Arc::new(table);
+        *state = KeyState::Frozen(Arc::clone(&table));
+        Some(table)
+    }
+
+    /// Makes a closed segment that was frozen or unindexed use its (just written) file.
+    /// `false` if the segment was deleted meanwhile (then the caller removes the file): the
+    /// lock is held while `install` renames the file into place, so a retention pass that
+    /// marks the segment deleted either sees the file or keeps it from appearing.
+    pub fn install_file(
+        &self,
+        install: impl FnOnce() -> Result<Option<KeysFile>, StorageError>,
+    ) -> Result<bool, StorageError> {
+        let mut state = write_lock(&self.state);
+        if self.closed.load(Ordering::Acquire) || matches!(*state, KeyState::Deleted | KeyState::Active(_)) {
+            return Ok(false);
+        }
+        if let Some(file) = install()? {
+            *state = KeyState::File(Arc::new(file));
+        }
+        Ok(true)
+    }
+
+    /// Retention: the segment is going; its `.keys` file is removed after this.
+    pub fn mark_deleted(&self) {
+        *write_lock(&self.state) = KeyState::Deleted;
+    }
+
+    /// A `.keys` file found inconsistent with its segment: answer by scanning from now on.
+    pub fn mark_unindexed(&self) {
+        let mut state = write_lock(&self.state);
+        if matches!(*state, KeyState::File(_)) {
+            *state = KeyState::Unindexed;
+        }
+    }
+
+    pub fn is_file(&self) -> bool {
+        matches!(*read_lock(&self.state), KeyState::File(_))
+    }
+
+    pub fn is_unindexed(&self) -> bool {
+        matches!(*read_lock(&self.state), KeyState::Unindexed)
+    }
+
+    pub fn frozen_table(&self) -> Option<Arc<ActiveTable>> {
+        match &*read_lock(&self.state) {
+            KeyState::Frozen(table) => Some(Arc::clone(table)),
+            _ => None,
+        }
+    }
+
+    /// Resident bytes of this segment's index (the table, or the file's summary).
+    pub fn resident_bytes(&self) -> usize {
+        match &*read_lock(&self.state) {
+            KeyState::Active(table) => table.bytes(),
+            KeyState::Frozen(table) => table.bytes(),
+            KeyState::File(file) => file.resident_bytes(),
+            KeyState::Unindexed | KeyState::Deleted => 0,
+        }
+    }
+
+    /// Bytes of the `.keys` file, if one is in use.
+    pub fn file_bytes(&self) -> u64 {
+        match &*read_lock(&self.state) {
+            KeyState::File(file) => file.file_bytes(),
+            _ => 0,
+        }
+    }
+}
+
+/// Where a record of a stream lies: its offset and the position of its batch.
+pub(crate) type Located = (i64, u32);
+
+/// The records of `key` in `segment` with offsets in `[from, to)`, oldest first, with their
+/// batch positions. Exact: tables compare key bytes, files their stored key bytes, and an
+/// unindexed segment is scanned (only below `end`, the bytes the caller may see).
+pub(crate) fn locate(
+    segment: &Arc<Segment>,
+    key: &[u8],
+    from: i64,
+    to: i64,
+    end: u64,
+    context: &IndexContext,
+) -> Result<Vec<Located>, StorageError> {
+    let base = segment.base_offset;
+    if to <= base.max(from) {
+        return Ok(Vec::new());
+    }
+    let in_range = |offset: i64| (from..to).contains(&offset);
+    let file = {
+        let state = read_lock(&segment.keys.state);
+        match &*state {
+            KeyState::Active(table) => {
+                return Ok(from_table(table, key, base, &in_range));
+            }
+            KeyState::Frozen(table) => return Ok(from_table(table, key, base, &in_range)),
+            KeyState::Deleted => return Ok(Vec::new()),
+            KeyState::Unindexed => None,
+            KeyState::File(file) => Some(Arc::clone(file)),
+        }
+    };
+    if let Some(file) = file {
+        match file.lookup(key) {
+            Ok(found) => {
+                return Ok(found
+                    .into_iter()
+                    .map(|(relative_offset, position)| (base + i64::from(relative_offset), position))
+                    .filter(|(offset, _)| in_range(*offset))
+                    .collect())
+            }
+            Err(reason) => {
+                tracing::error!(
+                    path = %file.path().display(),
+                    %reason,
+                    "per-key index file is damaged; answering from the segment and rebuilding it"
+                );
+                segment.keys.mark_unindexed();
+                if context.background {
+                    super::worker::enqueue(segment, context);
+                }
+            }
+        }
+    }
+    scan_segment(segment, key, from, to, end, context.decompressed_bytes_max)
+}
+
+fn from_table(table: &ActiveTable, key: &[u8], base: i64, in_range: &dyn Fn(i64) -> bool) -> Vec<Located> {
+    let mut found: Vec<Located> = table
+        .newest_first(key)
+        .map(|(relative_offset, position)| (base + i64::from(relative_offset), position))
+        .filter(|(offset, _)| in_range(*offset))
+        .collect();
+    found.reverse();
+    found
+}
+
+/// The exact answer for a segment without a usable index: every batch below `end` walked,
+/// its keys compared.
+fn scan_segment(
+    segment: &Segment,
+    key: &[u8],
+    from: i64,
+    to: i64,
+    end: u64,
+    decompressed_bytes_max: usize,
+) -> Result<Vec<Located>, StorageError> {
+    let mut found = Vec::new();
+    let start = segment.position_for_offset(from);
+    let mut scanner = segment.scanner(start, end, SCAN_CHUNK_BYTES);
+    // Bounded: every step moves past one batch of a finite range.
+    loop {
+        let (position, header) = match scanner
+            .next_header()
+            .map_err(StorageError::io("reading", &segment.paths.log))?
+        {
+            ScanStep::End => break,
+            ScanStep::Invalid(reason) => {
+                return Err(StorageError::corrupt(
+                    &segment.paths.log,
+                    format!("at byte {}: {reason}", scanner.position()),
+                ))
+            }
+            ScanStep::Batch(position, header) => (position, header),
+        };
+        if header.base_offset >= to {
+            break;
+        }
+        if header.next_offset() <= from {
+            scanner.skip();
+            continue;
+        }
+        let bytes = Bytes::copy_from_slice(
+            scanner
+                .batch_bytes()
+                .map_err(StorageError::io("reading", &segment.paths.log))?,
+        );
+        let position = u32::try_from(position).unwrap_or(u32::MAX);
+        for_each_key(
+            &header,
+            &bytes,
+            decompressed_bytes_max,
+            |offset_delta, record_key| {
+                let offset = header.base_offset + i64::from(offset_delta);
+                if record_key == key && (from..to).contains(&offset) {
+                    found.push((offset, position));
+                }
+            },
+        )
+        .map_err(|source| StorageError::Corrupt {
+            path: segment.paths.log.clone(),
+            detail: format!("batch at offset {} does not decode", header.base_offset),
+            source: Some(source),
+        })?;
+        scanner.skip();
+    }
+    Ok(found)
+}
+
+/// Reads the whole batch at `position` of `segment`'s data file.
+fn read_batch_at(segment: &Segment, position: u32) -> Result<(BatchHeader, Bytes), StorageError> {
+    let path = &segment.paths.log;
+    let position = u64::from(position);
+    let mut overhead = [0u8; LOG_OVERHEAD_BYTES];
+    read_exact_at(&*segment.log, &mut overhead, position).map_err(StorageError::io("reading", path))?;
+    let total = match peek_batch_bytes(&overhead) {
+        Ok(Some(total)) if total <= super::super::BATCH_BYTES_MAX => total,
+        _ => {
+            return Err(StorageError::corrupt(
+                path,
+                format!("no batch at byte {position}, where the per-key index points"),
+            ))
+        }
+    };
+    let mut bytes = BytesMut::zeroed(total);
+    read_exact_at(&*segment.log, &mut bytes, position).map_err(StorageError::io("reading", path))?;
+    let bytes = bytes.freeze();
+    let header = BatchHeader::parse(&bytes).map_err(|source| StorageError::Corrupt {
+        path: path.clone(),
+        detail: format!("no batch at byte {position}, where the per-key index points"),
+        source: Some(source),
+    })?;
+    Ok((header, bytes))
+}
+
+/// Decodes the records `located` (oldest first, all in `segment`) and checks each one's key
+/// against `key`. `Ok(None)`: a record's key differs, or no record has the offset: the index
+/// is wrong (the caller rescans).
+pub(crate) fn decode_stream_records(
+    segment: &Segment,
+    key: &[u8],
+    located: &[Located],
+    decompressed_bytes_max: usize,
+) -> Result<Option<Vec<StreamRecord>>, StorageError> {
+    let mut out = Vec::with_capacity(located.len());
+    let mut index = 0;
+    // Bounded: every pass consumes at least one located record.
+    while index < located.len() {
+        let position = located[index].1;
+        let (header, bytes) = read_batch_at(segment, position)?;
+        let (batch, _) = RecordBatch::split_first(&bytes).map_err(|source| StorageError::Corrupt {
+            path: segment.paths.log.clone(),
+            detail: format!("batch at byte {position} does not parse"),
+            source: Some(source),
+        })?;
+        let mut records = batch.records_bounded(decompressed_bytes_max);
+        let first = index;
+        while index < located.len() && located[index].1 == position {
+            let wanted = located[index].0;
+            if wanted < header.base_offset || wanted > header.last_offset() {
+                return Ok(None);
+            }
+            // Bounded: the batch has finitely many records and `wanted` lies inside it.
+            let record = loop {
+                match records.next() {
+                    Some(Ok(record)) if record.offset < wanted => continue,
+                    Some(Ok(record)) => break Some(record),
+                    Some(Err(source)) => {
+                        return Err(StorageError::Corrupt {
+                            path: segment.paths.log.clone(),
+                            detail: format!("batch at offset {} does not decode", header.base_offset),
+                            source: Some(source),
+                        })
+                    }
+                    None => break None,
+                }
+            };
+            let Some(record) = record.filter(|record| record.offset == wanted) else {
+                return Ok(None);
+            };
+            let Some(record_key) = record.key.filter(|record_key| record_key[..] == *key) else {
+                return Ok(None);
+            };
+            out.push(StreamRecord {
+                offset: record.offset,
+                // Every record of a log-append-time batch carries the batch's timestamp.
+                timestamp: if header.is_log_append_time() {
+                    header.max_timestamp
+                } else {
+                    record.timestamp
+                },
+                key: record_key,
+                value: record.value,
+                headers: record
+                    .headers
+                    .into_iter()
+                    .map(|header| (header.key, header.value))
+                    .collect(),
+            });
+            index += 1;
+        }
+        debug_assert!(index > first);
+    }
+    Ok(Some(out))
+}
