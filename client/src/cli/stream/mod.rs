@@ -1,6 +1,7 @@
 //! `tidelog stream ...`: event streams, the records of one key in one topic (issue 8 §4, §5).
 //! `read` and `info` are read-only; each command lives in its own file.
 
+mod follow;
 mod info;
 mod read;
 
