@@ -28,7 +28,9 @@ fn produce(broker: &BrokerProcess, lines: &[&str]) {
 fn next_line(cli: &StreamingCli) -> String {
     match cli.lines.recv_timeout(LINE_TIMEOUT) {
         Ok(line) => line,
-        Err(RecvTimeoutError::Timeout) => panic!("no line from `stream read --follow` within {LINE_TIMEOUT:?}"),
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("no line from `stream read --follow` within {LINE_TIMEOUT:?}")
+        }
         Err(RecvTimeoutError::Disconnected) => panic!("`stream read --follow` closed its stdout"),
     }
 }
@@ -49,18 +51,36 @@ fn start(test: &str) -> (TestDir, BrokerProcess) {
 #[test]
 fn follow_prints_history_then_live_records_and_exits_after_its_timeout() {
     let (_dir, broker) = start("stream-follow-timeout");
-    produce(&broker, &["cart-1:added apples", "cart-2:other", "cart-1:added pears"]);
+    produce(
+        &broker,
+        &["cart-1:added apples", "cart-2:other", "cart-1:added pears"],
+    );
     let cli = StreamingCli::spawn(
         broker.addr(),
-        &["stream", "read", TOPIC, "cart-1", "--follow", "--timeout-ms", "4000"],
+        &[
+            "stream",
+            "read",
+            TOPIC,
+            "cart-1",
+            "--follow",
+            "--timeout-ms",
+            "4000",
+        ],
     );
     assert_eq!(next_line(&cli), "added apples");
     assert_eq!(next_line(&cli), "added pears");
     produce(&broker, &["cart-2:elsewhere", "cart-1:checked out"]);
-    assert_eq!(next_line(&cli), "checked out", "a live record, and not another key's");
+    assert_eq!(
+        next_line(&cli),
+        "checked out",
+        "a live record, and not another key's"
+    );
     let quiet_since = Instant::now();
     let (status, stderr) = cli.wait(CLI_TIMEOUT);
-    assert!(status.success(), "exit 0 after the timeout: {status}, stderr {stderr:?}");
+    assert!(
+        status.success(),
+        "exit 0 after the timeout: {status}, stderr {stderr:?}"
+    );
     assert!(
         quiet_since.elapsed() >= Duration::from_millis(3000),
         "it waited for the silence before exiting"
@@ -73,7 +93,16 @@ fn follow_with_print_offset_from_an_offset_stops_cleanly_on_sigterm() {
     produce(&broker, &["cart-9:one", "cart-9:two", "cart-9:three"]);
     let cli = StreamingCli::spawn(
         broker.addr(),
-        &["stream", "read", TOPIC, "cart-9", "--follow", "--from", "1", "--print-offset"],
+        &[
+            "stream",
+            "read",
+            TOPIC,
+            "cart-9",
+            "--follow",
+            "--from",
+            "1",
+            "--print-offset",
+        ],
     );
     let first = next_line(&cli);
     let fields: Vec<&str> = first.split('\t').collect();

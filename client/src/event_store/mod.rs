@@ -156,7 +156,10 @@ impl EventStore {
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
             max_wait: std::time::Duration::ZERO,
         };
-        Ok(self.client.read_stream(&stream.topic, &stream.key, options).await?)
+        Ok(self
+            .client
+            .read_stream(&stream.topic, &stream.key, options)
+            .await?)
     }
 
     /// The stream's partition, first and last retained offsets and record count (offsets
@@ -175,7 +178,11 @@ impl EventStore {
     ///
     /// # Errors
     /// An unknown topic, or the broker unreachable.
-    pub async fn subscribe(&self, stream: &StreamId, from: i64) -> Result<Subscription<StreamRecord>, EventStoreError> {
+    pub async fn subscribe(
+        &self,
+        stream: &StreamId,
+        from: i64,
+    ) -> Result<Subscription<StreamRecord>, EventStoreError> {
         // Fail here, not in the subscription's first read, for a topic that does not exist.
         self.client.topic(&stream.topic).await?;
         let source = sources::StreamSource::new(self.client.clone(), stream.clone(), &self.subscriptions);

@@ -334,11 +334,7 @@ async fn replay_topic<A: Aggregate>(
         while let Some(event) = subscription.next().await {
             match event.map_err(connection_error)? {
                 SubscriptionEvent::Record(record) => {
-                    if feed
-                        .push(Ok(record_event::<A>(&record)?))
-                        .await
-                        .is_err()
-                    {
+                    if feed.push(Ok(record_event::<A>(&record)?)).await.is_err() {
                         return Ok(());
                     }
                 }

@@ -3,6 +3,9 @@
 //! one account, where the broker's expected-version check turns the loser's commit into
 //! cqrs-es's concurrency error.
 
+// Test code: a failed expectation is a failed test (STYLE.md allows unwrap/expect in tests).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -69,7 +69,8 @@ pub async fn run(client: &Client, follow: Follow<'_>) -> anyhow::Result<()> {
         match event {
             SubscriptionEvent::Record(record) => {
                 last_record = Instant::now();
-                if let Written::Closed = written(write_record(&mut out, &record, false, follow.print_offset))? {
+                if let Written::Closed = written(write_record(&mut out, &record, false, follow.print_offset))?
+                {
                     return Ok(());
                 }
                 remaining -= 1;
