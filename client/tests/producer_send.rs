@@ -1,6 +1,7 @@
 //! The producer's `send` fast path keeps its guarantees: buffer bytes taken ahead by open
-//! batches never stop a record as large as the whole buffer, and every record keeps the
-//! wall-clock time of its own `send`, not its batch's.
+//! batches never stop a record as large as the whole buffer, every record keeps the
+//! wall-clock time of its own `send`, not its batch's, and records lent to `send` or sent
+//! without a future (`send_detached`) land in order and are counted.
 
 // Test code: a failed expectation is a failed test (STYLE.md allows unwrap/expect in tests).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -213,5 +214,82 @@ async fn send_many_queues_in_order_through_full_buffers_and_stops_at_the_first_b
     // Nothing after the bad record was stored.
     let more = consumer.poll(Duration::from_millis(300)).await.expect("poll");
     assert!(more.is_empty(), "records after the bad one were stored: {more:?}");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn borrowed_and_detached_sends_land_in_order_and_count_in_the_metrics() {
+    let broker = TestBroker::start().await;
+    let client = broker.client().await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("lent", 1))
+        .await
+        .expect("create topic");
+    // Small batches: many of them complete while records are still being sent.
+    let config = ProducerConfig::default()
+        .batch_size_bytes(4 * 1024)
+        .linger(Duration::from_millis(1));
+    let producer = Producer::new(client.clone(), config).expect("producer");
+    let p0 = PartitionId::new(0);
+    let records: Vec<ProducerRecord> = (0..5_000u32)
+        .map(|i| ProducerRecord::new("lent", i.to_be_bytes().to_vec()).partition(p0))
+        .collect();
+    let mut tracked = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        if i % 100 == 0 {
+            tracked.push((i, producer.send(record).await.expect("send a lent record")));
+        } else {
+            producer.send_detached(record).await.expect("send detached");
+        }
+    }
+    // The same record lent again still goes: `send` copied it and left it as it was.
+    producer.send_detached(&records[0]).await.expect("send it again");
+    producer.flush().await;
+    assert_eq!(producer.metrics().records_delivered(), 5_001);
+    assert_eq!(producer.metrics().records_failed(), 0);
+    for (i, delivery) in tracked {
+        let delivered = delivery.await.expect("delivered");
+        assert_eq!(delivered.offset().map(|o| o.get()), Some(i as i64));
+    }
+    producer.close().await;
+    let mut consumer = Consumer::new(client, ConsumerConfig::default()).expect("consumer");
+    let stored = read_all(&mut consumer, "lent", 5_001).await;
+    for (i, record) in stored.iter().enumerate() {
+        let expected = (i % 5_000) as u32;
+        assert_eq!(record.offset().get(), i as i64);
+        assert_eq!(&record.value().expect("value")[..], &expected.to_be_bytes());
+    }
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_record_that_fails_for_good_counts_as_failed() {
+    let broker = TestBroker::start().await;
+    let client = broker.client().await;
+    client
+        .admin()
+        .create_topic(NewTopic::new("gone", 1))
+        .await
+        .expect("create topic");
+    let config = ProducerConfig::default().retries(0);
+    let producer = Producer::new(client.clone(), config).expect("producer");
+    let p0 = PartitionId::new(0);
+    // Learns the topic's partitions and the producer id while the topic exists.
+    producer
+        .send(ProducerRecord::new("gone", "first").partition(p0))
+        .await
+        .expect("send")
+        .await
+        .expect("delivered");
+    client.admin().delete_topic("gone").await.expect("delete topic");
+    producer
+        .send_detached(ProducerRecord::new("gone", "lost").partition(p0))
+        .await
+        .expect("queued: the producer still knows the partition");
+    producer.flush().await;
+    assert_eq!(producer.metrics().records_delivered(), 1);
+    assert_eq!(producer.metrics().records_failed(), 1);
+    producer.close().await;
     broker.stop().await;
 }

@@ -73,12 +73,15 @@ impl Core {
             CoreError::new(ErrorCode::ThrottlingQuotaExceeded, error.to_string())
         })?;
         let mut shutdown = self.shutdown.clone();
+        let mut shutdown_gone = false;
         loop {
             let outcome = self.committed_against(group_id, topic, partition, offset);
             if outcome.reached || Instant::now() >= deadline {
                 return Ok(outcome);
             }
-            if *shutdown.borrow() {
+            // A dropped sender (the broker's handle gone) counts as shutdown: nothing else
+            // would end the wait before its deadline without spinning.
+            if *shutdown.borrow() || shutdown_gone {
                 return Err(CoreError::new(
                     ErrorCode::BrokerShuttingDown,
                     "the broker is shutting down",
@@ -87,7 +90,7 @@ impl Core {
             tokio::select! {
                 () = waiter.changed() => {}
                 () = tokio::time::sleep_until(deadline) => {}
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => shutdown_gone = changed.is_err(),
             }
         }
     }

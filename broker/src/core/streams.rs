@@ -93,6 +93,9 @@ impl Core {
             // Subscribe before the first read, so an append between the read and the wait
             // still wakes us.
             let mut appended = log.subscribe();
+            // Set when a channel's sender is gone (the log closed, the broker's handle dropped):
+            // nothing will wake us any more, so the next pass answers instead of spinning.
+            let mut ended = false;
             loop {
                 appended.borrow_and_update();
                 let (read, reservation) =
@@ -105,6 +108,7 @@ impl Core {
                         })?;
                 let done = !read.records.is_empty()
                     || max_wait.is_zero()
+                    || ended
                     || Instant::now() >= deadline
                     || *shutdown.borrow();
                 if done {
@@ -116,9 +120,9 @@ impl Core {
                 }
                 drop(reservation);
                 tokio::select! {
-                    _ = appended.changed() => {}
-                    _ = tokio::time::sleep_until(deadline) => {}
-                    _ = shutdown.changed() => {}
+                    changed = appended.changed() => ended = changed.is_err(),
+                    () = tokio::time::sleep_until(deadline) => {}
+                    changed = shutdown.changed() => ended = changed.is_err(),
                 }
             }
         }

@@ -16,7 +16,6 @@ use rand::rngs::StdRng;
 use tidelog_proto::batch::{ProducerStamp, BATCH_HEADER_BYTES};
 
 use crate::batch_writer::{BatchWriter, RecordParts};
-use crate::error::{Error, Result};
 use crate::partitioner::{next_sticky_partition, partition_for_key};
 use crate::types::{PartitionId, ProducerRecord, TopicName};
 
@@ -173,11 +172,18 @@ pub(crate) struct BatchLimits {
 
 /// The result of [`Accumulator::append`].
 #[derive(Debug)]
+///
+/// Sixteen bytes at most, so it comes back in two registers: a larger answer (a `Result` with
+/// an [`Error`](crate::error::Error) in it) was written to memory field by field and copied whole, a
+/// store-forwarding stall per record.
 pub(crate) enum Appended {
-    /// The record is in a batch; `wake_sender` when a batch was sealed or a new one opened
-    /// (the sender must send it, or time its linger).
+    /// The record is in a batch, at `index`; `wake_sender` when a batch was sealed or a new
+    /// one opened (the sender must send it, or time its linger). `batch` is the batch's
+    /// completion state for the record's future, `None` under [`Track::Count`]
+    /// ([`Appended::delivery`] makes the future).
     Done {
-        delivery: DeliveryFuture,
+        batch: Option<Arc<BatchShared>>,
+        index: u32,
         wake_sender: bool,
         new_batch: bool,
     },
@@ -187,6 +193,25 @@ pub(crate) enum Appended {
     /// again with [`Reserve::Held`]. `wake_sender` as in `Done` (a full batch may have been
     /// sealed first, and its completion is what frees the buffer).
     NeedBuffer { wake_sender: bool },
+    /// The record names a partition the topic does not have.
+    NoSuchPartition(PartitionId),
+}
+
+impl Appended {
+    /// The record's delivery future, for a record appended under [`Track::Future`].
+    pub fn delivery(batch: Option<Arc<BatchShared>>, index: u32) -> Option<DeliveryFuture> {
+        batch.map(|batch| DeliveryFuture { batch, index })
+    }
+}
+
+/// Whether [`Accumulator::append`] hands back a [`DeliveryFuture`] for the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Track {
+    /// A future that resolves to where the record landed.
+    Future,
+    /// No future: the record's outcome only counts in its batch's completion (the producer's
+    /// metrics and `flush`). Saves a reference count taken and dropped per record.
+    Count,
 }
 
 /// How [`Accumulator::append`] gets a record's bytes from the producer's buffer budget.
@@ -253,22 +278,20 @@ impl Accumulator {
         timestamp_ms: i64,
         now: impl FnOnce() -> Instant,
         reserve: Reserve<'_>,
-    ) -> Result<Appended> {
+        track: Track,
+    ) -> Appended {
         let Some(topic) = self.topics.find(&record.topic) else {
-            return Ok(Appended::NeedMetadata);
+            return Appended::NeedMetadata;
         };
         let partitions = topic.open.len() as u32;
         if partitions == 0 {
-            return Ok(Appended::NeedMetadata);
+            return Appended::NeedMetadata;
         }
         let keyless = record.partition.is_none() && record.key.is_none();
         let mut partition = match (record.partition, &record.key) {
             (Some(partition), _) => {
                 if partition.get() >= partitions {
-                    return Err(Error::UnknownTopicOrPartition {
-                        topic: record.topic.to_string(),
-                        partition: Some(partition),
-                    });
+                    return Appended::NoSuchPartition(partition);
                 }
                 partition.get()
             }
@@ -320,7 +343,7 @@ impl Accumulator {
                 } else if take(missing) {
                     (missing, 0)
                 } else {
-                    return Ok(Appended::NeedBuffer { wake_sender });
+                    return Appended::NeedBuffer { wake_sender };
                 }
             }
         };
@@ -356,10 +379,7 @@ impl Accumulator {
         open.writer.push(&parts, size);
         open.reserved_bytes += added;
         open.reserved_ahead = ahead;
-        let delivery = DeliveryFuture {
-            batch: open.shared.clone(),
-            index,
-        };
+        let batch = (track == Track::Future).then(|| open.shared.clone());
         // A batch that reached its limit exactly is sealed now rather than on the next send.
         if open.writer.size_bytes() >= self.limits.batch_size_bytes {
             if let Some(open) = topic.open[slot].take() {
@@ -367,11 +387,12 @@ impl Accumulator {
                 self.ready.push_back(ready);
             }
         }
-        Ok(Appended::Done {
-            delivery,
+        Appended::Done {
+            batch,
+            index,
             wake_sender,
             new_batch,
-        })
+        }
     }
 
     /// Takes the sealed batches plus every open batch whose linger is up at `now`. Also

@@ -1,6 +1,7 @@
 //! Tests of the accumulator: batching, partitioning, buffer budget and completion.
 
 use super::*;
+use crate::error::Error;
 use crate::types::Offset;
 use rand::SeedableRng;
 use tidelog_proto::batch::RecordBatch;
@@ -18,8 +19,12 @@ fn accumulator(batch_size_bytes: usize, linger_ms: u64) -> Accumulator {
 }
 
 fn append(acc: &mut Accumulator, record: ProducerRecord, now: Instant) -> DeliveryFuture {
-    match acc.append(&record, 10, 1_000, || now, Reserve::Held).unwrap() {
-        Appended::Done { delivery, .. } => delivery,
+    match acc.append(&record, 10, 1_000, || now, Reserve::Held, Track::Future) {
+        Appended::Done {
+            batch: Some(batch),
+            index,
+            ..
+        } => DeliveryFuture { batch, index },
         other => panic!("metadata is known and the bytes held: {other:?}"),
     }
 }
@@ -33,8 +38,8 @@ fn unknown_topic_asks_for_metadata() {
     let mut acc = accumulator(1024, 5);
     let record = ProducerRecord::new("other", value(1));
     assert!(matches!(
-        acc.append(&record, 1, 0, Instant::now, Reserve::Held),
-        Ok(Appended::NeedMetadata)
+        acc.append(&record, 1, 0, Instant::now, Reserve::Held, Track::Future),
+        Appended::NeedMetadata
     ));
 }
 
@@ -43,8 +48,8 @@ fn explicit_partition_out_of_range_is_an_error() {
     let mut acc = accumulator(1024, 5);
     let record = ProducerRecord::new("t", value(1)).partition(PartitionId::new(4));
     assert!(matches!(
-        acc.append(&record, 1, 0, Instant::now, Reserve::Held),
-        Err(Error::UnknownTopicOrPartition { .. })
+        acc.append(&record, 1, 0, Instant::now, Reserve::Held, Track::Future),
+        Appended::NoSuchPartition(partition) if partition.get() == 4
     ));
 }
 
@@ -216,8 +221,14 @@ impl Budget {
             self.taken += bytes;
             true
         };
-        acc.append(record, reserved, 1_000, Instant::now, Reserve::Take(&mut take))
-            .unwrap()
+        acc.append(
+            record,
+            reserved,
+            1_000,
+            Instant::now,
+            Reserve::Take(&mut take),
+            Track::Future,
+        )
     }
 }
 
@@ -312,7 +323,7 @@ fn records_keep_their_own_timestamps_within_a_batch() {
     ];
     for stamp in stamps {
         let record = ProducerRecord::new("t", value(10)).partition(p0);
-        match acc.append(&record, 34, stamp, || now, Reserve::Held).unwrap() {
+        match acc.append(&record, 34, stamp, || now, Reserve::Held, Track::Future) {
             Appended::Done { .. } => {}
             other => panic!("{other:?}"),
         }
@@ -324,4 +335,41 @@ fn records_keep_their_own_timestamps_within_a_batch() {
     let found: Vec<i64> = batch.records().map(|r| r.unwrap().timestamp).collect();
     assert_eq!(found, stamps);
     assert_eq!(batch.header().max_timestamp, 1_700_000_123_456);
+}
+
+#[tokio::test]
+async fn counted_records_share_the_batch_with_tracked_ones_and_get_their_offsets() {
+    let mut acc = accumulator(1 << 20, 1_000);
+    let now = Instant::now();
+    let record = ProducerRecord::new("t", value(10)).partition(PartitionId::new(2));
+    let mut deliveries = Vec::new();
+    for i in 0..6 {
+        let track = if i % 3 == 2 { Track::Future } else { Track::Count };
+        match acc.append(&record, 34, 1_000, || now, Reserve::Held, track) {
+            Appended::Done { batch, index, .. } => {
+                assert_eq!(batch.is_some(), track == Track::Future);
+                deliveries.extend(Appended::delivery(batch, index));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    acc.seal_all();
+    let (ready, _) = acc.drain(now);
+    assert_eq!(ready.len(), 1);
+    assert_eq!(ready[0].record_count, 6, "counted records are in the batch too");
+    ready[0].complete(Ok(Some(Offset::new(100))));
+    let mut offsets = Vec::new();
+    for delivery in deliveries {
+        offsets.push(delivery.await.unwrap().offset());
+    }
+    assert_eq!(offsets, [Some(Offset::new(102)), Some(Offset::new(105))]);
+}
+
+#[test]
+fn the_append_answer_fits_two_registers() {
+    assert!(
+        std::mem::size_of::<Appended>() <= 16,
+        "Appended is {} bytes",
+        std::mem::size_of::<Appended>()
+    );
 }

@@ -18,6 +18,7 @@
 //! Without idempotence, batches of one partition are sent in order, but with several requests
 //! in flight a retried batch can land after a later one (and twice, if its response was lost).
 
+use std::borrow::Borrow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,7 +34,7 @@ use tokio::task::JoinHandle;
 use sender::{init_producer_id, run_sender};
 
 pub use crate::accumulator::DeliveryFuture;
-use crate::accumulator::{Accumulator, Appended, BatchLimits, ProducerIdentity, ReadyBatch, Reserve};
+use crate::accumulator::{Accumulator, Appended, BatchLimits, ProducerIdentity, ReadyBatch, Reserve, Track};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::types::{Acks, ErrorCode, Offset, PartitionId, ProducerRecord};
@@ -239,7 +240,9 @@ impl Shared {
 
     /// Appends under the caller's lock. A batch the record opened counts as outstanding
     /// before the lock is released: the sender drains it under the same lock, so its
-    /// completion can never find the count at zero (and a flush miss it).
+    /// completion can never find the count at zero (and a flush miss it). Inlined, so the
+    /// accumulator's answer is read in place rather than moved (see `Producer::try_queue`).
+    #[inline(always)]
     fn append(
         &self,
         accumulator: &mut Accumulator,
@@ -247,12 +250,13 @@ impl Shared {
         reserved: usize,
         timestamp_ms: i64,
         reserve: Reserve<'_>,
-    ) -> Result<Appended> {
-        let appended = accumulator.append(record, reserved, timestamp_ms, Instant::now, reserve)?;
+        track: Track,
+    ) -> Appended {
+        let appended = accumulator.append(record, reserved, timestamp_ms, Instant::now, reserve, track);
         if let Appended::Done { new_batch: true, .. } = appended {
             self.outstanding.fetch_add(1, Ordering::AcqRel);
         }
-        Ok(appended)
+        appended
     }
 
     /// Takes `bytes` of the buffer budget if they are free now.
@@ -272,6 +276,19 @@ impl Shared {
             &self.records_failed
         };
         counter.fetch_add(batch.record_count as u64, Ordering::Relaxed);
+        if let Err(error) = &outcome {
+            // Only the batch holds its completion state: its records were sent detached (or
+            // their futures dropped), so nothing but the metrics would tell of the loss.
+            if Arc::strong_count(&batch.shared) == 1 {
+                tracing::warn!(
+                    topic = %batch.topic,
+                    partition = %batch.partition,
+                    records = batch.record_count,
+                    %error,
+                    "records not delivered, and no delivery future is waiting for them"
+                );
+            }
+        }
         if batch.order.is_some() {
             // Frees an in-flight slot of its partition: held batches may go now.
             self.lock().finished(&batch);
@@ -339,6 +356,14 @@ impl Shared {
     }
 }
 
+/// What the fast path of `send` did with a record.
+enum FastPath {
+    /// Queued, with its future under [`Track::Future`].
+    Queued(Option<DeliveryFuture>),
+    /// It has to wait (for buffer room, the producer id or metadata): `send_slow` takes over.
+    Slow { reserved: usize },
+}
+
 /// Sends records in batches. Cheap to clone; all clones share one buffer and sender task.
 ///
 /// Call [`close`](Producer::close) to deliver what is buffered before dropping the last clone;
@@ -402,18 +427,55 @@ impl Producer {
 
     /// Queues a record and returns the future of its delivery. Waits while the buffer is full.
     ///
+    /// The record is copied into its batch here, so it may be passed by reference and sent
+    /// again (`producer.send(&record)`): that saves the clones a fresh record costs.
+    ///
     /// The common case (buffer room, the producer id and the topic's partitions known) takes
     /// the accumulator's lock once and never awaits; everything else goes the slow way.
     ///
     /// # Errors
     /// [`Error::RecordTooLarge`], [`Error::ProducerClosed`], [`Error::UnknownTopicOrPartition`]
     /// for a missing topic or partition, or the error loading the topic's metadata.
-    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+    pub async fn send<R: Borrow<ProducerRecord>>(&self, record: R) -> Result<DeliveryFuture> {
+        let record = record.borrow();
+        let delivery = match self.try_queue(record, Track::Future)? {
+            FastPath::Queued(delivery) => delivery,
+            FastPath::Slow { reserved } => Box::pin(self.send_slow(record, reserved, Track::Future)).await?,
+        };
+        match delivery {
+            Some(delivery) => Ok(delivery),
+            // Track::Future: the accumulator hands back a future for every record it queues.
+            None => unreachable!("a tracked record has a delivery future"),
+        }
+    }
+
+    /// Queues a record like [`send`](Producer::send), without a future of its own, for callers
+    /// that check deliveries in bulk: its outcome counts in [`metrics`](Producer::metrics)
+    /// once its batch completes, and [`flush`](Producer::flush) waits for it, as with Kafka's
+    /// `send` without a callback. Cheaper per record than `send` (no reference count taken
+    /// and dropped per record). A batch that fails for good while no future of it is left to
+    /// report the error is logged at WARN.
+    ///
+    /// # Errors
+    /// As [`send`](Producer::send): the record was not queued.
+    pub async fn send_detached<R: Borrow<ProducerRecord>>(&self, record: R) -> Result<()> {
+        let record = record.borrow();
+        if let FastPath::Slow { reserved } = self.try_queue(record, Track::Count)? {
+            Box::pin(self.send_slow(record, reserved, Track::Count)).await?;
+        }
+        Ok(())
+    }
+
+    /// The fast path of `send` and `send_detached`: no await. Inlined into both, so the
+    /// outcome is read where it is written rather than moved through a nested future (moving
+    /// the large `Result` cost a store-forwarding stall per record).
+    #[inline(always)]
+    fn try_queue(&self, record: &ProducerRecord, track: Track) -> Result<FastPath> {
         let shared = &self.inner.shared;
         if shared.closing.load(Ordering::Acquire) {
             return Err(Error::ProducerClosed);
         }
-        let reserved = record_reservation(&record);
+        let reserved = record_reservation(record);
         let max = shared.config.max_record_bytes();
         if reserved > max {
             return Err(Error::RecordTooLarge { size: reserved, max });
@@ -425,18 +487,24 @@ impl Producer {
             let mut take = |bytes: usize| shared.try_take_buffer(bytes);
             let appended = shared.append(
                 &mut shared.lock(),
-                &record,
+                record,
                 reserved,
                 timestamp_ms,
                 Reserve::Take(&mut take),
+                track,
             );
-            match appended? {
+            match appended {
                 Appended::Done {
-                    delivery,
+                    batch,
+                    index,
                     wake_sender,
                     ..
-                } => return Ok(self.appended(delivery, wake_sender)),
-                // The topic's partitions are not known yet: load them below.
+                } => {
+                    let delivery = Appended::delivery(batch, index);
+                    return Ok(FastPath::Queued(self.appended(delivery, wake_sender)));
+                }
+                Appended::NoSuchPartition(partition) => return Err(no_such_partition(record, partition)),
+                // The topic's partitions are not known yet: load them on the slow path.
                 Appended::NeedMetadata => {}
                 Appended::NeedBuffer { wake_sender } => {
                     if wake_sender {
@@ -445,8 +513,7 @@ impl Producer {
                 }
             }
         }
-        // Boxed, so the rarely taken awaits do not make every `send` future larger.
-        Box::pin(self.send_slow(record, reserved)).await
+        Ok(FastPath::Slow { reserved })
     }
 
     /// Queues `records` in order, as `send` would one by one, and pushes their delivery
@@ -458,9 +525,10 @@ impl Producer {
     /// # Errors
     /// As `send`, for the first record that cannot be queued: the records before it are
     /// queued (their futures are in `deliveries`), it and the rest are not.
-    pub async fn send_many<I>(&self, records: I, deliveries: &mut Vec<DeliveryFuture>) -> Result<()>
+    pub async fn send_many<I, R>(&self, records: I, deliveries: &mut Vec<DeliveryFuture>) -> Result<()>
     where
-        I: IntoIterator<Item = ProducerRecord>,
+        I: IntoIterator<Item = R>,
+        R: Borrow<ProducerRecord>,
     {
         let shared = &self.inner.shared;
         let max = shared.config.max_record_bytes();
@@ -484,7 +552,7 @@ impl Producer {
                         exhausted = true;
                         break;
                     };
-                    let reserved = record_reservation(&record);
+                    let reserved = record_reservation(record.borrow());
                     if reserved > max {
                         drop(accumulator);
                         self.appended_many(wake_sender);
@@ -492,33 +560,35 @@ impl Producer {
                     }
                     let appended = shared.append(
                         &mut accumulator,
-                        &record,
+                        record.borrow(),
                         reserved,
-                        record.timestamp_ms.unwrap_or(timestamp_ms),
+                        record.borrow().timestamp_ms.unwrap_or(timestamp_ms),
                         Reserve::Take(&mut take),
+                        Track::Future,
                     );
                     match appended {
-                        Ok(Appended::Done {
-                            delivery,
+                        Appended::Done {
+                            batch,
+                            index,
                             wake_sender: wake,
                             ..
-                        }) => {
+                        } => {
                             wake_sender |= wake;
-                            deliveries.push(delivery);
+                            deliveries.extend(Appended::delivery(batch, index));
                         }
-                        Ok(Appended::NeedMetadata) => {
+                        Appended::NeedMetadata => {
                             stalled = Some(record);
                             break;
                         }
-                        Ok(Appended::NeedBuffer { wake_sender: wake }) => {
+                        Appended::NeedBuffer { wake_sender: wake } => {
                             wake_sender |= wake;
                             stalled = Some(record);
                             break;
                         }
-                        Err(error) => {
+                        Appended::NoSuchPartition(partition) => {
                             drop(accumulator);
                             self.appended_many(wake_sender);
-                            return Err(error);
+                            return Err(no_such_partition(record.borrow(), partition));
                         }
                     }
                 }
@@ -537,7 +607,13 @@ impl Producer {
     }
 
     /// `send` when it has to wait: for buffer room, the producer id or the topic's metadata.
-    async fn send_slow(&self, record: ProducerRecord, reserved: usize) -> Result<DeliveryFuture> {
+    /// Boxed by its callers, so the rarely taken awaits do not make every `send` future larger.
+    async fn send_slow(
+        &self,
+        record: &ProducerRecord,
+        reserved: usize,
+        track: Track,
+    ) -> Result<Option<DeliveryFuture>> {
         let shared = &self.inner.shared;
         // Checked by `send`: reserved <= buffer_bytes < 4 GiB.
         shared
@@ -549,7 +625,7 @@ impl Producer {
         // Read after any wait for buffer room: the record is created when it is accepted.
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
         let result = match self.ensure_identity().await {
-            Ok(()) => self.append(&record, reserved, timestamp_ms).await,
+            Ok(()) => self.append(record, reserved, timestamp_ms, track).await,
             Err(error) => Err(error),
         };
         if result.is_err() {
@@ -565,7 +641,8 @@ impl Producer {
     }
 
     /// After a record went into a batch: wakes the sender if it has a batch to send or time.
-    fn appended(&self, delivery: DeliveryFuture, wake_sender: bool) -> DeliveryFuture {
+    #[inline(always)]
+    fn appended(&self, delivery: Option<DeliveryFuture>, wake_sender: bool) -> Option<DeliveryFuture> {
         if wake_sender {
             self.inner.shared.wake_sender.notify_one();
         }
@@ -610,18 +687,27 @@ impl Producer {
         record: &ProducerRecord,
         reserved: usize,
         timestamp_ms: i64,
-    ) -> Result<DeliveryFuture> {
+        track: Track,
+    ) -> Result<Option<DeliveryFuture>> {
         let shared = &self.inner.shared;
         // Two rounds at most: the second runs after loading the topic's metadata.
         for _ in 0..2 {
-            let appended =
-                shared.append(&mut shared.lock(), record, reserved, timestamp_ms, Reserve::Held)?;
+            let appended = shared.append(
+                &mut shared.lock(),
+                record,
+                reserved,
+                timestamp_ms,
+                Reserve::Held,
+                track,
+            );
             match appended {
                 Appended::Done {
-                    delivery,
+                    batch,
+                    index,
                     wake_sender,
                     ..
-                } => return Ok(self.appended(delivery, wake_sender)),
+                } => return Ok(self.appended(Appended::delivery(batch, index), wake_sender)),
+                Appended::NoSuchPartition(partition) => return Err(no_such_partition(record, partition)),
                 // Not asked for: the bytes are held.
                 Appended::NeedBuffer { .. } => unreachable!("append with Reserve::Held never needs buffer"),
                 Appended::NeedMetadata => {
@@ -698,6 +784,14 @@ impl ProducerMetrics {
     /// Records whose batch failed for good.
     pub fn records_failed(&self) -> u64 {
         self.records_failed
+    }
+}
+
+/// The error for a record that names a partition its topic does not have.
+fn no_such_partition(record: &ProducerRecord, partition: PartitionId) -> Error {
+    Error::UnknownTopicOrPartition {
+        topic: record.topic.to_string(),
+        partition: Some(partition),
     }
 }
 

@@ -286,7 +286,7 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
-    use crate::accumulator::Reserve;
+    use crate::accumulator::{Reserve, Track};
     use crate::types::{PartitionId, ProducerRecord};
 
     #[test]
@@ -305,9 +305,7 @@ mod tests {
         for i in 0..30u32 {
             let record = ProducerRecord::new(topic.clone(), Bytes::from(vec![0u8; 200]))
                 .partition(PartitionId::new(i % 2));
-            let _ = accumulator
-                .append(&record, 224, 0, Instant::now, Reserve::Held)
-                .unwrap();
+            let _ = accumulator.append(&record, 224, 0, Instant::now, Reserve::Held, Track::Future);
         }
         let (batches, _) = accumulator.drain(Instant::now());
         let count = batches.len();
