@@ -3,7 +3,7 @@
 //! * `key-index DIR load --records N --keys K`: appends N keyed records of about 100 bytes
 //!   (16-byte keys, record i has key i mod K, batches of 1000 as a producer sends them) under
 //!   `flush = never`, then syncs (every closed segment's `.keys` written). Prints the append
-//!   rate.
+//!   rate. `--keys 0`: the same records without keys (what the index costs a keyed append).
 //! * `key-index DIR measure [--reads R]`: opens the partition in a fresh process and prints the
 //!   index's own accounting (resident bytes, `.keys` bytes), the process RSS, then R reads of a
 //!   random stream (`read_stream` forward from 0, limit 100) and R `stream_last_offset`s with
@@ -75,8 +75,11 @@ impl Rng {
 }
 
 fn load(dir: &Path, records: u64, keys: u64) -> Result<String, String> {
+    let keyless = keys == 0;
+    let keys = keys.max(1);
     let log = PartitionLog::open(dir, config()).map_err(|error| error.to_string())?;
-    let value = Bytes::from(vec![b'v'; VALUE_BYTES]);
+    // Keyless records carry the key's 16 bytes in the value: the same record sizes.
+    let value = Bytes::from(vec![b'v'; VALUE_BYTES + if keyless { 16 } else { 0 }]);
     let started = Instant::now();
     let mut appended = 0u64;
     let mut build_nanos = 0u128;
@@ -87,7 +90,7 @@ fn load(dir: &Path, records: u64, keys: u64) -> Result<String, String> {
         for index in appended..appended + count {
             builder.push(&NewRecord {
                 timestamp: 1_700_000_000_000 + index as i64,
-                key: Some(Bytes::from(key(index % keys))),
+                key: (!keyless).then(|| Bytes::from(key(index % keys))),
                 value: Some(value.clone()),
                 headers: Vec::new(),
             });
@@ -250,7 +253,7 @@ fn run() -> Result<String, String> {
             .map_err(|error| format!("{flag} {value}: {error}"))?;
         match flag.as_str() {
             "--records" => records = value,
-            "--keys" => keys = value.max(1),
+            "--keys" => keys = value,
             "--reads" => reads = value as usize,
             _ => return Err(usage.to_string()),
         }
