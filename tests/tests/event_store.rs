@@ -519,18 +519,31 @@ fn a_live_subscription_continues_across_a_broker_restart_without_a_gap_or_a_dupl
     let dir = TestDir::new("event-store-subscription-restart");
     let data_dir = dir.data_dir();
     runtime().block_on(async {
-        let (broker, store) = within("start", EmbeddedBroker::start(&data_dir)).await.expect("starts");
-        let addr = broker.native_addr();
-        within("create topic", store.client().admin().create_topic(NewTopic::new(TOPIC, PARTITIONS)))
+        let (broker, store) = within("start", EmbeddedBroker::start(&data_dir))
             .await
-            .expect("creates the topic");
+            .expect("starts");
+        let addr = broker.native_addr();
+        within(
+            "create topic",
+            store
+                .client()
+                .admin()
+                .create_topic(NewTopic::new(TOPIC, PARTITIONS)),
+        )
+        .await
+        .expect("creates the topic");
         let stream = StreamId::new(TOPIC, "survivor");
         for n in 0..3 {
-            within("append", store.append(&stream, Expected::Any, vec![event(&format!("before{n}"))]))
-                .await
-                .expect("appends");
+            within(
+                "append",
+                store.append(&stream, Expected::Any, vec![event(&format!("before{n}"))]),
+            )
+            .await
+            .expect("appends");
         }
-        let mut subscription = within("subscribe", store.subscribe(&stream, 0)).await.expect("subscribes");
+        let mut subscription = within("subscribe", store.subscribe(&stream, 0))
+            .await
+            .expect("subscribes");
         let mut seen = Vec::new();
         loop {
             match next_event(&mut subscription).await {
@@ -543,18 +556,29 @@ fn a_live_subscription_continues_across_a_broker_restart_without_a_gap_or_a_dupl
 
         // The broker goes away under the live subscription and comes back on the same address;
         // the subscription retries its read (bounded) and resumes where it was.
-        within("shutdown", broker.shutdown()).await.expect("stops cleanly");
-        let config = EmbeddedConfig::new(&data_dir).configure(|config| config.listen = addr);
-        let (broker, writer) = within("restart", EmbeddedBroker::start_with(config)).await.expect("restarts");
-        within("append", writer.append(&stream, Expected::Any, vec![event("after")]))
+        within("shutdown", broker.shutdown())
             .await
-            .expect("appends after the restart");
+            .expect("stops cleanly");
+        let config = EmbeddedConfig::new(&data_dir).configure(|config| config.listen = addr);
+        let (broker, writer) = within("restart", EmbeddedBroker::start_with(config))
+            .await
+            .expect("restarts");
+        within(
+            "append",
+            writer.append(&stream, Expected::Any, vec![event("after")]),
+        )
+        .await
+        .expect("appends after the restart");
         match next_event(&mut subscription).await {
-            SubscriptionEvent::Record(record) => assert_eq!(values(&[record]), ["after"], "no repeat, no gap"),
+            SubscriptionEvent::Record(record) => {
+                assert_eq!(values(&[record]), ["after"], "no repeat, no gap")
+            }
             other => panic!("expected the record appended after the restart, got {other:?}"),
         }
         drop(subscription);
-        within("shutdown", broker.shutdown()).await.expect("stops cleanly");
+        within("shutdown", broker.shutdown())
+            .await
+            .expect("stops cleanly");
     });
 }
 
