@@ -34,6 +34,7 @@ pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod stream_read;
+pub mod streams;
 pub mod topic_changes;
 pub mod types;
 
@@ -48,6 +49,7 @@ pub use group::{
 };
 pub use producer::{DeliveryFuture, Idempotence, Producer, ProducerConfig, ProducerMetrics};
 pub use stream_read::{ReadDirection, ReadStreamOptions, StreamInfo, StreamPage, StreamRecord, WaitResult};
+pub use streams::{AppendConditions, AppendResult, EventData, ExpectationFailure, Expected};
 /// Record-batch compression codecs, for [`ProducerConfig::compression`].
 pub use tidelog_proto::batch::Compression;
 pub use topic_changes::TopicChange;

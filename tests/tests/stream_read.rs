@@ -1,6 +1,7 @@
 //! Reading event streams (issue 8 §4) against the real `tidelogd` and `tidelog` binaries:
 //! `tidelog stream read` and `stream info` over many keys interleaved in one partition (forward,
-//! backward, `--from`, `--limit`, after restarts, after a trim moved the log start), their exact
+//! backward, `--from`, `--limit`, after restarts, after a trim and retention moved the log
+//! start), their exact
 //! output formats, the long-poll read that returns when a record of its key arrives, and
 //! `tidelog group wait`, woken by a commit from another process over either protocol and timing
 //! out otherwise (native admin commits, a `consume --group` member's commit, Kafka commits).
@@ -18,6 +19,7 @@ use tidelog_client::partitioner::partition_for_key;
 use tidelog_e2e::cli::{run_cli, run_cli_with_timeout, CliOutput, StreamingCli};
 use tidelog_e2e::groups::offset_commit;
 use tidelog_e2e::kafka_raw::KafkaRaw;
+use tidelog_e2e::wait::poll_until;
 use tidelog_e2e::{BrokerProcess, RawClient, TestDir};
 use tidelog_proto::pb::{self, ErrorCode};
 
@@ -310,6 +312,68 @@ fn stream_read_starts_at_the_log_start_after_a_trim() {
             RECORDS_PER_KEY - 4
         )
     );
+}
+
+#[test]
+fn stream_read_starts_at_the_log_start_after_retention_deleted_segments() {
+    let dir = TestDir::new("stream-read-retention");
+    // Small segments and a quick maintenance timer, so retention has closed segments to delete.
+    let config = dir.path().join("tidelogd.toml");
+    std::fs::write(
+        &config,
+        "maintenance_interval_ms = 100\n[log]\nsegment_bytes = 65536\n[limits]\nbatch_bytes_max = 32768\n",
+    )
+    .expect("writing the broker config");
+    let broker = BrokerProcess::start(&dir.data_dir(), &["--config", config.to_str().unwrap()]);
+    let addr = broker.addr();
+    let mut client = RawClient::connect_or_panic(addr);
+    client.create_topic(TOPIC, 1, None);
+    // About 600 KB over three interleaved keys: ten segments.
+    let keys = ["alpha", "beta", "gamma"];
+    let mut input = String::new();
+    for n in 0..600 {
+        let key = keys[n % keys.len()];
+        input.push_str(&format!("{key}:{key}/{n}/{}\n", "x".repeat(1_000)));
+    }
+    run_cli(
+        Some(addr),
+        &["produce", TOPIC, "--key-separator", ":", "--batch-size", "16384"],
+        input.as_bytes(),
+    )
+    .assert_success();
+    // Retention from now on: one maintenance pass deletes every segment past it at once.
+    run_cli(
+        Some(addr),
+        &["topic", "alter", TOPIC, "--config", "retention.bytes=200000"],
+        b"",
+    )
+    .assert_success();
+    let log_start = poll_until(CALL_TIMEOUT, "retention to delete the oldest segments", || {
+        let start = client.list_offset(TOPIC, 0, -2).offset;
+        (start > 0).then_some(start)
+    });
+    let all = partition_records(addr, 0);
+    assert_eq!(
+        all.keys().next(),
+        Some(&log_start),
+        "consume starts at the log start"
+    );
+    for key in keys {
+        let read = read_offsets(addr, key, &[]);
+        assert_stream_is(&read, &all, key, 0, log_start);
+        let mut backward = read_offsets(addr, key, &["--backward"]);
+        backward.reverse();
+        assert_eq!(backward, read, "{key}: backward stops at the log start");
+        assert_eq!(
+            stream_info(addr, key),
+            format!(
+                "partition=0 first_offset={} last_offset={} records={}",
+                read[0].1,
+                read[read.len() - 1].1,
+                read.len()
+            )
+        );
+    }
 }
 
 /// Runs the client library on a runtime of its own.

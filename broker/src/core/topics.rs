@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{blocking, Core, CoreError, ErrorCode};
 use crate::clock::now_ms;
-use crate::topics::{validate_topic_name, ConfigUpdate, PartitionSlot, Topic, TopicSpec};
+use crate::topics::{validate_topic_name, ConfigEntry, ConfigUpdate, PartitionSlot, Topic, TopicSpec};
 
 /// A topic as Metadata shows it.
 #[derive(Debug, Clone)]
@@ -57,6 +57,24 @@ impl Core {
         Ok(topic)
     }
 
+    /// What creating `spec` would make, without making it (Kafka's `validate_only`): its
+    /// partition count and config entries, or why it would be refused.
+    pub(crate) fn check_create_topic(&self, spec: &TopicSpec) -> Result<(u32, Vec<ConfigEntry>), CoreError> {
+        self.registry.check_create(spec)?;
+        let entries = self.registry.would_be_config_entries(&spec.overrides)?;
+        Ok((
+            spec.partitions.unwrap_or(self.registry.default_partitions()),
+            entries,
+        ))
+    }
+
+    /// Deletes one topic. Blocking: it removes files and writes the metadata store.
+    pub(crate) fn delete_topic(&self, name: &str) -> Result<(), CoreError> {
+        self.registry.delete(name)?;
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(())
+    }
+
     /// Deletes each topic in order, off the async workers; one outcome per topic.
     pub(crate) async fn delete_topics(
         self: &Arc<Self>,
@@ -67,11 +85,8 @@ impl Core {
             names
                 .into_iter()
                 .map(|name| {
-                    let deleted = core.registry.delete(&name);
-                    if deleted.is_ok() {
-                        tracing::info!(topic = %name, "topic deleted");
-                    }
-                    (name, deleted.map_err(CoreError::from))
+                    let deleted = core.delete_topic(&name);
+                    (name, deleted)
                 })
                 .collect()
         })

@@ -72,6 +72,17 @@ pub fn decode_request(frame: bytes::Bytes) -> Result<(), String> {
         .map_err(|error| error.to_string())
 }
 
+/// Reads a classic consumer's embedded subscription and assignment payloads (JoinGroup
+/// metadata, SyncGroup assignments: bytes a client chooses) the way describing a group does.
+/// For the fuzz target; `None` halves mean "not the consumer protocol".
+#[doc(hidden)]
+pub fn decode_consumer_protocol(bytes: &[u8]) -> (Option<usize>, Option<usize>) {
+    let topics = crate::groups::consumer_protocol::subscription_topics(bytes).map(|topics| topics.len());
+    let assigned = crate::groups::consumer_protocol::assignment_partitions(bytes)
+        .map(|assignment| assignment.values().map(|partitions| partitions.len()).sum());
+    (topics, assigned)
+}
+
 /// What the Kafka listener's handlers may look at: the core and what every listener shares,
 /// and this listener's own settings.
 #[derive(Debug)]

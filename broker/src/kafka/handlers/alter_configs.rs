@@ -5,22 +5,13 @@
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
-use super::topic_admin::{alter_resources, blocking};
+use super::topic_admin::{alter_resources, answer_blocking};
 use super::{Reply, Request};
 use crate::core::Core;
 use crate::topics::ConfigUpdate;
 
 pub(crate) fn handle(request: Request<'_>) -> Reply {
-    let version = request.version();
-    let asked: AlterConfigsRequest = match request.decode() {
-        Ok(asked) => asked,
-        Err(reply) => return reply,
-    };
-    let core = request.context.net.core.clone();
-    blocking(move || {
-        let response = alter(&core, asked);
-        crate::kafka::codec::encode_body(&response, version).map_err(|error| error.to_string())
-    })
+    answer_blocking(request, alter)
 }
 
 fn alter(core: &Core, asked: AlterConfigsRequest) -> AlterConfigsResponse {

@@ -8,22 +8,13 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::topic_admin::{blocking, core_error, refused, NO_ERROR};
+use super::topic_admin::{answer_blocking, core_error, refused, NO_ERROR};
 use super::{Reply, Request};
 use crate::core::error::ErrorCode;
 use crate::core::Core;
 
 pub(crate) fn handle(request: Request<'_>) -> Reply {
-    let version = request.version();
-    let asked: CreatePartitionsRequest = match request.decode() {
-        Ok(asked) => asked,
-        Err(reply) => return reply,
-    };
-    let core = request.context.net.core.clone();
-    blocking(move || {
-        let response = create_partitions(&core, asked);
-        crate::kafka::codec::encode_body(&response, version).map_err(|error| error.to_string())
-    })
+    answer_blocking(request, create_partitions)
 }
 
 fn create_partitions(core: &Core, asked: CreatePartitionsRequest) -> CreatePartitionsResponse {

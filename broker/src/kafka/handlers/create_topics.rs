@@ -10,10 +10,10 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use uuid::Uuid;
 
-use super::topic_admin::{blocking, pairs, refused, source_code, topic_error, NO_ERROR};
+use super::topic_admin::{blocking, core_error, pairs, refused, source_code, NO_ERROR};
 use super::{legacy, Reply, Request};
 use crate::core::error::ErrorCode;
-use crate::core::Core;
+use crate::core::{Core, CoreError};
 use crate::topics::{config, ConfigEntry, TopicSpec};
 
 pub(crate) fn handle(request: Request<'_>) -> Reply {
@@ -50,7 +50,6 @@ fn create(core: &Core, asked: CreateTopicsRequest, version: i16) -> CreateTopics
     for topic in &asked.topics {
         *named.entry(topic.name.0.clone()).or_default() += 1;
     }
-    let registry = &core.registry;
     let limits = &core.config.limits;
     let topics = asked
         .topics
@@ -62,7 +61,10 @@ fn create(core: &Core, asked: CreateTopicsRequest, version: i16) -> CreateTopics
             result.num_partitions = -1;
             result.replication_factor = -1;
             let outcome = if named.get(&topic.name.0).copied().unwrap_or(0) > 1 {
-                Err(refused(ErrorCode::InvalidRequest, format!("topic {name:?} is named more than once in the request")))
+                Err(refused(
+                    ErrorCode::InvalidRequest,
+                    format!("topic {name:?} is named more than once in the request"),
+                ))
             } else if !topic.assignments.is_empty() {
                 Err(refused(
                     ErrorCode::InvalidReplicaAssignment,
@@ -71,30 +73,41 @@ fn create(core: &Core, asked: CreateTopicsRequest, version: i16) -> CreateTopics
             } else if !matches!(topic.replication_factor, -1 | 1) {
                 Err(refused(
                     ErrorCode::InvalidReplicationFactor,
-                    format!("replication factor {} is not possible: Tidelog is one broker (use 1 or -1)", topic.replication_factor),
+                    format!(
+                        "replication factor {} is not possible: Tidelog is one broker (use 1 or -1)",
+                        topic.replication_factor
+                    ),
                 ))
             } else if topic.num_partitions == 0 || topic.num_partitions < -1 {
-                Err(refused(ErrorCode::InvalidPartitions, format!("{} partitions: give at least 1, or -1 for the broker default", topic.num_partitions)))
+                Err(refused(
+                    ErrorCode::InvalidPartitions,
+                    format!(
+                        "{} partitions: give at least 1, or -1 for the broker default",
+                        topic.num_partitions
+                    ),
+                ))
             } else {
-                config::from_pairs(pairs(topic.configs.iter().map(|config| (&config.name, &config.value))), limits)
-                    .and_then(|overrides| {
-                        let spec = TopicSpec {
-                            name: name.clone(),
-                            partitions: u32::try_from(topic.num_partitions).ok(),
-                            overrides,
-                        };
-                        if asked.validate_only {
-                            registry.check_create(&spec)?;
-                            let entries = registry.would_be_config_entries(&spec.overrides)?;
-                            Ok((spec.partitions.unwrap_or(registry.default_partitions()), entries, Uuid::nil()))
-                        } else {
-                            let created = registry.create(spec, crate::clock::now_ms())?;
-                            tracing::info!(topic = %name, partitions = created.partitions.len(), "topic created (Kafka)");
-                            let count = u32::try_from(created.partitions.len()).unwrap_or(u32::MAX);
-                            Ok((count, registry.config_entries(&created), created.id()))
-                        }
-                    })
-                    .map_err(|error| topic_error(&error))
+                config::from_pairs(
+                    pairs(topic.configs.iter().map(|config| (&config.name, &config.value))),
+                    limits,
+                )
+                .map_err(CoreError::from)
+                .and_then(|overrides| {
+                    let spec = TopicSpec {
+                        name: name.clone(),
+                        partitions: u32::try_from(topic.num_partitions).ok(),
+                        overrides,
+                    };
+                    if asked.validate_only {
+                        let (partitions, entries) = core.check_create_topic(&spec)?;
+                        Ok((partitions, entries, Uuid::nil()))
+                    } else {
+                        let created = core.create_topic(spec)?;
+                        let count = u32::try_from(created.partitions.len()).unwrap_or(u32::MAX);
+                        Ok((count, core.registry.config_entries(&created), created.id()))
+                    }
+                })
+                .map_err(core_error)
             };
             let (error_code, error_message) = match outcome {
                 Ok((partitions, entries, id)) => {

@@ -6,22 +6,13 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::topic_admin::{blocking, core_error, refused};
+use super::topic_admin::{answer_blocking, core_error, refused};
 use super::{Reply, Request};
 use crate::core::error::ErrorCode;
 use crate::core::Core;
 
 pub(crate) fn handle(request: Request<'_>) -> Reply {
-    let version = request.version();
-    let asked: DeleteRecordsRequest = match request.decode() {
-        Ok(asked) => asked,
-        Err(reply) => return reply,
-    };
-    let core = request.context.net.core.clone();
-    blocking(move || {
-        let response = delete_records(&core, asked);
-        crate::kafka::codec::encode_body(&response, version).map_err(|error| error.to_string())
-    })
+    answer_blocking(request, delete_records)
 }
 
 fn delete_records(core: &Core, asked: DeleteRecordsRequest) -> DeleteRecordsResponse {

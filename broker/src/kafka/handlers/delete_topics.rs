@@ -6,7 +6,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 use kafka_protocol::protocol::Decodable;
 use uuid::Uuid;
 
-use super::topic_admin::{blocking, refused, topic_error, NO_ERROR};
+use super::topic_admin::{blocking, core_error, refused, NO_ERROR};
 use super::{legacy, Reply, Request};
 use crate::core::error::ErrorCode;
 use crate::core::Core;
@@ -49,7 +49,6 @@ fn delete(core: &Core, asked: DeleteTopicsRequest, version: i16) -> DeleteTopics
             .map(|name| (Some(name), Uuid::nil()))
             .collect()
     };
-    let registry = &core.registry;
     let responses = wanted
         .into_iter()
         .map(|(name, id)| {
@@ -64,15 +63,15 @@ fn delete(core: &Core, asked: DeleteTopicsRequest, version: i16) -> DeleteTopics
                     ErrorCode::InvalidRequest,
                     "a topic to delete needs a name or an id",
                 )),
-                None => registry
-                    .get_by_id(id)
+                None => core
+                    .topic_by_id(id)
                     .map(|topic| topic.record.name.clone())
                     .ok_or_else(|| refused(ErrorCode::UnknownTopicId, format!("no topic has id {id}"))),
             };
             let (error_code, error_message) = match target {
                 Ok(name) => {
-                    let topic_id = registry.get(&name).map(|topic| topic.id());
-                    let outcome = registry.delete(&name);
+                    let topic_id = core.registry.get(&name).map(|topic| topic.id());
+                    let outcome = core.delete_topic(&name);
                     result.name = Some(TopicName(kafka_protocol::protocol::StrBytes::from_string(
                         name.clone(),
                     )));
@@ -80,11 +79,8 @@ fn delete(core: &Core, asked: DeleteTopicsRequest, version: i16) -> DeleteTopics
                         result.topic_id = topic_id.unwrap_or(id);
                     }
                     match outcome {
-                        Ok(()) => {
-                            tracing::info!(topic = %name, "topic deleted (Kafka)");
-                            NO_ERROR
-                        }
-                        Err(error) => topic_error(&error),
+                        Ok(()) => NO_ERROR,
+                        Err(error) => core_error(error),
                     }
                 }
                 Err(error) => {

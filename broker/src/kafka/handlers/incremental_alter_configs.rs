@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
-use super::topic_admin::{alter_resources, blocking, refused, Outcome};
+use super::topic_admin::{alter_resources, answer_blocking, refused, Outcome};
 use super::{Reply, Request};
 use crate::core::error::ErrorCode;
 use crate::core::Core;
@@ -19,16 +19,7 @@ const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
 
 pub(crate) fn handle(request: Request<'_>) -> Reply {
-    let version = request.version();
-    let asked: IncrementalAlterConfigsRequest = match request.decode() {
-        Ok(asked) => asked,
-        Err(reply) => return reply,
-    };
-    let core = request.context.net.core.clone();
-    blocking(move || {
-        let response = alter(&core, asked);
-        crate::kafka::codec::encode_body(&response, version).map_err(|error| error.to_string())
-    })
+    answer_blocking(request, alter)
 }
 
 fn alter(core: &Core, asked: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {

@@ -3,13 +3,12 @@
 //! code and message. The rules themselves live in `topics`; the numbering in `core::error`.
 
 use bytes::Bytes;
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use super::{Reply, Response};
+use super::{Reply, Request, Response};
 use crate::core::error::ErrorCode;
 use crate::core::Core;
 use crate::core::CoreError;
-use crate::error::TopicError;
 use crate::topics::{ConfigKind, ConfigSource, ConfigUpdate};
 
 /// Kafka's `ResourceType` values the config APIs address.
@@ -38,15 +37,34 @@ pub(crate) fn blocking(work: impl FnOnce() -> Result<Bytes, String> + Send + 'st
     }))
 }
 
+/// The whole of an admin handler whose answer is blocking registry work: decode the request
+/// as `Asked`, run `answer` on the blocking pool, encode what it returns in the request's
+/// version; the response still leaves in request order.
+pub(crate) fn answer_blocking<Asked, Answer>(
+    request: Request<'_>,
+    answer: fn(&Core, Asked) -> Answer,
+) -> Reply
+where
+    Asked: Decodable + Send + 'static,
+    Answer: Encodable + 'static,
+{
+    let version = request.version();
+    let asked: Asked = match request.decode() {
+        Ok(asked) => asked,
+        Err(reply) => return reply,
+    };
+    let core = request.context.net.core.clone();
+    blocking(move || {
+        let response = answer(&core, asked);
+        crate::kafka::codec::encode_body(&response, version).map_err(|error| error.to_string())
+    })
+}
+
 /// Kafka's code and message of one resource's (topic's) outcome.
 pub(crate) type Outcome = (i16, Option<StrBytes>);
 
-/// Kafka's code and message for a topic failure (`CoreError` maps, and logs what an operator
-/// must see).
-pub(crate) fn topic_error(error: &TopicError) -> (i16, Option<StrBytes>) {
-    core_error(CoreError::from(error))
-}
-
+/// Kafka's code and message for a failure (`CoreError` maps, and logs what an operator must
+/// see).
 pub(crate) fn core_error(error: CoreError) -> (i16, Option<StrBytes>) {
     (error.code.code(), Some(StrBytes::from_string(error.message)))
 }

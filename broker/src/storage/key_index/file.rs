@@ -70,6 +70,7 @@ pub(crate) struct KeysFile {
     block_ends: Vec<u64>,
     bloom: Bloom,
     file_bytes: u64,
+    expect: Expect,
 }
 
 /// Encodes `table` as the `.keys` file of the segment it indexes.
@@ -355,11 +356,21 @@ impl KeysFile {
             block_ends: summary.block_ends,
             bloom: summary.bloom,
             file_bytes,
+            expect,
         }))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Reads the whole file and checks every block (the open checked only the header and the
+    /// summary): the background scrub after an open, so damage at rest is found and rebuilt
+    /// without waiting for a lookup to trip over it.
+    pub fn scrub(&self) -> Result<(), String> {
+        let mut bytes = vec![0u8; usize::try_from(self.file_bytes).map_err(|_| "file too large")?];
+        read_exact_at(&*self.file, &mut bytes, 0).map_err(|error| format!("cannot read: {error}"))?;
+        verify_bytes(&bytes, self.expect, &|_, _| true).map(|_| ())
     }
 
     pub fn file_bytes(&self) -> u64 {

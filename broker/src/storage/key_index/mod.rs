@@ -27,7 +27,7 @@ pub use file::KEYS_FORMAT_VERSION;
 pub(crate) use file::{keys_path, verify_bytes, Expect, KeysFile};
 pub(crate) use slot::{decode_stream_records, locate, Located, SegmentKeys};
 pub(crate) use table::ActiveTable;
-pub(crate) use worker::{enqueue, enqueue_write, rebuild_table, run_now, IndexContext};
+pub(crate) use worker::{enqueue, enqueue_write, rebuild_table, run_now, scrub, IndexContext};
 
 use super::error::StorageError;
 
@@ -154,4 +154,4 @@ pub(crate) trait StreamLookup {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -153,8 +153,17 @@ impl SegmentKeys {
         matches!(*read_lock(&self.state), KeyState::File(_))
     }
 
+    #[cfg(test)]
     pub fn is_unindexed(&self) -> bool {
         matches!(*read_lock(&self.state), KeyState::Unindexed)
+    }
+
+    /// The file in use, if any.
+    pub fn file(&self) -> Option<Arc<KeysFile>> {
+        match &*read_lock(&self.state) {
+            KeyState::File(file) => Some(Arc::clone(file)),
+            _ => None,
+        }
     }
 
     pub fn frozen_table(&self) -> Option<Arc<ActiveTable>> {

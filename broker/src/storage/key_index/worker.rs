@@ -104,12 +104,29 @@ fn run_worker() {
 
 fn run_job(job: Job) {
     job.segment.keys.release_queued();
+    scrub(&job.segment);
     if let Err(error) = run_now(&job.segment, &job.context) {
         tracing::error!(
             segment = %job.segment.paths.log.display(),
             %error,
             "could not write the per-key index of a segment; it is answered by scanning until the next open"
         );
+    }
+}
+
+/// Checks every block of the file a segment uses; a damaged one is dropped (the segment is
+/// answered by scanning) so `run_now` rebuilds it.
+pub(crate) fn scrub(segment: &Segment) {
+    let Some(file) = segment.keys.file() else {
+        return;
+    };
+    if let Err(reason) = file.scrub() {
+        tracing::error!(
+            path = %file.path().display(),
+            %reason,
+            "per-key index file is damaged; rebuilding it from the log"
+        );
+        segment.keys.mark_unindexed();
     }
 }
 

@@ -472,7 +472,9 @@ impl Inner {
         }
     }
 
-    /// Queues the rebuild of every closed segment left unindexed at open (background mode).
+    /// Queues, for every closed segment, the rebuild of an index left unindexed at open, or
+    /// the scrub of the file it loaded (the open checked its header and summary, not its
+    /// blocks). Background mode only; one thread does them in turn.
     pub(super) fn kick_key_index(&self) {
         if self.seal_mode != SealMode::Background {
             return;
@@ -480,9 +482,7 @@ impl Inner {
         let context = self.index_context();
         let segments = self.segments_snapshot();
         for segment in &segments[..segments.len().saturating_sub(1)] {
-            if segment.keys.is_unindexed() {
-                key_index::enqueue(segment, &context);
-            }
+            key_index::enqueue(segment, &context);
         }
     }
 
@@ -494,6 +494,9 @@ impl Inner {
         for segment in &segments[..segments.len().saturating_sub(1)] {
             if !segment.is_sealed() || (frozen_only && segment.keys.frozen_table().is_none()) {
                 continue;
+            }
+            if !frozen_only {
+                key_index::scrub(segment);
             }
             key_index::run_now(segment, &context)?;
         }

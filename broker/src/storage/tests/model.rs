@@ -6,10 +6,17 @@
 //! be what was appended at those offsets; and no offset is ever handed out twice below
 //! anything the log kept.
 //!
+//! The per-key index is checked the same way: every key's stream (`stream_last_offset`,
+//! `stream_info`, `read_stream` both ways) must be exactly the keyed records of the readable
+//! batches, through bit flips in, deletions of and stray `.keys` files too, with the default
+//! hash or (half the seeds) one under which every key collides.
+//!
 //! Seeds are deterministic; a failure prints its seed. `TIDELOG_MODEL_SEED=<n>` runs one seed.
 
 use bytes::Bytes;
-use tidelog_proto::batch::BatchIter;
+use tidelog_proto::batch::{BatchIter, RecordBatch};
+
+use super::super::key_index::tests::{check_key, Reference, COLLIDING};
 
 use super::super::sim_disk::{CrashMode, SimDisk, SplitMix};
 use super::super::{FlushPolicy, LogConfig, PartitionLog, StorageError};
@@ -110,6 +117,11 @@ fn random_config(rng: &mut SplitMix) -> LogConfig {
         flush,
         // Preallocation off, or small enough that segments of a few KiB exercise it.
         preallocate_bytes: rng.below(3) * 2048,
+        key_hash: if rng.below(2) == 0 {
+            COLLIDING
+        } else {
+            super::super::KeyHash::DEFAULT
+        },
         ..LogConfig::default()
     }
 }
@@ -133,7 +145,8 @@ fn run(seed: u64, runtime: &tokio::runtime::Runtime) {
                         let records = 1 + rng.below(5) as usize;
                         let timestamps: Vec<i64> =
                             (0..records).map(|_| now - 500 + rng.below(1000) as i64).collect();
-                        batch(&timestamps, rng.below(120) as usize, rng.next() as u8)
+                        // Few tags, so keys (tag, index) repeat and streams grow.
+                        batch(&timestamps, rng.below(120) as usize, rng.below(6) as u8)
                     })
                     .collect();
                 let total: usize = batches.iter().map(|batch| batch.len()).sum();
@@ -161,7 +174,8 @@ fn run(seed: u64, runtime: &tokio::runtime::Runtime) {
                     assert_eq!(log.high_watermark(), model.next_offset, "{context}");
                 }
             }
-            45..=62 => check_read(&log, &model, &mut rng, &context),
+            45..=58 => check_read(&log, &model, &mut rng, &context),
+            59..=62 => check_streams(&log, &model, &context),
             63..=67 => check_timestamp_lookup(&log, &model, &mut rng, &context),
             68..=74 => {
                 let before = log.log_start_offset();
@@ -209,6 +223,9 @@ fn run(seed: u64, runtime: &tokio::runtime::Runtime) {
                 drop(log);
                 disk.crash(CrashMode::ForgetUnsynced);
                 let what = damage(&disk, &model, start_before, &mut rng);
+                if std::env::var_os("TIDELOG_MODEL_VERBOSE").is_some() {
+                    eprintln!("seed {seed} step {step}: damage: {what}");
+                }
                 log = sim_open(&disk, config.clone());
                 let context = format!("{context} after {what}");
                 after_reopen(&log, &mut model, start_before, true, &context);
@@ -316,7 +333,41 @@ fn damage(disk: &SimDisk, model: &Model, log_start: i64, rng: &mut SplitMix) -> 
         .collect();
     bases.sort_unstable();
     let end = model.next_offset;
-    match rng.below(3) {
+    let mut keys_files: Vec<String> = disk
+        .file_names(&dir)
+        .into_iter()
+        .filter(|name| name.ends_with(".keys"))
+        .collect();
+    keys_files.sort();
+    match rng.below(6) {
+        3 if !keys_files.is_empty() => {
+            let name = &keys_files[rng.below(keys_files.len() as u64) as usize];
+            let path = super::sim_path(name);
+            let mut bytes = disk.read_file(&path).unwrap();
+            let at = rng.below(bytes.len() as u64) as usize;
+            bytes[at] ^= 1 << rng.below(8);
+            disk.write_file_durably(&path, &bytes);
+            format!("a bit flip at byte {at} of {name}")
+        }
+        4 if !keys_files.is_empty() => {
+            let name = &keys_files[rng.below(keys_files.len() as u64) as usize];
+            disk.remove_durably(&super::sim_path(name));
+            format!("{name} deleted")
+        }
+        5 if end > log_start + 1 => {
+            // A stray `.keys`: a copy of another segment's, or garbage, under any base.
+            let at = log_start + rng.below((end - log_start) as u64 + 5) as i64;
+            let content = match keys_files.first() {
+                Some(name) if rng.below(2) == 0 => disk.read_file(&super::sim_path(name)).unwrap(),
+                _ => (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
+            };
+            let name = super::segment_name(at, "keys");
+            if keys_files.contains(&name) {
+                return "nothing (the stray would replace a .keys file)".to_string();
+            }
+            disk.write_file_durably(&super::sim_path(&name), &content);
+            format!("a stray {name} of {} bytes", content.len())
+        }
         0 if bases.len() >= 2 => {
             // Any byte of a batch of a sealed (not the last) segment.
             let base = bases[rng.below(bases.len() as u64 - 1) as usize];
@@ -408,7 +459,36 @@ fn after_reopen(log: &PartitionLog, model: &mut Model, start_before: i64, damage
     check_everything(log, model, context);
 }
 
+/// Every key's stream, as the readable batches hold it.
+fn check_streams(log: &PartitionLog, model: &Model, context: &str) {
+    let high_watermark = log.high_watermark();
+    let mut reference = Reference::default();
+    for batch in model.visible(high_watermark) {
+        let (parsed, _) = RecordBatch::split_first(&batch.bytes).unwrap();
+        for record in parsed.records() {
+            let record = record.unwrap();
+            if let Some(key) = record.key {
+                reference.streams.entry(key.to_vec()).or_default().push((
+                    record.offset,
+                    record.value.map(|value| value.to_vec()).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    let keys: Vec<Vec<u8>> = reference.streams.keys().cloned().chain([vec![9, 9]]).collect();
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for key in &keys {
+            check_key(log, &reference, key, 2);
+        }
+    }));
+    if let Err(panic) = checked {
+        eprintln!("{context}: stream check failed");
+        std::panic::resume_unwind(panic);
+    }
+}
+
 fn check_everything(log: &PartitionLog, model: &Model, context: &str) {
+    check_streams(log, model, context);
     let high_watermark = log.high_watermark();
     assert_eq!(
         &read_all(log, 700)[..],
