@@ -1,6 +1,8 @@
 //! Tidelog client: a [`Client`] that connects and keeps cluster metadata, an [`Admin`] for
 //! topics and offsets, a batching [`Producer`], a [`Consumer`] of assigned partitions and a
-//! [`GroupConsumer`] whose partitions a consumer group's coordinator assigns.
+//! [`GroupConsumer`] whose partitions a consumer group's coordinator assigns; for event
+//! sourcing, an [`EventStore`] (streams, expected versions, catch-up subscriptions) and, with
+//! the `embedded` feature, a broker in-process (`embedded::EmbeddedBroker`).
 //!
 //! ```no_run
 //! use tidelog_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};

@@ -2,6 +2,7 @@
 //! `read` and `info` are read-only, `append` writes; each command lives in its own file.
 
 mod append;
+mod follow;
 mod info;
 mod read;
 
