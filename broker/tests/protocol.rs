@@ -68,7 +68,11 @@ fn produce_body(topic: &str, partition: u32, records: Bytes, acks: pb::Acks) -> 
         timeout_ms: 10_000,
         topics: vec![pb::produce_request::Topic {
             name: topic.into(),
-            partitions: vec![pb::produce_request::Partition { partition, records }],
+            partitions: vec![pb::produce_request::Partition {
+                partition,
+                records,
+                ..Default::default()
+            }],
         }],
     })
 }

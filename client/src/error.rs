@@ -140,6 +140,17 @@ pub enum Error {
     /// The group consumer was closed, or its heartbeat task has stopped.
     #[error("the consumer of group {group} is closed")]
     ConsumerClosed { group: String },
+    /// A conditional append's expectations did not hold: nothing was appended. Every failed
+    /// check is listed with the expected and the actual version.
+    #[error("expectation failed: {}", describe_failures(failures))]
+    ExpectationFailed {
+        failures: Vec<crate::streams::ExpectationFailure>,
+    },
+}
+
+fn describe_failures(failures: &[crate::streams::ExpectationFailure]) -> String {
+    let described: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    described.join("; ")
 }
 
 impl Error {
@@ -167,6 +178,7 @@ impl Error {
             Error::GroupNotEmpty { .. } => Some(ErrorCode::NonEmptyGroup),
             Error::GroupNotFound { .. } => Some(ErrorCode::GroupIdNotFound),
             Error::GroupMembership { source, .. } => source.code(),
+            Error::ExpectationFailed { .. } => Some(ErrorCode::ExpectationFailed),
             _ => None,
         }
     }

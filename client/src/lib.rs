@@ -1,6 +1,8 @@
 //! Tidelog client: a [`Client`] that connects and keeps cluster metadata, an [`Admin`] for
 //! topics and offsets, a batching [`Producer`], a [`Consumer`] of assigned partitions and a
-//! [`GroupConsumer`] whose partitions a consumer group's coordinator assigns.
+//! [`GroupConsumer`] whose partitions a consumer group's coordinator assigns; for event
+//! sourcing, an [`EventStore`] (streams, expected versions, catch-up subscriptions) and, with
+//! the `embedded` feature, a broker in-process (`embedded::EmbeddedBroker`).
 //!
 //! ```no_run
 //! use tidelog_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
@@ -34,6 +36,7 @@ pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod stream_read;
+pub mod streams;
 pub mod topic_changes;
 pub mod types;
 
@@ -48,6 +51,7 @@ pub use group::{
 };
 pub use producer::{DeliveryFuture, Idempotence, Producer, ProducerConfig, ProducerMetrics};
 pub use stream_read::{ReadDirection, ReadStreamOptions, StreamInfo, StreamPage, StreamRecord, WaitResult};
+pub use streams::{AppendConditions, AppendResult, EventData, ExpectationFailure, Expected};
 /// Record-batch compression codecs, for [`ProducerConfig::compression`].
 pub use tidelog_proto::batch::Compression;
 pub use topic_changes::TopicChange;

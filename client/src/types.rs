@@ -408,6 +408,7 @@ error_codes! {
     NonEmptyGroup = 68 => "NON_EMPTY_GROUP",
     GroupIdNotFound = 69 => "GROUP_ID_NOT_FOUND",
     UnsupportedCompressionType = 76 => "UNSUPPORTED_COMPRESSION_TYPE",
+    InvalidRecord = 87 => "INVALID_RECORD",
     MemberIdRequired = 79 => "MEMBER_ID_REQUIRED",
     GroupMaxSizeReached = 81 => "GROUP_MAX_SIZE_REACHED",
     FencedInstanceId = 82 => "FENCED_INSTANCE_ID",
@@ -418,6 +419,7 @@ error_codes! {
     StaleMemberEpoch = 113 => "STALE_MEMBER_EPOCH",
     BrokerShuttingDown = 1001 => "BROKER_SHUTTING_DOWN",
     TooManyConnections = 1002 => "TOO_MANY_CONNECTIONS",
+    ExpectationFailed = 1003 => "EXPECTATION_FAILED",
 }
 
 impl ErrorCode {

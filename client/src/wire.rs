@@ -231,6 +231,7 @@ mod tests {
                         .map(|(partition, records)| pb::produce_request::Partition {
                             partition: *partition,
                             records: Bytes::from(records.clone()),
+                            ..Default::default()
                         })
                         .collect(),
                 })

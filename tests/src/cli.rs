@@ -188,6 +188,12 @@ impl StreamingCli {
         }
     }
 
+    /// The CLI's process id, to signal it (SIGTERM, SIGINT).
+    pub fn pid(&self) -> nix::unistd::Pid {
+        // A child's pid fits in i32: Linux caps pids at 2^22.
+        nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX))
+    }
+
     /// Hands stdin over, e.g. to a writer thread.
     pub fn take_stdin(&mut self) -> Option<ChildStdin> {
         self.stdin.take()

@@ -260,7 +260,11 @@ impl RawClient {
             timeout_ms: 30_000,
             topics: vec![pb::produce_request::Topic {
                 name: topic.into(),
-                partitions: vec![pb::produce_request::Partition { partition, records }],
+                partitions: vec![pb::produce_request::Partition {
+                    partition,
+                    records,
+                    ..Default::default()
+                }],
             }],
         })
     }

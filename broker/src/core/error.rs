@@ -7,7 +7,7 @@
 //! with the whole cause, and shown to clients without any path of the data directory).
 
 use crate::error::{GroupError, TopicError};
-use crate::storage::StorageError;
+use crate::storage::{ConditionFailure, StorageError};
 
 /// Why an operation failed, numbered as Kafka numbers its error codes (codes above 1000 are
 /// Tidelog's own and are never sent to a Kafka client as they are).
@@ -92,6 +92,9 @@ pub(crate) enum ErrorCode {
     BrokerShuttingDown = 1001,
     /// Tidelog's own: a connection past the broker's connection caps.
     TooManyConnections = 1002,
+    /// Tidelog's own: a conditional append's expectations did not hold (`CoreError::failures`
+    /// lists every failed check); nothing was appended. Kafka clients get INVALID_RECORD.
+    ExpectationFailed = 1003,
 }
 
 impl ErrorCode {
@@ -108,6 +111,8 @@ impl ErrorCode {
 pub(crate) struct CoreError {
     pub code: ErrorCode,
     pub message: String,
+    /// With `ExpectationFailed`: every failed check, expected and actual (empty otherwise).
+    pub failures: Vec<ConditionFailure>,
 }
 
 impl CoreError {
@@ -115,17 +120,30 @@ impl CoreError {
         CoreError {
             code,
             message: message.into(),
+            failures: Vec::new(),
         }
+    }
+
+    /// A conditional append refused because `failures` did not hold.
+    pub(crate) fn expectation_failed(message: impl Into<String>, failures: Vec<ConditionFailure>) -> Self {
+        CoreError {
+            code: ErrorCode::ExpectationFailed,
+            message: message.into(),
+            failures,
+        }
+    }
+
+    /// The same error, its message naming the topic and partition.
+    pub(crate) fn for_partition(mut self, topic: &str, partition: u32) -> Self {
+        self.message = format!("topic {topic:?} partition {partition}: {}", self.message);
+        self
     }
 
     /// A storage failure of one partition: the message names the topic and partition.
     pub(crate) fn partition_storage(topic: &str, partition: u32, error: &StorageError) -> Self {
         let span = tracing::warn_span!("partition", %topic, partition);
         let error = span.in_scope(|| CoreError::from(error));
-        CoreError {
-            code: error.code,
-            message: format!("topic {topic:?} partition {partition}: {}", error.message),
-        }
+        error.for_partition(topic, partition)
     }
 
     /// A partition that does not exist.

@@ -6,6 +6,7 @@
 
 pub(crate) mod classic_groups;
 pub(crate) mod error;
+pub(crate) mod expectations;
 pub(crate) mod fetch;
 pub(crate) mod group_wait;
 pub(crate) mod groups;

@@ -17,9 +17,10 @@ use futures::future::join_all;
 use tidelog_proto::batch::{BatchIter, RecordBatch};
 use tidelog_proto::BatchError;
 
-use super::{Core, CoreError, ErrorCode};
+use super::{expectations, Core, CoreError, ErrorCode};
 use crate::clock::now_ms;
-use crate::storage::{AppendOutcome, FlushPolicy, PartitionLog, StorageError};
+use crate::config::Limits;
+use crate::storage::{AppendConditions, AppendOutcome, FlushPolicy, PartitionLog, StorageError};
 
 /// How much acknowledgement the producer waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,9 @@ pub(crate) struct ProducePartition {
     pub partition: u32,
     /// RecordBatch v2 batches exactly as the client sent them.
     pub records: Bytes,
+    /// Expectations the request carries as fields (native); those in record headers are
+    /// merged in by `expectations::resolve`.
+    pub conditions: AppendConditions,
 }
 
 /// The answer to a produce, topics and partitions in request order.
@@ -81,6 +85,8 @@ pub(crate) struct Produced {
     pub log_start_offset: i64,
     /// The broker's append time when the topic uses LogAppendTime; -1 (CreateTime) today.
     pub log_append_time: i64,
+    /// A retry of records already appended: nothing was written, the offsets are theirs.
+    pub duplicate: bool,
 }
 
 /// The in-order part of a produce, started.
@@ -118,13 +124,14 @@ struct Landed {
     log: Arc<PartitionLog>,
     base_offset: i64,
     last_offset: i64,
+    duplicate: bool,
 }
 
 /// One partition's append: done, or validated and waiting to run on a blocking thread
 /// because it needs a segment roll.
 enum Step {
     Done(Result<Landed, CoreError>),
-    Roll(Arc<PartitionLog>, Vec<RecordBatch>),
+    Roll(Arc<PartitionLog>, Vec<RecordBatch>, AppendConditions),
 }
 
 /// The deferred part of a produce: the response once every partition is durable.
@@ -153,8 +160,8 @@ impl Core {
                         &topic.name,
                         index,
                         partition.records,
-                        limits.batch_bytes_max,
-                        limits.batch_decompressed_bytes_max,
+                        partition.conditions,
+                        limits,
                         now,
                     ),
                 };
@@ -183,7 +190,9 @@ impl Core {
                 for (index, step) in partitions {
                     let result = match step {
                         Step::Done(result) => result,
-                        Step::Roll(log, batches) => append_blocking(log, &name, index, batches, now).await,
+                        Step::Roll(log, batches, conditions) => {
+                            append_blocking(log, &name, index, batches, conditions, now).await
+                        }
                     };
                     log_failure(&name, index, &result);
                     done.push((index, result));
@@ -279,18 +288,30 @@ fn append(
     topic: &str,
     partition: u32,
     records: Bytes,
-    batch_bytes_max: usize,
-    decompressed_bytes_max: usize,
+    conditions: AppendConditions,
+    limits: &Limits,
     now: i64,
 ) -> Step {
-    let batches = match validate_batches(records, batch_bytes_max, decompressed_bytes_max) {
-        Ok(batches) => batches,
-        Err(error) => return Step::Done(Err(error)),
+    let decompressed_bytes_max = limits.batch_decompressed_bytes_max;
+    let (batches, has_headers) =
+        match validate_batches(records, limits.batch_bytes_max, decompressed_bytes_max) {
+            Ok(validated) => validated,
+            Err(error) => return Step::Done(Err(error)),
+        };
+    let conditions = match expectations::resolve(conditions, &batches, has_headers, decompressed_bytes_max) {
+        Ok(conditions) => conditions,
+        Err(error) => return Step::Done(Err(error.for_partition(topic, partition))),
     };
-    match log.append_without_roll(&batches, now) {
+    // The unconditional path stays the one it always was.
+    let appended = if conditions.is_empty() {
+        log.append_without_roll(&batches, now)
+    } else {
+        log.append_conditional_without_roll(&batches, &conditions, now)
+    };
+    match appended {
         Ok(Some(outcome)) => Step::Done(Ok(landed(log, outcome))),
-        Ok(None) => Step::Roll(log.clone(), batches),
-        Err(error) => Step::Done(Err(append_error(topic, partition, &error))),
+        Ok(None) => Step::Roll(log.clone(), batches, conditions),
+        Err(error) => Step::Done(Err(append_error(topic, partition, error))),
     }
 }
 
@@ -300,12 +321,14 @@ async fn append_blocking(
     topic: &str,
     partition: u32,
     batches: Vec<RecordBatch>,
+    conditions: AppendConditions,
     now: i64,
 ) -> Result<Landed, CoreError> {
     let appending = Arc::clone(&log);
-    match tokio::task::spawn_blocking(move || appending.append(&batches, now)).await {
+    match tokio::task::spawn_blocking(move || appending.append_conditional(&batches, &conditions, now)).await
+    {
         Ok(Ok(outcome)) => Ok(landed(&log, outcome)),
-        Ok(Err(error)) => Err(append_error(topic, partition, &error)),
+        Ok(Err(error)) => Err(append_error(topic, partition, error)),
         Err(join_error) => {
             tracing::error!(%join_error, "append task failed");
             Err(CoreError::new(ErrorCode::KafkaStorageError, "append failed"))
@@ -327,13 +350,14 @@ fn landed(log: &Arc<PartitionLog>, outcome: AppendOutcome) -> Landed {
         log: log.clone(),
         base_offset: outcome.base_offset,
         last_offset: outcome.last_offset,
+        duplicate: outcome.duplicate,
     }
 }
 
 /// The code for a failed append: the idempotent producer's refusals get Kafka's codes. Any
 /// other failure is the broker's own and is logged at WARN (by `CoreError::partition_storage`).
-fn append_error(topic: &str, partition: u32, error: &StorageError) -> CoreError {
-    let code = match error {
+fn append_error(topic: &str, partition: u32, error: StorageError) -> CoreError {
+    let code = match &error {
         StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
         // Kafka answers a produce from a fenced (older) epoch with INVALID_PRODUCER_EPOCH;
         // PRODUCER_FENCED is for transactional coordinators.
@@ -344,22 +368,32 @@ fn append_error(topic: &str, partition: u32, error: &StorageError) -> CoreError 
         StorageError::UnknownProducerId { .. } => ErrorCode::UnknownProducerId,
         // Not a retry of the stored batch: fatal for the producer, like a sequence gap.
         StorageError::SequenceConflict { .. } => ErrorCode::OutOfOrderSequenceNumber,
-        _ => return CoreError::partition_storage(topic, partition, error),
+        StorageError::InvalidConditions(_) => ErrorCode::InvalidRequest,
+        StorageError::ConditionFailed { .. } => {
+            let message = error.to_string();
+            let StorageError::ConditionFailed { failures } = error else {
+                return CoreError::new(ErrorCode::UnknownServerError, message);
+            };
+            return CoreError::expectation_failed(message, failures).for_partition(topic, partition);
+        }
+        _ => return CoreError::partition_storage(topic, partition, &error),
     };
     CoreError::new(code, error.to_string())
 }
 
 /// Splits and fully validates a partition's records; any bad batch refuses them all, so a
 /// request is appended whole or not at all.
+/// Also says whether any record carries a header (only then are expectation headers looked for).
 fn validate_batches(
     records: Bytes,
     batch_bytes_max: usize,
     decompressed_bytes_max: usize,
-) -> Result<Vec<RecordBatch>, CoreError> {
+) -> Result<(Vec<RecordBatch>, bool), CoreError> {
     if records.is_empty() {
         return Err(CoreError::new(ErrorCode::InvalidRequest, "no record batches"));
     }
     let mut batches = Vec::new();
+    let mut has_headers = false;
     for batch in BatchIter::new(records) {
         let batch = batch.map_err(|error| CoreError::new(ErrorCode::CorruptMessage, error.to_string()))?;
         if batch.len() > batch_bytes_max {
@@ -374,14 +408,15 @@ fn validate_batches(
         }
         // Compressed batches are decompressed (bounded) and walked like plain ones, then stored
         // as sent.
-        batch
-            .validate_bounded(decompressed_bytes_max)
-            .map_err(|error| match error {
-                BatchError::UnsupportedCompression(_) => {
-                    CoreError::new(ErrorCode::UnsupportedCompressionType, error.to_string())
-                }
-                other => CoreError::new(ErrorCode::CorruptMessage, other.to_string()),
-            })?;
+        has_headers |=
+            batch
+                .validate_bounded_headers(decompressed_bytes_max)
+                .map_err(|error| match error {
+                    BatchError::UnsupportedCompression(_) => {
+                        CoreError::new(ErrorCode::UnsupportedCompressionType, error.to_string())
+                    }
+                    other => CoreError::new(ErrorCode::CorruptMessage, other.to_string()),
+                })?;
         let header = batch.header();
         if header.is_transactional() || header.is_control() {
             return Err(CoreError::new(
@@ -400,7 +435,7 @@ fn validate_batches(
         }
         batches.push(batch);
     }
-    Ok(batches)
+    Ok((batches, has_headers))
 }
 
 async fn await_durable(
@@ -425,6 +460,7 @@ async fn await_durable(
             last_offset: landed.last_offset,
             log_start_offset: landed.log.log_start_offset(),
             log_append_time: -1,
+            duplicate: landed.duplicate,
         }),
         Ok(Err(error)) => Err(CoreError::partition_storage(topic, partition, &error)),
         Err(_) => Err(CoreError::new(
@@ -484,9 +520,19 @@ mod tests {
         disk.record_blocking_threads();
         runtime.block_on(async {
             for _ in 0..20 {
-                let result = match append(&log, "t", 0, records(1000), 1 << 20, 1 << 22, 0) {
+                let result = match append(
+                    &log,
+                    "t",
+                    0,
+                    records(1000),
+                    AppendConditions::default(),
+                    &Limits::default(),
+                    0,
+                ) {
                     Step::Done(result) => result,
-                    Step::Roll(log, batches) => append_blocking(log, "t", 0, batches, 0).await,
+                    Step::Roll(log, batches, conditions) => {
+                        append_blocking(log, "t", 0, batches, conditions, 0).await
+                    }
                 };
                 let landed = result.unwrap_or_else(|error| panic!("{error}"));
                 landed

@@ -12,6 +12,9 @@ pub(crate) fn kafka_code(code: ErrorCode) -> i16 {
         ErrorCode::BrokerShuttingDown => ErrorCode::NotLeaderOrFollower.code(),
         // Never answered (such a connection is closed); a client reading it retries later.
         ErrorCode::TooManyConnections => ErrorCode::RequestTimedOut.code(),
+        // A failed expectation is about the records sent: Kafka's INVALID_RECORD, which no
+        // client retries, with the per-record errors saying expected and actual (Produce v8+).
+        ErrorCode::ExpectationFailed => ErrorCode::InvalidRecord.code(),
         other => other.code(),
     }
 }
@@ -26,5 +29,6 @@ mod tests {
         assert_eq!(kafka_code(ErrorCode::None), 0);
         assert_eq!(kafka_code(ErrorCode::BrokerShuttingDown), 6);
         assert!(kafka_code(ErrorCode::TooManyConnections) < 1000);
+        assert_eq!(kafka_code(ErrorCode::ExpectationFailed), 87);
     }
 }

@@ -94,6 +94,8 @@ mod tests {
             (ErrorCode::StaleMemberEpoch, pb::ErrorCode::StaleMemberEpoch),
             (ErrorCode::BrokerShuttingDown, pb::ErrorCode::BrokerShuttingDown),
             (ErrorCode::TooManyConnections, pb::ErrorCode::TooManyConnections),
+            (ErrorCode::InvalidRecord, pb::ErrorCode::InvalidRecord),
+            (ErrorCode::ExpectationFailed, pb::ErrorCode::ExpectationFailed),
         ];
         for (core, native) in pairs {
             assert_eq!(error_code(core), native, "{core:?}");

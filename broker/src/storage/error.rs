@@ -125,6 +125,30 @@ pub enum StorageError {
         #[source]
         source: Box<StorageError>,
     },
+
+    /// A conditional append's expectations did not hold (and it was not an exact retry of an
+    /// append already in the log). Nothing was appended.
+    #[error("{}", describe_failures(failures))]
+    ConditionFailed {
+        failures: Vec<super::conditions::ConditionFailure>,
+    },
+
+    /// A conditional append's conditions contradict themselves (two on one key). Nothing was
+    /// appended.
+    #[error("invalid append conditions: {0}")]
+    InvalidConditions(String),
+}
+
+/// "expectation failed: key \"a\": expected 41, actual 57; ..." for every failed check.
+fn describe_failures(failures: &[super::conditions::ConditionFailure]) -> String {
+    let mut text = String::from("expectation failed: ");
+    for (index, failure) in failures.iter().enumerate() {
+        if index > 0 {
+            text.push_str("; ");
+        }
+        text.push_str(&failure.to_string());
+    }
+    text
 }
 
 impl StorageError {

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tidelog_proto::batch::{set_base_offset, RecordBatch};
 use tokio::sync::watch;
 
+use super::conditions::{self, AppendConditions, Verdict};
 use super::config::{FlushPolicy, LogConfig};
 use super::disk::{Disk, OsDisk};
 use super::error::StorageError;
@@ -295,7 +296,25 @@ impl PartitionLog {
     ///
     /// [`PRODUCER_BATCHES_RETAINED`]: super::PRODUCER_BATCHES_RETAINED
     pub fn append(&self, batches: &[RecordBatch], now_ms: i64) -> Result<AppendOutcome, StorageError> {
-        match self.append_inner(batches, now_ms, true)? {
+        self.append_conditional(batches, &AppendConditions::default(), now_ms)
+    }
+
+    /// [`append`](Self::append) if every one of `conditions` holds (issue 8 §1), checked here
+    /// under the writer lock after the idempotent-producer check and before offsets are
+    /// assigned, so it sees every earlier append, synced or not. An exact retry of an append
+    /// already in the log (§2, `conditions::check`) gets `duplicate` and the original offsets,
+    /// and nothing is written. A refused append changes nothing, producer state included.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append), and `ConditionFailed` with every failed check (nothing is
+    /// written).
+    pub fn append_conditional(
+        &self,
+        batches: &[RecordBatch],
+        conditions: &AppendConditions,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, StorageError> {
+        match self.append_inner(batches, conditions, now_ms, true)? {
             Some(outcome) => Ok(outcome),
             // append_inner returns None only when rolling is not allowed.
             None => Err(StorageError::Poisoned {
@@ -316,12 +335,28 @@ impl PartitionLog {
         batches: &[RecordBatch],
         now_ms: i64,
     ) -> Result<Option<AppendOutcome>, StorageError> {
-        self.append_inner(batches, now_ms, false)
+        self.append_inner(batches, &AppendConditions::default(), now_ms, false)
+    }
+
+    /// [`append_conditional`](Self::append_conditional) that never rolls, as
+    /// [`append_without_roll`](Self::append_without_roll); after `Ok(None)` the conditions are
+    /// checked again by the rolling append.
+    ///
+    /// # Errors
+    /// As [`append_conditional`](Self::append_conditional).
+    pub fn append_conditional_without_roll(
+        &self,
+        batches: &[RecordBatch],
+        conditions: &AppendConditions,
+        now_ms: i64,
+    ) -> Result<Option<AppendOutcome>, StorageError> {
+        self.append_inner(batches, conditions, now_ms, false)
     }
 
     fn append_inner(
         &self,
         batches: &[RecordBatch],
+        conditions: &AppendConditions,
         now_ms: i64,
         allow_roll: bool,
     ) -> Result<Option<AppendOutcome>, StorageError> {
@@ -388,6 +423,13 @@ impl PartitionLog {
             detail: "append of a batch whose records do not decode".to_string(),
             source: Some(source),
         })?;
+        if !conditions.is_empty() {
+            if let Some(outcome) =
+                inner.check_conditions(&mut writer, batches, conditions, base_offset, now_ms)?
+            {
+                return Ok(Some(outcome));
+            }
+        }
         let last_offset = base_offset
             .checked_add(record_count - 1)
             .ok_or(StorageError::OffsetOverflow)?;
@@ -482,20 +524,7 @@ impl PartitionLog {
             });
         }
         if has_producer_batches {
-            // Only header fields: no per-record work on the append path. Expiry runs on
-            // this broker time, never on the batches' client timestamps.
-            let mut offset = base_offset;
-            for batch in batches {
-                let header = batch.header();
-                if producers.apply(header, offset, now_ms, producer_limits.producers_max) {
-                    tracing::warn!(
-                        dir = %inner.dir.display(),
-                        producers_max = producer_limits.producers_max,
-                        "producer limit reached: forgot the least recently used producer's state"
-                    );
-                }
-                offset += i64::from(header.last_offset_delta) + 1;
-            }
+            inner.apply_producers(producers, *producer_limits, batches, base_offset, now_ms);
         }
         active.record_append(
             start + buffer.len() as u64,
@@ -855,6 +884,77 @@ impl PartitionLog {
 }
 
 impl Inner {
+    /// Records the producer batches of an append that starts at `base_offset` in the
+    /// producer state. Only header fields: no per-record work on the append path. Expiry runs
+    /// on this broker time, never on the batches' client timestamps.
+    fn apply_producers(
+        &self,
+        producers: &mut ProducerStateMap,
+        limits: ProducerLimits,
+        batches: &[RecordBatch],
+        base_offset: i64,
+        now_ms: i64,
+    ) {
+        let mut offset = base_offset;
+        for batch in batches {
+            let header = batch.header();
+            if header.producer_id >= 0 && producers.apply(header, offset, now_ms, limits.producers_max) {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    producers_max = limits.producers_max,
+                    "producer limit reached: forgot the least recently used producer's state"
+                );
+            }
+            offset += i64::from(header.last_offset_delta) + 1;
+        }
+    }
+
+    /// The conditions of an append (see `append_conditional`), under the writer lock.
+    /// `Some`: an exact retry, answered with the original offsets and nothing written.
+    fn check_conditions(
+        &self,
+        writer: &mut Writer,
+        batches: &[RecordBatch],
+        conditions: &AppendConditions,
+        end_offset: i64,
+        now_ms: i64,
+    ) -> Result<Option<AppendOutcome>, StorageError> {
+        // The lookup reads through the writer guard; it is dropped before the writer changes.
+        let verdict = {
+            let mut lookup = self.stream_lookup(writer);
+            conditions::check(conditions, batches, end_offset, &mut lookup)?
+        };
+        match verdict {
+            Verdict::Append => Ok(None),
+            Verdict::Retry {
+                base_offset,
+                last_offset,
+            } => {
+                // A producer that retried through a new producer id continues its sequence
+                // after this batch: record it at the original offsets, as if it had written
+                // them (it wrote the same events).
+                let Writer {
+                    producers,
+                    producer_limits,
+                    ..
+                } = writer;
+                self.apply_producers(producers, *producer_limits, batches, base_offset, now_ms);
+                tracing::debug!(
+                    dir = %self.dir.display(),
+                    base_offset,
+                    last_offset,
+                    "conditional append is an exact retry; answered with the original offsets"
+                );
+                Ok(Some(AppendOutcome {
+                    base_offset,
+                    last_offset,
+                    log_start_offset: self.log_start_offset.load(Ordering::Acquire),
+                    duplicate: true,
+                }))
+            }
+        }
+    }
+
     fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StorageError> {
         self.writer.lock().map_err(|_| StorageError::Poisoned {
             reason: "a writer panicked while appending".to_string(),

@@ -2,6 +2,7 @@
 //! RecordBatch v2 bytes as they will be served, with sparse offset and time indexes, crash
 //! recovery, group-committed fsyncs and retention. File layouts: `docs/storage-format.md`.
 
+mod conditions;
 mod config;
 mod disk;
 mod error;
@@ -22,6 +23,9 @@ pub(crate) mod sim_disk;
 #[cfg(test)]
 mod tests;
 
+pub use conditions::{
+    printable_key, AppendConditions, ConditionFailure, Expected, KeyCondition, EVENT_ID_HEADER,
+};
 pub use config::{FlushPolicy, LogConfig, SEGMENT_BYTES_MAX};
 pub use disk::{Disk, OsDisk, SegmentFile};
 pub use error::StorageError;

@@ -67,7 +67,7 @@ pub struct ConsumeArgs {
 }
 
 /// Resolves on SIGINT, or SIGTERM on Unix.
-async fn interrupted() {
+pub(super) async fn interrupted() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

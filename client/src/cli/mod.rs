@@ -45,7 +45,7 @@ enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
-    /// Event streams: read the records of one key, describe a stream.
+    /// Event streams: append to, read the records of, and describe one key's stream.
     Stream {
         #[command(subcommand)]
         command: stream::StreamCommand,
@@ -288,6 +288,10 @@ mod tests {
             "tidelog group reset-offsets g --topic t --to-timestamp 1700000000000",
             "tidelog group delete g",
             "tidelog perf consume t --records 10 --group g",
+            "tidelog stream append t k",
+            "tidelog stream append t k --expect none --event-id order-7",
+            "tidelog stream append t k --expect 41",
+            "tidelog stream append t k --expect exists",
             "tidelog stream info t k",
             "tidelog stream read t k",
             "tidelog stream read t k --from 5 --limit 3 --print-offset",

@@ -4,10 +4,16 @@
 
 use thiserror::Error;
 
+use crate::streams::Expected;
+
 /// Everything an [`EventStore`](super::EventStore) call can fail with.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum EventStoreError {
+    /// The stream's version was not what the append expected; nothing was appended. `actual`
+    /// is the stream's version (the offset of its last record), -1 when it has none.
+    #[error("wrong expected version: expected {expected}, actual {actual}")]
+    WrongExpectedVersion { expected: Expected, actual: i64 },
     /// The client failed (connection, broker refusal, unknown topic...); the cause is kept.
     #[error(transparent)]
     Client(#[from] crate::Error),

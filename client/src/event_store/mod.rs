@@ -16,8 +16,12 @@ mod sources;
 mod subscription;
 
 use crate::client::{Client, ClientConfig};
+use crate::error::Error;
+use crate::stream_read::ReadStreamOptions;
 use crate::types::{PartitionId, Record};
 
+pub use crate::stream_read::{ReadDirection, StreamInfo, StreamPage, StreamRecord};
+pub use crate::streams::{AppendResult, EventData, Expected};
 pub use catch_up::{Positioned, SubscriptionEvent};
 pub use error::EventStoreError;
 pub use subscription::{Subscription, SubscriptionConfig};
@@ -90,6 +94,99 @@ impl EventStore {
     /// The client underneath (topics, producers, consumers).
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Appends `events` to `stream` as one atomic batch if the stream's version is what
+    /// `expected` says (checked by the broker under the partition's writer lock): all land,
+    /// in order, or none. Events with an event id are retried exactly: the same append again
+    /// after it landed (a timeout, a crash, a new client) is answered with the original
+    /// offsets and `deduplicated`, for as long as the records are retained. Nothing here
+    /// retries on its own: without event ids a blind retry could append twice.
+    ///
+    /// # Errors
+    /// [`EventStoreError::WrongExpectedVersion`] with the stream's actual version (-1: none)
+    /// when the expectation failed; nothing was appended. Client errors otherwise.
+    pub async fn append(
+        &self,
+        stream: &StreamId,
+        expected: Expected,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, EventStoreError> {
+        let appended = self
+            .client
+            .append_stream(&stream.topic, stream.key.clone(), expected, events)
+            .await;
+        match appended {
+            Ok(result) => Ok(result),
+            Err(Error::ExpectationFailed { failures }) => {
+                // One stream, one check: its failure is the only one the broker can report.
+                let failure = failures
+                    .iter()
+                    .find(|failure| failure.key.as_deref() == Some(&stream.key[..]))
+                    .or(failures.first())
+                    .cloned();
+                match failure {
+                    Some(failure) => Err(EventStoreError::WrongExpectedVersion {
+                        expected: failure.expected,
+                        actual: failure.actual,
+                    }),
+                    None => Err(Error::ExpectationFailed { failures }.into()),
+                }
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// One page of `stream`: from `from` (inclusive; backward, -1 means from the last record)
+    /// in `direction`, at most `limit` records (0: the broker's page size). Continue from the
+    /// page's `next_offset` until `end_of_stream` (forward) or `next_offset` -1 (backward).
+    ///
+    /// # Errors
+    /// An unknown topic; client errors.
+    pub async fn read(
+        &self,
+        stream: &StreamId,
+        from: i64,
+        direction: ReadDirection,
+        limit: usize,
+    ) -> Result<StreamPage, EventStoreError> {
+        let options = ReadStreamOptions {
+            from,
+            direction,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            max_wait: std::time::Duration::ZERO,
+        };
+        Ok(self
+            .client
+            .read_stream(&stream.topic, &stream.key, options)
+            .await?)
+    }
+
+    /// The stream's partition, first and last retained offsets and record count (offsets
+    /// -1 and count 0 when it has no record).
+    ///
+    /// # Errors
+    /// An unknown topic; client errors.
+    pub async fn info(&self, stream: &StreamId) -> Result<StreamInfo, EventStoreError> {
+        Ok(self.client.stream_info(&stream.topic, &stream.key).await?)
+    }
+
+    /// A catch-up subscription to `stream` from `from` (inclusive): its history, then
+    /// [`SubscriptionEvent::CaughtUp`], then its live records (read with the broker's per-key
+    /// index, long-polling at the end), and [`SubscriptionEvent::FellBehind`] when the
+    /// subscriber falls behind, each record once, in order.
+    ///
+    /// # Errors
+    /// An unknown topic, or the broker unreachable.
+    pub async fn subscribe(
+        &self,
+        stream: &StreamId,
+        from: i64,
+    ) -> Result<Subscription<StreamRecord>, EventStoreError> {
+        // Fail here, not in the subscription's first read, for a topic that does not exist.
+        self.client.topic(&stream.topic).await?;
+        let source = sources::StreamSource::new(self.client.clone(), stream.clone(), &self.subscriptions);
+        Subscription::start(source, from, self.subscriptions.clone())
     }
 
     /// A catch-up subscription to every record of one partition from `from` (inclusive; an

@@ -9,9 +9,11 @@ use futures::future::BoxFuture;
 use super::catch_up::{Mode, Page, Positioned, ReadPlan};
 use super::error::EventStoreError;
 use super::subscription::{Source, SubscriptionConfig};
+use super::StreamId;
 use crate::admin::list_offsets;
 use crate::client::Client;
 use crate::consumer::{Consumer, ConsumerConfig, OffsetReset, Seek};
+use crate::stream_read::{ReadDirection, ReadStreamOptions};
 use crate::types::{Offset, OffsetSpec, PartitionId, Record, TopicName};
 
 impl Positioned for Record {
@@ -118,6 +120,54 @@ impl PartitionSource {
 }
 
 impl Source for PartitionSource {
+    type Record = Record;
+
+    fn read(&mut self, plan: ReadPlan) -> BoxFuture<'_, Result<Page<Record>, EventStoreError>> {
+        Box::pin(self.read_page(plan))
+    }
+}
+
+/// The records of one key, over `read_stream`: the broker's per-key index, so a read costs in
+/// proportion to the stream, not the partition; live reads long-poll at the end.
+#[derive(Debug)]
+pub(crate) struct StreamSource {
+    client: Client,
+    stream: StreamId,
+    live_wait: Duration,
+}
+
+impl StreamSource {
+    pub(crate) fn new(client: Client, stream: StreamId, config: &SubscriptionConfig) -> Self {
+        Self {
+            client,
+            stream,
+            live_wait: config.live_wait_value(),
+        }
+    }
+
+    async fn read_page(&mut self, plan: ReadPlan) -> Result<Page<Record>, EventStoreError> {
+        let options = ReadStreamOptions {
+            from: plan.from,
+            direction: ReadDirection::Forward,
+            limit: u32::try_from(plan.limit).unwrap_or(u32::MAX),
+            max_wait: match plan.mode {
+                Mode::History => Duration::ZERO,
+                Mode::Live => self.live_wait,
+            },
+        };
+        let page = self
+            .client
+            .read_stream(&self.stream.topic, &self.stream.key, options)
+            .await?;
+        Ok(Page {
+            records: page.records,
+            next_offset: page.next_offset,
+            at_end: page.end_of_stream,
+        })
+    }
+}
+
+impl Source for StreamSource {
     type Record = Record;
 
     fn read(&mut self, plan: ReadPlan) -> BoxFuture<'_, Result<Page<Record>, EventStoreError>> {

@@ -260,6 +260,13 @@ impl RecordBatch {
     /// The records are walked, not decoded: no `Record` is built and nothing is allocated
     /// for an uncompressed batch (see `walk`).
     pub fn validate_bounded(&self, decompressed_bytes_max: usize) -> Result<(), BatchError> {
+        self.validate_bounded_headers(decompressed_bytes_max).map(|_| ())
+    }
+
+    /// [`validate_bounded`](Self::validate_bounded), also telling whether any record carries
+    /// a header: the broker decodes records for expectation headers only when one does, so a
+    /// batch without headers costs no more than the validation walk.
+    pub fn validate_bounded_headers(&self, decompressed_bytes_max: usize) -> Result<bool, BatchError> {
         let computed = compute_crc(&self.bytes);
         if computed != self.header.crc {
             return Err(BatchError::CrcMismatch {

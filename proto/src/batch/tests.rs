@@ -606,3 +606,27 @@ fn compressing_keeps_the_header_and_marks_the_codec() {
     .is_err());
     assert!(compress_batch(&plain[..10], Compression::Gzip).is_err());
 }
+
+#[test]
+fn validation_tells_whether_any_record_carries_a_header() {
+    let build = |headers: Vec<RecordHeader>| {
+        let mut builder = RecordBatchBuilder::new();
+        for index in 0..3 {
+            builder.push(&NewRecord {
+                timestamp: 0,
+                key: None,
+                value: Some(Bytes::from_static(b"v")),
+                headers: if index == 2 { headers.clone() } else { Vec::new() },
+            });
+        }
+        let bytes = builder.build().expect("three records");
+        RecordBatch::split_first(&bytes).expect("parses").0
+    };
+    let plain = build(Vec::new());
+    assert!(!plain.validate_bounded_headers(1 << 20).unwrap());
+    let headed = build(vec![RecordHeader {
+        key: "tidelog-expect".into(),
+        value: Some(Bytes::from_static(b"none")),
+    }]);
+    assert!(headed.validate_bounded_headers(1 << 20).unwrap());
+}

@@ -11,11 +11,15 @@ use crate::varint::{read_varint, read_varlong};
 use crate::BatchError;
 
 /// Checks that `section` holds exactly `count` well-formed records with offset deltas
-/// 0, 1, 2, ... and nothing after them.
-pub(super) fn check_records(section: &[u8], count: usize) -> Result<(), BatchError> {
+/// 0, 1, 2, ... and nothing after them. Returns whether any record carries a header (the
+/// broker looks for expectation headers only then).
+pub(super) fn check_records(section: &[u8], count: usize) -> Result<bool, BatchError> {
     let mut position = 0;
+    let mut has_headers = false;
     for index in 0..count {
-        position = check_record(section, position, index)?;
+        let (end, headers) = check_record(section, position, index)?;
+        position = end;
+        has_headers |= headers;
     }
     if position != section.len() {
         return Err(BatchError::TrailingBytes {
@@ -23,11 +27,12 @@ pub(super) fn check_records(section: &[u8], count: usize) -> Result<(), BatchErr
             length: section.len(),
         });
     }
-    Ok(())
+    Ok(has_headers)
 }
 
-/// Checks the record at `start` (the `index`th) and returns where the next one starts.
-fn check_record(section: &[u8], start: usize, index: usize) -> Result<usize, BatchError> {
+/// Checks the record at `start` (the `index`th) and returns where the next one starts, and
+/// whether the record has headers.
+fn check_record(section: &[u8], start: usize, index: usize) -> Result<(usize, bool), BatchError> {
     let bad = |reason: &'static str| BatchError::BadRecord { index, reason };
     let (length, used) = varint(section, start, section.len()).ok_or_else(|| bad("bad length varint"))?;
     let body_start = start + used;
@@ -72,7 +77,7 @@ fn check_record(section: &[u8], start: usize, index: usize) -> Result<usize, Bat
             found: offset_delta,
         });
     }
-    Ok(end)
+    Ok((end, header_count > 0))
 }
 
 /// A cursor over one record's bytes (after its length).

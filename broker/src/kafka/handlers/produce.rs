@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
@@ -29,6 +31,7 @@ use crate::core::produce::{
 use crate::core::{Core, CoreError, ErrorCode};
 use crate::kafka::error::kafka_code;
 use crate::net::budget::{ConnectionBudget, Reservation};
+use crate::storage::AppendConditions;
 
 pub(crate) fn handle(request: Request<'_>) -> Reply {
     let version = request.version();
@@ -125,6 +128,8 @@ fn answer(core: &Arc<Core>, asked: ProduceRequest, acks: Acks, version: i16, cop
                         // (partitions are bounded by `limits.partitions_max`).
                         partition: u32::try_from(partition.index).unwrap_or(u32::MAX),
                         records: partition.records.unwrap_or_default(),
+                        // Kafka clients carry expectations in record headers only.
+                        conditions: AppendConditions::default(),
                     })
                     .collect(),
             })
@@ -137,7 +142,7 @@ fn answer(core: &Arc<Core>, asked: ProduceRequest, acks: Acks, version: i16, cop
             None => Reply::Nothing,
             Some(durable) => Reply::Later(Box::pin(async move {
                 let output = durable.await;
-                super::encode_response(&response(output, &indexes), version)
+                super::encode_response(&response(output, &indexes, version), version)
             })),
         }
     };
@@ -187,7 +192,7 @@ async fn reserve_copy(
 }
 
 /// The response, partitions in request order with their request indexes.
-fn response(output: ProduceOutput, indexes: &[Vec<i32>]) -> ProduceResponse {
+fn response(output: ProduceOutput, indexes: &[Vec<i32>], version: i16) -> ProduceResponse {
     let responses = output
         .topics
         .into_iter()
@@ -197,7 +202,7 @@ fn response(output: ProduceOutput, indexes: &[Vec<i32>]) -> ProduceResponse {
                 .partitions
                 .into_iter()
                 .zip(indexes)
-                .map(|(partition, index)| partition_response(*index, partition.result))
+                .map(|(partition, index)| partition_response(*index, partition.result, version))
                 .collect();
             TopicProduceResponse::default()
                 .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
@@ -209,15 +214,47 @@ fn response(output: ProduceOutput, indexes: &[Vec<i32>]) -> ProduceResponse {
     ProduceResponse::default().with_responses(responses)
 }
 
-fn partition_response(index: i32, result: Result<Produced, CoreError>) -> PartitionProduceResponse {
+fn partition_response(
+    index: i32,
+    result: Result<Produced, CoreError>,
+    version: i16,
+) -> PartitionProduceResponse {
     let answer = PartitionProduceResponse::default().with_index(index);
     match result {
         Ok(produced) => answer
             .with_base_offset(produced.base_offset)
             .with_log_append_time_ms(produced.log_append_time)
             .with_log_start_offset(produced.log_start_offset),
+        Err(error) if version >= RECORD_ERRORS_VERSION_MIN => {
+            let record_errors = record_errors(&error);
+            failed(answer, &error).with_record_errors(record_errors)
+        }
         Err(error) => failed(answer, &error),
     }
+}
+
+/// Produce v8 added per-record errors (KIP-467); older versions get the code and nothing else.
+const RECORD_ERRORS_VERSION_MIN: i16 = 8;
+
+/// A failed expectation as Kafka's per-record errors: the index of the first record of the
+/// key (0 for the end offset and check-only keys) and "expected 41, actual 57".
+fn record_errors(error: &CoreError) -> Vec<BatchIndexAndErrorMessage> {
+    error
+        .failures
+        .iter()
+        .map(|failure| {
+            let index = failure
+                .record_index
+                .and_then(|index| i32::try_from(index).ok())
+                .unwrap_or(0);
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(index)
+                .with_batch_index_error_message(Some(StrBytes::from_string(format!(
+                    "expected {}, actual {}",
+                    failure.expected, failure.actual
+                ))))
+        })
+        .collect()
 }
 
 fn failed(answer: PartitionProduceResponse, error: &CoreError) -> PartitionProduceResponse {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod basics;
+mod conditions;
 mod damage;
 mod file_cache;
 mod group_commit;

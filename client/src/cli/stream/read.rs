@@ -29,9 +29,27 @@ pub struct ReadArgs {
     /// Print partition and offset before the value.
     #[arg(long)]
     print_offset: bool,
+    /// After the history, keep printing the stream's live records (a catch-up subscription)
+    /// until SIGINT or SIGTERM, `--limit` records or `--timeout-ms` of silence.
+    #[arg(long, conflicts_with = "backward")]
+    follow: bool,
+    /// With --follow: exit 0 after this many milliseconds without a new record.
+    #[arg(long, value_name = "MS", requires = "follow")]
+    timeout_ms: Option<u64>,
 }
 
 pub async fn run(client: &Client, args: ReadArgs) -> anyhow::Result<()> {
+    if args.follow {
+        let follow = super::follow::Follow {
+            topic: &args.topic,
+            key: &args.key,
+            from: args.from.unwrap_or(0),
+            limit: args.limit,
+            print_offset: args.print_offset,
+            timeout: args.timeout_ms.map(std::time::Duration::from_millis),
+        };
+        return super::follow::run(client, follow).await;
+    }
     let direction = if args.backward {
         ReadDirection::Backward
     } else {
