@@ -430,8 +430,9 @@ pub struct Limits {
     /// Most records one ReadStream answers (issue 8 §4); a larger `limit` is clamped.
     pub stream_read_records_max: usize,
     /// About the most record bytes one ReadStream answers (always at least one record), charged
-    /// to the memory budget like a fetch. Plus 1 MiB of framing it must fit in
-    /// `frame_bytes_max`.
+    /// to the memory budget like a fetch. A page never exceeds `fetch_bytes_max` either, which
+    /// is what keeps it inside a frame, so lowering the frame and fetch sizes needs no change
+    /// here.
     pub stream_read_bytes_max: usize,
     /// Longest a forward ReadStream at the end of its stream waits for a record of the key.
     pub stream_wait_ms_max: u64,
@@ -542,14 +543,9 @@ impl BrokerConfig {
                 "limits.fetch_wait_ms_max and limits.produce_timeout_ms_max are at most an hour".into(),
             );
         }
-        if limits.stream_read_bytes_max.saturating_add(1 << 20) > limits.frame_bytes_max
-            || limits.stream_read_bytes_max == 0
-            || limits.stream_read_records_max == 0
-        {
+        if limits.stream_read_bytes_max == 0 || limits.stream_read_records_max == 0 {
             return fail(
-                "limits.stream_read_records_max and limits.stream_read_bytes_max must be at least 1, \
-                 and limits.stream_read_bytes_max plus 1 MiB of framing must fit in limits.frame_bytes_max"
-                    .into(),
+                "limits.stream_read_records_max and limits.stream_read_bytes_max must be at least 1".into(),
             );
         }
         if limits.stream_wait_ms_max > 3_600_000 {

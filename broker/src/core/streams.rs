@@ -4,8 +4,10 @@
 //! charged to the connection's memory budget the way a fetch is), and long-polls a forward read
 //! that is at the end of its stream: it waits on the partition's high-watermark watch (woken by
 //! appends, never a polling loop) and reads again, until a record of the key is there, the wait
-//! is over or the broker shuts down. Reads are preads of the page cache and run on the caller's
-//! task, as a fetch's do.
+//! is over or the broker shuts down. Reads run on the blocking pool, not on the connection's
+//! task as a fetch's preads do: a stream read is usually a few preads per segment, but a closed
+//! segment whose key file is still being (re)built is answered by scanning it, which must not
+//! stall an async worker.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use tidelog_proto::partitioner::try_partition_for_key;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{partition_log, Core, CoreError, ErrorCode};
+use super::{blocking, partition_log, Core, CoreError, ErrorCode};
 use crate::net::budget::{ConnectionBudget, Reservation};
 use crate::storage::{Direction, PartitionLog, StreamInfo, StreamRead, StreamRecord};
 
@@ -40,7 +42,7 @@ pub(crate) struct StreamReadInput {
     pub direction: Direction,
     /// 0: `limits.stream_read_records_max`; clamped to it.
     pub limit: usize,
-    /// 0: `limits.stream_read_bytes_max`; clamped to it.
+    /// 0: `limits.stream_read_bytes_max` (at most `limits.fetch_bytes_max`); clamped to it.
     pub bytes_max: usize,
     /// Forward only: how long to wait for a record of the key when none is at or after `from`;
     /// clamped to `limits.stream_wait_ms_max`.
@@ -68,7 +70,11 @@ impl Core {
         let limits = &self.config.limits;
         let resolved = self.stream_partition(&input.topic, &input.key);
         let limit = clamp_to(input.limit, limits.stream_read_records_max);
-        let bytes_max = clamp_to(input.bytes_max, limits.stream_read_bytes_max);
+        // fetch_bytes_max is what the config checks against the frame size; a page obeys both.
+        let bytes_max = clamp_to(
+            input.bytes_max,
+            limits.stream_read_bytes_max.min(limits.fetch_bytes_max),
+        );
         let max_wait = match input.direction {
             Direction::Forward => input
                 .max_wait
@@ -129,13 +135,22 @@ impl Core {
         .instrument(span)
     }
 
-    /// What the partition holding `key` retains of its stream.
-    pub(crate) fn stream_info(&self, topic: &str, key: &[u8]) -> Result<(u32, StreamInfo), CoreError> {
-        let (partition, log) = self.stream_partition(topic, key)?;
-        let info = log
-            .stream_info(key)
-            .map_err(|error| CoreError::partition_storage(topic, partition, &error))?;
-        Ok((partition, info))
+    /// What the partition holding `key` retains of its stream. The partition is resolved now;
+    /// the read runs on the blocking pool.
+    pub(crate) fn stream_info(
+        &self,
+        topic: &str,
+        key: Bytes,
+    ) -> impl Future<Output = Result<(u32, StreamInfo), CoreError>> + Send + 'static {
+        let resolved = self.stream_partition(topic, &key);
+        let topic = topic.to_owned();
+        async move {
+            let (partition, log) = resolved?;
+            let info = blocking(move || log.stream_info(&key))
+                .await?
+                .map_err(|error| CoreError::partition_storage(&topic, partition, &error))?;
+            Ok((partition, info))
+        }
     }
 
     /// The partition a stream lives in: Kafka's default partitioner over the topic's partition
@@ -169,14 +184,15 @@ fn clamp_to(asked: usize, max: usize) -> usize {
 /// A failure of one read, before it is given the partition's name.
 enum ReadFailure {
     Storage(crate::storage::StorageError),
-    Memory(CoreError),
+    /// Already a client's error: no memory, or the blocking task failed.
+    Core(CoreError),
 }
 
 impl ReadFailure {
     fn in_partition(self, topic: &str, partition: u32) -> CoreError {
         match self {
             ReadFailure::Storage(error) => CoreError::partition_storage(topic, partition, &error),
-            ReadFailure::Memory(error) => error,
+            ReadFailure::Core(error) => error,
         }
     }
 }
@@ -185,7 +201,7 @@ impl ReadFailure {
 /// within it, and keeps exactly what the page costs charged (a first record larger than the
 /// grant included).
 async fn read_within_budget(
-    log: &PartitionLog,
+    log: &Arc<PartitionLog>,
     budget: &ConnectionBudget,
     input: &StreamReadInput,
     from: i64,
@@ -196,7 +212,7 @@ async fn read_within_budget(
     let memory_deadline = Instant::now() + memory_wait;
     let starved = |error| {
         tracing::warn!(%error, bytes_max, "stream read got no memory from the broker budget");
-        ReadFailure::Memory(CoreError::new(
+        ReadFailure::Core(CoreError::new(
             ErrorCode::RequestTimedOut,
             format!("no memory for the read within the broker budget: {error}"),
         ))
@@ -206,8 +222,15 @@ async fn read_within_budget(
         .reserve_between(min, bytes_max.max(1), Some(memory_deadline))
         .await
         .map_err(starved)?;
-    let read = log
-        .read_stream(&input.key, from, input.direction, limit, reservation.bytes())
+    let (log, key, direction, grant) = (
+        log.clone(),
+        input.key.clone(),
+        input.direction,
+        reservation.bytes(),
+    );
+    let read = blocking(move || log.read_stream(&key, from, direction, limit, grant))
+        .await
+        .map_err(ReadFailure::Core)?
         .map_err(ReadFailure::Storage)?;
     let cost = page_bytes(&read.records);
     if cost > reservation.bytes() {
