@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tidelog_client::embedded::EmbeddedBroker;
+use tidelog_client::embedded::{EmbeddedBroker, EmbeddedConfig};
 use tidelog_client::event_store::{
     EventData, EventStore, EventStoreError, Expected, ReadDirection, StreamId, StreamRecord, Subscription,
     SubscriptionConfig, SubscriptionEvent,
@@ -511,5 +511,89 @@ fn the_embedded_broker_serves_the_event_store_and_keeps_it_across_restarts() {
         within("shutdown", broker.shutdown())
             .await
             .expect("stops cleanly");
+    });
+}
+
+#[test]
+fn a_live_subscription_continues_across_a_broker_restart_without_a_gap_or_a_duplicate() {
+    let dir = TestDir::new("event-store-subscription-restart");
+    let data_dir = dir.data_dir();
+    runtime().block_on(async {
+        let (broker, store) = within("start", EmbeddedBroker::start(&data_dir))
+            .await
+            .expect("starts");
+        let addr = broker.native_addr();
+        within(
+            "create topic",
+            store
+                .client()
+                .admin()
+                .create_topic(NewTopic::new(TOPIC, PARTITIONS)),
+        )
+        .await
+        .expect("creates the topic");
+        let stream = StreamId::new(TOPIC, "survivor");
+        for n in 0..3 {
+            within(
+                "append",
+                store.append(&stream, Expected::Any, vec![event(&format!("before{n}"))]),
+            )
+            .await
+            .expect("appends");
+        }
+        let mut subscription = within("subscribe", store.subscribe(&stream, 0))
+            .await
+            .expect("subscribes");
+        let mut seen = Vec::new();
+        loop {
+            match next_event(&mut subscription).await {
+                SubscriptionEvent::Record(record) => seen.extend(values(&[record])),
+                SubscriptionEvent::CaughtUp => break,
+                SubscriptionEvent::FellBehind => panic!("fell behind while reading history"),
+            }
+        }
+        assert_eq!(seen, ["before0", "before1", "before2"]);
+
+        // The broker goes away under the live subscription and comes back on the same address;
+        // the subscription retries its read (bounded) and resumes where it was.
+        within("shutdown", broker.shutdown())
+            .await
+            .expect("stops cleanly");
+        let config = EmbeddedConfig::new(&data_dir).configure(|config| config.listen = addr);
+        let (broker, writer) = within("restart", EmbeddedBroker::start_with(config))
+            .await
+            .expect("restarts");
+        within(
+            "append",
+            writer.append(&stream, Expected::Any, vec![event("after")]),
+        )
+        .await
+        .expect("appends after the restart");
+        match next_event(&mut subscription).await {
+            SubscriptionEvent::Record(record) => {
+                assert_eq!(values(&[record]), ["after"], "no repeat, no gap")
+            }
+            other => panic!("expected the record appended after the restart, got {other:?}"),
+        }
+        drop(subscription);
+        within("shutdown", broker.shutdown())
+            .await
+            .expect("stops cleanly");
+    });
+}
+
+#[test]
+fn subscribing_to_an_unknown_topic_fails_at_once() {
+    let dir = TestDir::new("event-store-unknown-topic");
+    let broker = BrokerProcess::start(&dir.data_dir(), &[]);
+    runtime().block_on(async {
+        let store = within("connect", EventStore::connect([broker.addr().to_string()]))
+            .await
+            .expect("connects");
+        let refused = within("subscribe", store.subscribe(&StreamId::new("nowhere", "k"), 0)).await;
+        assert!(
+            matches!(&refused, Err(EventStoreError::Client(error)) if error.code() == Some(tidelog_client::ErrorCode::UnknownTopicOrPartition)),
+            "{refused:?}"
+        );
     });
 }

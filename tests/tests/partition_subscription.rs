@@ -112,6 +112,27 @@ fn a_partition_subscription_delivers_history_then_caught_up_then_live_records() 
                 other => panic!("expected the live record, got {other:?}"),
             }
         }
+        // From past the end: nothing until the log reaches the start asked for, then only
+        // what lies at or after it.
+        let mut ahead = within("subscribe", store.subscribe_partition(TOPIC, 1, 10))
+            .await
+            .expect("subscribes");
+        assert!(
+            history(&mut ahead).await.is_empty(),
+            "nothing at or after offset 10 yet"
+        );
+        produce(&store, 1, (8..12).map(|n| format!("n{n}"))).await;
+        for offset in 10..12 {
+            match next_event(&mut ahead).await {
+                SubscriptionEvent::Record(record) => {
+                    assert_eq!(
+                        (record.offset().get(), value(&record)),
+                        (offset, format!("n{offset}"))
+                    );
+                }
+                other => panic!("expected the record at {offset}, got {other:?}"),
+            }
+        }
         let unknown = within("subscribe", store.subscribe_partition(TOPIC, 7, 0)).await;
         assert!(unknown.is_err(), "no partition 7");
     });

@@ -518,8 +518,15 @@ impl PartitionLog {
             // and any reader that sees the records see them in the index.
             active.keys.with_active(|table| {
                 for (entry, key) in keyed.iter() {
-                    let (position, batch_relative) = batch_places[entry.batch as usize];
-                    table.insert(key, batch_relative + entry.offset_delta, position);
+                    let (batch_position, batch_relative) = batch_places[entry.batch as usize];
+                    table.insert(
+                        key,
+                        key_index::Place {
+                            relative_offset: batch_relative + entry.offset_delta,
+                            batch_position,
+                            record_start: entry.record_start,
+                        },
+                    );
                 }
             });
         }
@@ -803,6 +810,7 @@ impl PartitionLog {
         active.trim_preallocation()?;
         active.flush_index_entries()?;
         inner.sync_segment(&active, true)?;
+        streams::write_active_table(&inner.dir, &active, &inner.index_context());
         inner.publish_durable(active.next_offset());
         // The producer state at the very end, so the next open replays nothing.
         producer_snapshot::write_snapshot(

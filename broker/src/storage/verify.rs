@@ -195,8 +195,9 @@ fn describe_segment(planned: &PlannedSegment, problems: &mut Vec<String>) {
 
 /// A closed segment's `.keys` file, if present, must describe it exactly: header, summary,
 /// every block's CRC, entry order, and every record at a batch that holds its offset. A
-/// missing one is only a note (it is derived; the broker writes or rebuilds it), and so is
-/// the active segment's (the broker never reads it).
+/// missing one is only a note (it is derived; the broker writes or rebuilds it), and so is an
+/// active segment's that is not current (a clean close writes one; the next open uses it only
+/// if it matches exactly, and scans the segment otherwise).
 fn check_keys_file(
     dir: &Path,
     planned: &PlannedSegment,
@@ -219,12 +220,6 @@ fn check_keys_file(
             return;
         }
     };
-    if !closed {
-        notes.push(format!(
-            "{name}: beside the active segment (unused; rewritten at its roll)"
-        ));
-        return;
-    }
     let expect = super::key_index::Expect {
         base_offset: scan.base_offset,
         next_offset: scan.next_offset,
@@ -242,10 +237,16 @@ fn check_keys_file(
             .map_or(scan.next_offset, |(_, base, _)| *base);
         (starts[index].1..next_base).contains(&offset)
     };
-    if let Err(reason) = super::key_index::verify_bytes(&bytes, expect, &holds) {
-        problems.push(format!(
+    match super::key_index::verify_bytes(&bytes, expect, &holds) {
+        Ok(_) => {}
+        // The active segment's file is only a shortcut for the next open: stale once appends
+        // follow it, and never trusted then.
+        Err(reason) if !closed => notes.push(format!(
+            "{name}: beside the active segment and not current (the broker scans the segment instead): {reason}"
+        )),
+        Err(reason) => problems.push(format!(
             "{name}: per-key index unusable (derived data: the broker rebuilds it from the log): {reason}"
-        ));
+        )),
     }
 }
 

@@ -81,9 +81,17 @@ impl PartitionSource {
 
     async fn read_page(&mut self, plan: ReadPlan) -> Result<Page<Record>, EventStoreError> {
         let (topic, partition) = (self.topic.as_str(), self.partition);
-        if self.consumer.position(topic, partition) != Some(Offset::new(plan.from)) {
+        // A start past the end is read from the end (a fetch past it is out of range, and the
+        // reset would start over at the oldest record): the machine drops what lies below
+        // `from`. So a position between the two is where it should be.
+        let target = plan.from.min(self.high_watermark);
+        let on_track = self
+            .consumer
+            .position(topic, partition)
+            .is_some_and(|position| (target..=plan.from).contains(&position.get()));
+        if !on_track {
             self.consumer
-                .seek(topic, partition, Seek::Offset(Offset::new(plan.from)))?;
+                .seek(topic, partition, Seek::Offset(Offset::new(target)))?;
         }
         if plan.mode == Mode::History && plan.from >= self.high_watermark {
             // Possibly at the end: ask, rather than let a fetch long-poll before `CaughtUp`.

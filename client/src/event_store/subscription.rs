@@ -82,6 +82,11 @@ impl SubscriptionConfig {
         if self.page_records == 0 {
             return Err(EventStoreError::Config("page_records must be at least 1".into()));
         }
+        if self.live_wait.is_zero() {
+            return Err(EventStoreError::Config(
+                "live_wait must be above zero: live reads would spin at the end".into(),
+            ));
+        }
         if self.buffer_events <= self.page_records {
             return Err(EventStoreError::Config(format!(
                 "buffer_events ({}) must exceed page_records ({}): a history page and its marker must fit",
@@ -382,6 +387,10 @@ mod tests {
         let config = SubscriptionConfig::default().buffer_events(4).page_records(4);
         assert!(matches!(config.validate(), Err(EventStoreError::Config(_))));
         assert!(SubscriptionConfig::default().page_records(0).validate().is_err());
+        assert!(SubscriptionConfig::default()
+            .live_wait(Duration::ZERO)
+            .validate()
+            .is_err());
         assert!(SubscriptionConfig::default().validate().is_ok());
     }
 }

@@ -15,6 +15,8 @@ pub(crate) struct KeyRef {
     pub offset_delta: u32,
     /// Index of the record within the whole append, counting records across batches.
     pub record_index: u32,
+    /// Where the record starts in its batch's records section (see `table::Place`).
+    pub record_start: u32,
     start: u32,
     len: u32,
 }
@@ -59,40 +61,136 @@ pub(crate) fn keyed_records<'a>(
         let batch = u32::try_from(index).unwrap_or(u32::MAX);
         let (section, start) = records_section(header, bytes, decompressed_bytes_max)?;
         let count = usize::try_from(header.record_count.max(0)).unwrap_or(0);
-        walk_keys(&section, start, count, |offset_delta, key_start, key_len| {
-            out.key_bytes += key_len as usize;
-            out.entries.push(KeyRef {
-                batch,
-                offset_delta,
-                record_index: record_index.saturating_add(offset_delta),
-                start: key_start,
-                len: key_len,
-            });
-        })?;
+        walk_keys(
+            &section,
+            start,
+            count,
+            |offset_delta, record_start, key_start, key_len| {
+                out.key_bytes += key_len as usize;
+                out.entries.push(KeyRef {
+                    batch,
+                    offset_delta,
+                    record_index: record_index.saturating_add(offset_delta),
+                    record_start,
+                    start: key_start,
+                    len: key_len,
+                });
+            },
+        )?;
         out.sections.push(section);
         record_index = record_index.saturating_add(u32::try_from(count).unwrap_or(u32::MAX));
     }
     Ok(out)
 }
 
-/// Calls `each(offset_delta, key)` for every keyed record of one whole batch (`bytes` from
-/// its first byte).
+/// Calls `each(offset_delta, record_start, key)` for every keyed record of one whole batch
+/// (`bytes` from its first byte; not copied unless the batch is compressed).
 ///
 /// # Errors
 /// As [`keyed_records`].
 pub(crate) fn for_each_key(
     header: &BatchHeader,
-    bytes: &Bytes,
+    bytes: &[u8],
     decompressed_bytes_max: usize,
-    mut each: impl FnMut(u32, &[u8]),
+    mut each: impl FnMut(u32, u32, &[u8]),
 ) -> Result<(), BatchError> {
-    let (section, start) = records_section(header, bytes, decompressed_bytes_max)?;
     let count = usize::try_from(header.record_count.max(0)).unwrap_or(0);
-    walk_keys(&section, start, count, |offset_delta, key_start, key_len| {
-        each(
-            offset_delta,
-            &section[key_start as usize..(key_start + key_len) as usize],
-        );
+    let decompressed;
+    let (section, start) = match header.compression()? {
+        Compression::None => (bytes, BATCH_HEADER_BYTES),
+        codec => {
+            let stored = bytes.get(BATCH_HEADER_BYTES..).ok_or(BatchError::BadRecord {
+                index: 0,
+                reason: "batch shorter than its header",
+            })?;
+            decompressed = tidelog_proto::compression::decompress(codec, stored, decompressed_bytes_max)?;
+            (&decompressed[..], 0)
+        }
+    };
+    walk_keys(
+        section,
+        start,
+        count,
+        |offset_delta, record_start, key_start, key_len| {
+            each(
+                offset_delta,
+                record_start,
+                &section[key_start as usize..(key_start + key_len) as usize],
+            );
+        },
+    )
+}
+
+/// One record decoded from a records section at `start`.
+#[derive(Debug)]
+pub(crate) struct DecodedRecord {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// Decodes the record starting at `start` of `section` (keys and values share its buffer).
+///
+/// # Errors
+/// The bytes there are not a whole record.
+pub(crate) fn decode_record_at(section: &Bytes, start: usize) -> Result<DecodedRecord, BatchError> {
+    let bad = |reason: &'static str| BatchError::BadRecord { index: 0, reason };
+    let (length, used) = varint(section, start).ok_or(bad("bad length varint"))?;
+    let body = start + used;
+    let end = usize::try_from(length)
+        .ok()
+        .and_then(|length| body.checked_add(length))
+        .filter(|end| *end <= section.len())
+        .ok_or(bad("length runs past the batch"))?;
+    let record = &section[..end];
+    let mut at = body + 1;
+    if at > end {
+        return Err(bad("missing attributes"));
+    }
+    let (timestamp_delta, used) = varlong(record, at).ok_or(bad("bad timestamp delta"))?;
+    at += used;
+    let (offset_delta, used) = varint(record, at).ok_or(bad("bad offset delta"))?;
+    at += used;
+    let nullable = |at: &mut usize| -> Result<Option<Bytes>, BatchError> {
+        let (length, used) = varint(record, *at).ok_or(bad("bad length"))?;
+        *at += used;
+        if length < 0 {
+            return Ok(None);
+        }
+        let field_end = at
+            .checked_add(length as usize)
+            .filter(|field_end| *field_end <= end)
+            .ok_or(bad("field runs past the record"))?;
+        let field = section.slice(*at..field_end);
+        *at = field_end;
+        Ok(Some(field))
+    };
+    let key = nullable(&mut at)?;
+    let value = nullable(&mut at)?;
+    let (header_count, used) = varint(record, at).ok_or(bad("bad header count"))?;
+    at += used;
+    if header_count < 0 {
+        return Err(bad("negative header count"));
+    }
+    let mut headers = Vec::new();
+    // Each header takes at least two bytes, so this ends within the record's length.
+    for _ in 0..header_count {
+        let name = nullable(&mut at)?.ok_or(bad("null header key"))?;
+        let name = String::from_utf8(name.to_vec()).map_err(|_| bad("header key is not UTF-8"))?;
+        let header_value = nullable(&mut at)?;
+        headers.push((name, header_value));
+    }
+    if at != end {
+        return Err(bad("length does not match its fields"));
+    }
+    Ok(DecodedRecord {
+        offset_delta,
+        timestamp_delta,
+        key,
+        value,
+        headers,
     })
 }
 
@@ -115,14 +213,14 @@ fn records_section(
     }
 }
 
-/// Walks `count` records from `start`, calling `each(offset_delta, key_start, key_len)` for
-/// each non-null key. Positions fit in u32: a section is at most `BATCH_BYTES_MAX` (or the
+/// Walks `count` records from `start`, calling `each(offset_delta, record_start, key_start,
+/// key_len)` for each non-null key. Positions fit in u32: a section is at most `BATCH_BYTES_MAX` (or the
 /// decompression bound), both far below 4 GiB.
 fn walk_keys(
     section: &[u8],
     start: usize,
     count: usize,
-    mut each: impl FnMut(u32, u32, u32),
+    mut each: impl FnMut(u32, u32, u32, u32),
 ) -> Result<(), BatchError> {
     let mut position = start;
     for index in 0..count {
@@ -153,6 +251,7 @@ fn walk_keys(
             let offset_delta = u32::try_from(offset_delta).map_err(|_| bad("bad offset delta"))?;
             each(
                 offset_delta,
+                u32::try_from(position).unwrap_or(u32::MAX),
                 u32::try_from(at).unwrap_or(u32::MAX),
                 u32::try_from(key_end - at).unwrap_or(u32::MAX),
             );

@@ -12,7 +12,7 @@ use super::super::disk::{read_exact_at, Disk, SegmentFile};
 use super::super::error::StorageError;
 use super::super::format::{i64_at, u16_at, u32_at, u64_at, TEMP_SUFFIX};
 use super::bloom::Bloom;
-use super::table::ActiveTable;
+use super::table::{ActiveTable, Place};
 use super::KeyHash;
 
 /// Version of the `.keys` layout this build writes and reads; a file of another version is
@@ -92,10 +92,11 @@ pub(crate) fn encode(table: &ActiveTable, expect: Expect) -> Vec<u8> {
         out.extend_from_slice(key);
         put_unsigned(&mut out, located.len() as u64);
         let (mut previous_offset, mut previous_position) = (0u32, 0u32);
-        for (relative_offset, position) in located {
-            put_unsigned(&mut out, u64::from(relative_offset - previous_offset));
-            put_unsigned(&mut out, u64::from(position - previous_position));
-            (previous_offset, previous_position) = (*relative_offset, *position);
+        for place in located {
+            put_unsigned(&mut out, u64::from(place.relative_offset - previous_offset));
+            put_unsigned(&mut out, u64::from(place.batch_position - previous_position));
+            put_unsigned(&mut out, u64::from(place.record_start));
+            (previous_offset, previous_position) = (place.relative_offset, place.batch_position);
         }
         records += located.len() as u64;
         if out.len() - block_start >= BLOCK_TARGET_BYTES {
@@ -381,9 +382,9 @@ impl KeysFile {
         self.bloom.bytes() + (self.first_hashes.capacity() + self.block_ends.capacity()) * 8
     }
 
-    /// The records of `key` in this segment, oldest first: `(relative offset, batch
-    /// position)`. `Err(reason)`: the blocks read are damaged.
-    pub fn lookup(&self, key: &[u8]) -> Result<Vec<(u32, u32)>, String> {
+    /// The records of `key` in this segment, oldest first. `Err(reason)`: the blocks read are
+    /// damaged.
+    pub fn lookup(&self, key: &[u8]) -> Result<Vec<Place>, String> {
         let hash = (self.hash.function)(key);
         if !self.bloom.may_contain(hash) {
             return Ok(Vec::new());
@@ -423,7 +424,7 @@ impl KeysFile {
 }
 
 /// Checks a block's CRC and looks for `key` in it. `Ok(None)`: not in this block.
-fn find_in_block(block: &[u8], hash: u64, key: &[u8]) -> Result<Option<Vec<(u32, u32)>>, String> {
+fn find_in_block(block: &[u8], hash: u64, key: &[u8]) -> Result<Option<Vec<Place>>, String> {
     let entries = check_block(block)?;
     let mut at = 0;
     // Bounded: every entry consumes at least nine bytes.
@@ -450,10 +451,10 @@ fn check_block(block: &[u8]) -> Result<&[u8], String> {
     Ok(entries)
 }
 
-struct Entry<'a> {
-    hash: u64,
-    key: &'a [u8],
-    records: Vec<(u32, u32)>,
+pub(crate) struct Entry<'a> {
+    pub hash: u64,
+    pub key: &'a [u8],
+    pub records: Vec<Place>,
 }
 
 fn decode_entry<'a>(entries: &'a [u8], at: &mut usize) -> Result<Entry<'a>, String> {
@@ -468,8 +469,8 @@ fn decode_entry<'a>(entries: &'a [u8], at: &mut usize) -> Result<Entry<'a>, Stri
     let key = &entries[*at..key_end];
     *at = key_end;
     let count = get_unsigned(entries, at)?;
-    // Each record takes at least two bytes: a count the block cannot hold is damage.
-    if count == 0 || count > (entries.len() - *at) as u64 / 2 {
+    // Each record takes at least three bytes: a count the block cannot hold is damage.
+    if count == 0 || count > (entries.len() - *at) as u64 / 3 {
         return Err(format!("record count {count} does not fit the block"));
     }
     let mut records = Vec::with_capacity(count as usize);
@@ -477,6 +478,8 @@ fn decode_entry<'a>(entries: &'a [u8], at: &mut usize) -> Result<Entry<'a>, Stri
     for index in 0..count {
         let offset_delta = get_unsigned(entries, at)?;
         let position_delta = get_unsigned(entries, at)?;
+        let record_start =
+            u32::try_from(get_unsigned(entries, at)?).map_err(|_| "record start out of range")?;
         if index > 0 && offset_delta == 0 {
             return Err("offsets do not increase".to_string());
         }
@@ -486,7 +489,11 @@ fn decode_entry<'a>(entries: &'a [u8], at: &mut usize) -> Result<Entry<'a>, Stri
         else {
             return Err("offset or position out of range".to_string());
         };
-        records.push((relative_offset, batch_position));
+        records.push(Place {
+            relative_offset,
+            batch_position,
+            record_start,
+        });
     }
     Ok(Entry { hash, key, records })
 }
@@ -539,14 +546,15 @@ pub(crate) fn verify_bytes(
             if entry.hash != (expect.hash.function)(entry.key) {
                 return Err(format!("block {index}: an entry's hash is not its key's"));
             }
-            for (relative_offset, position) in &entry.records {
-                if i64::from(*relative_offset) >= span || u64::from(*position) >= expect.log_bytes {
+            for place in &entry.records {
+                let position = place.batch_position;
+                if i64::from(place.relative_offset) >= span || u64::from(position) >= expect.log_bytes {
                     return Err(format!("block {index}: a record lies outside the segment"));
                 }
-                if !batch_holds(*relative_offset, *position) {
+                if !batch_holds(place.relative_offset, position) {
                     return Err(format!(
                         "block {index}: offset {} is not in the batch at byte {position}",
-                        expect.base_offset + i64::from(*relative_offset)
+                        expect.base_offset + i64::from(place.relative_offset)
                     ));
                 }
             }
@@ -572,4 +580,31 @@ pub(crate) fn verify_bytes(
         ));
     }
     Ok(records)
+}
+
+/// Reads a whole `.keys` file back into a table (the active segment's, written at a clean
+/// close), after checking it as [`verify_bytes`] does.
+pub(crate) fn table_from_bytes(bytes: &[u8], expect: Expect) -> Result<ActiveTable, String> {
+    verify_bytes(bytes, expect, &|_, _| true)?;
+    let header = &bytes[..KEYS_HEADER_BYTES];
+    let (summary_position, _, _) = check_header(header, &expect)?;
+    let summary_start = usize::try_from(summary_position).map_err(|_| "bad summary position")?;
+    let summary = decode_summary(&bytes[summary_start..], summary_position)?;
+    let mut table = ActiveTable::new(expect.hash);
+    // Entries are sorted by hash, records by offset within each: the table wants every key's
+    // records in offset order, which inserting key by key gives (chains are per key).
+    let mut block_start = KEYS_HEADER_BYTES;
+    for end in &summary.block_ends {
+        let end = usize::try_from(*end).map_err(|_| "bad block end")?;
+        let entries = check_block(&bytes[block_start..end])?;
+        let mut at = 0;
+        while at < entries.len() {
+            let entry = decode_entry(entries, &mut at)?;
+            for place in &entry.records {
+                table.insert_hashed(entry.key, entry.hash, *place);
+            }
+        }
+        block_start = end;
+    }
+    Ok(table)
 }

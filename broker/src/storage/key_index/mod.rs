@@ -24,9 +24,11 @@ pub(crate) use extract::keyed_records;
 #[allow(unused_imports)]
 pub(crate) use extract::{KeyRef, KeyedRecords};
 pub use file::KEYS_FORMAT_VERSION;
-pub(crate) use file::{keys_path, verify_bytes, Expect, KeysFile};
+pub(crate) use file::{
+    encode, keys_path, rename_into_place, table_from_bytes, verify_bytes, write_aside, Expect, KeysFile,
+};
 pub(crate) use slot::{decode_stream_records, locate, Located, SegmentKeys};
-pub(crate) use table::ActiveTable;
+pub(crate) use table::{ActiveTable, Place};
 pub(crate) use worker::{enqueue, enqueue_write, rebuild_table, run_now, scrub, IndexContext};
 
 use super::error::StorageError;

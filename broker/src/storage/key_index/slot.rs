@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use bytes::{Bytes, BytesMut};
-use tidelog_proto::batch::{peek_batch_bytes, BatchHeader, RecordBatch, LOG_OVERHEAD_BYTES};
+use tidelog_proto::batch::{BatchHeader, Compression, BATCH_HEADER_BYTES};
 
 use super::super::disk::read_exact_at;
 use super::super::error::StorageError;
 use super::super::segment::{read_lock, write_lock, ScanStep, Segment, SCAN_CHUNK_BYTES};
-use super::extract::for_each_key;
+use super::extract::{decode_record_at, for_each_key};
 use super::file::KeysFile;
-use super::table::ActiveTable;
+use super::table::{ActiveTable, Place};
 use super::worker::IndexContext;
 use super::StreamRecord;
 
@@ -192,8 +192,12 @@ impl SegmentKeys {
     }
 }
 
-/// Where a record of a stream lies: its offset and the position of its batch.
-pub(crate) type Located = (i64, u32);
+/// Where a record of a stream lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Located {
+    pub offset: i64,
+    pub place: Place,
+}
 
 /// The records of `key` in `segment` with offsets in `[from, to)`, oldest first, with their
 /// batch positions. Exact: tables compare key bytes, files their stored key bytes, and an
@@ -228,8 +232,11 @@ pub(crate) fn locate(
             Ok(found) => {
                 return Ok(found
                     .into_iter()
-                    .map(|(relative_offset, position)| (base + i64::from(relative_offset), position))
-                    .filter(|(offset, _)| in_range(*offset))
+                    .map(|place| Located {
+                        offset: base + i64::from(place.relative_offset),
+                        place,
+                    })
+                    .filter(|located| in_range(located.offset))
                     .collect())
             }
             Err(reason) => {
@@ -251,8 +258,11 @@ pub(crate) fn locate(
 fn from_table(table: &ActiveTable, key: &[u8], base: i64, in_range: &dyn Fn(i64) -> bool) -> Vec<Located> {
     let mut found: Vec<Located> = table
         .newest_first(key)
-        .map(|(relative_offset, position)| (base + i64::from(relative_offset), position))
-        .filter(|(offset, _)| in_range(*offset))
+        .map(|place| Located {
+            offset: base + i64::from(place.relative_offset),
+            place,
+        })
+        .filter(|located| in_range(located.offset))
         .collect();
     found.reverse();
     found
@@ -271,6 +281,7 @@ fn scan_segment(
     let mut found = Vec::new();
     let start = segment.position_for_offset(from);
     let mut scanner = segment.scanner(start, end, SCAN_CHUNK_BYTES);
+    let base = segment.base_offset;
     // Bounded: every step moves past one batch of a finite range.
     loop {
         let (position, header) = match scanner
@@ -293,20 +304,25 @@ fn scan_segment(
             scanner.skip();
             continue;
         }
-        let bytes = Bytes::copy_from_slice(
-            scanner
-                .batch_bytes()
-                .map_err(StorageError::io("reading", &segment.paths.log))?,
-        );
-        let position = u32::try_from(position).unwrap_or(u32::MAX);
+        let bytes = scanner
+            .batch_bytes()
+            .map_err(StorageError::io("reading", &segment.paths.log))?;
+        let batch_position = u32::try_from(position).unwrap_or(u32::MAX);
         for_each_key(
             &header,
-            &bytes,
+            bytes,
             decompressed_bytes_max,
-            |offset_delta, record_key| {
+            |offset_delta, record_start, record_key| {
                 let offset = header.base_offset + i64::from(offset_delta);
                 if record_key == key && (from..to).contains(&offset) {
-                    found.push((offset, position));
+                    found.push(Located {
+                        offset,
+                        place: Place {
+                            relative_offset: u32::try_from(offset - base).unwrap_or(u32::MAX),
+                            batch_position,
+                            record_start,
+                        },
+                    });
                 }
             },
         )
@@ -320,99 +336,135 @@ fn scan_segment(
     Ok(found)
 }
 
-/// Reads the whole batch at `position` of `segment`'s data file.
-fn read_batch_at(segment: &Segment, position: u32) -> Result<(BatchHeader, Bytes), StorageError> {
+/// Bytes read to decode one record of an uncompressed batch (more if it is longer).
+const RECORD_READ_BYTES: usize = 512;
+
+fn read_at(segment: &Segment, length: usize, position: u64) -> Result<Bytes, StorageError> {
+    let mut bytes = BytesMut::zeroed(length);
+    read_exact_at(&*segment.log, &mut bytes, position)
+        .map_err(StorageError::io("reading", &segment.paths.log))?;
+    Ok(bytes.freeze())
+}
+
+/// The header of the batch at `position`, and its total length.
+fn read_header_at(segment: &Segment, position: u32) -> Result<(BatchHeader, usize), StorageError> {
     let path = &segment.paths.log;
-    let position = u64::from(position);
-    let mut overhead = [0u8; LOG_OVERHEAD_BYTES];
-    read_exact_at(&*segment.log, &mut overhead, position).map_err(StorageError::io("reading", path))?;
-    let total = match peek_batch_bytes(&overhead) {
-        Ok(Some(total)) if total <= super::super::BATCH_BYTES_MAX => total,
-        _ => {
-            return Err(StorageError::corrupt(
-                path,
-                format!("no batch at byte {position}, where the per-key index points"),
-            ))
-        }
-    };
-    let mut bytes = BytesMut::zeroed(total);
-    read_exact_at(&*segment.log, &mut bytes, position).map_err(StorageError::io("reading", path))?;
-    let bytes = bytes.freeze();
+    let pointed = || format!("no batch at byte {position}, where the per-key index points");
+    let bytes = read_at(segment, BATCH_HEADER_BYTES, u64::from(position))?;
     let header = BatchHeader::parse(&bytes).map_err(|source| StorageError::Corrupt {
         path: path.clone(),
-        detail: format!("no batch at byte {position}, where the per-key index points"),
+        detail: pointed(),
         source: Some(source),
     })?;
-    Ok((header, bytes))
+    match header.total_bytes() {
+        Some(total)
+            if total <= super::super::BATCH_BYTES_MAX && header.base_offset >= segment.base_offset =>
+        {
+            Ok((header, total))
+        }
+        _ => Err(StorageError::corrupt(path, pointed())),
+    }
 }
 
 /// Decodes the records `located` (oldest first, all in `segment`) and checks each one's key
-/// against `key`. `Ok(None)`: a record's key differs, or no record has the offset: the index
-/// is wrong (the caller rescans).
+/// against `key`. An uncompressed batch's records are read one by one (the batch header and
+/// the record, never the whole batch); a compressed batch is read and decompressed once for
+/// all its records asked for. `Ok(None)`: a record's key or offset differs, so the index is
+/// wrong (the caller rescans).
 pub(crate) fn decode_stream_records(
     segment: &Segment,
     key: &[u8],
     located: &[Located],
     decompressed_bytes_max: usize,
 ) -> Result<Option<Vec<StreamRecord>>, StorageError> {
+    let path = &segment.paths.log;
+    let corrupt = |detail: String, source: tidelog_proto::BatchError| StorageError::Corrupt {
+        path: path.clone(),
+        detail,
+        source: Some(source),
+    };
     let mut out = Vec::with_capacity(located.len());
     let mut index = 0;
     // Bounded: every pass consumes at least one located record.
     while index < located.len() {
-        let position = located[index].1;
-        let (header, bytes) = read_batch_at(segment, position)?;
-        let (batch, _) = RecordBatch::split_first(&bytes).map_err(|source| StorageError::Corrupt {
-            path: segment.paths.log.clone(),
-            detail: format!("batch at byte {position} does not parse"),
-            source: Some(source),
-        })?;
-        let mut records = batch.records_bounded(decompressed_bytes_max);
-        let first = index;
-        while index < located.len() && located[index].1 == position {
-            let wanted = located[index].0;
-            if wanted < header.base_offset || wanted > header.last_offset() {
-                return Ok(None);
-            }
-            // Bounded: the batch has finitely many records and `wanted` lies inside it.
-            let record = loop {
-                match records.next() {
-                    Some(Ok(record)) if record.offset < wanted => continue,
-                    Some(Ok(record)) => break Some(record),
-                    Some(Err(source)) => {
-                        return Err(StorageError::Corrupt {
-                            path: segment.paths.log.clone(),
-                            detail: format!("batch at offset {} does not decode", header.base_offset),
-                            source: Some(source),
-                        })
+        let batch_position = located[index].place.batch_position;
+        let (header, total) = read_header_at(segment, batch_position)?;
+        let codec = header
+            .compression()
+            .map_err(|source| corrupt(format!("batch at byte {batch_position}"), source))?;
+        let section = if codec == Compression::None {
+            None
+        } else {
+            let bytes = read_at(segment, total, u64::from(batch_position))?;
+            let records = tidelog_proto::compression::decompress(
+                codec,
+                &bytes[BATCH_HEADER_BYTES..],
+                decompressed_bytes_max,
+            )
+            .map_err(|source| {
+                corrupt(
+                    format!("batch at offset {} does not decompress", header.base_offset),
+                    source,
+                )
+            })?;
+            Some(Bytes::from(records))
+        };
+        while index < located.len() && located[index].place.batch_position == batch_position {
+            let Located { offset, place } = located[index];
+            let start = place.record_start as usize;
+            let decoded = match &section {
+                Some(section) => decode_record_at(section, start),
+                None => {
+                    if start < BATCH_HEADER_BYTES || start >= total {
+                        return Ok(None);
                     }
-                    None => break None,
+                    let at = u64::from(batch_position) + start as u64;
+                    let mut bytes = read_at(segment, RECORD_READ_BYTES.min(total - start), at)?;
+                    if let Some(length) = record_length(&bytes) {
+                        if length > bytes.len() && length <= total - start {
+                            bytes = read_at(segment, length, at)?;
+                        }
+                    }
+                    decode_record_at(&bytes, 0)
                 }
             };
-            let Some(record) = record.filter(|record| record.offset == wanted) else {
+            let Ok(record) = decoded else {
                 return Ok(None);
             };
+            if header.base_offset + i64::from(record.offset_delta) != offset {
+                return Ok(None);
+            }
             let Some(record_key) = record.key.filter(|record_key| record_key[..] == *key) else {
                 return Ok(None);
             };
             out.push(StreamRecord {
-                offset: record.offset,
+                offset,
                 // Every record of a log-append-time batch carries the batch's timestamp.
                 timestamp: if header.is_log_append_time() {
                     header.max_timestamp
                 } else {
-                    record.timestamp
+                    header.base_timestamp.saturating_add(record.timestamp_delta)
                 },
                 key: record_key,
                 value: record.value,
-                headers: record
-                    .headers
-                    .into_iter()
-                    .map(|header| (header.key, header.value))
-                    .collect(),
+                headers: record.headers,
             });
             index += 1;
         }
-        debug_assert!(index > first);
     }
     Ok(Some(out))
+}
+
+/// The whole length (its length varint included) of the record at the start of `bytes`.
+fn record_length(bytes: &[u8]) -> Option<usize> {
+    let mut value: u64 = 0;
+    for (index, byte) in bytes.iter().take(5).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            let raw = u32::try_from(value).ok()?;
+            let length = ((raw >> 1) as i32) ^ -((raw & 1) as i32);
+            return usize::try_from(length).ok().map(|length| length + index + 1);
+        }
+    }
+    None
 }

@@ -23,6 +23,8 @@ const MAP_ITEM_BYTES: usize = 20;
 struct RecordSlot {
     relative_offset: u32,
     position: u32,
+    /// Where the record starts in its batch's records section (see `Place`).
+    record_start: u32,
     /// The previous record of the same key, or NONE.
     previous: u32,
 }
@@ -110,9 +112,22 @@ impl Hasher for Passthrough {
     }
 }
 
-/// One key of a table as a `.keys` file stores it: hash, key bytes, and its records
-/// `(relative offset, batch position)` oldest first.
-pub(crate) type SortedEntry<'a> = (u64, &'a [u8], Vec<(u32, u32)>);
+/// Where one record lies in its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    /// Its offset minus the segment's base offset.
+    pub relative_offset: u32,
+    /// Where its batch starts in the data file.
+    pub batch_position: u32,
+    /// Where the record starts in its batch's records section: from the batch's first byte
+    /// for an uncompressed batch (so a read can fetch just the record), in the decompressed
+    /// records for a compressed one.
+    pub record_start: u32,
+}
+
+/// One key of a table as a `.keys` file stores it: hash, key bytes, and its records oldest
+/// first.
+pub(crate) type SortedEntry<'a> = (u64, &'a [u8], Vec<Place>);
 
 /// One segment's keys in memory.
 #[derive(Debug)]
@@ -214,18 +229,24 @@ impl ActiveTable {
     }
 
     /// Adds a record of `key` (offsets must grow from call to call).
-    pub fn insert(&mut self, key: &[u8], relative_offset: u32, position: u32) {
+    pub fn insert(&mut self, key: &[u8], place: Place) {
         let hash = self.hash_of(key);
-        self.insert_hashed(key, hash, relative_offset, position);
+        self.insert_hashed(key, hash, place);
     }
 
-    pub fn insert_hashed(&mut self, key: &[u8], hash: u64, relative_offset: u32, position: u32) {
+    pub fn insert_hashed(&mut self, key: &[u8], hash: u64, place: Place) {
+        let Place {
+            relative_offset,
+            batch_position: position,
+            record_start,
+        } = place;
         match self.find(key, hash) {
             Some(id) => {
                 let previous = self.keys.get(id).last;
                 let record = self.records.push(RecordSlot {
                     relative_offset,
                     position,
+                    record_start,
                     previous,
                 });
                 let slot = self.keys.get_mut(id);
@@ -236,6 +257,7 @@ impl ActiveTable {
                 let record = self.records.push(RecordSlot {
                     relative_offset,
                     position,
+                    record_start,
                     previous: NONE,
                 });
                 let (chunk, start) = self.store_key(key);
@@ -254,8 +276,8 @@ impl ActiveTable {
         }
     }
 
-    /// The records of `key`, newest first: `(relative offset, batch position)`.
-    pub fn newest_first(&self, key: &[u8]) -> impl Iterator<Item = (u32, u32)> + '_ {
+    /// The records of `key`, newest first.
+    pub fn newest_first(&self, key: &[u8]) -> impl Iterator<Item = Place> + '_ {
         let hash = self.hash_of(key);
         let mut record = self.find(key, hash).map_or(NONE, |id| self.keys.get(id).last);
         std::iter::from_fn(move || {
@@ -264,7 +286,11 @@ impl ActiveTable {
             }
             let slot = self.records.get(record);
             record = slot.previous;
-            Some((slot.relative_offset, slot.position))
+            Some(Place {
+                relative_offset: slot.relative_offset,
+                batch_position: slot.position,
+                record_start: slot.record_start,
+            })
         })
     }
 
@@ -286,7 +312,11 @@ impl ActiveTable {
                 let mut record = slot.last;
                 while record != NONE {
                     let entry = self.records.get(record);
-                    records.push((entry.relative_offset, entry.position));
+                    records.push(Place {
+                        relative_offset: entry.relative_offset,
+                        batch_position: entry.position,
+                        record_start: entry.record_start,
+                    });
                     record = entry.previous;
                 }
                 records.reverse();

@@ -13,7 +13,15 @@ use super::super::disk::OsDisk;
 use super::super::log::SealMode;
 use super::super::{FlushPolicy, LogConfig, PartitionLog, StorageError};
 use super::file::{encode, Expect, KeysFile};
-use super::table::ActiveTable;
+use super::table::{ActiveTable, Place};
+
+fn place(relative_offset: u32, batch_position: u32) -> Place {
+    Place {
+        relative_offset,
+        batch_position,
+        record_start: 61 + relative_offset % 7,
+    }
+}
 use super::{Direction, KeyHash, StreamInfo, StreamRecord};
 
 /// Every key hashes to 7: only the key bytes tell streams apart.
@@ -475,8 +483,8 @@ fn a_keys_file_answers_exactly_and_every_damaged_byte_is_caught_or_harmless() {
     let mut table = ActiveTable::new(COLLIDING);
     let keys: Vec<Vec<u8>> = (0..300).map(|index| format!("k{index}").into_bytes()).collect();
     for (index, key) in keys.iter().enumerate() {
-        table.insert(key, index as u32 * 2, 32 + index as u32 * 10);
-        table.insert(key, index as u32 * 2 + 1, 32 + index as u32 * 10);
+        table.insert(key, place(index as u32 * 2, 32 + index as u32 * 10));
+        table.insert(key, place(index as u32 * 2 + 1, 32 + index as u32 * 10));
     }
     let expect = Expect {
         base_offset: 100,
@@ -494,7 +502,10 @@ fn a_keys_file_answers_exactly_and_every_damaged_byte_is_caught_or_harmless() {
         let index = index as u32;
         assert_eq!(
             file.lookup(key).unwrap(),
-            vec![(index * 2, 32 + index * 10), (index * 2 + 1, 32 + index * 10)]
+            vec![
+                place(index * 2, 32 + index * 10),
+                place(index * 2 + 1, 32 + index * 10)
+            ]
         );
     }
     assert_eq!(file.lookup(b"k300").unwrap(), Vec::new());
@@ -515,11 +526,48 @@ fn a_keys_file_answers_exactly_and_every_damaged_byte_is_caught_or_harmless() {
             if let Ok(found) = file.lookup(key) {
                 assert_eq!(
                     found,
-                    vec![(index * 2, 32 + index * 10), (index * 2 + 1, 32 + index * 10)],
+                    vec![
+                        place(index * 2, 32 + index * 10),
+                        place(index * 2 + 1, 32 + index * 10)
+                    ],
                     "byte {at}"
                 );
             }
         }
     }
     let _ = StorageError::Closed;
+}
+
+#[test]
+fn a_clean_close_writes_the_active_table_and_the_next_open_uses_it_only_while_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reference = Reference::default();
+    let log = open(dir.path(), config(COLLIDING, 1 << 20));
+    fill(&log, &mut reference, 30);
+    assert_eq!(log.segment_count(), 1);
+    log.close().unwrap();
+    drop(log);
+    assert_eq!(
+        keys_file_names(dir.path()),
+        vec!["00000000000000000000.keys".to_string()]
+    );
+    // Loaded, not scanned: the same answers.
+    let log = open(dir.path(), config(COLLIDING, 1 << 20));
+    check_all(&log, &reference);
+    // Appends after it make the file stale; a restart without a close must not use it.
+    fill(&log, &mut reference, 5);
+    log.sync().unwrap();
+    drop(log);
+    let log = open(dir.path(), config(COLLIDING, 1 << 20));
+    check_all(&log, &reference);
+    // A damaged one is not used either.
+    log.close().unwrap();
+    drop(log);
+    let path = dir.path().join("00000000000000000000.keys");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x08;
+    std::fs::write(&path, &bytes).unwrap();
+    let log = open(dir.path(), config(COLLIDING, 1 << 20));
+    check_all(&log, &reference);
 }

@@ -7,14 +7,12 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
-use bytes::Bytes;
-
 use super::super::disk::Disk;
 use super::super::error::StorageError;
 use super::super::segment::{ScanStep, Segment, SCAN_CHUNK_BYTES};
 use super::extract::for_each_key;
 use super::file::{encode, keys_path, rename_into_place, write_aside, Expect, KeysFile};
-use super::table::ActiveTable;
+use super::table::{ActiveTable, Place};
 use super::KeyHash;
 
 /// What a job needs besides its segment.
@@ -181,20 +179,26 @@ pub(crate) fn rebuild_table(segment: &Segment, context: &IndexContext) -> Result
             }
             ScanStep::Batch(position, header) => (position, header),
         };
-        let bytes = Bytes::copy_from_slice(
-            scanner
-                .batch_bytes()
-                .map_err(StorageError::io("reading", &segment.paths.log))?,
-        );
-        let position = u32::try_from(position).unwrap_or(u32::MAX);
+        let bytes = scanner
+            .batch_bytes()
+            .map_err(StorageError::io("reading", &segment.paths.log))?;
+        let batch_position = u32::try_from(position).unwrap_or(u32::MAX);
         let batch_relative = header.base_offset - base;
         for_each_key(
             &header,
-            &bytes,
+            bytes,
             context.decompressed_bytes_max,
-            |offset_delta, key| {
-                let relative = u32::try_from(batch_relative + i64::from(offset_delta)).unwrap_or(u32::MAX);
-                table.insert(key, relative, position);
+            |offset_delta, record_start, key| {
+                let relative_offset =
+                    u32::try_from(batch_relative + i64::from(offset_delta)).unwrap_or(u32::MAX);
+                table.insert(
+                    key,
+                    Place {
+                        relative_offset,
+                        batch_position,
+                        record_start,
+                    },
+                );
             },
         )
         .map_err(|source| StorageError::Corrupt {

@@ -53,17 +53,75 @@ pub(super) fn open_key_index(
         }
     }
     let started = std::time::Instant::now();
-    let table = key_index::rebuild_table(active, context)?;
+    let (table, how) = match load_active_table(dir, active, context) {
+        Some(table) => (table, "loaded from the file a clean close wrote"),
+        None => (
+            key_index::rebuild_table(active, context)?,
+            "rebuilt by scanning the segment",
+        ),
+    };
     tracing::info!(
         dir = %dir.display(),
         records = table.records(),
         keys = table.distinct_keys(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         closed_segments_to_rebuild = unindexed,
-        "per-key index of the active segment rebuilt"
+        "per-key index of the active segment {how}"
     );
     active.keys.set_active(table);
     Ok(())
+}
+
+/// The active segment's table from the `.keys` file a clean close wrote, if it describes the
+/// segment exactly as recovery left it (same next offset and length: appends after that open
+/// make it stale, and a crash that keeps them makes it not match). `None`: scan instead.
+fn load_active_table(dir: &Path, active: &Segment, context: &IndexContext) -> Option<key_index::ActiveTable> {
+    if active.has_fences() || active.is_empty() {
+        return None;
+    }
+    let path = key_index::keys_path(dir, active.base_offset);
+    let file = context.disk.open_read_only(&path).ok()?;
+    let length = usize::try_from(file.len().ok()?).ok()?;
+    // A table file is at most a few times the table's bound; anything larger is not one.
+    let config_bound = 1 << 30;
+    if length > config_bound {
+        return None;
+    }
+    let mut bytes = vec![0u8; length];
+    super::super::disk::read_exact_at(&*file, &mut bytes, 0).ok()?;
+    let expect = Expect {
+        base_offset: active.base_offset,
+        next_offset: active.next_offset(),
+        log_bytes: active.end(),
+        hash: context.hash,
+    };
+    match key_index::table_from_bytes(&bytes, expect) {
+        Ok(table) => Some(table),
+        Err(reason) => {
+            tracing::info!(path = %path.display(), %reason, "the active segment's per-key index file is not current; scanning the segment");
+            None
+        }
+    }
+}
+
+/// At a clean close: the active segment's table as its `.keys` file, so the next open loads
+/// it instead of scanning the segment. A failure costs only that scan: logged, not returned.
+pub(super) fn write_active_table(dir: &Path, active: &Segment, context: &IndexContext) {
+    let expect = Expect {
+        base_offset: active.base_offset,
+        next_offset: active.next_offset(),
+        log_bytes: active.end(),
+        hash: context.hash,
+    };
+    let Some(bytes) = active.keys.read_active(|table| key_index::encode(table, expect)) else {
+        return;
+    };
+    let path = key_index::keys_path(dir, active.base_offset);
+    let written = key_index::write_aside(&*context.disk, &path, &bytes)
+        .and_then(|temp| key_index::rename_into_place(&*context.disk, &temp, &path));
+    if let Err(error) = written {
+        tracing::warn!(path = %path.display(), %error, "could not write the active segment's per-key index at close; the next open scans the segment");
+    }
 }
 
 /// Which records a lookup may see: offsets in `[start, end)` of these segments.
@@ -118,7 +176,7 @@ impl View<'_> {
             let rescanned = self.locate_in(segment, key, from, to)?;
             let wanted: Vec<Located> = rescanned
                 .into_iter()
-                .filter(|(offset, _)| located.first().is_some_and(|first| *offset >= first.0))
+                .filter(|found| located.first().is_some_and(|first| found.offset >= first.offset))
                 .take(located.len())
                 .collect();
             if let Some(records) =
@@ -141,8 +199,8 @@ impl View<'_> {
             if segment.next_offset() <= self.start {
                 break;
             }
-            if let Some((offset, _)) = self.locate_in(segment, key, self.start, self.end)?.last() {
-                return Ok(Some(*offset));
+            if let Some(last) = self.locate_in(segment, key, self.start, self.end)?.last() {
+                return Ok(Some(last.offset));
             }
         }
         Ok(None)
@@ -154,9 +212,9 @@ impl View<'_> {
             let located = self.locate_in(segment, key, self.start, self.end)?;
             if let (Some(first), Some(last)) = (located.first(), located.last()) {
                 if info.first_offset < 0 {
-                    info.first_offset = first.0;
+                    info.first_offset = first.offset;
                 }
-                info.last_offset = last.0;
+                info.last_offset = last.offset;
                 info.records += located.len() as u64;
             }
         }
@@ -240,7 +298,7 @@ impl View<'_> {
             let room = limit - records.len();
             let take = located.len().min(room);
             let wanted = &located[located.len() - take..];
-            let lowest = wanted.first().map_or(self.start, |(offset, _)| *offset);
+            let lowest = wanted.first().map_or(self.start, |first| first.offset);
             let mut decoded = self.decode(segment, key, wanted, lowest, upper)?;
             decoded.reverse();
             let mut more = located.len() > take;
