@@ -651,7 +651,10 @@ impl Segment {
     /// The scanner's next batch (position and header) for a reader, `None` at the end; bytes
     /// that are not a whole batch are corruption here, since readers only scan below the end
     /// recovery verified.
-    fn next_batch(&self, scanner: &mut BatchScanner<'_>) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+    pub(crate) fn next_batch(
+        &self,
+        scanner: &mut BatchScanner<'_>,
+    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
         match scanner
             .next_header()
             .map_err(StorageError::io("reading", &self.paths.log))?

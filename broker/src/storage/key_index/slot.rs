@@ -12,7 +12,7 @@ use tidelog_proto::batch::{BatchHeader, Compression, BATCH_HEADER_BYTES};
 
 use super::super::disk::read_exact_at;
 use super::super::error::StorageError;
-use super::super::segment::{read_lock, write_lock, ScanStep, Segment, SCAN_CHUNK_BYTES};
+use super::super::segment::{read_lock, write_lock, Segment, SCAN_CHUNK_BYTES};
 use super::extract::{decode_record_at, for_each_key};
 use super::file::KeysFile;
 use super::table::{ActiveTable, Place};
@@ -284,18 +284,8 @@ fn scan_segment(
     let base = segment.base_offset;
     // Bounded: every step moves past one batch of a finite range.
     loop {
-        let (position, header) = match scanner
-            .next_header()
-            .map_err(StorageError::io("reading", &segment.paths.log))?
-        {
-            ScanStep::End => break,
-            ScanStep::Invalid(reason) => {
-                return Err(StorageError::corrupt(
-                    &segment.paths.log,
-                    format!("at byte {}: {reason}", scanner.position()),
-                ))
-            }
-            ScanStep::Batch(position, header) => (position, header),
+        let Some((position, header)) = segment.next_batch(&mut scanner)? else {
+            break;
         };
         if header.base_offset >= to {
             break;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
 use super::super::disk::Disk;
 use super::super::error::StorageError;
-use super::super::segment::{ScanStep, Segment, SCAN_CHUNK_BYTES};
+use super::super::segment::{Segment, SCAN_CHUNK_BYTES};
 use super::extract::for_each_key;
 use super::file::{encode, keys_path, rename_into_place, write_aside, Expect, KeysFile};
 use super::table::{ActiveTable, Place};
@@ -166,18 +166,8 @@ pub(crate) fn rebuild_table(segment: &Segment, context: &IndexContext) -> Result
     let base = segment.base_offset;
     // Bounded: every step moves past one batch of a finite range.
     loop {
-        let (position, header) = match scanner
-            .next_header()
-            .map_err(StorageError::io("reading", &segment.paths.log))?
-        {
-            ScanStep::End => break,
-            ScanStep::Invalid(reason) => {
-                return Err(StorageError::corrupt(
-                    &segment.paths.log,
-                    format!("at byte {}: {reason}", scanner.position()),
-                ))
-            }
-            ScanStep::Batch(position, header) => (position, header),
+        let Some((position, header)) = segment.next_batch(&mut scanner)? else {
+            break;
         };
         let bytes = scanner
             .batch_bytes()

@@ -248,21 +248,9 @@ impl View<'_> {
             }
             let room = limit - records.len();
             let take = located.len().min(room);
-            let mut decoded = self.decode(segment, key, &located[..take], from, self.end)?;
-            let mut more = located.len() > take;
-            let mut cut = decoded.len();
-            for (index, record) in decoded.iter().enumerate() {
-                let size = record_bytes(record);
-                if (!records.is_empty() || index > 0) && bytes + size > bytes_max {
-                    cut = index;
-                    more = true;
-                    break;
-                }
-                bytes += size;
-            }
-            decoded.truncate(cut);
-            records.extend(decoded);
-            if more {
+            let decoded = self.decode(segment, key, &located[..take], from, self.end)?;
+            let cut = extend_within(&mut records, decoded, &mut bytes, bytes_max);
+            if cut || located.len() > take {
                 return Ok((records, true));
             }
         }
@@ -301,25 +289,37 @@ impl View<'_> {
             let lowest = wanted.first().map_or(self.start, |first| first.offset);
             let mut decoded = self.decode(segment, key, wanted, lowest, upper)?;
             decoded.reverse();
-            let mut more = located.len() > take;
-            let mut cut = decoded.len();
-            for (index, record) in decoded.iter().enumerate() {
-                let size = record_bytes(record);
-                if (!records.is_empty() || index > 0) && bytes + size > bytes_max {
-                    cut = index;
-                    more = true;
-                    break;
-                }
-                bytes += size;
-            }
-            decoded.truncate(cut);
-            records.extend(decoded);
-            if more {
+            let cut = extend_within(&mut records, decoded, &mut bytes, bytes_max);
+            if cut || located.len() > take {
                 return Ok((records, true));
             }
         }
         Ok((records, false))
     }
+}
+
+/// Moves `decoded` onto the end of `records` while the page stays within `bytes_max`
+/// (the page's first record always goes, so a read makes progress); `true` when it had to
+/// stop before the end of `decoded`.
+fn extend_within(
+    records: &mut Vec<StreamRecord>,
+    mut decoded: Vec<StreamRecord>,
+    bytes: &mut usize,
+    bytes_max: usize,
+) -> bool {
+    let mut cut = decoded.len();
+    for (index, record) in decoded.iter().enumerate() {
+        let size = record_bytes(record);
+        if (!records.is_empty() || index > 0) && *bytes + size > bytes_max {
+            cut = index;
+            break;
+        }
+        *bytes += size;
+    }
+    let stopped = cut < decoded.len();
+    decoded.truncate(cut);
+    records.extend(decoded);
+    stopped
 }
 
 /// What a record counts against `bytes_max`: its key, value and headers, and a little for the
