@@ -403,6 +403,9 @@ impl TopicRegistry {
             key_index_active_bytes_max: self.limits.key_index_active_bytes_max,
             key_hash: crate::storage::KeyHash::DEFAULT,
             decompressed_bytes_max: self.limits.batch_decompressed_bytes_max,
+            // Issue 9: from the topic's cleanup.policy and compaction overrides.
+            cleanup_policy: crate::storage::CleanupPolicy::Delete,
+            compaction: crate::storage::CompactionConfig::default(),
         };
         if config.segment_bytes < self.limits.batch_bytes_max as u64 {
             return Err(TopicError::InvalidConfig(format!(

@@ -80,6 +80,8 @@ impl TopicConfig {
             segment_ms: self.segment_ms,
             flush: self.flush.clone(),
             index_interval_bytes: self.index_interval_bytes,
+            // Issue 9's compaction settings: filled in by the compaction config work.
+            ..Default::default()
         }
     }
 }

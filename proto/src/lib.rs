@@ -47,6 +47,11 @@ impl pb::request::Body {
             Body::ReadStream(_) => pb::ApiKey::ReadStream,
             Body::StreamInfo(_) => pb::ApiKey::StreamInfo,
             Body::WaitGroupOffset(_) => pb::ApiKey::WaitGroupOffset,
+            Body::SaveSnapshot(_) => pb::ApiKey::SaveSnapshot,
+            Body::LoadStream(_) => pb::ApiKey::LoadStream,
+            Body::TruncateStream(_) => pb::ApiKey::TruncateStream,
+            Body::EraseStream(_) => pb::ApiKey::EraseStream,
+            Body::ReopenStream(_) => pb::ApiKey::ReopenStream,
         }
     }
 }

@@ -56,6 +56,96 @@ impl fmt::Display for FlushPolicy {
     }
 }
 
+/// What happens to closed segments (Kafka's `cleanup.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CleanupPolicy {
+    /// Retention deletes whole closed segments (`retention.ms`, `retention.bytes`).
+    #[default]
+    Delete,
+    /// The cleaner keeps the latest record of every key; retention deletes nothing.
+    Compact,
+    /// Both: compacted, and closed segments past retention are deleted.
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// Whether the cleaner compacts the log (and keyless records are refused).
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    /// Whether retention deletes closed segments.
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+}
+
+impl FromStr for CleanupPolicy {
+    type Err = String;
+
+    /// Kafka's list syntax: `delete`, `compact`, `compact,delete` (either order, spaces allowed).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut compact = false;
+        let mut delete = false;
+        for item in text.split(',').map(str::trim) {
+            match item {
+                "compact" => compact = true,
+                "delete" => delete = true,
+                other => {
+                    return Err(format!(
+                        "unknown cleanup.policy {other:?}: expected \"delete\", \"compact\" or \"compact,delete\""
+                    ))
+                }
+            }
+        }
+        match (compact, delete) {
+            (true, true) => Ok(CleanupPolicy::CompactDelete),
+            (true, false) => Ok(CleanupPolicy::Compact),
+            (false, true) => Ok(CleanupPolicy::Delete),
+            (false, false) => Err("cleanup.policy must not be empty".to_string()),
+        }
+    }
+}
+
+impl fmt::Display for CleanupPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        })
+    }
+}
+
+/// When a compacted log is cleaned and how long tombstones live (Kafka's topic configs of the
+/// same names).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompactionConfig {
+    /// `min.cleanable.dirty.ratio`: clean once dirty bytes are at least this share of the
+    /// closed segments' bytes (0.0..=1.0).
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long after it was
+    /// written (by its segment's newest timestamp).
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log whose oldest dirty record is older than this is cleaned
+    /// whatever its dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: a tombstone is kept this long after the cleaner first sees it
+    /// (its batch's delete horizon, KIP-534).
+    pub delete_retention_ms: i64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        Self {
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+        }
+    }
+}
+
 /// Largest segment we allow. Index entries store file positions as `u32`, and like Kafka we
 /// stay below `i32::MAX` so a position always fits a signed 32-bit field too.
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
@@ -99,6 +189,10 @@ pub struct LogConfig {
     /// reads its keys (`limits.batch_decompressed_bytes_max`: every appended batch was
     /// validated within it).
     pub decompressed_bytes_max: usize,
+    /// `cleanup.policy`: retention, compaction or both.
+    pub cleanup_policy: CleanupPolicy,
+    /// When the cleaner compacts this log (used only when `cleanup_policy` compacts).
+    pub compaction: CompactionConfig,
 }
 
 impl Default for LogConfig {
@@ -116,6 +210,8 @@ impl Default for LogConfig {
             key_index_active_bytes_max: KEY_INDEX_ACTIVE_BYTES_MAX_DEFAULT,
             key_hash: KeyHash::DEFAULT,
             decompressed_bytes_max: tidelog_proto::batch::DECOMPRESSED_BYTES_MAX_DEFAULT,
+            cleanup_policy: CleanupPolicy::Delete,
+            compaction: CompactionConfig::default(),
         }
     }
 }

@@ -137,6 +137,33 @@ pub enum StorageError {
     /// appended.
     #[error("invalid append conditions: {0}")]
     InvalidConditions(String),
+
+    /// A compacted log keeps the latest record per key, so a record without a key has no
+    /// place in it (Kafka refuses it the same way). Nothing was appended.
+    #[error("record {record_index} has no key, and a compacted topic refuses records without a key")]
+    KeylessRecord { record_index: usize },
+
+    /// The stream was erased: reads answer this, and appends are refused until it is re-opened.
+    /// `key` is the key as text (lossy UTF-8), for the message.
+    #[error("stream {key:?} is erased; re-open it to append again")]
+    StreamErased { key: String },
+
+    /// A per-partition bound on stream marks (truncations and erasures) would be passed.
+    #[error("this partition already holds {max} stream marks (limits.stream_marks_per_partition_max)")]
+    TooManyStreamMarks { max: usize },
+
+    /// The log cleaner could not clean this partition; the partition keeps serving and the
+    /// cleaner marks it uncleanable. `reason` is the one-line cause.
+    #[error("cleaning failed: {reason}")]
+    CleanFailed {
+        reason: String,
+        #[source]
+        source: Option<Box<StorageError>>,
+    },
+
+    /// A clean stopped because the broker is shutting down (or the log closed); nothing changed.
+    #[error("cleaning cancelled")]
+    CleanCancelled,
 }
 
 /// "expectation failed: key \"a\": expected 41, actual 57; ..." for every failed check.

@@ -26,7 +26,7 @@ mod tests;
 pub use conditions::{
     printable_key, AppendConditions, ConditionFailure, Expected, KeyCondition, EVENT_ID_HEADER,
 };
-pub use config::{FlushPolicy, LogConfig, SEGMENT_BYTES_MAX};
+pub use config::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig, SEGMENT_BYTES_MAX};
 pub use disk::{Disk, OsDisk, SegmentFile};
 pub use error::StorageError;
 pub use file_cache::{FileCache, FileCacheLimits, FileCacheStats};

@@ -64,6 +64,8 @@ fn describe(metadata: TopicMetadata, leader: u32) -> pb::TopicMetadata {
             segment_ms: Some(config.segment_ms),
             flush: Some(config.flush.to_string()),
             index_interval_bytes: Some(config.index_interval_bytes),
+            // Issue 9: the compaction settings, filled in by the compaction config work.
+            ..Default::default()
         }),
         partitions: metadata
             .partitions
@@ -80,6 +82,7 @@ fn describe(metadata: TopicMetadata, leader: u32) -> pb::TopicMetadata {
                     leader,
                     log_start_offset: partition.log_start_offset,
                     high_watermark: partition.high_watermark,
+                    cleaner: None,
                 }
             })
             .collect(),

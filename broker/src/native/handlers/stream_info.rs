@@ -28,6 +28,7 @@ fn answer(looked: Result<(u32, StreamInfo), CoreError>) -> pb::StreamInfoRespons
             first_offset: info.first_offset,
             last_offset: info.last_offset,
             records: info.records,
+            marks: None,
         },
         Err(error) => {
             let (code, message) = wire(error);
@@ -38,6 +39,7 @@ fn answer(looked: Result<(u32, StreamInfo), CoreError>) -> pb::StreamInfoRespons
                 first_offset: -1,
                 last_offset: -1,
                 records: 0,
+                marks: None,
             }
         }
     }
