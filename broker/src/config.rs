@@ -36,6 +36,8 @@ pub struct BrokerConfig {
     pub groups: GroupsConfig,
     /// The Kafka-protocol listener (the `[kafka]` section).
     pub kafka: KafkaListenerConfig,
+    /// The log cleaner: compaction and stream erasure (the `[cleaner]` section).
+    pub cleaner: CleanerConfig,
     /// Whether Kafka clients create unknown topics on use (Metadata with
     /// `allow_auto_topic_creation`, Produce), with `log.partitions` partitions and the broker
     /// defaults. Off by default: a typo should not make a topic.
@@ -56,6 +58,7 @@ impl Default for BrokerConfig {
             maintenance_interval_ms: 5_000,
             groups: GroupsConfig::default(),
             kafka: KafkaListenerConfig::default(),
+            cleaner: CleanerConfig::default(),
             auto_create_topics: false,
         }
     }
@@ -179,6 +182,43 @@ fn parse_host_port(text: &str) -> Option<(String, u16)> {
 fn deserialize_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
     let text = String::deserialize(deserializer)?;
     KafkaListenerConfig::parse_listen(&text).map_err(serde::de::Error::custom)
+}
+
+/// The log cleaner (the `[cleaner]` section): its threads and their bounds. Which topics it
+/// compacts and when is each topic's `cleanup.policy` and compaction settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CleanerConfig {
+    /// Threads cleaning partitions (each cleans one partition at a time); 0 turns the cleaner
+    /// off (compacted topics then grow, erasures wait).
+    pub threads: usize,
+    /// Bytes per second of segment reads and writes, all cleaner threads together, so produce
+    /// latency holds while they run.
+    pub io_bytes_per_sec_max: u64,
+    /// Memory for one clean's key map (key bytes and offsets of the range cleaned); a range
+    /// with more distinct keys is cleaned in parts.
+    pub dedupe_buffer_bytes: usize,
+    /// How long an idle cleaner thread waits before looking for work again.
+    pub backoff_ms: u64,
+    /// An acknowledged stream erasure is complete (every record of the key gone from the
+    /// segment files) within this long; the cleaner works on due erasures first.
+    pub erase_deadline_ms: u64,
+    /// A partition the cleaner failed on stays marked uncleanable (and skipped) this long
+    /// before it is tried again.
+    pub uncleanable_retry_ms: u64,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            io_bytes_per_sec_max: 64 << 20,
+            dedupe_buffer_bytes: 64 << 20,
+            backoff_ms: 15_000,
+            erase_deadline_ms: 3_600_000,
+            uncleanable_retry_ms: 600_000,
+        }
+    }
 }
 
 /// Consumer-group coordinator settings (the `[groups]` section).
@@ -702,6 +742,11 @@ mod tests {
             format!("{:?}", documented.kafka),
             format!("{:?}", KafkaListenerConfig::default()),
             "README.md's [kafka] must state the defaults"
+        );
+        assert_eq!(
+            format!("{:?}", documented.cleaner),
+            format!("{:?}", CleanerConfig::default()),
+            "README.md's [cleaner] must state the defaults"
         );
     }
 
