@@ -27,6 +27,7 @@ use super::stream_marks::StreamMarks;
 
 mod admin;
 mod append;
+mod clean;
 mod durability;
 mod marks;
 mod roll;
@@ -128,6 +129,8 @@ struct Inner {
     producer_recovery: ProducerStateRecovery,
     /// Per-key truncations and erasures (`stream_marks.rs`); changed only in `log/marks.rs`.
     marks: StreamMarks,
+    /// The cleaner's state (`log/clean.rs`).
+    cleaner: clean::CleanerState,
 }
 
 #[derive(Debug)]
@@ -169,6 +172,9 @@ impl PartitionLog {
     ) -> Result<PartitionLog, StorageError> {
         config.validate()?;
         let rolls_seal_first = config.flush == FlushPolicy::Always;
+        // Before recovery looks at the directory: an interrupted cleaner swap is rolled
+        // forward (or its leftovers removed), so recovery sees old segments or new, never both.
+        let cleaner = clean::CleanerState::open(&*disk, dir)?;
         let (segments, report) = recover(&*disk, dir, config.index_interval_bytes, rolls_seal_first)?;
         tracing::info!(dir = %dir.display(), ?report, "partition log recovered");
         let segments: Vec<Arc<Segment>> = segments.into_iter().map(Arc::new).collect();
@@ -236,6 +242,7 @@ impl PartitionLog {
                 report,
                 producer_recovery,
                 marks,
+                cleaner,
             }),
         };
         log.inner.kick_key_index();
