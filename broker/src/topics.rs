@@ -422,6 +422,7 @@ impl TopicRegistry {
                     .delete_retention_ms
                     .unwrap_or(self.defaults.delete_retention_ms),
             },
+            stream_marks_per_partition_max: self.limits.stream_marks_per_partition_max,
         };
         config.compaction.validate().map_err(TopicError::InvalidConfig)?;
         if config.segment_bytes < self.limits.batch_bytes_max as u64 {
