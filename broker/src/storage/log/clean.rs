@@ -370,3 +370,30 @@ fn position_of(segments: &[Arc<Segment>], group: &[Arc<Segment>]) -> Option<usiz
             .all(|(a, b)| Arc::ptr_eq(a, b));
     same.then_some(start)
 }
+
+/// Whether the whole batches in `records` hold a record at or after `offset`. Outside a
+/// cleaned segment every batch holds records for its whole range, so any non-empty batch
+/// does; in a cleaned one a placeholder holds none, and only the batch that straddles
+/// `offset` can hold records below it alone (its records are decoded to tell).
+pub(super) fn holds_record_from(records: &bytes::Bytes, offset: i64, cleaned: bool) -> bool {
+    for batch in tidelog_proto::batch::BatchIter::new(records.clone()) {
+        let Ok(batch) = batch else {
+            // Segment::read returned whole, checked batches; a surprise here is not progress.
+            return false;
+        };
+        let header = batch.header();
+        if header.record_count == 0 {
+            continue;
+        }
+        if !cleaned || header.base_offset >= offset {
+            return true;
+        }
+        let has_later = batch
+            .records()
+            .any(|record| record.is_ok_and(|record| record.offset >= offset));
+        if has_later {
+            return true;
+        }
+    }
+    false
+}
