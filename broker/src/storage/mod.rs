@@ -2,6 +2,7 @@
 //! RecordBatch v2 bytes as they will be served, with sparse offset and time indexes, crash
 //! recovery, group-committed fsyncs and retention. File layouts: `docs/storage-format.md`.
 
+mod cleaner;
 mod conditions;
 mod config;
 mod disk;
@@ -16,6 +17,7 @@ mod producer_state;
 mod recovery;
 mod scan;
 mod segment;
+mod stream_marks;
 mod verify;
 
 #[cfg(test)]
@@ -23,6 +25,7 @@ pub(crate) mod sim_disk;
 #[cfg(test)]
 mod tests;
 
+pub use cleaner::{CleanDue, CleanOptions, CleanOutcome, CleanerStats, IoThrottle, Unthrottled};
 pub use conditions::{
     printable_key, AppendConditions, ConditionFailure, Expected, KeyCondition, EVENT_ID_HEADER,
 };
@@ -43,4 +46,5 @@ pub use producer_state::{
     ProducerLimits, PRODUCERS_PER_PARTITION_MAX_DEFAULT, PRODUCER_BATCHES_RETAINED, PRODUCER_IDLE_MS_DEFAULT,
 };
 pub use recovery::{Fence, IndexRebuild, Quarantined, RecoveryReport, Truncation};
+pub use stream_marks::{ErasureProgress, StreamMarkState, STREAM_MARKS_PER_PARTITION_MAX_DEFAULT};
 pub use verify::{verify_data_dir, verify_partition, PartitionVerdict};

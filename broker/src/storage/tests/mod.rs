@@ -3,10 +3,12 @@
 
 mod admin;
 mod basics;
+mod cleaner;
 mod conditions;
 mod damage;
 mod file_cache;
 mod group_commit;
+mod marks;
 mod model;
 mod preallocate;
 mod producer;
