@@ -117,7 +117,22 @@ impl Core {
                 ),
             ));
         }
-        let (_, info) = self.stream_info(&input.topic, input.key.clone()).await?;
+        let (partition, info) = self.stream_info(&input.topic, input.key.clone()).await?;
+        let erased_before = self
+            .partition(&input.topic, partition)?
+            .stream_marks(&input.key)
+            .erase_before;
+        if input.at_offset < erased_before {
+            return Err(CoreError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "a snapshot at offset {} of stream {:?} in topic {:?} would cover records erased before {erased_before}",
+                    input.at_offset,
+                    String::from_utf8_lossy(&input.key),
+                    input.topic
+                ),
+            ));
+        }
         if input.at_offset > info.last_offset {
             let last = match info.last_offset {
                 -1 => "the stream has no record".to_owned(),
@@ -194,6 +209,12 @@ impl Core {
         // The stream's extent first: an erased stream or unknown topic answers here, and a
         // snapshot past the stream's last record is recognised.
         let (partition, info) = self.stream_info(&input.topic, input.key.clone()).await?;
+        // A stream erased and re-opened since: a snapshot from before the erasure holds what
+        // was erased, and is never served.
+        let erased_before = self
+            .partition(&input.topic, partition)?
+            .stream_marks(&input.key)
+            .erase_before;
         let limits = &self.config.limits;
         let page_bound = match input.bytes_max {
             0 => limits.stream_read_bytes_max,
@@ -202,13 +223,14 @@ impl Core {
         .min(limits.fetch_bytes_max);
         let (snapshot, mut reservation) = self.latest_snapshot(budget, &name, &input.key).await?;
         let snapshot = snapshot.filter(|snapshot| {
-            let usable = snapshot.at_offset <= info.last_offset;
+            let usable = usable(snapshot.at_offset, info.last_offset, erased_before);
             if !usable {
                 tracing::debug!(
                     topic = %input.topic,
                     at_offset = snapshot.at_offset,
                     last_offset = info.last_offset,
-                    "snapshot past the stream's last record ignored"
+                    erased_before,
+                    "snapshot past the stream's last record, or covering erased records, ignored"
                 );
             }
             usable
@@ -333,6 +355,15 @@ impl Core {
     }
 }
 
+/// Whether a snapshot at `at_offset` may be loaded with the stream: not past its version
+/// (`last_offset`: the stream was truncated or erased after the snapshot, or it is not one of
+/// this stream's snapshots) and not covering records of an erasure (`erased_before`, -1: none).
+/// A truncation keeps the stream's version, so a snapshot older than the truncation point still
+/// loads: it is the state the records the truncation removed led to.
+fn usable(at_offset: i64, last_offset: i64, erased_before: i64) -> bool {
+    at_offset <= last_offset && at_offset >= erased_before
+}
+
 /// A companion topic's settings: compacted, so the latest snapshot of every stream is kept.
 fn compacted() -> TopicOverrides {
     // SNAPSHOTS-TODO(config helper): set `cleanup_policy: Some("compact")` once TopicOverrides
@@ -432,6 +463,16 @@ mod tests {
                 timestamp: 99,
             })
         );
+    }
+
+    #[test]
+    fn a_snapshot_loads_unless_past_the_streams_version_or_covering_an_erasure() {
+        assert!(usable(5, 9, -1));
+        assert!(usable(9, 9, -1), "at the stream's last record");
+        assert!(!usable(10, 9, -1), "past it");
+        assert!(!usable(0, -1, -1), "a stream with no record");
+        assert!(usable(20, 30, 20), "after a re-opened erasure");
+        assert!(!usable(19, 30, 20), "covering the erased records");
     }
 
     #[test]
