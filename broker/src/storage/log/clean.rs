@@ -57,17 +57,6 @@ impl CleanerState {
     }
 }
 
-/// What the marks say the cleaner must remove.
-// Until the marks land (storage/stream_marks.rs, contract §4): nothing.
-#[derive(Debug, Clone, Default)]
-struct Marks;
-
-impl Marks {
-    fn removes(&self, _key: &[u8], _offset: i64) -> bool {
-        false
-    }
-}
-
 impl PartitionLog {
     /// What the cleaner would find now. Cheap (no I/O): from segment metadata, the
     /// checkpoint and the marks.
@@ -105,6 +94,9 @@ impl PartitionLog {
         let span = tracing::info_span!("clean", dir = %inner.dir.display());
         let _span = span.enter();
         let mut outcome = CleanOutcome::default();
+        if !inner.marks_snapshot().pending_erasures().is_empty() {
+            self.purge_erasures(now_ms, throttle, &mut outcome)?;
+        }
         let config = inner.config();
         let stats = self.cleaner_stats(now_ms);
         let compaction_due = config.cleanup_policy.compacts()
@@ -166,7 +158,9 @@ impl PartitionLog {
             .take_while(|segment| segment.base_offset < covered)
             .count();
         let groups = plan::groups(&range[..rewrite_count], config.segment_bytes);
-        let marks = Marks;
+        // Marks win over compaction: what a truncation or erasure removes goes, even the
+        // latest record of its key.
+        let marks = inner.marks_snapshot();
         let context = RewriteContext {
             disk: &*inner.disk,
             dir: &inner.dir,
@@ -233,11 +227,118 @@ fn compaction_due(stats: &CleanerStats, config: &super::super::config::LogConfig
     stats.dirty_bytes > 0 && stats.dirty_ratio >= config.compaction.min_cleanable_dirty_ratio
 }
 
+impl PartitionLog {
+    /// The physical purge of pending erasures (issue 9 §3): every segment holding a record
+    /// of an erased key below its erase point is rewritten alone (the active one is rolled
+    /// first, and sealed), applying every mark; an erasure whose key no segment holds any
+    /// more is complete.
+    fn purge_erasures(
+        &self,
+        now_ms: i64,
+        throttle: &dyn IoThrottle,
+        outcome: &mut CleanOutcome,
+    ) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        let marks = inner.marks_snapshot();
+        let pending = marks.pending_erasures();
+        let mut holding = Vec::with_capacity(pending.len());
+        for erasure in &pending {
+            holding.push(inner.segments_holding(&erasure.key, erasure.erase_before)?);
+        }
+        if holding.iter().any(|holding| holding.active) {
+            {
+                let mut writer = inner.lock_writer()?;
+                if !writer.active.is_empty() {
+                    inner.roll(&mut writer)?;
+                }
+            }
+            tracing::info!("rolled the active segment to purge an erased stream");
+            holding.clear();
+            for erasure in &pending {
+                holding.push(inner.segments_holding(&erasure.key, erasure.erase_before)?);
+            }
+        }
+        // Under `interval` and `never` the rolled segment is sealed here, not by the sealer
+        // thread: only sealed segments are rewritten.
+        inner.seal_pending()?;
+        let mut bases: Vec<i64> = holding
+            .iter()
+            .flat_map(|holding| holding.closed.iter().copied())
+            .collect();
+        bases.sort_unstable();
+        bases.dedup();
+        let config = inner.config();
+        let context = RewriteContext {
+            disk: &*inner.disk,
+            dir: &inner.dir,
+            index_interval_bytes: config.index_interval_bytes,
+            decompressed_bytes_max: config.decompressed_bytes_max,
+            // A purge only removes: tombstone horizons are compaction's business.
+            delete_horizon_ms: None,
+            throttle,
+        };
+        for base in bases {
+            let segments = inner.segments_snapshot();
+            let closed = &segments[..segments.len().saturating_sub(1)];
+            let Some(segment) = closed.iter().find(|segment| segment.base_offset == base) else {
+                // Retention or a trim took it meanwhile: its records are gone anyway.
+                continue;
+            };
+            if segment.has_fences() || !segment.is_sealed() {
+                return Err(StorageError::CleanFailed {
+                    reason: format!(
+                        "segment {base} holds records of an erased stream but is damaged (fenced) or unsealed; the erasure cannot complete"
+                    ),
+                    source: None,
+                });
+            }
+            let group = std::slice::from_ref(segment);
+            let mut retain = |_: &BatchHeader, record: &RecordView<'_>| {
+                record.key.is_none_or(|key| !marks.removes(key, record.offset))
+            };
+            outcome.segments_read += 1;
+            let Some(written) = rewrite::write_group(&context, group, &mut retain)? else {
+                continue;
+            };
+            outcome.bytes_read += written.bytes_read;
+            let (before, after, removed) =
+                (written.bytes_before, written.bytes_after, written.records_removed);
+            if inner.swap_in(group, written)? {
+                outcome.segments_written += 1;
+                outcome.bytes_before += before;
+                outcome.bytes_after += after;
+                outcome.records_removed += removed;
+            }
+        }
+        for erasure in &pending {
+            let left = inner.segments_holding(&erasure.key, erasure.erase_before)?;
+            if left.records == 0 {
+                inner.erasure_done(&erasure.key, erasure.erase_before, now_ms)?;
+                outcome.erasures_completed += 1;
+            } else {
+                tracing::warn!(
+                    records = left.records,
+                    segments = left.closed.len(),
+                    "an erasure is not complete yet; the next clean goes on"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Inner {
     /// Erasures the cleaner still has to carry out.
-    // Until the marks land (storage/stream_marks.rs): no erasures.
     fn pending_erasures(&self) -> Vec<Erasure> {
-        Vec::new()
+        self.marks_snapshot()
+            .pending_erasures()
+            .into_iter()
+            .map(|pending| Erasure {
+                key: pending.key,
+                erase_before: pending.erase_before,
+                deadline_ms: pending.deadline_ms,
+            })
+            .collect()
     }
 
     /// Replaces `group` (consecutive closed segments of the list) by the cleaned segment
