@@ -129,9 +129,14 @@ fn clean(cleaner: &Cleaner, job: Job) {
     match result {
         Ok(Some(outcome)) => {
             record.failure = None;
-            record.last_cleaned_ms = now_ms;
-            record.not_before = (!made_progress(&outcome))
-                .then(|| Instant::now() + Duration::from_millis(cleaner.config.backoff_ms));
+            if made_progress(&outcome) {
+                record.last_cleaned_ms = now_ms;
+                record.not_before = None;
+            } else {
+                // Due by its stats but nothing to clean (say, everything within
+                // min.compaction.lag.ms): not again before a backoff, or the thread spins.
+                record.not_before = Some(Instant::now() + Duration::from_millis(cleaner.config.backoff_ms));
+            }
             drop(state);
             log_outcome(&outcome, elapsed);
         }
