@@ -457,7 +457,9 @@ impl PartitionLog {
 
     /// Rolls the active segment if it is too old, then deletes closed segments past retention:
     /// from the oldest, while the newest record of the segment is older than `retention_ms`
-    /// or the partition is larger than `retention_bytes`. Never deletes the active segment.
+    /// or the partition is larger than `retention_bytes` (only when `cleanup_policy` deletes),
+    /// or the segment lies wholly below a trimmed log start (any policy). Never deletes the
+    /// active segment.
     pub fn run_maintenance(&self, now_ms: i64) -> Result<MaintenanceOutcome, StorageError> {
         let inner = &self.inner;
         inner.check_writable()?;
@@ -477,11 +479,16 @@ impl PartitionLog {
             let mut total_bytes: u64 = segments.iter().map(|segment| segment.end()).sum();
             let closed = &segments[..segments.len().saturating_sub(1)];
             let mut victims = 0;
+            // A compact-only log keeps every closed segment (the cleaner shrinks them); only a
+            // trim removes its segments.
+            let retains = config.cleanup_policy.deletes();
             for segment in closed {
-                let expired = config.retention_ms >= 0
+                let expired = retains
+                    && config.retention_ms >= 0
                     && now_ms.saturating_sub(segment.max_timestamp()) > config.retention_ms;
-                let oversized =
-                    config.retention_bytes >= 0 && total_bytes > config.retention_bytes.unsigned_abs();
+                let oversized = retains
+                    && config.retention_bytes >= 0
+                    && total_bytes > config.retention_bytes.unsigned_abs();
                 // Wholly below the log start a trim advanced to: unreadable already.
                 let trimmed = segment.next_offset() <= log_start_floor;
                 if !(expired || oversized || trimmed) {
