@@ -25,7 +25,7 @@ use crate::clock::now_ms;
 use crate::error::TopicError;
 use crate::metadata::TopicOverrides;
 use crate::net::budget::{ConnectionBudget, Reservation};
-use crate::storage::{AppendConditions, Direction, StreamRead, StreamRecord};
+use crate::storage::{AppendConditions, CleanupPolicy, Direction, StreamRead, StreamRecord};
 use crate::topics::{validate_topic_name, Topic, TopicSpec};
 
 /// What a stream topic's companion topic is named after: `<topic>.snapshots`.
@@ -386,10 +386,12 @@ fn usable(at_offset: i64, last_offset: i64, erased_before: i64) -> bool {
 }
 
 /// A companion topic's settings: compacted, so the latest snapshot of every stream is kept.
+/// Only the policy is set: the rest follows the broker's `[log]` defaults, as for any topic.
 fn compacted() -> TopicOverrides {
-    // SNAPSHOTS-TODO(config helper): set `cleanup_policy: Some("compact")` once TopicOverrides
-    // has it; until then the companion topic gets the broker's default policy.
-    TopicOverrides::default()
+    TopicOverrides {
+        cleanup_policy: Some(CleanupPolicy::Compact.to_string()),
+        ..TopicOverrides::default()
+    }
 }
 
 /// One record batch holding the snapshot record.
