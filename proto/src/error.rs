@@ -44,6 +44,9 @@ pub enum BatchError {
     DecompressedTooLarge { max: usize },
     #[error("record batch of {length} bytes exceeds the limit of {max} bytes")]
     TooLarge { length: usize, max: usize },
+    /// Rebuilding a filtered batch (`batch::filter`) could not re-compress its records.
+    #[error(transparent)]
+    Compression(#[from] CompressionError),
 }
 
 /// Records could not be compressed (the codec library failed; not expected in practice).

@@ -19,6 +19,11 @@ pub const HEADER_FLAGS_OFFSET: usize = HEADER_VERSION_OFFSET + 2;
 /// Data file flag: the segment was closed and every byte of it fdatasync'ed before this flag
 /// was written, so recovery may trust it without a scan. The active segment never has it.
 pub const LOG_FLAG_SEALED: u16 = 0x0001;
+/// Data file flag: the cleaner wrote this segment (always together with `LOG_FLAG_SEALED`).
+/// Only here may a batch start after the previous one's end (offsets the cleaner removed) and
+/// hold fewer records than its offset range (`0 <= record_count <= lastOffsetDelta + 1`, 0 for
+/// a header-only placeholder); everywhere else the strict checks stand.
+pub const LOG_FLAG_CLEANED: u16 = 0x0002;
 pub const HEADER_BASE_OFFSET_OFFSET: usize = HEADER_FLAGS_OFFSET + 2;
 pub const HEADER_RESERVED_OFFSET: usize = HEADER_BASE_OFFSET_OFFSET + 8;
 pub const HEADER_CRC_OFFSET: usize = HEADER_RESERVED_OFFSET + 8;

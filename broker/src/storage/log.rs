@@ -26,6 +26,7 @@ use super::segment::{read_lock, write_lock, Segment};
 
 mod admin;
 mod append;
+mod clean;
 mod durability;
 mod roll;
 mod streams;
@@ -122,6 +123,8 @@ struct Inner {
     log_syncs: AtomicU64,
     report: RecoveryReport,
     producer_recovery: ProducerStateRecovery,
+    /// The cleaner's state (`log/clean.rs`).
+    cleaner: clean::CleanerState,
 }
 
 #[derive(Debug)]
@@ -163,6 +166,9 @@ impl PartitionLog {
     ) -> Result<PartitionLog, StorageError> {
         config.validate()?;
         let rolls_seal_first = config.flush == FlushPolicy::Always;
+        // Before recovery looks at the directory: an interrupted cleaner swap is rolled
+        // forward (or its leftovers removed), so recovery sees old segments or new, never both.
+        let cleaner = clean::CleanerState::open(&*disk, dir)?;
         let (segments, report) = recover(&*disk, dir, config.index_interval_bytes, rolls_seal_first)?;
         tracing::info!(dir = %dir.display(), ?report, "partition log recovered");
         let segments: Vec<Arc<Segment>> = segments.into_iter().map(Arc::new).collect();
@@ -228,6 +234,7 @@ impl PartitionLog {
                 log_syncs: AtomicU64::new(0),
                 report,
                 producer_recovery,
+                cleaner,
             }),
         };
         log.inner.kick_key_index();

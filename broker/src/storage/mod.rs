@@ -2,6 +2,7 @@
 //! RecordBatch v2 bytes as they will be served, with sparse offset and time indexes, crash
 //! recovery, group-committed fsyncs and retention. File layouts: `docs/storage-format.md`.
 
+mod cleaner;
 mod conditions;
 mod config;
 mod disk;
@@ -23,6 +24,7 @@ pub(crate) mod sim_disk;
 #[cfg(test)]
 mod tests;
 
+pub use cleaner::{CleanDue, CleanOptions, CleanOutcome, CleanerStats, IoThrottle, Unthrottled};
 pub use conditions::{
     printable_key, AppendConditions, ConditionFailure, Expected, KeyCondition, EVENT_ID_HEADER,
 };

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use super::disk::{read_exact_at, Disk};
 use super::error::StorageError;
 use super::format::{i64_at, u16_at, u32_at, FILE_HEADER_BYTES, TEMP_SUFFIX};
-use super::producer_state::{BatchRange, ProducerEntry, ProducerStateMap, PRODUCER_BATCHES_RETAINED};
+use super::producer_state::{
+    BatchRange, ProducerEntry, ProducerStateMap, CRC_UNKNOWN, PRODUCER_BATCHES_RETAINED,
+};
 use super::segment::{ScanStep, Segment, SCAN_CHUNK_BYTES};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"TDLGPST1";
@@ -303,8 +305,10 @@ pub(crate) fn rebuild(
             }
             // Sealed segments are trusted without a CRC scan, so a header can be damaged:
             // one that no producer could have written is skipped, never applied.
-            let plausible = header.last_offset_delta >= 0
-                && header.record_count == header.last_offset_delta.saturating_add(1)
+            // (A cleaned segment's batches may hold fewer records than their range, down to
+            // a header-only placeholder: the cleaner keeps every producer's last batch so
+            // that this replay rebuilds the same sequences.)
+            let plausible = super::scan::record_count_ok(&header, segment.is_cleaned())
                 && (header.producer_id < 0 || (header.producer_epoch >= 0 && header.base_sequence >= 0));
             if !plausible {
                 tracing::warn!(
@@ -314,6 +318,13 @@ pub(crate) fn rebuild(
                 );
                 recovery.headers_skipped += 1;
                 continue;
+            }
+            // A batch the cleaner rewrote has a new CRC, so a client's retry of it (sent with
+            // the original bytes) cannot be told from a conflict by CRC: its CRC is recorded
+            // as unknown (0), and a retry matching its sequences is answered as a duplicate.
+            let mut header = header;
+            if segment.is_cleaned() {
+                header.crc = CRC_UNKNOWN;
             }
             if map.apply(&header, header.base_offset, now_ms, producers_max) {
                 evicted += 1;

@@ -38,6 +38,11 @@ pub const PRODUCERS_PER_PARTITION_MAX_DEFAULT: usize = 1024;
 pub const PRODUCER_IDLE_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// Producer limits of one partition.
+/// A retained batch whose original CRC is not known (replayed from a cleaned segment): a
+/// retry with the same sequences is a duplicate whatever its CRC. A real CRC of 0 only makes
+/// one conflicting retry in 2^32 pass as a duplicate of a batch that was stored.
+pub(crate) const CRC_UNKNOWN: u32 = 0;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerLimits {
     /// Producers remembered; a new one past this evicts the least recently used.
@@ -64,6 +69,8 @@ pub(crate) struct BatchRange {
     pub base_offset: i64,
     pub last_offset: i64,
     /// The batch's own CRC-32C (header field): identifies the bytes of a retry.
+    /// The batch's CRC, to tell a retry from a conflicting batch; [`CRC_UNKNOWN`] when
+    /// replayed from a cleaned segment, where the stored batch may have been rewritten.
     pub crc: u32,
 }
 
@@ -216,7 +223,7 @@ impl ProducerStateMap {
                 .iter()
                 .find(|batch| batch.first_sequence == base_sequence && batch.last_sequence == last_sequence)
             {
-                if original.crc != header.crc {
+                if original.crc != CRC_UNKNOWN && original.crc != header.crc {
                     return Err(Refusal::Conflict {
                         producer_id,
                         first_sequence: base_sequence,

@@ -10,7 +10,8 @@ use std::path::Path;
 use super::disk::{read_exact_at, Disk, SegmentFile};
 use super::error::StorageError;
 use super::format::{
-    encode_file_header, Checkpoint, FileKind, OffsetEntry, TimeEntry, CHECKPOINT_BYTES, CHECKPOINT_FILE_NAME,
+    encode_file_header, encode_file_header_with_flags, Checkpoint, FileKind, OffsetEntry, TimeEntry,
+    CHECKPOINT_BYTES, CHECKPOINT_FILE_NAME, LOG_FLAG_CLEANED,
 };
 use super::inspect::{inspect, HeaderCheck, Inspection, PlannedSegment, QUARANTINE_DIR_NAME};
 pub use super::inspect::{Fence, Quarantined};
@@ -238,8 +239,14 @@ fn open_segment(
     if let HeaderCheck::Damaged(reason) = &scan.header {
         // The file name carries the base offset too, and every batch was checked against it.
         tracing::warn!(path = %paths.log.display(), %reason, "rewriting damaged segment header from the file name");
-        log.write_all_at(&encode_file_header(FileKind::Log, base_offset), 0)
-            .map_err(StorageError::io("writing", &paths.log))?;
+        // A segment whose batches show the cleaner's gaps keeps its cleaned flag, or the next
+        // open's strict checks would fence them; the sealed flag comes back when it is sealed.
+        let flags = if scan.cleaned() { LOG_FLAG_CLEANED } else { 0 };
+        log.write_all_at(
+            &encode_file_header_with_flags(FileKind::Log, base_offset, flags),
+            0,
+        )
+        .map_err(StorageError::io("writing", &paths.log))?;
         report.headers_repaired.push(base_offset);
     }
     if let Some(reason) = &planned.truncate {
@@ -351,6 +358,7 @@ fn open_segment(
         offset_entries_on_disk: offset_entries.len(),
         time_entries_on_disk: time_entries.len(),
         sealed,
+        cleaned: scan.cleaned(),
         offset_entries,
         time_entries,
         fences: planned.fences.clone(),

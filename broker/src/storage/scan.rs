@@ -16,8 +16,8 @@ use super::disk::{read_exact_at, Disk, SegmentFile};
 use super::error::StorageError;
 use super::format::{
     decode_file_header_with_flags, decode_offset_index, decode_time_index, DecodeError, FileKind,
-    OffsetEntry, TimeEntry, BATCH_BYTES_MAX, FILE_HEADER_BYTES, FORMAT_VERSION, LOG_FLAG_SEALED,
-    OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
+    OffsetEntry, TimeEntry, BATCH_BYTES_MAX, FILE_HEADER_BYTES, FORMAT_VERSION, LOG_FLAG_CLEANED,
+    LOG_FLAG_SEALED, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
 };
 use super::inspect::Fence;
 use super::segment::{IndexPlacer, NO_TIMESTAMP, SCAN_CHUNK_BYTES};
@@ -30,6 +30,8 @@ pub(crate) type IndexEntries = (Vec<OffsetEntry>, Vec<TimeEntry>);
 pub(crate) enum HeaderCheck {
     Intact {
         sealed: bool,
+        /// The cleaner wrote it (`LOG_FLAG_CLEANED`): offset gaps and short batches are legal.
+        cleaned: bool,
     },
     /// Damaged (or cut short): recovery rewrites it from the file name.
     Damaged(String),
@@ -75,6 +77,10 @@ pub(crate) struct SegmentScan {
     /// Every valid batch as `(position, base offset, running maximum timestamp)`, when asked
     /// for (verify checks each index entry against them).
     pub batch_starts: Option<Vec<(u64, i64, i64)>>,
+    /// A batch started past the previous one's end or held fewer records than its offset
+    /// range: legal only in a cleaned segment (checked leniently only when the header says
+    /// cleaned or cannot be read).
+    pub cleaned_batches: bool,
 }
 
 impl SegmentScan {
@@ -97,12 +103,18 @@ impl SegmentScan {
     }
 
     pub fn sealed(&self) -> bool {
-        matches!(self.header, HeaderCheck::Intact { sealed: true })
+        matches!(self.header, HeaderCheck::Intact { sealed: true, .. })
+    }
+
+    /// Whether the cleaner wrote this segment: its header says so, or (a damaged header) its
+    /// batches show what only a cleaned segment holds, gaps or placeholders.
+    pub fn cleaned(&self) -> bool {
+        matches!(self.header, HeaderCheck::Intact { cleaned: true, .. }) || self.cleaned_batches
     }
 
     /// Its intact header says it was never sealed: its data may not all have been synced.
     pub fn unsynced_candidate(&self) -> bool {
-        matches!(self.header, HeaderCheck::Intact { sealed: false })
+        matches!(self.header, HeaderCheck::Intact { sealed: false, .. })
     }
 }
 
@@ -127,6 +139,7 @@ pub(crate) fn scan_segment(
     let header = match decode_file_header_with_flags(FileKind::Log, &header[..header_read]) {
         Ok((found, flags)) if found == base_offset => HeaderCheck::Intact {
             sealed: flags & LOG_FLAG_SEALED != 0,
+            cleaned: flags & LOG_FLAG_CLEANED != 0,
         },
         Ok((found, _)) => HeaderCheck::Damaged(format!("header names base offset {found}")),
         Err(DecodeError::UnsupportedVersion(found)) => {
@@ -161,6 +174,7 @@ pub(crate) fn scan_segment(
         tail: None,
         bytes_scanned: 0,
         batch_starts: collect_batch_starts.then(Vec::new),
+        cleaned_batches: false,
     };
     scan_batches(&*log, &mut scan, placer).map_err(StorageError::io("scanning", &paths.log))?;
     Ok(scan)
@@ -169,6 +183,15 @@ pub(crate) fn scan_segment(
 /// Walks every batch of the data file, resynchronising after damage.
 fn scan_batches(log: &dyn SegmentFile, scan: &mut SegmentScan, mut placer: IndexPlacer) -> io::Result<()> {
     let end = scan.file_bytes;
+    // A cleaned segment's batches may leave offset gaps and hold fewer records than their
+    // range. A damaged header cannot say whether the segment was cleaned: then the lenient
+    // checks apply too (a gap between CRC-valid batches is not what a crash or a flipped
+    // byte produces), and `cleaned_batches` tells recovery to keep the flag when it repairs
+    // the header.
+    let lenient = matches!(
+        scan.header,
+        HeaderCheck::Intact { cleaned: true, .. } | HeaderCheck::Damaged(_)
+    );
     let mut start = FILE_HEADER_BYTES as u64;
     while start < end {
         let mut scanner = BatchScanner::new(log, start, end, SCAN_CHUNK_BYTES);
@@ -178,8 +201,13 @@ fn scan_batches(log: &dyn SegmentFile, scan: &mut SegmentScan, mut placer: Index
                 ScanStep::Invalid(reason) => break Some((scanner.position(), reason)),
                 ScanStep::Batch(position, header) => (position, header),
             };
-            if let Err(reason) = check_batch(&mut scanner, &header, scan.base_offset, scan.next_offset)? {
+            if let Err(reason) =
+                check_batch(&mut scanner, &header, scan.base_offset, scan.next_offset, lenient)?
+            {
                 break Some((position, reason));
+            }
+            if header.base_offset != scan.next_offset || header.record_count != header.last_offset_delta + 1 {
+                scan.cleaned_batches = true;
             }
             // check_batch checked the length and the relative offsets.
             let total = header.total_bytes().unwrap_or(0) as u64;
@@ -211,7 +239,7 @@ fn scan_batches(log: &dyn SegmentFile, scan: &mut SegmentScan, mut placer: Index
             });
             return Ok(());
         }
-        match find_resync(log, position, end, scan.base_offset, scan.next_offset)? {
+        match find_resync(log, position, end, scan.base_offset, scan.next_offset, lenient)? {
             Some((resume_at, resume_offset)) => {
                 scan.damage.push(Fence {
                     segment_base_offset: scan.base_offset,
@@ -244,20 +272,22 @@ fn scan_batches(log: &dyn SegmentFile, scan: &mut SegmentScan, mut placer: Index
 
 /// The checks every stored batch must pass, beyond its header parsing: its base offset
 /// continues the log, its CRC-32C matches, its record count matches its lastOffsetDelta, and
-/// its offsets fit the segment's relative (u32) range.
-fn check_batch(
+/// its offsets fit the segment's relative (u32) range. In a cleaned segment (`cleaned`) the
+/// base offset may lie past `expected` and the record count below the range.
+pub(crate) fn check_batch(
     scanner: &mut BatchScanner<'_>,
     header: &BatchHeader,
     segment_base: i64,
     expected: i64,
+    cleaned: bool,
 ) -> io::Result<Result<(), String>> {
-    if header.base_offset != expected {
+    if header.base_offset != expected && !(cleaned && header.base_offset > expected) {
         return Ok(Err(format!(
             "batch has base offset {}, expected {expected}",
             header.base_offset
         )));
     }
-    if let Err(reason) = scanner.verify_current(header)? {
+    if let Err(reason) = scanner.verify_current(header, cleaned)? {
         return Ok(Err(format!("batch at offset {}: {reason}", header.base_offset)));
     }
     if header
@@ -301,6 +331,7 @@ fn find_resync(
     end: u64,
     segment_base: i64,
     expected: i64,
+    cleaned: bool,
 ) -> io::Result<Option<(u64, i64)>> {
     let header_bytes = BATCH_HEADER_BYTES as u64;
     let mut window_start = from + 1;
@@ -327,7 +358,7 @@ fn find_resync(
                 .last_offset()
                 .checked_sub(segment_base)
                 .is_some_and(|relative| u32::try_from(relative).is_ok());
-            let count_ok = header.record_count >= 1 && header.last_offset_delta == header.record_count - 1;
+            let count_ok = record_count_ok(&header, cleaned);
             if header.base_offset < expected || !relative_ok || !count_ok {
                 continue;
             }
@@ -574,11 +605,16 @@ impl<'a> BatchScanner<'a> {
         }
     }
 
-    /// Checks the batch last returned: CRC, record count against lastOffsetDelta. The same
+    /// Checks the batch last returned: CRC, record count against lastOffsetDelta (in a cleaned
+    /// segment, `cleaned`, at most the range: the cleaner removed records). The same
     /// integrity checks as `RecordBatch::validate` short of decoding every record: the CRC
     /// already covers every record byte, and every stored batch was fully validated before it
-    /// was appended.
-    pub fn verify_current(&mut self, header: &BatchHeader) -> std::io::Result<Result<(), String>> {
+    /// was appended (or written by the cleaner from such a batch).
+    pub fn verify_current(
+        &mut self,
+        header: &BatchHeader,
+        cleaned: bool,
+    ) -> std::io::Result<Result<(), String>> {
         let bytes = self.batch_bytes()?;
         let computed = compute_crc(bytes);
         if computed != header.crc {
@@ -587,12 +623,24 @@ impl<'a> BatchScanner<'a> {
                 header.crc
             )));
         }
-        if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
+        if !record_count_ok(header, cleaned) {
             return Ok(Err(format!(
                 "record count {} does not match lastOffsetDelta {}",
                 header.record_count, header.last_offset_delta
             )));
         }
         Ok(Ok(()))
+    }
+}
+
+/// A batch's record count against its lastOffsetDelta: equal to the range, or (in a cleaned
+/// segment) anywhere from 0 (a header-only placeholder) to the range.
+pub(crate) fn record_count_ok(header: &BatchHeader, cleaned: bool) -> bool {
+    if cleaned {
+        header.last_offset_delta >= 0
+            && header.record_count >= 0
+            && header.record_count <= header.last_offset_delta.saturating_add(1)
+    } else {
+        header.record_count >= 1 && header.last_offset_delta == header.record_count - 1
     }
 }

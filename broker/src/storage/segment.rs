@@ -13,7 +13,7 @@ use super::disk::{read_exact_at, Disk, SegmentFile};
 use super::error::StorageError;
 use super::format::{
     encode_file_header, encode_file_header_with_flags, segment_file_name, FileKind, OffsetEntry, TimeEntry,
-    FILE_HEADER_BYTES, LOG_FLAG_SEALED, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
+    FILE_HEADER_BYTES, LOG_FLAG_CLEANED, LOG_FLAG_SEALED, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
 };
 use super::inspect::Fence;
 use super::key_index::SegmentKeys;
@@ -108,6 +108,8 @@ pub(crate) struct SegmentState {
     pub time_entries_on_disk: usize,
     /// The data file header carries the sealed flag.
     pub sealed: bool,
+    /// The cleaner wrote it (`LOG_FLAG_CLEANED`): offset gaps and short batches are legal.
+    pub cleaned: bool,
     /// Ranges recovery found damaged or missing, offset order: skipped by every walk and
     /// refused to readers.
     pub fences: Vec<Fence>,
@@ -134,6 +136,8 @@ pub(crate) struct Segment {
     offset_entries_on_disk: AtomicUsize,
     time_entries_on_disk: AtomicUsize,
     sealed: AtomicBool,
+    /// Written by the cleaner (`LOG_FLAG_CLEANED`); set at creation, never changed.
+    cleaned: bool,
     /// Length of the data file as the writer left it: at least `end`, more while zeros are
     /// preallocated past it (writer and sync leader only, under the writer lock).
     file_bytes: AtomicU64,
@@ -202,6 +206,7 @@ impl Segment {
             offset_entries_on_disk: 0,
             time_entries_on_disk: 0,
             sealed: false,
+            cleaned: false,
             fences: Vec::new(),
         };
         Ok(Segment::from_parts(
@@ -241,6 +246,7 @@ impl Segment {
             offset_entries_on_disk: AtomicUsize::new(state.offset_entries_on_disk),
             time_entries_on_disk: AtomicUsize::new(state.time_entries_on_disk),
             sealed: AtomicBool::new(state.sealed),
+            cleaned: state.cleaned,
             file_bytes: AtomicU64::new(state.end),
             fences: state.fences,
             keys: SegmentKeys::unindexed(),
@@ -472,6 +478,12 @@ impl Segment {
         read_lock(&self.offset_entries).len() - self.offset_entries_on_disk.load(Ordering::Acquire)
     }
 
+    /// Written by the cleaner: batches may leave offset gaps and hold fewer records than
+    /// their range (docs/storage-format.md, "Cleaned segments").
+    pub fn is_cleaned(&self) -> bool {
+        self.cleaned
+    }
+
     pub fn is_sealed(&self) -> bool {
         self.sealed.load(Ordering::Acquire)
     }
@@ -513,6 +525,12 @@ impl Segment {
     }
 
     fn write_flags(&self, flags: u16) -> Result<(), StorageError> {
+        // The cleaned flag is a fact about the batches, not a state: it is never dropped.
+        let flags = if self.cleaned {
+            flags | LOG_FLAG_CLEANED
+        } else {
+            flags
+        };
         let header = encode_file_header_with_flags(FileKind::Log, self.base_offset, flags);
         self.log
             .write_all_at(&header, 0)
@@ -600,9 +618,9 @@ impl Segment {
         let mut buffer = BytesMut::zeroed(length);
         read_exact_at(&*self.log, &mut buffer, position)
             .map_err(StorageError::io("reading", &self.paths.log))?;
-        let cut = whole_batches_below(&buffer, first.base_offset, high_watermark).map_err(|detail| {
-            StorageError::corrupt(&self.paths.log, format!("at byte {position}+: {detail}"))
-        })?;
+        let cut = whole_batches_below(&buffer, first.base_offset, high_watermark, self.cleaned).map_err(
+            |detail| StorageError::corrupt(&self.paths.log, format!("at byte {position}+: {detail}")),
+        )?;
         buffer.truncate(cut);
         Ok(Some(buffer.freeze()))
     }
@@ -623,7 +641,8 @@ impl Segment {
             if header.base_offset >= high_watermark {
                 return Ok(None);
             }
-            if header.max_timestamp < timestamp {
+            // A placeholder the cleaner left (no records) holds no timestamp to find.
+            if header.max_timestamp < timestamp || header.record_count == 0 {
                 scanner.skip();
                 continue;
             }
@@ -684,8 +703,14 @@ fn first_record_at_or_after(
 }
 
 /// Length of the prefix of `buffer` made of whole batches with base offsets below
-/// `high_watermark`, checking each header and that offsets run on from `first_base_offset`.
-fn whole_batches_below(buffer: &[u8], first_base_offset: i64, high_watermark: i64) -> Result<usize, String> {
+/// `high_watermark`, checking each header and that offsets run on from `first_base_offset`
+/// (in a cleaned segment, `cleaned`, never go back: the cleaner leaves gaps).
+fn whole_batches_below(
+    buffer: &[u8],
+    first_base_offset: i64,
+    high_watermark: i64,
+    cleaned: bool,
+) -> Result<usize, String> {
     let mut cut = 0usize;
     let mut expected = first_base_offset;
     while cut < buffer.len() {
@@ -699,7 +724,7 @@ fn whole_batches_below(buffer: &[u8], first_base_offset: i64, high_watermark: i6
             break;
         }
         let header = BatchHeader::parse(rest).map_err(|error| error.to_string())?;
-        if header.base_offset != expected {
+        if header.base_offset != expected && !(cleaned && header.base_offset > expected) {
             return Err(format!(
                 "batch has base offset {}, expected {expected}",
                 header.base_offset

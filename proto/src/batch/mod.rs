@@ -9,7 +9,9 @@
 //!     16     1  magic                 i8   = 2
 //!     17     4  crc                   u32  CRC32C of attributes .. end of batch
 //!     21     2  attributes            i16  bits 0-2 compression, 3 timestamp type,
-//!                                          4 transactional, 5 control
+//!                                          4 transactional, 5 control,
+//!                                          6 delete horizon (KIP-534: the cleaner sets it;
+//!                                          baseTimestamp then holds the horizon)
 //!     23     4  lastOffsetDelta       i32
 //!     27     8  baseTimestamp         i64
 //!     35     8  maxTimestamp          i64
@@ -33,10 +35,12 @@ pub use crate::compression::Compression;
 use crate::BatchError;
 
 mod builder;
+pub mod filter;
 mod records;
 mod walk;
 
 pub use builder::{compress_batch, NewRecord, ProducerStamp, RecordBatchBuilder};
+pub use filter::{filter_batch, FilterOptions, FilterResult, Filtered, RecordView, ATTRIBUTE_DELETE_HORIZON};
 pub use records::{Record, RecordHeader, RecordIter};
 
 pub const BASE_OFFSET_OFFSET: usize = 0;
@@ -162,6 +166,12 @@ impl BatchHeader {
 
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_BIT != 0
+    }
+
+    /// KIP-534: the time after which the cleaner may drop this batch's tombstones, when the
+    /// cleaner has set one (attribute bit 6; the base timestamp field holds it).
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & ATTRIBUTE_DELETE_HORIZON != 0).then_some(self.base_timestamp)
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod basics;
+mod cleaner;
 mod conditions;
 mod damage;
 mod file_cache;
