@@ -480,6 +480,10 @@ pub struct Limits {
     /// append that would pass it rolls the segment first. 16 MiB: about 200,000 distinct
     /// keys per segment, and 10 M distinct keys in a partition under 64 MiB resident in all.
     pub key_index_active_bytes_max: usize,
+    /// Streams one partition may hold truncation or erasure marks for (issue 9 §3); a
+    /// truncate or erase of another key past it is refused. Every change rewrites the
+    /// partition's marks file whole, so this also bounds that file and its write.
+    pub stream_marks_per_partition_max: usize,
 }
 
 impl Default for Limits {
@@ -516,6 +520,7 @@ impl Default for Limits {
             partition_io_threads_max: 16,
             producers_per_partition_max: crate::storage::PRODUCERS_PER_PARTITION_MAX_DEFAULT,
             key_index_active_bytes_max: crate::storage::KEY_INDEX_ACTIVE_BYTES_MAX_DEFAULT,
+            stream_marks_per_partition_max: crate::storage::STREAM_MARKS_PER_PARTITION_MAX_DEFAULT,
             producer_state_expiry_ms: crate::storage::PRODUCER_IDLE_MS_DEFAULT,
             stream_read_records_max: 10_000,
             stream_read_bytes_max: 4 << 20,

@@ -406,6 +406,7 @@ impl TopicRegistry {
             // Issue 9: from the topic's cleanup.policy and compaction overrides.
             cleanup_policy: crate::storage::CleanupPolicy::Delete,
             compaction: crate::storage::CompactionConfig::default(),
+            stream_marks_per_partition_max: self.limits.stream_marks_per_partition_max,
         };
         if config.segment_bytes < self.limits.batch_bytes_max as u64 {
             return Err(TopicError::InvalidConfig(format!(

@@ -95,6 +95,9 @@ pub(crate) enum ErrorCode {
     /// Tidelog's own: a conditional append's expectations did not hold (`CoreError::failures`
     /// lists every failed check); nothing was appended. Kafka clients get INVALID_RECORD.
     ExpectationFailed = 1003,
+    /// Tidelog's own: the stream was erased (issue 9 §3); reads answer it and appends are
+    /// refused until it is re-opened. Kafka clients get INVALID_RECORD.
+    StreamErased = 1004,
 }
 
 impl ErrorCode {
@@ -113,6 +116,9 @@ pub(crate) struct CoreError {
     pub message: String,
     /// With `ExpectationFailed`: every failed check, expected and actual (empty otherwise).
     pub failures: Vec<ConditionFailure>,
+    /// The record of the request the refusal is about (within its partition's records,
+    /// counting across batches), when it is one record's: Kafka's per-record error index.
+    pub record_index: Option<u32>,
 }
 
 impl CoreError {
@@ -121,7 +127,14 @@ impl CoreError {
             code,
             message: message.into(),
             failures: Vec::new(),
+            record_index: None,
         }
+    }
+
+    /// The same error, about one record of the request.
+    pub(crate) fn at_record(mut self, index: usize) -> Self {
+        self.record_index = u32::try_from(index).ok();
+        self
     }
 
     /// A conditional append refused because `failures` did not hold.
@@ -130,6 +143,7 @@ impl CoreError {
             code: ErrorCode::ExpectationFailed,
             message: message.into(),
             failures,
+            record_index: None,
         }
     }
 
@@ -180,13 +194,23 @@ impl From<&StorageError> for CoreError {
             StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
             // Fenced at recovery: the consumer may skip the range deliberately.
             StorageError::CorruptRange { .. } => ErrorCode::CorruptMessage,
+            // Issue 9: what a client asked of a stream, or sent to a compacted topic.
+            StorageError::StreamErased { .. } => ErrorCode::StreamErased,
+            StorageError::KeylessRecord { .. } => ErrorCode::InvalidRecord,
+            // A bound the operator sets (limits.stream_marks_per_partition_max): the message names it.
+            StorageError::TooManyStreamMarks { .. } => ErrorCode::InvalidRequest,
             _ => ErrorCode::KafkaStorageError,
         };
         match error {
             // Recovery logged the damage at ERROR once; its message names only offsets.
             StorageError::OffsetOutOfRange { .. }
             | StorageError::BatchTooLarge { .. }
-            | StorageError::CorruptRange { .. } => CoreError::new(code, error.to_string()),
+            | StorageError::CorruptRange { .. }
+            | StorageError::StreamErased { .. }
+            | StorageError::TooManyStreamMarks { .. } => CoreError::new(code, error.to_string()),
+            StorageError::KeylessRecord { record_index } => {
+                CoreError::new(code, error.to_string()).at_record(*record_index)
+            }
             _ => {
                 let full = error_chain(error);
                 tracing::warn!(error = %full, "storage operation failed; the client was told without paths");

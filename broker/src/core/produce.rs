@@ -376,6 +376,16 @@ fn append_error(topic: &str, partition: u32, error: StorageError) -> CoreError {
             };
             return CoreError::expectation_failed(message, failures).for_partition(topic, partition);
         }
+        // Kafka's words, so clients and operators searching for them find the cause.
+        StorageError::KeylessRecord { record_index } => {
+            return CoreError::new(
+                ErrorCode::InvalidRecord,
+                format!(
+                "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+            ),
+            )
+            .at_record(*record_index)
+        }
         _ => return CoreError::partition_storage(topic, partition, &error),
     };
     CoreError::new(code, error.to_string())

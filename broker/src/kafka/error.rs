@@ -15,6 +15,8 @@ pub(crate) fn kafka_code(code: ErrorCode) -> i16 {
         // A failed expectation is about the records sent: Kafka's INVALID_RECORD, which no
         // client retries, with the per-record errors saying expected and actual (Produce v8+).
         ErrorCode::ExpectationFailed => ErrorCode::InvalidRecord.code(),
+        // Records for an erased stream: refused for what they are, like a failed expectation.
+        ErrorCode::StreamErased => ErrorCode::InvalidRecord.code(),
         other => other.code(),
     }
 }
@@ -30,5 +32,6 @@ mod tests {
         assert_eq!(kafka_code(ErrorCode::BrokerShuttingDown), 6);
         assert!(kafka_code(ErrorCode::TooManyConnections) < 1000);
         assert_eq!(kafka_code(ErrorCode::ExpectationFailed), 87);
+        assert_eq!(kafka_code(ErrorCode::StreamErased), 87);
     }
 }

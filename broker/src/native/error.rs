@@ -96,6 +96,7 @@ mod tests {
             (ErrorCode::TooManyConnections, pb::ErrorCode::TooManyConnections),
             (ErrorCode::InvalidRecord, pb::ErrorCode::InvalidRecord),
             (ErrorCode::ExpectationFailed, pb::ErrorCode::ExpectationFailed),
+            (ErrorCode::StreamErased, pb::ErrorCode::StreamErased),
         ];
         for (core, native) in pairs {
             assert_eq!(error_code(core), native, "{core:?}");

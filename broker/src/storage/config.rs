@@ -193,6 +193,9 @@ pub struct LogConfig {
     pub cleanup_policy: CleanupPolicy,
     /// When the cleaner compacts this log (used only when `cleanup_policy` compacts).
     pub compaction: CompactionConfig,
+    /// Keys with stream marks (truncations, erasures) this partition may hold
+    /// (`limits.stream_marks_per_partition_max`); a new mark past it is refused.
+    pub stream_marks_per_partition_max: usize,
 }
 
 impl Default for LogConfig {
@@ -212,6 +215,7 @@ impl Default for LogConfig {
             decompressed_bytes_max: tidelog_proto::batch::DECOMPRESSED_BYTES_MAX_DEFAULT,
             cleanup_policy: CleanupPolicy::Delete,
             compaction: CompactionConfig::default(),
+            stream_marks_per_partition_max: super::stream_marks::STREAM_MARKS_PER_PARTITION_MAX_DEFAULT,
         }
     }
 }

@@ -123,6 +123,7 @@ pub(crate) fn inspect(
         } else if name == CHECKPOINT_FILE_NAME
             || name == QUARANTINE_DIR_NAME
             || name == super::log::LOG_START_FILE_NAME
+            || name == super::stream_marks::STREAM_MARKS_FILE_NAME
             || name == super::cleaner::checkpoint::CLEANER_CHECKPOINT_FILE_NAME
         {
         } else if super::producer_state::parse_snapshot_file_name(&name).is_some() {

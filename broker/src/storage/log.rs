@@ -23,16 +23,20 @@ use super::producer_snapshot::{self, ProducerStateRecovery, SNAPSHOTS_RETAINED};
 use super::producer_state::{ProducerLimits, ProducerStateMap};
 use super::recovery::{recover, remove_segment_files, RecoveryReport};
 use super::segment::{read_lock, write_lock, Segment};
+use super::stream_marks::StreamMarks;
 
 mod admin;
 mod append;
 mod clean;
 mod durability;
+mod marks;
 mod roll;
 mod streams;
 
 pub(crate) use admin::LOG_START_FILE_NAME;
 pub use admin::LOG_START_HIGH_WATERMARK;
+#[allow(unused_imports)] // the cleaner's
+pub(crate) use marks::SegmentsHolding;
 
 /// Index entries buffered in memory before the writer appends them to the index files. The
 /// active segment's index is rebuilt from the data after a crash, so these need no fsync.
@@ -123,6 +127,8 @@ struct Inner {
     log_syncs: AtomicU64,
     report: RecoveryReport,
     producer_recovery: ProducerStateRecovery,
+    /// Per-key truncations and erasures (`stream_marks.rs`); changed only in `log/marks.rs`.
+    marks: StreamMarks,
     /// The cleaner's state (`log/clean.rs`).
     cleaner: clean::CleanerState,
 }
@@ -199,6 +205,7 @@ impl PartitionLog {
         tracing::info!(dir = %dir.display(), ?producer_recovery, "producer state rebuilt");
         // recover() synced the active segment, so everything recovered is durable and visible.
         let next_offset = active.next_offset();
+        let marks = StreamMarks::open(&*disk, dir, next_offset)?;
         let (high_watermark_tx, _) = watch::channel(next_offset);
         let (durable_tx, _) = watch::channel(Durable {
             offset: next_offset,
@@ -234,6 +241,7 @@ impl PartitionLog {
                 log_syncs: AtomicU64::new(0),
                 report,
                 producer_recovery,
+                marks,
                 cleaner,
             }),
         };

@@ -17,6 +17,7 @@ mod producer_state;
 mod recovery;
 mod scan;
 mod segment;
+mod stream_marks;
 mod verify;
 
 #[cfg(test)]
@@ -45,4 +46,5 @@ pub use producer_state::{
     ProducerLimits, PRODUCERS_PER_PARTITION_MAX_DEFAULT, PRODUCER_BATCHES_RETAINED, PRODUCER_IDLE_MS_DEFAULT,
 };
 pub use recovery::{Fence, IndexRebuild, Quarantined, RecoveryReport, Truncation};
+pub use stream_marks::{ErasureProgress, StreamMarkState, STREAM_MARKS_PER_PARTITION_MAX_DEFAULT};
 pub use verify::{verify_data_dir, verify_partition, PartitionVerdict};

@@ -212,8 +212,21 @@ fn partition_response(
 const RECORD_ERRORS_VERSION_MIN: i16 = 8;
 
 /// A failed expectation as Kafka's per-record errors: the index of the first record of the
-/// key (0 for the end offset and check-only keys) and "expected 41, actual 57".
+/// key (0 for the end offset and check-only keys) and "expected 41, actual 57". A refusal of
+/// one record (a keyless record on a compacted topic) names that record with the message.
 fn record_errors(error: &CoreError) -> Vec<BatchIndexAndErrorMessage> {
+    if error.failures.is_empty() {
+        return error
+            .record_index
+            .and_then(|index| i32::try_from(index).ok())
+            .map(|index| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(index)
+                    .with_batch_index_error_message(Some(StrBytes::from_string(error.message.clone())))
+            })
+            .into_iter()
+            .collect();
+    }
     error
         .failures
         .iter()

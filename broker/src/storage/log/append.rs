@@ -1,5 +1,6 @@
 //! The append path: the checks an append must pass under the writer lock (idempotent
-//! producers, then stream conditions), offset assignment, the one positional write, index
+//! producers, then the records' keys against stream erasures and a compacting policy, then
+//! stream conditions), offset assignment, the one positional write, index
 //! entries, and the roll by size or age. The only place offsets are decided.
 
 use std::sync::atomic::Ordering;
@@ -11,10 +12,11 @@ use super::{
     AppendOutcome, Inner, PartitionLog, Writer, APPEND_BUFFER_RETAINED_BYTES, PENDING_INDEX_ENTRIES_MAX,
 };
 use crate::storage::conditions::{self, AppendConditions, Verdict};
-use crate::storage::config::FlushPolicy;
+use crate::storage::config::{FlushPolicy, LogConfig};
 use crate::storage::error::StorageError;
-use crate::storage::key_index;
+use crate::storage::key_index::{self, KeyedRecords};
 use crate::storage::producer_state::{Check, ProducerLimits, ProducerStateMap, Refusal};
+use crate::storage::stream_marks;
 
 impl PartitionLog {
     /// Appends batches that the caller has already validated with `RecordBatch::validate()`.
@@ -167,6 +169,7 @@ impl PartitionLog {
             detail: "append of a batch whose records do not decode".to_string(),
             source: Some(source),
         })?;
+        check_keys(&config, inner, batches, &keyed)?;
         if !conditions.is_empty() {
             if let Some(outcome) =
                 inner.check_conditions(&mut writer, batches, conditions, base_offset, now_ms)?
@@ -378,6 +381,45 @@ impl Inner {
             }
         }
     }
+}
+
+/// What the records' keys must pass, under the writer lock and before anything changes (a
+/// refused append changes nothing, producer state included): no record of an erased stream
+/// (the erasure fixed its point under this lock, so the check and the erasure are ordered),
+/// and on a compacting log no record without a key (Kafka refuses them the same way). A
+/// keyless append to a log that does not compact costs nothing here.
+fn check_keys(
+    config: &LogConfig,
+    inner: &Inner,
+    batches: &[RecordBatch],
+    keyed: &KeyedRecords,
+) -> Result<(), StorageError> {
+    if !keyed.is_empty() {
+        let marks = inner.marks.snapshot();
+        if marks.has_erased() {
+            if let Some((_, key)) = keyed.iter().find(|(_, key)| marks.is_erased(key)) {
+                return Err(stream_marks::erased(key));
+            }
+        }
+    }
+    if config.cleanup_policy.compacts() {
+        let records: usize = batches
+            .iter()
+            .map(|batch| usize::try_from(batch.header().record_count).unwrap_or(0))
+            .sum();
+        if keyed.entries.len() < records {
+            // Entries are in record order: the first whose index is not its position follows
+            // a keyless record (or, none such, the keyless records are at the end).
+            let record_index = keyed
+                .entries
+                .iter()
+                .enumerate()
+                .find(|(position, entry)| entry.record_index as usize != *position)
+                .map_or(keyed.entries.len(), |(position, _)| position);
+            return Err(StorageError::KeylessRecord { record_index });
+        }
+    }
+    Ok(())
 }
 
 /// Checks every producer batch of an append against the state (and against the batches of

@@ -2,7 +2,10 @@
 //! `stream_info` and `stream_last_offset` for readers (below the high watermark), and the
 //! writer's [`StreamLookup`] for the condition check (everything written, under the writer
 //! lock). Every answer is exact: the index compares key bytes, and each decoded record's key
-//! is checked again. A child of `log` so it shares the log's private state.
+//! is checked again. Every one of them honours the key's stream marks (truncation and erasure,
+//! rules in `storage/stream_marks.rs`): records below the read start are not seen, an erased
+//! stream answers `StreamErased`, a truncated one keeps its version. A child of `log` so it
+//! shares the log's private state.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -14,6 +17,7 @@ use super::super::key_index::{
     StreamLookup, StreamRead, StreamRecord,
 };
 use super::super::segment::Segment;
+use super::super::stream_marks::MarksSnapshot;
 use super::{Inner, PartitionLog, SealMode, Writer};
 
 /// Builds every segment's index state at open: the active segment's table by scanning it
@@ -352,10 +356,11 @@ impl PartitionLog {
     ) -> Result<StreamRead, StorageError> {
         let inner = &*self.inner;
         let (segments, start, end) = inner.reader_view();
+        let (key_start, _) = inner.marks.snapshot().for_reading(key)?;
         let context = inner.index_context();
         let view = View {
             segments: &segments,
-            start,
+            start: start.max(key_start),
             end,
             context: &context,
         };
@@ -367,7 +372,7 @@ impl PartitionLog {
         };
         match direction {
             Direction::Forward => {
-                let from = from.max(start);
+                let from = from.max(view.start);
                 let (records, more) = view.forward(key, from, limit, bytes_max)?;
                 read.next_offset = match (more, records.last()) {
                     (true, Some(last)) => last.offset + 1,
@@ -391,32 +396,46 @@ impl PartitionLog {
     }
 
     /// The stream's first and last retained offsets below the high watermark and its record
-    /// count; `-1, -1, 0` when it has none.
+    /// count; `-1, -1, 0` when it has none. A truncated stream counts only its records from
+    /// the truncation point, and its `last_offset` is its version (the last offset it had,
+    /// when nothing after the truncation point exists: see `stream_marks`).
+    ///
+    /// # Errors
+    /// `StreamErased` for an erased stream; index I/O errors.
     pub fn stream_info(&self, key: &[u8]) -> Result<StreamInfo, StorageError> {
         let inner = &*self.inner;
         let (segments, start, end) = inner.reader_view();
+        let (key_start, kept_version) = inner.marks.snapshot().for_reading(key)?;
         let context = inner.index_context();
-        View {
+        let mut info = View {
             segments: &segments,
-            start,
+            start: start.max(key_start),
             end,
             context: &context,
         }
-        .info(key)
+        .info(key)?;
+        info.last_offset = info.last_offset.max(version_kept(kept_version, start));
+        Ok(info)
     }
 
-    /// The stream's version visible to readers: its last record below the high watermark.
+    /// The stream's version visible to readers: its last record below the high watermark (or
+    /// the version a truncation kept).
+    ///
+    /// # Errors
+    /// As [`stream_info`](Self::stream_info).
     pub fn stream_last_offset(&self, key: &[u8]) -> Result<Option<i64>, StorageError> {
         let inner = &*self.inner;
         let (segments, start, end) = inner.reader_view();
+        let (key_start, kept_version) = inner.marks.snapshot().for_reading(key)?;
         let context = inner.index_context();
-        View {
+        let last = View {
             segments: &segments,
-            start,
+            start: start.max(key_start),
             end,
             context: &context,
         }
-        .last_offset(key)
+        .last_offset(key)?;
+        Ok(last.or_else(|| Some(version_kept(kept_version, start)).filter(|version| *version >= 0)))
     }
 
     /// Memory the per-key index holds now (tables and resident summaries), and bytes of
@@ -443,24 +462,34 @@ pub(crate) struct WriterLookup<'a> {
     start: i64,
     end: i64,
     context: IndexContext,
+    /// The marks as the writer lock fixes them (only an erasure, under that lock, changes
+    /// what an append may do).
+    marks: MarksSnapshot,
     _writer: std::marker::PhantomData<&'a Writer>,
 }
 
 #[cfg_attr(not(test), allow(dead_code))]
 impl WriterLookup<'_> {
-    fn view(&self) -> View<'_> {
-        View {
+    /// The view of `key`'s stream: from its read start; with the version a truncation kept.
+    fn view(&self, key: &[u8]) -> Result<(View<'_>, i64), StorageError> {
+        let (key_start, kept_version) = self.marks.for_reading(key)?;
+        let view = View {
             segments: &self.segments,
-            start: self.start,
+            start: self.start.max(key_start),
             end: self.end,
             context: &self.context,
-        }
+        };
+        Ok((view, version_kept(kept_version, self.start)))
     }
 }
 
 impl StreamLookup for WriterLookup<'_> {
+    /// An erased stream answers `StreamErased`; a truncated one its version.
     fn last_offset(&mut self, key: &[u8]) -> Result<Option<i64>, StorageError> {
-        self.view().last_offset(key)
+        let (view, kept_version) = self.view(key)?;
+        Ok(view
+            .last_offset(key)?
+            .or_else(|| Some(kept_version).filter(|version| *version >= 0)))
     }
 
     fn records_after(
@@ -472,8 +501,19 @@ impl StreamLookup for WriterLookup<'_> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let from = after.saturating_add(1).max(self.start);
-        Ok(self.view().forward(key, from, limit, usize::MAX)?.0)
+        let (view, _) = self.view(key)?;
+        let from = after.saturating_add(1).max(view.start);
+        Ok(view.forward(key, from, limit, usize::MAX)?.0)
+    }
+}
+
+/// The version a truncation kept, if it still counts: not below the log start (retention
+/// ends a version the same way for every stream). -1 when none.
+fn version_kept(kept_version: i64, log_start: i64) -> i64 {
+    if kept_version >= log_start {
+        kept_version
+    } else {
+        -1
     }
 }
 
@@ -502,7 +542,7 @@ impl Inner {
     }
 
     /// Segments, log start and high watermark as a reader sees them (the order `read` uses).
-    fn reader_view(&self) -> (Arc<Vec<Arc<Segment>>>, i64, i64) {
+    pub(super) fn reader_view(&self) -> (Arc<Vec<Arc<Segment>>>, i64, i64) {
         let high_watermark = self.high_watermark.load(Ordering::Acquire);
         let segments = self.segments_snapshot();
         let start = segments
@@ -526,8 +566,28 @@ impl Inner {
             start,
             end: writer.active.next_offset(),
             context: self.index_context(),
+            marks: self.marks.snapshot(),
             _writer: std::marker::PhantomData,
         }
+    }
+
+    /// The last record of `key` readers may see in `[from, to)` (below the high watermark),
+    /// marks aside: what a truncation at `to` keeps as the stream's version.
+    pub(super) fn readable_last_offset(
+        &self,
+        key: &[u8],
+        from: i64,
+        to: i64,
+    ) -> Result<Option<i64>, StorageError> {
+        let (segments, start, end) = self.reader_view();
+        let context = self.index_context();
+        View {
+            segments: &segments,
+            start: start.max(from),
+            end: end.min(to),
+            context: &context,
+        }
+        .last_offset(key)
     }
 
     /// Queues, for every closed segment, the rebuild of an index left unindexed at open, or

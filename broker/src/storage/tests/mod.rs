@@ -8,6 +8,7 @@ mod conditions;
 mod damage;
 mod file_cache;
 mod group_commit;
+mod marks;
 mod model;
 mod preallocate;
 mod producer;
