@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Architecture invariant: `wire.rs`, `connection.rs` and the request-building parts of
-//! `client.rs`, `admin.rs`, `producer.rs`, `consumer.rs`, `stream_read.rs` and `group/` are the only places that
+//! `client.rs`, `admin.rs`, `topic_config.rs`, `cleaner_status.rs`, `producer.rs`, `consumer.rs`,
+//! `stream_read.rs`, `snapshots.rs` and `group/` are the only places that
 //! name protobuf types; nothing public does.
 
 mod accumulator;
@@ -26,7 +27,8 @@ mod connection;
 mod wire;
 
 pub mod admin;
-pub mod client;
+mod cleaner_status;
+mod client;
 pub mod consumer;
 #[cfg(feature = "embedded")]
 pub mod embedded;
@@ -35,12 +37,17 @@ pub mod event_store;
 pub mod group;
 pub mod partitioner;
 pub mod producer;
+pub mod snapshots;
 pub mod stream_read;
 pub mod streams;
 pub mod topic_changes;
+mod topic_config;
 pub mod types;
 
-pub use admin::{Admin, NewTopic, PartitionDescription, PartitionOffset, TopicConfig, TopicDescription};
+pub use admin::{
+    Admin, CleanerState, CleanerStatus, NewTopic, PartitionDescription, PartitionOffset, TopicConfig,
+    TopicDescription, TOPIC_CONFIG_NAMES,
+};
 pub use client::{Client, ClientConfig, DEFAULT_BROKER};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, Seek};
 pub use error::{Error, Result};
@@ -50,6 +57,7 @@ pub use group::{
     GroupPartitionOffset, GroupState, OffsetsToCommit, RebalanceListener, TopicPartition,
 };
 pub use producer::{DeliveryFuture, Idempotence, Producer, ProducerConfig, ProducerMetrics};
+pub use snapshots::{LoadedPage, SavedSnapshot, Snapshot};
 pub use stream_read::{ReadDirection, ReadStreamOptions, StreamInfo, StreamPage, StreamRecord, WaitResult};
 pub use streams::{AppendConditions, AppendResult, EventData, ExpectationFailure, Expected};
 /// Record-batch compression codecs, for [`ProducerConfig::compression`].

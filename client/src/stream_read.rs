@@ -155,26 +155,7 @@ impl Client {
         };
         check(topic, response.error, response.message)?;
         let partition = PartitionId::new(response.partition);
-        let topic_name = TopicName::new(topic);
-        let records = response
-            .records
-            .into_iter()
-            .map(|record| {
-                Record::new(
-                    topic_name.clone(),
-                    partition,
-                    Offset::new(record.offset),
-                    record.timestamp,
-                    Some(record.key),
-                    record.value,
-                    record
-                        .headers
-                        .into_iter()
-                        .map(|header| Header::new(header.key, header.value))
-                        .collect(),
-                )
-            })
-            .collect();
+        let records = stream_records(topic, partition, response.records);
         Ok(StreamPage {
             partition,
             records,
@@ -257,13 +238,40 @@ impl Client {
     }
 }
 
+/// A page's records as the client's records of `topic`/`partition`.
+pub(crate) fn stream_records(
+    topic: &str,
+    partition: PartitionId,
+    records: Vec<pb::StreamRecord>,
+) -> Vec<StreamRecord> {
+    let topic_name = TopicName::new(topic);
+    records
+        .into_iter()
+        .map(|record| {
+            Record::new(
+                topic_name.clone(),
+                partition,
+                Offset::new(record.offset),
+                record.timestamp,
+                Some(record.key),
+                record.value,
+                record
+                    .headers
+                    .into_iter()
+                    .map(|header| Header::new(header.key, header.value))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 /// A duration as the wire's u32 milliseconds, saturating (about 49 days).
 fn millis(duration: Duration) -> u32 {
     u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
 /// An answer's error code as the client's error.
-fn check(topic: &str, error: i32, message: String) -> Result<()> {
+pub(crate) fn check(topic: &str, error: i32, message: String) -> Result<()> {
     match wire::error_code(error) {
         None => Ok(()),
         Some(ErrorCode::UnknownTopicOrPartition) => Err(Error::UnknownTopicOrPartition {
@@ -274,7 +282,7 @@ fn check(topic: &str, error: i32, message: String) -> Result<()> {
     }
 }
 
-fn wrong_body(api: &str) -> Error {
+pub(crate) fn wrong_body(api: &str) -> Error {
     Error::Protocol {
         addr: String::new(),
         reason: format!("the broker answered a {api} request with another response"),

@@ -345,16 +345,51 @@ impl PartitionLog {
         let first = segments
             .partition_point(|segment| segment.base_offset <= offset)
             .saturating_sub(1);
-        for segment in &segments[first..] {
-            if segment.base_offset >= high_watermark {
+        // Usually one segment read answers. In a cleaned segment, what it returns may hold no
+        // record at or after `offset` (placeholders, or a rewritten batch whose later records
+        // went): then the read goes on after the last batch returned, in the same segment or
+        // the next, so that every read lets a client that ignores lastOffsetDelta (kafkajs)
+        // make progress. Offsets stay in order and nothing is skipped.
+        let mut gathered: Option<bytes::BytesMut> = None;
+        let mut from = offset;
+        let mut index = first;
+        // Bounded: every step moves past at least one batch or one segment.
+        for _ in 0..clean::READ_STEPS_MAX {
+            let Some(segment) = segments.get(index) else {
+                break;
+            };
+            if segment.base_offset >= high_watermark || from >= high_watermark {
                 break;
             }
-            if let Some(records) = segment.read(offset, max_bytes, high_watermark)? {
-                if !records.is_empty() {
-                    outcome.records = records;
-                    break;
+            let budget = gathered
+                .as_ref()
+                .map_or(max_bytes, |so_far| max_bytes.saturating_sub(so_far.len()));
+            let records = match segment.read(from.max(segment.base_offset), budget, high_watermark)? {
+                Some(records) if !records.is_empty() => records,
+                _ => {
+                    index += 1;
+                    continue;
                 }
+            };
+            let (progress, next) = clean::progress_in(&records, offset, segment.is_cleaned());
+            if gathered.is_none() && progress {
+                outcome.records = records;
+                break;
             }
+            let so_far = gathered.get_or_insert_with(bytes::BytesMut::new);
+            so_far.extend_from_slice(&records);
+            if progress {
+                break;
+            }
+            // (A `next` that did not move would mean batches that did not parse: go on to the
+            // next segment rather than read them again.)
+            if next <= from || next >= segment.next_offset() {
+                index += 1;
+            }
+            from = from.max(next);
+        }
+        if let Some(records) = gathered {
+            outcome.records = records.freeze();
         }
         Ok(outcome)
     }
@@ -422,7 +457,9 @@ impl PartitionLog {
 
     /// Rolls the active segment if it is too old, then deletes closed segments past retention:
     /// from the oldest, while the newest record of the segment is older than `retention_ms`
-    /// or the partition is larger than `retention_bytes`. Never deletes the active segment.
+    /// or the partition is larger than `retention_bytes` (only when `cleanup_policy` deletes),
+    /// or the segment lies wholly below a trimmed log start (any policy). Never deletes the
+    /// active segment.
     pub fn run_maintenance(&self, now_ms: i64) -> Result<MaintenanceOutcome, StorageError> {
         let inner = &self.inner;
         inner.check_writable()?;
@@ -442,11 +479,16 @@ impl PartitionLog {
             let mut total_bytes: u64 = segments.iter().map(|segment| segment.end()).sum();
             let closed = &segments[..segments.len().saturating_sub(1)];
             let mut victims = 0;
+            // A compact-only log keeps every closed segment (the cleaner shrinks them); only a
+            // trim removes its segments.
+            let retains = config.cleanup_policy.deletes();
             for segment in closed {
-                let expired = config.retention_ms >= 0
+                let expired = retains
+                    && config.retention_ms >= 0
                     && now_ms.saturating_sub(segment.max_timestamp()) > config.retention_ms;
-                let oversized =
-                    config.retention_bytes >= 0 && total_bytes > config.retention_bytes.unsigned_abs();
+                let oversized = retains
+                    && config.retention_bytes >= 0
+                    && total_bytes > config.retention_bytes.unsigned_abs();
                 // Wholly below the log start a trim advanced to: unreadable already.
                 let trimmed = segment.next_offset() <= log_start_floor;
                 if !(expired || oversized || trimmed) {

@@ -12,11 +12,13 @@ mod fetch;
 mod init_producer_id;
 mod list_groups;
 mod list_offsets;
+mod load_stream;
 mod metadata;
 mod offset_commit;
 mod offset_fetch;
 mod produce;
 mod read_stream;
+mod save_snapshot;
 mod stream_info;
 mod trim_topic;
 mod wait_group_offset;
@@ -106,7 +108,8 @@ pub(crate) fn dispatch(
         Body::StreamInfo(request) => stream_info::handle(context, request),
         Body::WaitGroupOffset(request) => wait_group_offset::handle(context, request),
         // Issue 9: each arm is replaced by its handler as it lands.
-        Body::SaveSnapshot(_) | Body::LoadStream(_) => not_yet_served("snapshots"),
+        Body::SaveSnapshot(request) => save_snapshot::handle(context, request),
+        Body::LoadStream(request) => load_stream::handle(context, budget, request),
         Body::TruncateStream(_) | Body::EraseStream(_) | Body::ReopenStream(_) => {
             not_yet_served("stream truncation and erasure")
         }

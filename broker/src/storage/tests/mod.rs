@@ -4,6 +4,8 @@
 mod admin;
 mod basics;
 mod cleaner;
+mod cleaner_erase;
+mod cleaner_swap;
 mod compaction_model;
 mod conditions;
 mod damage;

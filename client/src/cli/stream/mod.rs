@@ -1,10 +1,11 @@
 //! `tidelog stream ...`: event streams, the records of one key in one topic (issue 8 §4, §5).
-//! `read` and `info` are read-only, `append` writes; each command lives in its own file.
+//! `read` and `info` are read-only, `append` and `snapshot` write; each command lives in its own file.
 
 mod append;
 mod follow;
 mod info;
 mod read;
+mod snapshot;
 
 use clap::Subcommand;
 use tidelog_client::Client;
@@ -22,6 +23,10 @@ pub enum StreamCommand {
     /// Print `partition=P first_offset=F last_offset=L records=N` for a stream (offsets -1
     /// when it has no record).
     Info(info::InfoArgs),
+    /// Store stdin as the stream's snapshot as of `--at OFFSET` (in the compacted companion
+    /// topic TOPIC.snapshots, created on first use); prints `snapshot of TOPIC/KEY at OFFSET
+    /// stored in TOPIC.snapshots partition P offset O`.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 pub async fn run(client: &Client, command: StreamCommand) -> anyhow::Result<()> {
@@ -29,5 +34,6 @@ pub async fn run(client: &Client, command: StreamCommand) -> anyhow::Result<()> 
         StreamCommand::Append(args) => append::run(client, args).await,
         StreamCommand::Read(args) => read::run(client, args).await,
         StreamCommand::Info(args) => info::run(client, args).await,
+        StreamCommand::Snapshot(args) => snapshot::run(client, args).await,
     }
 }
