@@ -28,10 +28,7 @@ use bytes::Bytes;
 use tidelog_proto::batch::{ProducerStamp, RecordBatch, RecordHeader};
 
 use super::super::sim_disk::{CrashMode, SimDisk, SplitMix};
-use super::super::{
-    CleanOptions, CleanOutcome, CleanupPolicy, CompactionConfig, FlushPolicy, IoThrottle, LogConfig,
-    PartitionLog, StorageError, Unthrottled,
-};
+use super::super::{CleanOptions, CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig, Unthrottled};
 use super::sim_open;
 
 mod checks;
@@ -39,29 +36,6 @@ mod ops;
 
 use checks::check_everything;
 use ops::*;
-
-/// Until the cleaner's `PartitionLog::clean` lands (contract §3) cleaning does nothing here; an
-/// inherent `clean` takes precedence over this trait's, so the model drives the real one as
-/// soon as it exists (and this goes).
-trait CleanUntilLanded {
-    fn clean(
-        &self,
-        now_ms: i64,
-        options: &CleanOptions,
-        throttle: &dyn IoThrottle,
-    ) -> Result<CleanOutcome, StorageError>;
-}
-
-impl CleanUntilLanded for PartitionLog {
-    fn clean(
-        &self,
-        _now_ms: i64,
-        _options: &CleanOptions,
-        _throttle: &dyn IoThrottle,
-    ) -> Result<CleanOutcome, StorageError> {
-        Ok(CleanOutcome::default())
-    }
-}
 
 const SEEDS: u64 = 40;
 const STEPS: usize = 220;
