@@ -443,8 +443,14 @@ impl Inner {
             *write_lock(&self.segments) = Arc::new(list);
         }
         if let Err(error) = swap::finish(&*self.disk, &self.dir) {
-            // Harmless: the next open repeats the (completed) roll forward.
-            tracing::warn!(%error, "could not remove the cleaner's swap journal");
+            // The swap itself is complete, and the next open repeats its (idempotent) roll
+            // forward. But a journal left behind must never meet a later swap's aside files
+            // (a crash then would roll those forward, committed or not): no more cleaning, or
+            // writing, in this process.
+            self.poison(format!(
+                "could not remove the cleaner's swap journal after the swap at {base_offset}: {error}"
+            ));
+            return Err(error);
         }
         if self.seal_mode == SealMode::Background {
             key_index::enqueue(&segment, &self.index_context());
