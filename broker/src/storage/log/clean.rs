@@ -443,8 +443,14 @@ impl Inner {
             *write_lock(&self.segments) = Arc::new(list);
         }
         if let Err(error) = swap::finish(&*self.disk, &self.dir) {
-            // Harmless: the next open repeats the (completed) roll forward.
-            tracing::warn!(%error, "could not remove the cleaner's swap journal");
+            // The swap itself is complete, and the next open repeats its (idempotent) roll
+            // forward. But a journal left behind must never meet a later swap's aside files
+            // (a crash then would roll those forward, committed or not): no more cleaning, or
+            // writing, in this process.
+            self.poison(format!(
+                "could not remove the cleaner's swap journal after the swap at {base_offset}: {error}"
+            ));
+            return Err(error);
         }
         if self.seal_mode == SealMode::Background {
             key_index::enqueue(&segment, &self.index_context());
@@ -472,29 +478,32 @@ fn position_of(segments: &[Arc<Segment>], group: &[Arc<Segment>]) -> Option<usiz
     same.then_some(start)
 }
 
-/// Whether the whole batches in `records` hold a record at or after `offset`. Outside a
-/// cleaned segment every batch holds records for its whole range, so any non-empty batch
-/// does; in a cleaned one a placeholder holds none, and only the batch that straddles
-/// `offset` can hold records below it alone (its records are decoded to tell).
-pub(super) fn holds_record_from(records: &bytes::Bytes, offset: i64, cleaned: bool) -> bool {
+/// Steps one read may take through batches that hold no record at or after the offset read
+/// from (see `PartitionLog::read`); past it the read returns what it gathered.
+pub(super) const READ_STEPS_MAX: usize = 1 << 20;
+
+/// Whether the whole batches in `records` hold a record at or after `offset`, and the offset
+/// after the last of them. Outside a cleaned segment every batch holds records for its whole
+/// range, so any batch does; in a cleaned one a placeholder holds none, and only a batch that
+/// straddles `offset` can hold records below it alone (its records are decoded to tell).
+pub(super) fn progress_in(records: &bytes::Bytes, offset: i64, cleaned: bool) -> (bool, i64) {
+    let mut next = offset;
+    let mut progress = false;
     for batch in tidelog_proto::batch::BatchIter::new(records.clone()) {
         let Ok(batch) = batch else {
-            // Segment::read returned whole, checked batches; a surprise here is not progress.
-            return false;
+            // Segment::read returned whole, checked batches; a surprise here is no progress.
+            break;
         };
         let header = batch.header();
-        if header.record_count == 0 {
+        next = next.max(header.next_offset());
+        if progress || header.record_count == 0 {
             continue;
         }
-        if !cleaned || header.base_offset >= offset {
-            return true;
-        }
-        let has_later = batch
-            .records()
-            .any(|record| record.is_ok_and(|record| record.offset >= offset));
-        if has_later {
-            return true;
-        }
+        progress = !cleaned
+            || header.base_offset >= offset
+            || batch
+                .records()
+                .any(|record| record.is_ok_and(|record| record.offset >= offset));
     }
-    false
+    (progress, next)
 }

@@ -171,3 +171,63 @@ fn a_truncation_is_applied_by_the_next_rewrite_of_its_segments() {
         .unwrap();
     assert!(seen.iter().any(|(offset, ..)| *offset == latest_zero));
 }
+
+#[test]
+fn a_read_inside_a_batch_whose_later_records_went_goes_on_to_a_record_at_or_after_it() {
+    use super::super::{CleanupPolicy, CompactionConfig};
+    use super::cleaner::kv_batch;
+    use tidelog_proto::batch::BatchIter;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        cleanup_policy: CleanupPolicy::Compact,
+        compaction: CompactionConfig {
+            min_cleanable_dirty_ratio: 0.0,
+            ..CompactionConfig::default()
+        },
+        ..history(FlushPolicy::Never)
+    };
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    // Each batch: a key of its own, then "hot" twice; every "hot" but the very last goes, so
+    // each cleaned batch keeps only its first record.
+    let value = [b'v'; 40];
+    for round in 0..60 {
+        let own = format!("own-{round}");
+        let batch = kv_batch(
+            &[
+                (own.as_bytes(), Some(&value[..])),
+                (b"hot", Some(&value[..])),
+                (b"hot", Some(&value[..])),
+            ],
+            1_000 + round,
+            Compression::None,
+        );
+        log.append(&[batch], 0).unwrap();
+    }
+    log.sync().unwrap();
+    log.clean(NOW, &OPTIONS, &Unthrottled).unwrap();
+    // From inside every cleaned batch, even one read batch at a time, a read holds a record
+    // at or after the offset asked for.
+    let segments = log.segments_for_test();
+    let cleaned_end = segments[segments.len() - 2].next_offset();
+    let mut checked = 0;
+    for base in (0..cleaned_end - 3).step_by(3) {
+        let from = base + 1;
+        let read = log.read(from, 1).unwrap();
+        let offsets: Vec<i64> = BatchIter::new(read.records)
+            .flat_map(|batch| {
+                batch
+                    .unwrap()
+                    .records()
+                    .map(|record| record.unwrap().offset)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(
+            offsets.iter().any(|offset| *offset >= from),
+            "read from {from}: {offsets:?}"
+        );
+        assert!(offsets.windows(2).all(|pair| pair[0] < pair[1]));
+        checked += 1;
+    }
+    assert!(checked > 10);
+}
