@@ -18,9 +18,7 @@ use tidelog_proto::batch::{BatchHeader, RecordView};
 use super::super::cleaner::plan::{self, Erasure};
 use super::super::cleaner::rewrite::{self, RewriteContext, Written};
 use super::super::cleaner::swap::{self, CommitError, Journal};
-use super::super::cleaner::{
-    checkpoint, key_map, CleanDue, CleanOptions, CleanOutcome, CleanerStats, IoThrottle,
-};
+use super::super::cleaner::{checkpoint, key_map, CleanOptions, CleanOutcome, CleanerStats, IoThrottle};
 use super::super::disk::Disk;
 use super::super::error::StorageError;
 use super::super::key_index;
@@ -98,10 +96,8 @@ impl PartitionLog {
             self.purge_erasures(now_ms, throttle, &mut outcome)?;
         }
         let config = inner.config();
-        let stats = self.cleaner_stats(now_ms);
-        let compaction_due = config.cleanup_policy.compacts()
-            && (matches!(stats.due, Some(CleanDue::MaxLag | CleanDue::DirtyRatio))
-                || (matches!(stats.due, Some(CleanDue::Erasure { .. })) && compaction_due(&stats, &config)));
+        let segments = inner.segments_snapshot();
+        let compaction_due = plan::compaction_due(&segments, inner.cleaner.checkpoint(), &config, now_ms);
         if compaction_due {
             self.compact(now_ms, options, throttle, &mut outcome)?;
         }
@@ -220,11 +216,6 @@ impl PartitionLog {
         );
         Ok(())
     }
-}
-
-/// Whether compaction itself is due, whatever erasures say.
-fn compaction_due(stats: &CleanerStats, config: &super::super::config::LogConfig) -> bool {
-    stats.dirty_bytes > 0 && stats.dirty_ratio >= config.compaction.min_cleanable_dirty_ratio
 }
 
 impl PartitionLog {

@@ -231,3 +231,38 @@ fn a_read_inside_a_batch_whose_later_records_went_goes_on_to_a_record_at_or_afte
     }
     assert!(checked > 10);
 }
+
+#[test]
+fn one_clean_purges_an_erasure_and_then_compacts_when_both_are_due() {
+    use super::super::{CleanupPolicy, CompactionConfig};
+    use super::cleaner::compacted_model;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        cleanup_policy: CleanupPolicy::Compact,
+        compaction: CompactionConfig {
+            // Due by max lag only, which an erasure's due must not hide.
+            min_cleanable_dirty_ratio: 1.0,
+            max_compaction_lag_ms: 1,
+            ..CompactionConfig::default()
+        },
+        ..history(FlushPolicy::Never)
+    };
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    let produced = produce(&log, 120, 4, 0, Compression::None);
+    log.sync().unwrap();
+    let segments = log.segments_for_test();
+    let closed_end = segments[segments.len() - 2].next_offset();
+    log.erase_stream(b"key-3", NOW, NOW + 1_000).unwrap();
+    let outcome = log.clean(NOW, &OPTIONS, &Unthrottled).unwrap();
+    assert_eq!(outcome.erasures_completed, 1);
+    // key-3 gone everywhere; the active segment was rolled for it, so everything is closed
+    // and compacted: the latest record of every other key.
+    assert_eq!(log.segments_for_test().last().unwrap().base_offset, 120);
+    let rest: Vec<Produced> = produced
+        .iter()
+        .filter(|(_, key, _)| key != b"key-3")
+        .cloned()
+        .collect();
+    assert_eq!(visible(&log), compacted_model(&rest, 120));
+    assert!(closed_end < 120);
+}
