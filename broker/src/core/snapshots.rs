@@ -126,7 +126,7 @@ impl Core {
         }
         let Extent {
             info, erased_before, ..
-        } = self.stream_extent(&input.topic, &input.key).await?;
+        } = self.snapshot_extent(&input.topic, &input.key).await?;
         if input.at_offset < erased_before {
             return Err(CoreError::new(
                 ErrorCode::InvalidRequest,
@@ -224,7 +224,7 @@ impl Core {
             partition,
             info,
             erased_before,
-        } = self.stream_extent(&input.topic, &input.key).await?;
+        } = self.snapshot_extent(&input.topic, &input.key).await?;
         let topic_id = self
             .registry
             .get(&input.topic)
@@ -292,7 +292,7 @@ impl Core {
     /// # Errors
     /// The stream read's: an unknown topic, an empty key, `STREAM_ERASED` for an erased stream
     /// (not re-opened), an offline partition.
-    async fn stream_extent(&self, topic: &str, key: &Bytes) -> Result<Extent, CoreError> {
+    async fn snapshot_extent(&self, topic: &str, key: &Bytes) -> Result<Extent, CoreError> {
         if key.is_empty() {
             return Err(CoreError::new(
                 ErrorCode::InvalidRequest,
