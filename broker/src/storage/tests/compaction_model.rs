@@ -118,6 +118,7 @@ struct Model {
     cleans: u64,
     records_removed: u64,
     crashes_in_clean: u64,
+    segments_retention_deleted: usize,
 }
 
 impl Model {
@@ -158,7 +159,7 @@ fn compacted_log_matches_the_model_through_cleans_marks_restarts_and_crashes() {
         .enable_all()
         .build()
         .expect("a current-thread runtime builds");
-    let mut totals = (0, 0, 0);
+    let mut totals = (0, 0, 0, 0);
     for seed in seeds {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(seed, &runtime)));
         match result {
@@ -166,6 +167,7 @@ fn compacted_log_matches_the_model_through_cleans_marks_restarts_and_crashes() {
                 totals.0 += model.cleans;
                 totals.1 += model.records_removed;
                 totals.2 += model.crashes_in_clean;
+                totals.3 += model.segments_retention_deleted;
             }
             Err(panic) => {
                 eprintln!(
@@ -176,8 +178,8 @@ fn compacted_log_matches_the_model_through_cleans_marks_restarts_and_crashes() {
         }
     }
     eprintln!(
-        "compaction model: {} cleans removed {} records; {} crashes during a clean",
-        totals.0, totals.1, totals.2
+        "compaction model: {} cleans removed {} records; {} crashes during a clean; retention deleted {} segments",
+        totals.0, totals.1, totals.2, totals.3
     );
 }
 
@@ -187,17 +189,27 @@ fn random_config(rng: &mut SplitMix) -> LogConfig {
         1 => FlushPolicy::Never,
         _ => FlushPolicy::Interval(std::time::Duration::from_millis(5)),
     };
-    // Mostly compacted logs; a quarter keep history (erasures are their only rewrite).
-    let cleanup_policy = if rng.below(4) == 0 {
-        CleanupPolicy::Delete
-    } else {
-        CleanupPolicy::Compact
+    // Mostly compacted logs; some keep history (erasures are their only rewrite), some are
+    // compacted and deleted by retention too. A compact-only log's retention settings must do
+    // nothing.
+    let cleanup_policy = match rng.below(6) {
+        0 => CleanupPolicy::Delete,
+        1 => CleanupPolicy::CompactDelete,
+        _ => CleanupPolicy::Compact,
+    };
+    let (retention_ms, retention_bytes) = match cleanup_policy {
+        CleanupPolicy::Delete => (-1, -1),
+        _ if rng.below(2) == 0 => (-1, -1),
+        _ => (
+            1_500 + rng.below(6_000) as i64,
+            [-1, 3_000][rng.below(2) as usize],
+        ),
     };
     LogConfig {
         segment_bytes: 700 + rng.below(2500),
         segment_ms: 60_000 + rng.below(60_000) as i64,
-        retention_ms: -1,
-        retention_bytes: -1,
+        retention_ms,
+        retention_bytes,
         index_interval_bytes: rng.below(400) as u32,
         flush,
         preallocate_bytes: rng.below(2) * 2048,
@@ -301,6 +313,7 @@ fn run(seed: u64, runtime: &tokio::runtime::Runtime) -> Model {
                     eprintln!("{context}: switched to cleanup.policy=compact");
                 }
             }
+            74..=76 => maintenance(&log, &mut model, now, &context),
             73..=80 => check_everything(&log, &disk, &model, &mut rng, &context),
             81..=83 => {
                 log.sync().unwrap_or_else(|error| panic!("{context}: {error}"));

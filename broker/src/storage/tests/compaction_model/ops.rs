@@ -611,3 +611,33 @@ pub(super) fn after_reopen(
     let mut rng = SplitMix(recovered as u64 ^ 0xabc);
     check_everything(log, disk, model, &mut rng, context);
 }
+
+/// A maintenance pass: retention deletes whole closed segments only where the policy deletes
+/// (never on a compact-only log, whatever its retention settings), never inside a batch.
+pub(super) fn maintenance(log: &PartitionLog, model: &mut Model, now: i64, context: &str) {
+    let before = log.log_start_offset();
+    let outcome = log
+        .run_maintenance(now)
+        .unwrap_or_else(|error| panic!("{context}: maintenance: {error}"));
+    model.segments_retention_deleted += outcome.segments_deleted;
+    let start = log.log_start_offset();
+    assert!(start >= before, "{context}: the log start went back");
+    if !log.config().cleanup_policy.deletes() {
+        assert_eq!(
+            start, before,
+            "{context}: retention deleted segments of a log that does not delete"
+        );
+    }
+    assert!(
+        !model
+            .batches
+            .iter()
+            .any(|batch| batch.base_offset < start && batch.last_offset >= start),
+        "{context}: the log start {start} is inside a batch"
+    );
+    model.batches.retain(|batch| batch.base_offset >= start);
+    // A producer whose batches retention took starts over under a new id.
+    model
+        .producers
+        .retain(|producer| producer.recent.iter().all(|(_, base, _)| *base >= start));
+}
