@@ -639,6 +639,9 @@ pub(crate) fn deadline_after(timeout: Duration) -> Instant {
 }
 
 #[cfg(test)]
+mod compacted_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use bytes::{Bytes, BytesMut};

@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Architecture invariant: `wire.rs`, `connection.rs` and the request-building parts of
-//! `client.rs`, `admin.rs`, `producer.rs`, `consumer.rs`, `stream_read.rs`, `stream_marks.rs` and `group/` are the only places that
+//! `client.rs`, `admin.rs`, `producer.rs`, `consumer.rs`, `stream_read.rs`, `stream_marks.rs`,
+//! `snapshots.rs` and `group/` are the only places that
 //! name protobuf types; nothing public does.
 
 mod accumulator;
@@ -35,6 +36,7 @@ pub mod event_store;
 pub mod group;
 pub mod partitioner;
 pub mod producer;
+pub mod snapshots;
 pub mod stream_marks;
 pub mod stream_read;
 pub mod streams;
@@ -51,6 +53,7 @@ pub use group::{
     GroupPartitionOffset, GroupState, OffsetsToCommit, RebalanceListener, TopicPartition,
 };
 pub use producer::{DeliveryFuture, Idempotence, Producer, ProducerConfig, ProducerMetrics};
+pub use snapshots::{LoadedPage, SavedSnapshot, Snapshot};
 pub use stream_marks::StreamMarks;
 pub use stream_read::{ReadDirection, ReadStreamOptions, StreamInfo, StreamPage, StreamRecord, WaitResult};
 pub use streams::{AppendConditions, AppendResult, EventData, ExpectationFailure, Expected};

@@ -159,26 +159,7 @@ impl Client {
         };
         check(topic, key.as_ref(), response.error, response.message)?;
         let partition = PartitionId::new(response.partition);
-        let topic_name = TopicName::new(topic);
-        let records = response
-            .records
-            .into_iter()
-            .map(|record| {
-                Record::new(
-                    topic_name.clone(),
-                    partition,
-                    Offset::new(record.offset),
-                    record.timestamp,
-                    Some(record.key),
-                    record.value,
-                    record
-                        .headers
-                        .into_iter()
-                        .map(|header| Header::new(header.key, header.value))
-                        .collect(),
-                )
-            })
-            .collect();
+        let records = stream_records(topic, partition, response.records);
         Ok(StreamPage {
             partition,
             records,
@@ -262,12 +243,38 @@ impl Client {
     }
 }
 
+/// A page's records as the client's records of `topic`/`partition`.
+pub(crate) fn stream_records(
+    topic: &str,
+    partition: PartitionId,
+    records: Vec<pb::StreamRecord>,
+) -> Vec<StreamRecord> {
+    let topic_name = TopicName::new(topic);
+    records
+        .into_iter()
+        .map(|record| {
+            Record::new(
+                topic_name.clone(),
+                partition,
+                Offset::new(record.offset),
+                record.timestamp,
+                Some(record.key),
+                record.value,
+                record
+                    .headers
+                    .into_iter()
+                    .map(|header| Header::new(header.key, header.value))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 /// A duration as the wire's u32 milliseconds, saturating (about 49 days).
 fn millis(duration: Duration) -> u32 {
     u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
-/// An answer's error code as the client's error.
 /// A stream request's error code as the client's error (`key`: the stream's).
 pub(crate) fn check(topic: &str, key: &[u8], error: i32, message: String) -> Result<()> {
     match wire::error_code(error) {

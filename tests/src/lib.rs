@@ -21,6 +21,7 @@
 pub mod binaries;
 pub mod broker;
 pub mod cli;
+pub mod compacted;
 pub mod groups;
 pub mod kafka_clients;
 pub mod kafka_raw;

@@ -13,6 +13,7 @@ pub(crate) mod groups;
 pub(crate) mod offsets;
 pub(crate) mod produce;
 pub(crate) mod producer_ids;
+pub(crate) mod snapshots;
 pub(crate) mod streams;
 pub(crate) mod topics;
 

@@ -207,6 +207,25 @@ impl Core {
         .instrument(span)
     }
 
+    /// The stream's partition and extent, as readers see it: an erased stream answers
+    /// `STREAM_ERASED` (what `stream_info` describes instead). For operations that go on to
+    /// read the stream (`core::snapshots`).
+    pub(crate) fn stream_extent(
+        &self,
+        topic: &str,
+        key: Bytes,
+    ) -> impl Future<Output = Result<(u32, StreamInfo), CoreError>> + Send + 'static {
+        let resolved = self.stream_partition(topic, &key);
+        let topic = topic.to_owned();
+        async move {
+            let (partition, log) = resolved?;
+            let info = blocking(move || log.stream_info(&key))
+                .await?
+                .map_err(|error| CoreError::partition_storage(&topic, partition, &error))?;
+            Ok((partition, info))
+        }
+    }
+
     /// Truncates the stream `key` of `topic` before `before` (clamped to the high watermark):
     /// its records below become unreadable and the cleaner removes them.
     pub(crate) fn truncate_stream(
@@ -221,27 +240,60 @@ impl Core {
     }
 
     /// Erases the stream `key` of `topic`: every record of it written so far goes, by
-    /// `cleaner.erase_deadline_ms` from now, and its appends are refused until re-opened.
+    /// `cleaner.erase_deadline_ms` from now, and its appends are refused until re-opened. Its
+    /// snapshots (records of the same key in the companion topic `<topic>.snapshots`, state
+    /// built from the erased records) are erased with it, by the same deadline.
     pub(crate) fn erase_stream(
         &self,
         topic: &str,
         key: Bytes,
     ) -> impl Future<Output = Result<MarksAnswer, CoreError>> + Send + 'static {
         let deadline_after = i64::try_from(self.config.cleaner.erase_deadline_ms).unwrap_or(i64::MAX);
+        let companion = self.snapshot_partition(topic, &key);
         self.change_marks(topic, key, "erase_stream", move |log, key| {
             let now = now_ms();
-            log.erase_stream(key, now, now.saturating_add(deadline_after))
+            let deadline = now.saturating_add(deadline_after);
+            let state = log.erase_stream(key, now, deadline)?;
+            if let Some(companion) = companion {
+                // After the stream's own erasure: a failure here is answered as the erase's,
+                // and erasing again (a no-op for the stream) finishes the job.
+                companion.erase_stream(key, now, deadline)?;
+            }
+            Ok(state)
         })
     }
 
     /// Lets appends to the erased stream `key` of `topic` in again (its erased records stay
-    /// erased).
+    /// erased), and saving its snapshots: the companion topic's key is re-opened too.
     pub(crate) fn reopen_stream(
         &self,
         topic: &str,
         key: Bytes,
     ) -> impl Future<Output = Result<MarksAnswer, CoreError>> + Send + 'static {
-        self.change_marks(topic, key, "reopen_stream", |log, key| log.reopen_stream(key))
+        let companion = self.snapshot_partition(topic, &key);
+        self.change_marks(topic, key, "reopen_stream", move |log, key| {
+            let state = log.reopen_stream(key)?;
+            if let Some(companion) = companion {
+                companion.reopen_stream(key)?;
+            }
+            Ok(state)
+        })
+    }
+
+    /// The partition of `<topic>.snapshots` holding the snapshots of stream `key`, when the
+    /// companion topic exists and that partition is online.
+    fn snapshot_partition(&self, topic: &str, key: &[u8]) -> Option<Arc<PartitionLog>> {
+        let name = super::snapshots::snapshot_topic_name(topic);
+        let found = self.registry.get(&name)?;
+        let count = u32::try_from(found.partitions.len()).ok()?;
+        let partition = try_partition_for_key(key, count)?;
+        match partition_log(Some(&found), &name, partition) {
+            Ok(log) => Some(log),
+            Err(error) => {
+                tracing::warn!(%error, "the stream's snapshot partition is not online: its snapshots keep their marks as they are");
+                None
+            }
+        }
     }
 
     /// One change of a stream's marks, on the blocking pool (it fsyncs the marks file), and

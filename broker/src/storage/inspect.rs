@@ -84,6 +84,8 @@ pub(crate) struct Inspection {
     /// Files already in the quarantine folder (from an earlier open).
     pub already_quarantined: Vec<String>,
     pub unknown_files: Vec<String>,
+    /// The cleaner's swap journal and `*.cleaned` files (an interrupted swap).
+    pub cleaner_files: Vec<String>,
     /// Kept segments, oldest first; the last is the active one unless `new_active_base`.
     pub segments: Vec<PlannedSegment>,
     /// A new, empty active segment must be created here: the last segment is damaged where it
@@ -138,6 +140,11 @@ pub(crate) fn inspect(
                 FileKind::KeyIndex => 3,
             };
             files.entry(base_offset).or_default()[slot] = true;
+        } else if super::cleaner::swap::is_cleaner_file(&name) {
+            // The cleaner's swap journal and aside files: the open completes or removes them
+            // before recovery inspects (`cleaner::swap::recover_at_open`); only a read-only
+            // verify sees them.
+            inspection.cleaner_files.push(name);
         } else if OUR_EXTENSIONS.iter().any(|extension| name.ends_with(extension)) {
             inspection.quarantine.push(Quarantined {
                 reason: "named like a Tidelog file but not a name Tidelog writes".to_string(),

@@ -205,7 +205,7 @@ impl PartitionLog {
         tracing::info!(dir = %dir.display(), ?producer_recovery, "producer state rebuilt");
         // recover() synced the active segment, so everything recovered is durable and visible.
         let next_offset = active.next_offset();
-        let marks = StreamMarks::open(&*disk, dir, next_offset)?;
+        let (marks, marks_lowered) = StreamMarks::open(&*disk, dir, next_offset)?;
         let (high_watermark_tx, _) = watch::channel(next_offset);
         let (durable_tx, _) = watch::channel(Durable {
             offset: next_offset,
@@ -245,6 +245,10 @@ impl PartitionLog {
                 cleaner,
             }),
         };
+        if marks_lowered {
+            // Before any append: offsets a crash freed are assigned again from now on.
+            log.inner.settle_marks()?;
+        }
         log.inner.kick_key_index();
         Ok(log)
     }
@@ -345,16 +349,45 @@ impl PartitionLog {
         let first = segments
             .partition_point(|segment| segment.base_offset <= offset)
             .saturating_sub(1);
+        // Usually one segment answers. A cleaned segment may answer with batches that hold no
+        // record at or after `offset` (placeholders, or a rewritten batch whose later records
+        // went): then the read goes on into the next segments, so that every read lets a
+        // client that ignores lastOffsetDelta (kafkajs) make progress.
+        let mut gathered: Option<bytes::BytesMut> = None;
         for segment in &segments[first..] {
             if segment.base_offset >= high_watermark {
                 break;
             }
-            if let Some(records) = segment.read(offset, max_bytes, high_watermark)? {
-                if !records.is_empty() {
+            let (from, budget) = match &gathered {
+                None => (offset, max_bytes),
+                Some(so_far) => (segment.base_offset, max_bytes.saturating_sub(so_far.len())),
+            };
+            let Some(records) = segment.read(from, budget, high_watermark)? else {
+                continue;
+            };
+            if records.is_empty() {
+                continue;
+            }
+            let progress = clean::holds_record_from(&records, offset, segment.is_cleaned());
+            let records = match gathered.take() {
+                None if progress => {
                     outcome.records = records;
                     break;
                 }
+                None => bytes::BytesMut::from(&records[..]),
+                Some(mut so_far) => {
+                    so_far.extend_from_slice(&records);
+                    so_far
+                }
+            };
+            if progress || records.len() >= max_bytes {
+                outcome.records = records.freeze();
+                break;
             }
+            gathered = Some(records);
+        }
+        if let Some(records) = gathered {
+            outcome.records = records.freeze();
         }
         Ok(outcome)
     }

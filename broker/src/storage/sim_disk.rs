@@ -54,6 +54,9 @@ pub(crate) enum FaultOp {
     Sync,
     /// `Disk::sync_dir`.
     SyncDir,
+    /// Every kind above: with `sticky`, the disk stops working after `after` operations,
+    /// which is what a crash at that moment looks like to what follows.
+    Any,
     /// `Disk::remove`.
     Remove,
     /// `Disk::rename`.
@@ -289,7 +292,7 @@ fn fault_check(shared: &Shared, op: FaultOp) -> io::Result<()> {
     let Some(armed) = fault.as_mut() else {
         return Ok(());
     };
-    if armed.fault.op != op {
+    if armed.fault.op != op && armed.fault.op != FaultOp::Any {
         return Ok(());
     }
     let fire = if armed.fired {

@@ -144,6 +144,21 @@ fn describe(inspection: &Inspection, verdict: &mut PartitionVerdict) {
             "recovery continues the log in a new segment at offset {base}"
         ));
     }
+    if !inspection.cleaner_files.is_empty() {
+        let committed = inspection
+            .cleaner_files
+            .iter()
+            .any(|name| name == super::cleaner::swap::SWAP_JOURNAL_FILE_NAME);
+        verdict.notes.push(format!(
+            "an interrupted cleaner swap ({}): the next open {}",
+            inspection.cleaner_files.join(", "),
+            if committed {
+                "completes it (the cleaned segment replaces the ones it names)"
+            } else {
+                "removes these files (the swap never committed; the old segments stand)"
+            }
+        ));
+    }
     for name in &inspection.unknown_files {
         verdict
             .notes

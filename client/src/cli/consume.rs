@@ -230,6 +230,20 @@ impl RebalanceListener for CommitPrinted {
     }
 }
 
+/// Raises each owned partition's entry to the group consumer's position (the offset after the
+/// last record handed out, past any offsets that hold no record), for partitions whose
+/// position is known.
+fn advance_to_positions(consumer: &GroupConsumer, printed: &Printed) {
+    let mut printed = lock(printed);
+    for (topic, partition) in consumer.assignment() {
+        let Some(position) = consumer.position(topic.as_str(), partition) else {
+            continue;
+        };
+        let entry = printed.entry((topic, partition)).or_insert(position);
+        *entry = (*entry).max(position);
+    }
+}
+
 fn printed_offsets(printed: &Printed) -> Vec<(tidelog_client::TopicName, PartitionId, Offset)> {
     lock(printed)
         .iter()
@@ -318,6 +332,7 @@ async fn consume_group(
         if !records.is_empty() {
             last_record = Instant::now();
         }
+        let mut printed_all = 0;
         for record in &records {
             if remaining == Some(0) {
                 break;
@@ -332,6 +347,13 @@ async fn consume_group(
                 (record.topic().clone(), record.partition()),
                 record.offset().plus(1),
             );
+            printed_all += 1;
+        }
+        if printed_all == records.len() {
+            // Every record handed out is printed, so the consumer's positions may be committed:
+            // on a compacted topic they run past offsets that hold no record (removed records,
+            // header-only batches), which the last printed offset + 1 never would.
+            advance_to_positions(consumer, printed);
         }
         if let Written::Closed = written(out.flush())? {
             return Ok(());

@@ -12,6 +12,7 @@
 
 mod catch_up;
 mod error;
+mod load;
 mod sources;
 mod subscription;
 
@@ -21,10 +22,12 @@ use crate::stream_marks::StreamMarks;
 use crate::stream_read::ReadStreamOptions;
 use crate::types::{PartitionId, Record};
 
+pub use crate::snapshots::{SavedSnapshot, Snapshot};
 pub use crate::stream_read::{ReadDirection, StreamInfo, StreamPage, StreamRecord};
 pub use crate::streams::{AppendResult, EventData, Expected};
 pub use catch_up::{Positioned, SubscriptionEvent};
 pub use error::EventStoreError;
+pub use load::{LoadedStream, LOAD_PAGES_MAX};
 pub use subscription::{Subscription, SubscriptionConfig};
 
 /// A stream: the records of one key in one topic. It lives in the partition Kafka's default
@@ -201,6 +204,36 @@ impl EventStore {
     /// An unknown topic; client errors.
     pub async fn reopen(&self, stream: &StreamId) -> Result<StreamMarks, EventStoreError> {
         Ok(self.client.reopen_stream(&stream.topic, &stream.key).await?)
+    }
+
+    /// Stores `bytes` as the aggregate's state as of `at_offset` (the stream's version the
+    /// state was built from: the offset of the last event applied), in the companion topic
+    /// `<topic>.snapshots` (compacted, created on first use). Durable when it returns.
+    ///
+    /// # Errors
+    /// An unknown topic; the broker's `INVALID_REQUEST` for an offset past the stream's last
+    /// event; client errors.
+    pub async fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        at_offset: i64,
+        bytes: impl Into<bytes::Bytes>,
+    ) -> Result<SavedSnapshot, EventStoreError> {
+        Ok(self
+            .client
+            .save_snapshot(&stream.topic, &stream.key, at_offset, bytes)
+            .await?)
+    }
+
+    /// The aggregate as stored: its latest snapshot and every event after it (the snapshot
+    /// and the first page in one request, then further pages), with the stream's version.
+    /// A snapshot past the stream's last event (the stream was truncated since) is ignored.
+    ///
+    /// # Errors
+    /// An unknown topic; [`EventStoreError::Config`] for a stream of more than
+    /// [`LOAD_PAGES_MAX`] pages after its snapshot; client errors.
+    pub async fn load(&self, stream: &StreamId) -> Result<LoadedStream, EventStoreError> {
+        load::load(&self.client, stream).await
     }
 
     /// A catch-up subscription to `stream` from `from` (inclusive): its history, then

@@ -313,7 +313,9 @@ impl GroupConsumer {
     }
 
     /// The offset after the last record handed out for the partition (what a commit of
-    /// consumed positions would send), or its start position before any.
+    /// consumed positions would send), or its start position before any. On a compacted
+    /// topic it moves past offsets that hold no record once nothing of the partition is
+    /// pending.
     pub fn position(&self, topic: &str, partition: PartitionId) -> Option<Offset> {
         self.consumed.get(&(TopicName::new(topic), partition)).copied()
     }
@@ -351,6 +353,7 @@ impl GroupConsumer {
                 for record in &records {
                     self.mark_consumed(record);
                 }
+                self.skip_removed_offsets();
                 return Ok(records);
             }
             self.check_positioned()?;
@@ -522,6 +525,34 @@ impl GroupConsumer {
         self.dirty = true;
     }
 
+    /// Moves the consumed position of every owned partition with nothing pending up to the
+    /// consumer's position. On a compacted topic offsets after the last record handed out may
+    /// hold no record (removed records, header-only batches); the consumer's position is
+    /// already past them (it moves by whole batches), and everything below it was handed out,
+    /// so a commit may say so. Without this a fully read compacted partition would keep
+    /// committing its last record + 1 and show lag forever.
+    fn skip_removed_offsets(&mut self) {
+        let busy: BTreeSet<(&str, PartitionId)> = self
+            .pending
+            .iter()
+            .map(|record| (record.topic.as_str(), record.partition))
+            .collect();
+        for key in &self.owned {
+            if busy.contains(&(key.0.as_str(), key.1)) {
+                continue;
+            }
+            let Some(position) = self.consumer.position(key.0.as_str(), key.1) else {
+                continue;
+            };
+            if let Some(consumed) = self.consumed.get_mut(key) {
+                if position > *consumed {
+                    *consumed = position;
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
     fn check_positioned(&self) -> Result<()> {
         match self.unpositioned.first() {
             Some((topic, partition)) => Err(Error::NoCommittedOffset {
@@ -567,7 +598,10 @@ impl GroupConsumer {
         let wait = wake.saturating_duration_since(Instant::now());
         // Consumer::poll is cancel-safe: a fetch in flight stays queued in it.
         tokio::select! {
-            polled = self.consumer.poll(wait) => self.pending.extend(polled?),
+            polled = self.consumer.poll(wait) => {
+                self.pending.extend(polled?);
+                self.skip_removed_offsets();
+            }
             changed = self.view_rx.changed() => {
                 if changed.is_err() {
                     return Err(self.stopped());

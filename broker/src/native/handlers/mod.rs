@@ -13,12 +13,14 @@ mod fetch;
 mod init_producer_id;
 mod list_groups;
 mod list_offsets;
+mod load_stream;
 mod metadata;
 mod offset_commit;
 mod offset_fetch;
 mod produce;
 mod read_stream;
 mod reopen_stream;
+mod save_snapshot;
 mod stream_info;
 mod trim_topic;
 mod truncate_stream;
@@ -108,19 +110,12 @@ pub(crate) fn dispatch(
         Body::ReadStream(request) => read_stream::handle(context, budget, request),
         Body::StreamInfo(request) => stream_info::handle(context, request),
         Body::WaitGroupOffset(request) => wait_group_offset::handle(context, request),
-        // Issue 9: each arm is replaced by its handler as it lands.
-        Body::SaveSnapshot(_) | Body::LoadStream(_) => not_yet_served("snapshots"),
+        Body::SaveSnapshot(request) => save_snapshot::handle(context, request),
+        Body::LoadStream(request) => load_stream::handle(context, budget, request),
         Body::TruncateStream(request) => truncate_stream::handle(context, request),
         Body::EraseStream(request) => erase_stream::handle(context, request),
         Body::ReopenStream(request) => reopen_stream::handle(context, request),
     }
-}
-
-fn not_yet_served(what: &str) -> Outcome {
-    Outcome::Failed(
-        ErrorCode::InvalidRequest,
-        format!("{what}: not served by this broker yet"),
-    )
 }
 
 /// One topic's line in a CreateTopics or DeleteTopics response.

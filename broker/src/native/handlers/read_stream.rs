@@ -65,7 +65,7 @@ pub(super) fn handle(
     }))
 }
 
-fn record(record: StreamRecord) -> pb::StreamRecord {
+pub(super) fn record(record: StreamRecord) -> pb::StreamRecord {
     pb::StreamRecord {
         offset: record.offset,
         timestamp: record.timestamp,

@@ -10,7 +10,10 @@
 //! offset and ends with the batch that held the last offset of the last one.
 
 pub(crate) mod checkpoint;
+pub(crate) mod key_map;
 pub(crate) mod plan;
+pub(crate) mod rewrite;
+pub(crate) mod swap;
 
 /// Paces cleaner I/O. The broker's cleaner service implements it (a token bucket over
 /// `cleaner.io_bytes_per_sec_max`, false at shutdown).

@@ -23,7 +23,9 @@ pub(crate) fn cleanable_prefix(segments: &[Arc<Segment>], config: &LogConfig, no
     closed
         .iter()
         .take_while(|segment| {
-            segment.is_sealed() && {
+            // A segment with fenced damage is never rewritten: its fenced offsets must keep
+            // answering CORRUPT_MESSAGE, and its bytes stay for an operator.
+            segment.is_sealed() && !segment.has_fences() && {
                 let newest = segment.max_timestamp();
                 newest == NO_TIMESTAMP
                     || now_ms.saturating_sub(newest) >= config.compaction.min_compaction_lag_ms
@@ -90,4 +92,30 @@ pub(crate) fn stats(
         due,
         erasures_pending: u32::try_from(erasures.len()).unwrap_or(u32::MAX),
     }
+}
+
+/// Consecutive groups of `segments`, each to become one cleaned segment: as many as fit
+/// `segment_bytes` of data together (as Kafka groups them) with offsets that fit one
+/// segment's relative (u32) range. Every segment is in exactly one group, in order.
+pub(crate) fn groups(segments: &[Arc<Segment>], segment_bytes: u64) -> Vec<&[Arc<Segment>]> {
+    let header = super::super::format::FILE_HEADER_BYTES as u64;
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < segments.len() {
+        let base = segments[start].base_offset;
+        let mut bytes = segments[start].end();
+        let mut end = start + 1;
+        while let Some(next) = segments.get(end) {
+            let grown = bytes + next.end().saturating_sub(header);
+            let span_fits = u32::try_from(next.next_offset() - 1 - base).is_ok();
+            if grown > segment_bytes || !span_fits {
+                break;
+            }
+            bytes = grown;
+            end += 1;
+        }
+        groups.push(&segments[start..end]);
+        start = end;
+    }
+    groups
 }

@@ -19,7 +19,7 @@ mod worker;
 
 use bytes::Bytes;
 
-pub(crate) use extract::keyed_records;
+pub(crate) use extract::{for_each_key, keyed_records};
 // The keys of an append, record by record: the condition check (`conditions.rs`) reads them.
 #[allow(unused_imports)]
 pub(crate) use extract::{KeyRef, KeyedRecords};

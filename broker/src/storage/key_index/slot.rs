@@ -27,6 +27,10 @@ pub(crate) enum KeyState {
     File(Arc<KeysFile>),
     Unindexed,
     Deleted,
+    /// The cleaner replaced the segment: readers that still hold it are answered by scanning
+    /// its (still open) data file, and no `.keys` file is ever written for it again (the
+    /// cleaned segment that took its name gets its own).
+    Replaced,
 }
 
 /// The index state of one segment, beside its other files.
@@ -127,7 +131,12 @@ impl SegmentKeys {
         install: impl FnOnce() -> Result<Option<KeysFile>, StorageError>,
     ) -> Result<bool, StorageError> {
         let mut state = write_lock(&self.state);
-        if self.closed.load(Ordering::Acquire) || matches!(*state, KeyState::Deleted | KeyState::Active(_)) {
+        if self.closed.load(Ordering::Acquire)
+            || matches!(
+                *state,
+                KeyState::Deleted | KeyState::Replaced | KeyState::Active(_)
+            )
+        {
             return Ok(false);
         }
         if let Some(file) = install()? {
@@ -139,6 +148,13 @@ impl SegmentKeys {
     /// Retention: the segment is going; its `.keys` file is removed after this.
     pub fn mark_deleted(&self) {
         *write_lock(&self.state) = KeyState::Deleted;
+    }
+
+    /// The cleaner replaced the segment (see [`KeyState::Replaced`]). Waits for a `.keys`
+    /// write in progress, so none lands after this returns.
+    pub fn mark_replaced(&self) {
+        let _writing = self.lock_writing();
+        *write_lock(&self.state) = KeyState::Replaced;
     }
 
     /// A `.keys` file found inconsistent with its segment: answer by scanning from now on.
@@ -179,7 +195,7 @@ impl SegmentKeys {
             KeyState::Active(table) => table.bytes(),
             KeyState::Frozen(table) => table.bytes(),
             KeyState::File(file) => file.resident_bytes(),
-            KeyState::Unindexed | KeyState::Deleted => 0,
+            KeyState::Unindexed | KeyState::Deleted | KeyState::Replaced => 0,
         }
     }
 
@@ -223,7 +239,7 @@ pub(crate) fn locate(
             }
             KeyState::Frozen(table) => return Ok(from_table(table, key, base, &in_range)),
             KeyState::Deleted => return Ok(Vec::new()),
-            KeyState::Unindexed => None,
+            KeyState::Unindexed | KeyState::Replaced => None,
             KeyState::File(file) => Some(Arc::clone(file)),
         }
     };

@@ -1,6 +1,6 @@
 //! `tidelog stream ...`: event streams, the records of one key in one topic (issue 8 §4, §5).
-//! `read` and `info` are read-only, `append` writes, `truncate`, `erase` and `reopen` change a
-//! stream's marks (issue 9 §3); each command lives in its own file.
+//! `read` and `info` are read-only, `append` and `snapshot` write, `truncate`, `erase` and
+//! `reopen` change a stream's marks (issue 9 §3); each command lives in its own file.
 
 mod append;
 mod erase;
@@ -8,6 +8,7 @@ mod follow;
 mod info;
 mod read;
 mod reopen;
+mod snapshot;
 mod truncate;
 
 use clap::Subcommand;
@@ -37,6 +38,10 @@ pub enum StreamCommand {
     /// Accept appends to an erased stream again (its erased records stay erased). Prints
     /// `reopened TOPIC/KEY from N`.
     Reopen(reopen::ReopenArgs),
+    /// Store stdin as the stream's snapshot as of `--at OFFSET` (in the compacted companion
+    /// topic TOPIC.snapshots, created on first use); prints `snapshot of TOPIC/KEY at OFFSET
+    /// stored in TOPIC.snapshots partition P offset O`.
+    Snapshot(snapshot::SnapshotArgs),
 }
 
 pub async fn run(client: &Client, command: StreamCommand) -> anyhow::Result<()> {
@@ -47,5 +52,6 @@ pub async fn run(client: &Client, command: StreamCommand) -> anyhow::Result<()> 
         StreamCommand::Truncate(args) => truncate::run(client, args).await,
         StreamCommand::Erase(args) => erase::run(client, args).await,
         StreamCommand::Reopen(args) => reopen::run(client, args).await,
+        StreamCommand::Snapshot(args) => snapshot::run(client, args).await,
     }
 }
