@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::BrokerError;
-use crate::storage::{FlushPolicy, LogConfig};
+use crate::storage::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7171";
 pub const DEFAULT_DATA_DIR: &str = "./tidelog-data";
@@ -360,6 +360,29 @@ pub struct LogDefaults {
     pub partitions: u32,
     /// Zeros kept ahead of an active segment's data under `flush = always` (broker-wide).
     pub preallocate_bytes: u64,
+    /// `log.cleanup.policy`: "delete", "compact" or "compact,delete".
+    #[serde(deserialize_with = "deserialize_cleanup_policy")]
+    pub cleanup_policy: CleanupPolicy,
+    /// `log.cleaner.min.cleanable.ratio` (0..=1).
+    pub min_cleanable_dirty_ratio: f64,
+    /// `log.cleaner.min.compaction.lag.ms`.
+    pub min_compaction_lag_ms: i64,
+    /// `log.cleaner.max.compaction.lag.ms`.
+    pub max_compaction_lag_ms: i64,
+    /// `log.cleaner.delete.retention.ms`: how long tombstones outlive their first clean.
+    pub delete_retention_ms: i64,
+}
+
+impl LogDefaults {
+    /// The compaction settings a topic without its own inherits.
+    pub fn compaction(&self) -> CompactionConfig {
+        CompactionConfig {
+            min_cleanable_dirty_ratio: self.min_cleanable_dirty_ratio,
+            min_compaction_lag_ms: self.min_compaction_lag_ms,
+            max_compaction_lag_ms: self.max_compaction_lag_ms,
+            delete_retention_ms: self.delete_retention_ms,
+        }
+    }
 }
 
 impl Default for LogDefaults {
@@ -373,6 +396,11 @@ impl Default for LogDefaults {
             index_interval_bytes: log.index_interval_bytes,
             partitions: 1,
             preallocate_bytes: log.preallocate_bytes,
+            cleanup_policy: log.cleanup_policy,
+            min_cleanable_dirty_ratio: log.compaction.min_cleanable_dirty_ratio,
+            min_compaction_lag_ms: log.compaction.min_compaction_lag_ms,
+            max_compaction_lag_ms: log.compaction.max_compaction_lag_ms,
+            delete_retention_ms: log.compaction.delete_retention_ms,
         }
     }
 }
@@ -608,6 +636,9 @@ impl BrokerConfig {
         if (limits.batch_bytes_max as u64) > self.log.segment_bytes {
             return fail("limits.batch_bytes_max must not exceed log.segment_bytes".into());
         }
+        if let Err(message) = self.log.compaction().validate() {
+            return fail(format!("[log]: {message}"));
+        }
         for (name, value) in [
             ("limits.connections_max", limits.connections_max),
             (
@@ -669,6 +700,11 @@ impl BrokerConfig {
     }
 }
 
+fn deserialize_cleanup_policy<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CleanupPolicy, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
 fn deserialize_flush<'de, D: Deserializer<'de>>(deserializer: D) -> Result<FlushPolicy, D::Error> {
     let text = String::deserialize(deserializer)?;
     text.parse().map_err(serde::de::Error::custom)
@@ -714,6 +750,37 @@ mod tests {
     }
 
     #[test]
+    fn log_section_takes_the_compaction_defaults_and_validates_them() {
+        let config = BrokerConfig::from_toml(
+            "[log]\ncleanup_policy = \"compact, delete\"\nmin_cleanable_dirty_ratio = 0.1\n\
+             min_compaction_lag_ms = 5\nmax_compaction_lag_ms = 60000\ndelete_retention_ms = 0\n",
+        )
+        .unwrap();
+        assert_eq!(config.log.cleanup_policy, CleanupPolicy::CompactDelete);
+        assert_eq!(
+            config.log.compaction(),
+            CompactionConfig {
+                min_cleanable_dirty_ratio: 0.1,
+                min_compaction_lag_ms: 5,
+                max_compaction_lag_ms: 60_000,
+                delete_retention_ms: 0,
+            }
+        );
+        config.validate().unwrap();
+        assert!(BrokerConfig::from_toml("[log]\ncleanup_policy = \"shred\"\n").is_err());
+        for bad in [
+            "min_cleanable_dirty_ratio = 1.5",
+            "min_compaction_lag_ms = -1",
+            "max_compaction_lag_ms = 0",
+            "delete_retention_ms = -5",
+            "min_compaction_lag_ms = 100\nmax_compaction_lag_ms = 99",
+        ] {
+            let config = BrokerConfig::from_toml(&format!("[log]\n{bad}\n")).unwrap();
+            assert!(config.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn groups_section_overrides_named_fields_and_is_validated() {
         let config = BrokerConfig::from_toml("[groups]\nsession_timeout_ms = 5000\n").unwrap();
         assert_eq!(config.groups.session_timeout_ms, 5_000);
@@ -747,6 +814,11 @@ mod tests {
             format!("{:?}", documented.kafka),
             format!("{:?}", KafkaListenerConfig::default()),
             "README.md's [kafka] must state the defaults"
+        );
+        assert_eq!(
+            format!("{:?}", documented.log),
+            format!("{:?}", LogDefaults::default()),
+            "README.md's [log] must state the defaults"
         );
         assert_eq!(
             format!("{:?}", documented.cleaner),

@@ -171,7 +171,7 @@ impl ProducerIdAllocator {
 }
 
 /// A topic as persisted: its partition count and the settings it overrides.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopicRecord {
     pub name: String,
     /// Unique per incarnation of a name (a create after a delete gets a new one): names the
@@ -185,8 +185,9 @@ pub struct TopicRecord {
     pub overrides: TopicOverrides,
 }
 
-/// Per-topic settings; `None` inherits the broker default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Per-topic settings; `None` inherits the broker default. Fields added later carry
+/// `#[serde(default)]`, so records written before them still load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TopicOverrides {
     pub retention_ms: Option<i64>,
     pub retention_bytes: Option<i64>,
@@ -195,6 +196,17 @@ pub struct TopicOverrides {
     /// A flush policy in its text form ("always", "interval:<ms>", "never").
     pub flush: Option<String>,
     pub index_interval_bytes: Option<u32>,
+    /// `cleanup.policy` in its text form ("delete", "compact", "compact,delete").
+    #[serde(default)]
+    pub cleanup_policy: Option<String>,
+    #[serde(default)]
+    pub min_cleanable_dirty_ratio: Option<f64>,
+    #[serde(default)]
+    pub min_compaction_lag_ms: Option<i64>,
+    #[serde(default)]
+    pub max_compaction_lag_ms: Option<i64>,
+    #[serde(default)]
+    pub delete_retention_ms: Option<i64>,
 }
 
 /// A consumer group's membership and assignments as persisted; `broker::groups` owns the
@@ -593,6 +605,54 @@ mod tests {
             })
             .collect();
         assert_eq!(topics, vec![record("b")]);
+    }
+
+    #[test]
+    fn topic_records_written_before_the_compaction_settings_still_load() {
+        // The shape of a topic record before issue 9: no cleanup policy, no compaction lags.
+        #[derive(Serialize)]
+        struct OldOverrides {
+            retention_ms: Option<i64>,
+            flush: Option<String>,
+        }
+        #[derive(Serialize)]
+        struct OldRecord {
+            name: String,
+            topic_id: String,
+            partitions: u32,
+            created_ms: i64,
+            overrides: OldOverrides,
+        }
+        let old = OldRecord {
+            name: "old".into(),
+            topic_id: "id".into(),
+            partitions: 2,
+            created_ms: 7,
+            overrides: OldOverrides {
+                retention_ms: Some(1000),
+                flush: Some("never".into()),
+            },
+        };
+        let bytes = encode_record("topic/old", &old).unwrap();
+        let record: TopicRecord = decode_record("topic/old", &bytes).unwrap();
+        assert_eq!(record.overrides.retention_ms, Some(1000));
+        assert_eq!(record.overrides.flush.as_deref(), Some("never"));
+        assert_eq!(record.overrides.cleanup_policy, None);
+        assert_eq!(record.overrides.min_cleanable_dirty_ratio, None);
+        assert_eq!(record.overrides.delete_retention_ms, None);
+
+        // And the new fields survive a round trip through the store's encoding.
+        let mut compacted = record.clone();
+        compacted.overrides.cleanup_policy = Some("compact,delete".into());
+        compacted.overrides.min_cleanable_dirty_ratio = Some(0.25);
+        compacted.overrides.min_compaction_lag_ms = Some(5);
+        compacted.overrides.max_compaction_lag_ms = Some(i64::MAX);
+        compacted.overrides.delete_retention_ms = Some(0);
+        let bytes = encode_record("topic/old", &compacted).unwrap();
+        assert_eq!(
+            decode_record::<TopicRecord>("topic/old", &bytes).unwrap(),
+            compacted
+        );
     }
 
     fn group(id: &str) -> GroupRecord {

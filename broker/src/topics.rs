@@ -386,6 +386,10 @@ impl TopicRegistry {
             Some(text) => text.parse().map_err(TopicError::InvalidConfig)?,
             None => self.flush,
         };
+        let cleanup_policy = match &overrides.cleanup_policy {
+            Some(text) => text.parse().map_err(TopicError::InvalidConfig)?,
+            None => self.defaults.cleanup_policy,
+        };
         let config = LogConfig {
             segment_bytes: overrides.segment_bytes.unwrap_or(self.defaults.segment_bytes),
             segment_ms: overrides.segment_ms.unwrap_or(self.defaults.segment_ms),
@@ -403,11 +407,24 @@ impl TopicRegistry {
             key_index_active_bytes_max: self.limits.key_index_active_bytes_max,
             key_hash: crate::storage::KeyHash::DEFAULT,
             decompressed_bytes_max: self.limits.batch_decompressed_bytes_max,
-            // Issue 9: from the topic's cleanup.policy and compaction overrides.
-            cleanup_policy: crate::storage::CleanupPolicy::Delete,
-            compaction: crate::storage::CompactionConfig::default(),
+            cleanup_policy,
+            compaction: crate::storage::CompactionConfig {
+                min_cleanable_dirty_ratio: overrides
+                    .min_cleanable_dirty_ratio
+                    .unwrap_or(self.defaults.min_cleanable_dirty_ratio),
+                min_compaction_lag_ms: overrides
+                    .min_compaction_lag_ms
+                    .unwrap_or(self.defaults.min_compaction_lag_ms),
+                max_compaction_lag_ms: overrides
+                    .max_compaction_lag_ms
+                    .unwrap_or(self.defaults.max_compaction_lag_ms),
+                delete_retention_ms: overrides
+                    .delete_retention_ms
+                    .unwrap_or(self.defaults.delete_retention_ms),
+            },
             stream_marks_per_partition_max: self.limits.stream_marks_per_partition_max,
         };
+        config.compaction.validate().map_err(TopicError::InvalidConfig)?;
         if config.segment_bytes < self.limits.batch_bytes_max as u64 {
             return Err(TopicError::InvalidConfig(format!(
                 "segment_bytes {} is smaller than the largest batch the broker accepts ({} bytes)",

@@ -208,14 +208,16 @@ async fn the_snapshot_is_one_keyed_record_with_its_offset_header_and_counts_agai
     assert_eq!(stored.records.len(), 1, "{stored:?}");
     let record = &stored.records[0];
     assert_eq!(record.value.as_deref(), Some("s".repeat(2_000).as_bytes()));
-    assert_eq!(
-        record
-            .headers
-            .iter()
-            .map(|header| (header.key.as_str(), header.value.as_deref()))
-            .collect::<Vec<_>>(),
-        [("tidelog-snapshot-offset", Some(&b"1"[..]))]
-    );
+    let headers: Vec<(&str, &[u8])> = record
+        .headers
+        .iter()
+        .map(|header| (header.key.as_str(), header.value.as_deref().unwrap_or_default()))
+        .collect();
+    assert_eq!(headers.len(), 2, "{headers:?}");
+    assert_eq!(headers[0], ("tidelog-snapshot-offset", &b"1"[..]));
+    // The stream topic's id, so a topic created again under the name never gets these.
+    assert_eq!(headers[1].0, "tidelog-snapshot-topic-id");
+    assert!(uuid::Uuid::parse_str(std::str::from_utf8(headers[1].1).unwrap()).is_ok());
 
     // The whole stream after the snapshot fits the default bound.
     let loaded = load(&mut client, "t", "a", 0).await;
@@ -288,5 +290,49 @@ async fn a_latest_companion_record_that_is_no_snapshot_loads_without_one() {
     );
     assert!(loaded.records.is_empty());
     assert!(loaded.end_of_stream);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_topic_created_again_under_the_name_does_not_get_the_old_topics_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), |_| {}).await;
+    let mut client = RawClient::connect(&broker).await;
+    client.create_topic("t", 1).await;
+    produce(
+        &mut client,
+        "t",
+        batch("a", &[(Some("old0"), vec![]), (Some("old1"), vec![])]),
+    )
+    .await;
+    let saved = save(&mut client, "t", "a", 1, "old state").await;
+    assert_eq!(saved.error, 0, "{saved:?}");
+
+    let deleted = client
+        .call_ok(Body::DeleteTopics(pb::DeleteTopicsRequest {
+            names: vec!["t".into()],
+        }))
+        .await;
+    assert!(matches!(deleted, response::Body::DeleteTopics(_)), "{deleted:?}");
+    client.create_topic("t", 1).await;
+    produce(
+        &mut client,
+        "t",
+        batch("a", &[(Some("new0"), vec![]), (Some("new1"), vec![])]),
+    )
+    .await;
+    // The companion topic still holds the old snapshot at offset 1, which the new stream has.
+    let loaded = load(&mut client, "t", "a", 0).await;
+    assert_eq!(loaded.error, 0, "{loaded:?}");
+    assert!(loaded.snapshot.is_none(), "an old topic's snapshot: {loaded:?}");
+    assert_eq!(offsets(&loaded), [0, 1]);
+    // The new topic's own snapshots load.
+    save(&mut client, "t", "a", 0, "new state").await;
+    let loaded = load(&mut client, "t", "a", 0).await;
+    assert_eq!(
+        loaded.snapshot.as_ref().map(|s| s.snapshot.clone()),
+        Some(Bytes::from_static(b"new state"))
+    );
+    assert_eq!(offsets(&loaded), [1]);
     broker.shutdown().await.unwrap();
 }

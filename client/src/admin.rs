@@ -11,80 +11,8 @@ use crate::error::{Error, Result};
 use crate::types::{BrokerId, ErrorCode, Offset, OffsetSpec, PartitionId};
 use crate::wire;
 
-/// A topic's settings. Unset values inherit the broker's defaults; a described topic shows its
-/// effective values.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TopicConfig {
-    pub(crate) retention_ms: Option<i64>,
-    pub(crate) retention_bytes: Option<i64>,
-    pub(crate) segment_bytes: Option<u64>,
-    pub(crate) segment_ms: Option<i64>,
-    pub(crate) flush: Option<String>,
-    pub(crate) index_interval_bytes: Option<u32>,
-}
-
-impl TopicConfig {
-    /// How long records are kept, in ms; -1 keeps them forever.
-    pub fn retention_ms(&self) -> Option<i64> {
-        self.retention_ms
-    }
-
-    /// Per-partition size limit in bytes; -1 means none.
-    pub fn retention_bytes(&self) -> Option<i64> {
-        self.retention_bytes
-    }
-
-    pub fn segment_bytes(&self) -> Option<u64> {
-        self.segment_bytes
-    }
-
-    pub fn segment_ms(&self) -> Option<i64> {
-        self.segment_ms
-    }
-
-    /// `always`, `interval:<ms>` or `never`.
-    pub fn flush(&self) -> Option<&str> {
-        self.flush.as_deref()
-    }
-
-    pub fn index_interval_bytes(&self) -> Option<u32> {
-        self.index_interval_bytes
-    }
-
-    /// Name and value of every set entry, for display.
-    pub fn entries(&self) -> Vec<(&'static str, String)> {
-        let mut entries = Vec::new();
-        let mut add = |name, value: Option<String>| {
-            if let Some(value) = value {
-                entries.push((name, value));
-            }
-        };
-        add("retention.ms", self.retention_ms.map(|v| v.to_string()));
-        add("retention.bytes", self.retention_bytes.map(|v| v.to_string()));
-        add("segment.bytes", self.segment_bytes.map(|v| v.to_string()));
-        add("segment.ms", self.segment_ms.map(|v| v.to_string()));
-        // The name `tidelog topic alter --config` and Kafka's DescribeConfigs use.
-        add("tidelog.flush.policy", self.flush.clone());
-        add(
-            "index.interval.bytes",
-            self.index_interval_bytes.map(|v| v.to_string()),
-        );
-        entries
-    }
-
-    fn to_wire(&self) -> pb::TopicConfig {
-        pb::TopicConfig {
-            retention_ms: self.retention_ms,
-            retention_bytes: self.retention_bytes,
-            segment_bytes: self.segment_bytes,
-            segment_ms: self.segment_ms,
-            flush: self.flush.clone(),
-            index_interval_bytes: self.index_interval_bytes,
-            // Issue 9's compaction settings: filled in by the compaction config work.
-            ..Default::default()
-        }
-    }
-}
+pub use crate::cleaner_status::{CleanerState, CleanerStatus};
+pub use crate::topic_config::{TopicConfig, TOPIC_CONFIG_NAMES};
 
 /// A topic to create: `NewTopic::new("events", 3).retention_ms(86_400_000)`.
 #[derive(Debug, Clone)]
@@ -133,16 +61,55 @@ impl NewTopic {
         self.config.index_interval_bytes = Some(bytes);
         self
     }
+
+    /// `delete`, `compact` or `compact,delete`; the broker validates it. A compacted topic
+    /// refuses keyless records.
+    pub fn cleanup_policy(mut self, policy: impl Into<String>) -> Self {
+        self.config.cleanup_policy = Some(policy.into());
+        self
+    }
+
+    /// 0 to 1: compact once this share of the closed bytes is not yet cleaned.
+    pub fn min_cleanable_dirty_ratio(mut self, ratio: f64) -> Self {
+        self.config.min_cleanable_dirty_ratio = Some(ratio);
+        self
+    }
+
+    pub fn min_compaction_lag_ms(mut self, ms: i64) -> Self {
+        self.config.min_compaction_lag_ms = Some(ms);
+        self
+    }
+
+    pub fn max_compaction_lag_ms(mut self, ms: i64) -> Self {
+        self.config.max_compaction_lag_ms = Some(ms);
+        self
+    }
+
+    pub fn delete_retention_ms(mut self, ms: i64) -> Self {
+        self.config.delete_retention_ms = Some(ms);
+        self
+    }
+
+    /// Any setting by its Kafka name ([`TOPIC_CONFIG_NAMES`]), as `tidelog topic create
+    /// --config NAME=VALUE` gives it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unknown name or a value of the wrong type.
+    pub fn config(mut self, name: &str, value: &str) -> Result<Self> {
+        self.config.set(name, value)?;
+        Ok(self)
+    }
 }
 
 /// One partition as the metadata describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PartitionDescription {
     pub(crate) partition: PartitionId,
     pub(crate) leader: BrokerId,
     pub(crate) log_start_offset: Offset,
     pub(crate) high_watermark: Offset,
     pub(crate) error: Option<ErrorCode>,
+    pub(crate) cleaner: Option<CleanerStatus>,
 }
 
 impl PartitionDescription {
@@ -167,10 +134,16 @@ impl PartitionDescription {
     pub fn error(&self) -> Option<ErrorCode> {
         self.error
     }
+
+    /// The cleaner's status; `None` when it has nothing to do with this partition (a topic
+    /// that does not compact, with no erasure pending) or the broker does not report it.
+    pub fn cleaner(&self) -> Option<&CleanerStatus> {
+        self.cleaner.as_ref()
+    }
 }
 
 /// A topic as the metadata describes it, offsets as of the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicDescription {
     pub(crate) name: String,
     pub(crate) topic_id: String,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rand::Rng;
 use tidelog_proto::pb;
 
-use crate::admin::{PartitionDescription, TopicConfig, TopicDescription};
+use crate::admin::{CleanerStatus, PartitionDescription, TopicConfig, TopicDescription};
 use crate::connection::{Connection, ConnectionConfig};
 use crate::error::{Error, Result};
 use crate::types::{BrokerId, Offset, PartitionId};
@@ -440,6 +440,7 @@ fn topic_description(topic: pb::TopicMetadata) -> TopicDescription {
             log_start_offset: Offset::new(p.log_start_offset),
             high_watermark: Offset::new(p.high_watermark),
             error: wire::error_code(p.error),
+            cleaner: p.cleaner.and_then(CleanerStatus::from_wire),
         })
         .collect();
     partitions.sort_by_key(|p| p.partition);
@@ -459,6 +460,11 @@ pub(crate) fn topic_config(config: pb::TopicConfig) -> TopicConfig {
         segment_ms: config.segment_ms,
         flush: config.flush,
         index_interval_bytes: config.index_interval_bytes,
+        cleanup_policy: config.cleanup_policy,
+        min_cleanable_dirty_ratio: config.min_cleanable_dirty_ratio,
+        min_compaction_lag_ms: config.min_compaction_lag_ms,
+        max_compaction_lag_ms: config.max_compaction_lag_ms,
+        delete_retention_ms: config.delete_retention_ms,
     }
 }
 

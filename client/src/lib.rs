@@ -17,8 +17,8 @@
 //! ```
 //!
 //! Architecture invariant: `wire.rs`, `connection.rs` and the request-building parts of
-//! `client.rs`, `admin.rs`, `producer.rs`, `consumer.rs`, `stream_read.rs`, `stream_marks.rs`,
-//! `snapshots.rs` and `group/` are the only places that
+//! `client.rs`, `admin.rs`, `topic_config.rs`, `cleaner_status.rs`, `producer.rs`, `consumer.rs`,
+//! `stream_read.rs`, `stream_marks.rs`, `snapshots.rs` and `group/` are the only places that
 //! name protobuf types; nothing public does.
 
 mod accumulator;
@@ -27,7 +27,8 @@ mod connection;
 mod wire;
 
 pub mod admin;
-pub mod client;
+mod cleaner_status;
+mod client;
 pub mod consumer;
 #[cfg(feature = "embedded")]
 pub mod embedded;
@@ -41,9 +42,13 @@ pub mod stream_marks;
 pub mod stream_read;
 pub mod streams;
 pub mod topic_changes;
+mod topic_config;
 pub mod types;
 
-pub use admin::{Admin, NewTopic, PartitionDescription, PartitionOffset, TopicConfig, TopicDescription};
+pub use admin::{
+    Admin, CleanerState, CleanerStatus, NewTopic, PartitionDescription, PartitionOffset, TopicConfig,
+    TopicDescription, TOPIC_CONFIG_NAMES,
+};
 pub use client::{Client, ClientConfig, DEFAULT_BROKER};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, Seek};
 pub use error::{Error, Result};

@@ -171,7 +171,7 @@ fn topics_are_created_grown_configured_trimmed_and_deleted_through_kafka_admin_a
         ),
         (
             3,
-            creatable("k-bad-config", 1, &[("cleanup.policy", "compact")]),
+            creatable("k-bad-config", 1, &[("cleanup.policy", "shred")]),
             40,
         ),
         (
@@ -281,7 +281,7 @@ fn topics_are_created_grown_configured_trimmed_and_deleted_through_kafka_admin_a
             0,
             TOPIC,
             "k-orders",
-            &[("cleanup.policy", 0, Some("compact"))]
+            &[("compression.type", 0, Some("zstd"))]
         ),
         40
     );

@@ -2,7 +2,7 @@
 //! binaries: a snapshot saved at offset N loads with exactly the stream's records after N
 //! (across page boundaries, through `Client::load_stream` and `EventStore::load`), a newer one
 //! replaces it, one past the stream's end is refused on save and ignored on load, the companion
-//! topic `<topic>.snapshots` has the stream topic's partition count and is created
+//! topic `<topic>.snapshots` is compacted, has the stream topic's partition count and is created
 //! once under concurrent first saves, everything survives a restart, and the CLI's
 //! `stream snapshot` and `stream read --with-snapshot` print exactly their contract.
 
@@ -260,10 +260,27 @@ fn a_load_returns_the_latest_snapshot_and_exactly_the_records_after_it_across_pa
             .expect("saves");
     });
 
-    // The companion topic: the stream topic's partition count (its cleanup.policy is checked once
-    // topics carry one: see `compacted()` in broker/src/core/snapshots.rs).
+    // The companion topic: the stream topic's partition count, compacted.
     let metadata = companion_metadata(&broker);
     assert_eq!(metadata.partitions.len(), PARTITIONS as usize);
+    let policy = metadata
+        .config
+        .as_ref()
+        .and_then(|config| config.cleanup_policy.clone());
+    assert_eq!(
+        policy.as_deref(),
+        Some("compact"),
+        "the snapshot topic is compacted: {metadata:?}"
+    );
+    let described = run_cli(Some(broker.addr()), &["topic", "describe", SNAPSHOTS], b"");
+    described.assert_success();
+    assert!(
+        described
+            .stdout_lines()
+            .iter()
+            .any(|line| line.contains("cleanup.policy") && line.contains("compact")),
+        "`tidelog topic describe` shows the policy:\n{described}"
+    );
 
     // A restart keeps the snapshot and the events.
     broker.terminate_and_wait();

@@ -25,7 +25,7 @@ use crate::clock::now_ms;
 use crate::error::TopicError;
 use crate::metadata::TopicOverrides;
 use crate::net::budget::{ConnectionBudget, Reservation};
-use crate::storage::{AppendConditions, Direction, StreamRead, StreamRecord};
+use crate::storage::{AppendConditions, CleanupPolicy, Direction, StreamRead, StreamRecord};
 use crate::topics::{validate_topic_name, Topic, TopicSpec};
 
 /// What a stream topic's companion topic is named after: `<topic>.snapshots`.
@@ -33,6 +33,11 @@ pub(crate) const SNAPSHOT_TOPIC_SUFFIX: &str = ".snapshots";
 
 /// The header holding the stream offset a snapshot covers, in decimal.
 pub(crate) const SNAPSHOT_OFFSET_HEADER: &str = "tidelog-snapshot-offset";
+
+/// The header holding the stream topic's id (its UUID, hyphenated) when the snapshot was saved:
+/// a topic deleted and created again under the same name has new streams, and the snapshots
+/// the companion topic still holds of the old ones are not theirs.
+pub(crate) const SNAPSHOT_TOPIC_ID_HEADER: &str = "tidelog-snapshot-topic-id";
 
 /// The companion topic holding the snapshots of `topic`'s streams.
 pub(crate) fn snapshot_topic_name(topic: &str) -> String {
@@ -76,6 +81,8 @@ pub(crate) struct Snapshot {
     pub bytes: Bytes,
     /// When it was saved (the record's timestamp).
     pub timestamp: i64,
+    /// The stream topic's id when it was saved; None for a record written without the header.
+    pub topic_id: Option<Bytes>,
 }
 
 /// The answer to a load.
@@ -148,12 +155,17 @@ impl Core {
                 ),
             ));
         }
+        let topic_id = self
+            .registry
+            .get(&input.topic)
+            .ok_or_else(|| CoreError::unknown_topic(&input.topic))?
+            .id();
         let companion = self.companion_topic(&input.topic, &name).await?;
         // Bounded by partitions_per_topic_max, a u32.
         let count = u32::try_from(companion.partitions.len()).unwrap_or(u32::MAX);
         let partition =
             try_partition_for_key(&input.key, count).ok_or_else(|| CoreError::unknown_topic(&name))?;
-        let records = snapshot_record(&input.key, input.at_offset, input.snapshot, now_ms())?;
+        let records = snapshot_record(&input.key, input.at_offset, topic_id, input.snapshot, now_ms())?;
         let produce = ProduceInput {
             acks: Acks::Leader,
             timeout: Duration::from_millis(self.config.limits.produce_timeout_ms_max),
@@ -215,6 +227,10 @@ impl Core {
             .partition(&input.topic, partition)?
             .stream_marks(&input.key)
             .erase_before;
+        let topic_id = self
+            .registry
+            .get(&input.topic)
+            .map(|topic| topic.id().to_string());
         let limits = &self.config.limits;
         let page_bound = match input.bytes_max {
             0 => limits.stream_read_bytes_max,
@@ -223,14 +239,19 @@ impl Core {
         .min(limits.fetch_bytes_max);
         let (snapshot, mut reservation) = self.latest_snapshot(budget, &name, &input.key).await?;
         let snapshot = snapshot.filter(|snapshot| {
-            let usable = usable(snapshot.at_offset, info.last_offset, erased_before);
+            let same_topic = match (&snapshot.topic_id, &topic_id) {
+                (Some(saved), Some(current)) => saved.as_ref() == current.as_bytes(),
+                _ => true,
+            };
+            let usable = same_topic && usable(snapshot.at_offset, info.last_offset, erased_before);
             if !usable {
                 tracing::debug!(
                     topic = %input.topic,
                     at_offset = snapshot.at_offset,
                     last_offset = info.last_offset,
                     erased_before,
-                    "snapshot past the stream's last record, or covering erased records, ignored"
+                    same_topic,
+                    "snapshot of an earlier topic of this name, past the stream's last record, or covering erased records, ignored"
                 );
             }
             usable
@@ -365,23 +386,37 @@ fn usable(at_offset: i64, last_offset: i64, erased_before: i64) -> bool {
 }
 
 /// A companion topic's settings: compacted, so the latest snapshot of every stream is kept.
+/// Only the policy is set: the rest follows the broker's `[log]` defaults, as for any topic.
 fn compacted() -> TopicOverrides {
-    // SNAPSHOTS-TODO(config helper): set `cleanup_policy: Some("compact")` once TopicOverrides
-    // has it; until then the companion topic gets the broker's default policy.
-    TopicOverrides::default()
+    TopicOverrides {
+        cleanup_policy: Some(CleanupPolicy::Compact.to_string()),
+        ..TopicOverrides::default()
+    }
 }
 
 /// One record batch holding the snapshot record.
-fn snapshot_record(key: &Bytes, at_offset: i64, snapshot: Bytes, now_ms: i64) -> Result<Bytes, CoreError> {
+fn snapshot_record(
+    key: &Bytes,
+    at_offset: i64,
+    topic_id: uuid::Uuid,
+    snapshot: Bytes,
+    now_ms: i64,
+) -> Result<Bytes, CoreError> {
     let mut builder = RecordBatchBuilder::new();
     builder.push(&NewRecord {
         timestamp: now_ms,
         key: Some(key.clone()),
         value: Some(snapshot),
-        headers: vec![RecordHeader {
-            key: SNAPSHOT_OFFSET_HEADER.to_owned(),
-            value: Some(Bytes::from(at_offset.to_string())),
-        }],
+        headers: vec![
+            RecordHeader {
+                key: SNAPSHOT_OFFSET_HEADER.to_owned(),
+                value: Some(Bytes::from(at_offset.to_string())),
+            },
+            RecordHeader {
+                key: SNAPSHOT_TOPIC_ID_HEADER.to_owned(),
+                value: Some(Bytes::from(topic_id.to_string())),
+            },
+        ],
     });
     builder.build().ok_or_else(|| {
         CoreError::new(
@@ -395,12 +430,16 @@ fn snapshot_record(key: &Bytes, at_offset: i64, snapshot: Bytes, now_ms: i64) ->
 /// decimal offset.
 fn as_snapshot(record: &StreamRecord) -> Option<Snapshot> {
     let bytes = record.value.clone()?;
-    let at_offset = record
-        .headers
-        .iter()
-        .rev()
-        .find(|(name, _)| name == SNAPSHOT_OFFSET_HEADER)
-        .and_then(|(_, value)| value.as_ref())
+    let header = |wanted: &str| {
+        record
+            .headers
+            .iter()
+            .rev()
+            .find(|(name, _)| name == wanted)
+            .and_then(|(_, value)| value.clone())
+    };
+    let at_offset = header(SNAPSHOT_OFFSET_HEADER)
+        .as_ref()
         .and_then(|value| std::str::from_utf8(value).ok())
         .and_then(|text| text.parse::<i64>().ok())
         .filter(|offset| *offset >= 0)?;
@@ -408,6 +447,7 @@ fn as_snapshot(record: &StreamRecord) -> Option<Snapshot> {
         at_offset,
         bytes,
         timestamp: record.timestamp,
+        topic_id: header(SNAPSHOT_TOPIC_ID_HEADER),
     })
 }
 
@@ -423,7 +463,8 @@ mod tests {
 
     #[test]
     fn a_snapshot_record_carries_the_key_the_bytes_and_the_offset_header() {
-        let batch = snapshot_record(&Bytes::from("order-7"), 41, Bytes::from("state"), 1_000).unwrap();
+        let id = uuid::Uuid::new_v4();
+        let batch = snapshot_record(&Bytes::from("order-7"), 41, id, Bytes::from("state"), 1_000).unwrap();
         let (batch, rest) = RecordBatch::split_first(&batch).unwrap();
         assert!(rest.is_empty());
         let records: Vec<_> = batch.records().collect::<Result<_, _>>().unwrap();
@@ -431,9 +472,14 @@ mod tests {
         let record = &records[0];
         assert_eq!(record.key.as_deref(), Some(&b"order-7"[..]));
         assert_eq!(record.value.as_deref(), Some(&b"state"[..]));
-        assert_eq!(record.headers.len(), 1);
+        assert_eq!(record.headers.len(), 2);
         assert_eq!(record.headers[0].key, SNAPSHOT_OFFSET_HEADER);
         assert_eq!(record.headers[0].value.as_deref(), Some(&b"41"[..]));
+        assert_eq!(record.headers[1].key, SNAPSHOT_TOPIC_ID_HEADER);
+        assert_eq!(
+            record.headers[1].value.as_deref(),
+            Some(id.to_string().as_bytes())
+        );
     }
 
     fn stored(value: Option<&'static str>, headers: Vec<(&str, Option<&'static str>)>) -> StreamRecord {
@@ -461,7 +507,19 @@ mod tests {
                 at_offset: 17,
                 bytes: Bytes::from("state"),
                 timestamp: 99,
+                topic_id: None,
             })
+        );
+        let record = stored(
+            Some("state"),
+            vec![
+                (SNAPSHOT_OFFSET_HEADER, Some("17")),
+                (SNAPSHOT_TOPIC_ID_HEADER, Some("id-1")),
+            ],
+        );
+        assert_eq!(
+            as_snapshot(&record).and_then(|snapshot| snapshot.topic_id),
+            Some(Bytes::from("id-1"))
         );
     }
 

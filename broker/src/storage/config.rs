@@ -146,6 +146,45 @@ impl Default for CompactionConfig {
     }
 }
 
+impl CompactionConfig {
+    /// Kafka's bounds on the four settings; the message names the offending one by its Kafka
+    /// name.
+    pub fn validate(&self) -> Result<(), String> {
+        let ratio = self.min_cleanable_dirty_ratio;
+        // NaN fails the range check too.
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(format!(
+                "min.cleanable.dirty.ratio {ratio} must be between 0 and 1"
+            ));
+        }
+        if self.min_compaction_lag_ms < 0 {
+            return Err(format!(
+                "min.compaction.lag.ms {} must be at least 0",
+                self.min_compaction_lag_ms
+            ));
+        }
+        if self.max_compaction_lag_ms <= 0 {
+            return Err(format!(
+                "max.compaction.lag.ms {} must be at least 1",
+                self.max_compaction_lag_ms
+            ));
+        }
+        if self.max_compaction_lag_ms < self.min_compaction_lag_ms {
+            return Err(format!(
+                "max.compaction.lag.ms {} must be at least min.compaction.lag.ms {}",
+                self.max_compaction_lag_ms, self.min_compaction_lag_ms
+            ));
+        }
+        if self.delete_retention_ms < 0 {
+            return Err(format!(
+                "delete.retention.ms {} must be at least 0",
+                self.delete_retention_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Largest segment we allow. Index entries store file positions as `u32`, and like Kafka we
 /// stay below `i32::MAX` so a position always fits a signed 32-bit field too.
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
@@ -254,6 +293,7 @@ impl LogConfig {
                 self.retention_bytes
             )));
         }
+        self.compaction.validate().map_err(StorageError::InvalidConfig)?;
         Ok(())
     }
 
@@ -291,6 +331,38 @@ mod tests {
         assert!("interval:".parse::<FlushPolicy>().is_err());
         assert!("interval:0".parse::<FlushPolicy>().is_err());
         assert!("interval:-5".parse::<FlushPolicy>().is_err());
+    }
+
+    #[test]
+    fn compaction_settings_outside_kafkas_bounds_are_refused() {
+        CompactionConfig::default().validate().unwrap();
+        let with = |change: fn(&mut CompactionConfig)| {
+            let mut config = CompactionConfig::default();
+            change(&mut config);
+            config.validate()
+        };
+        assert!(with(|c| c.min_cleanable_dirty_ratio = 0.0).is_ok());
+        assert!(with(|c| c.min_cleanable_dirty_ratio = 1.0).is_ok());
+        assert!(with(|c| c.min_cleanable_dirty_ratio = 1.01).is_err());
+        assert!(with(|c| c.min_cleanable_dirty_ratio = -0.1).is_err());
+        assert!(with(|c| c.min_cleanable_dirty_ratio = f64::NAN).is_err());
+        assert!(with(|c| c.min_compaction_lag_ms = -1).is_err());
+        assert!(with(|c| c.max_compaction_lag_ms = 0).is_err());
+        assert!(with(|c| {
+            c.min_compaction_lag_ms = 10;
+            c.max_compaction_lag_ms = 9;
+        })
+        .is_err());
+        assert!(with(|c| c.delete_retention_ms = -1).is_err());
+        assert!(with(|c| c.delete_retention_ms = 0).is_ok());
+        let log = LogConfig {
+            compaction: CompactionConfig {
+                min_cleanable_dirty_ratio: 2.0,
+                ..CompactionConfig::default()
+            },
+            ..LogConfig::default()
+        };
+        assert!(log.validate().is_err());
     }
 
     #[test]

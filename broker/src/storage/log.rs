@@ -30,6 +30,7 @@ mod append;
 mod clean;
 mod durability;
 mod marks;
+mod read;
 mod roll;
 mod streams;
 
@@ -313,85 +314,6 @@ impl PartitionLog {
         }
     }
 
-    /// Whole batches starting with the batch that contains `offset`, up to `max_bytes` (at
-    /// least one whole batch if any exists at `offset`), never at or past the high watermark.
-    /// `offset == high_watermark` gives empty records.
-    ///
-    /// # Errors
-    /// `OffsetOutOfRange` if `offset` is below the log start or above the high watermark;
-    /// `Corrupt` if the data file does not hold batches where the index says.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOutcome, StorageError> {
-        let inner = &*self.inner;
-        let high_watermark = inner.high_watermark.load(Ordering::Acquire);
-        let segments = inner.segments_snapshot();
-        let log_start_offset = segments
-            .first()
-            .map_or(high_watermark, |segment| segment.base_offset)
-            .max(inner.log_start_floor.load(Ordering::Acquire));
-        // Retention or a trim may have moved past a high watermark loaded just before; log
-        // start never passes the true one.
-        let high_watermark = high_watermark.max(log_start_offset);
-        if offset < log_start_offset || offset > high_watermark {
-            return Err(StorageError::OffsetOutOfRange {
-                requested: offset,
-                log_start_offset,
-                high_watermark,
-            });
-        }
-        let mut outcome = ReadOutcome {
-            records: Bytes::new(),
-            high_watermark,
-            log_start_offset,
-        };
-        if offset == high_watermark {
-            return Ok(outcome);
-        }
-        let first = segments
-            .partition_point(|segment| segment.base_offset <= offset)
-            .saturating_sub(1);
-        // Usually one segment answers. A cleaned segment may answer with batches that hold no
-        // record at or after `offset` (placeholders, or a rewritten batch whose later records
-        // went): then the read goes on into the next segments, so that every read lets a
-        // client that ignores lastOffsetDelta (kafkajs) make progress.
-        let mut gathered: Option<bytes::BytesMut> = None;
-        for segment in &segments[first..] {
-            if segment.base_offset >= high_watermark {
-                break;
-            }
-            let (from, budget) = match &gathered {
-                None => (offset, max_bytes),
-                Some(so_far) => (segment.base_offset, max_bytes.saturating_sub(so_far.len())),
-            };
-            let Some(records) = segment.read(from, budget, high_watermark)? else {
-                continue;
-            };
-            if records.is_empty() {
-                continue;
-            }
-            let progress = clean::holds_record_from(&records, offset, segment.is_cleaned());
-            let records = match gathered.take() {
-                None if progress => {
-                    outcome.records = records;
-                    break;
-                }
-                None => bytes::BytesMut::from(&records[..]),
-                Some(mut so_far) => {
-                    so_far.extend_from_slice(&records);
-                    so_far
-                }
-            };
-            if progress || records.len() >= max_bytes {
-                outcome.records = records.freeze();
-                break;
-            }
-            gathered = Some(records);
-        }
-        if let Some(records) = gathered {
-            outcome.records = records.freeze();
-        }
-        Ok(outcome)
-    }
-
     /// Last visible offset + 1.
     pub fn high_watermark(&self) -> i64 {
         self.inner.high_watermark.load(Ordering::Acquire)
@@ -455,7 +377,9 @@ impl PartitionLog {
 
     /// Rolls the active segment if it is too old, then deletes closed segments past retention:
     /// from the oldest, while the newest record of the segment is older than `retention_ms`
-    /// or the partition is larger than `retention_bytes`. Never deletes the active segment.
+    /// or the partition is larger than `retention_bytes` (only when `cleanup_policy` deletes),
+    /// or the segment lies wholly below a trimmed log start (any policy). Never deletes the
+    /// active segment.
     pub fn run_maintenance(&self, now_ms: i64) -> Result<MaintenanceOutcome, StorageError> {
         let inner = &self.inner;
         inner.check_writable()?;
@@ -475,11 +399,16 @@ impl PartitionLog {
             let mut total_bytes: u64 = segments.iter().map(|segment| segment.end()).sum();
             let closed = &segments[..segments.len().saturating_sub(1)];
             let mut victims = 0;
+            // A compact-only log keeps every closed segment (the cleaner shrinks them); only a
+            // trim removes its segments.
+            let retains = config.cleanup_policy.deletes();
             for segment in closed {
-                let expired = config.retention_ms >= 0
+                let expired = retains
+                    && config.retention_ms >= 0
                     && now_ms.saturating_sub(segment.max_timestamp()) > config.retention_ms;
-                let oversized =
-                    config.retention_bytes >= 0 && total_bytes > config.retention_bytes.unsigned_abs();
+                let oversized = retains
+                    && config.retention_bytes >= 0
+                    && total_bytes > config.retention_bytes.unsigned_abs();
                 // Wholly below the log start a trim advanced to: unreadable already.
                 let trimmed = segment.next_offset() <= log_start_floor;
                 if !(expired || oversized || trimmed) {

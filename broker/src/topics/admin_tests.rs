@@ -469,3 +469,111 @@ fn a_replacing_config_change_keeps_the_flush_policy_it_does_not_name() {
     ));
     close(registry);
 }
+
+#[test]
+fn compaction_settings_are_set_at_create_changed_at_run_time_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open(dir.path());
+    let overrides = config::from_pairs(
+        [
+            ("cleanup.policy", Some("compact")),
+            ("min.cleanable.dirty.ratio", Some("0.2")),
+            ("delete.retention.ms", Some("1000")),
+        ],
+        &config(dir.path()).limits,
+    )
+    .unwrap();
+    let topic = registry
+        .create(
+            TopicSpec {
+                overrides,
+                ..spec("changelog", 2)
+            },
+            NOW_MS,
+        )
+        .unwrap();
+    for (_, log) in topic.online_partitions() {
+        assert_eq!(
+            log.config().cleanup_policy,
+            crate::storage::CleanupPolicy::Compact
+        );
+        assert_eq!(log.config().compaction.min_cleanable_dirty_ratio, 0.2);
+        assert_eq!(log.config().compaction.delete_retention_ms, 1000);
+        // Not overridden: the broker's default.
+        assert_eq!(log.config().compaction.max_compaction_lag_ms, i64::MAX);
+    }
+    // Kafka's bounds, judged on the effective settings.
+    for update in [
+        vec![set("min.cleanable.dirty.ratio", "1.5")],
+        vec![set("min.compaction.lag.ms", "-1")],
+        vec![set("max.compaction.lag.ms", "0")],
+        vec![
+            set("min.compaction.lag.ms", "10"),
+            set("max.compaction.lag.ms", "5"),
+        ],
+        vec![set("delete.retention.ms", "-1")],
+        vec![set("cleanup.policy", "archive")],
+    ] {
+        let refused = registry.alter_config("changelog", &ConfigUpdate::Incremental(update.clone()), false);
+        assert!(
+            matches!(refused, Err(TopicError::InvalidConfig(_))),
+            "{update:?}: {refused:?}"
+        );
+    }
+    let bad_create = TopicSpec {
+        overrides: TopicOverrides {
+            min_cleanable_dirty_ratio: Some(-0.5),
+            ..TopicOverrides::default()
+        },
+        ..spec("bad", 1)
+    };
+    assert!(matches!(
+        registry.create(bad_create, NOW_MS),
+        Err(TopicError::InvalidConfig(_))
+    ));
+    // A changed policy applies to the open partitions at once.
+    let topic = registry
+        .alter_config(
+            "changelog",
+            &ConfigUpdate::Incremental(vec![set("cleanup.policy", "delete,compact")]),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        topic.record.overrides.cleanup_policy.as_deref(),
+        Some("compact,delete")
+    );
+    for (_, log) in topic.online_partitions() {
+        assert_eq!(
+            log.config().cleanup_policy,
+            crate::storage::CleanupPolicy::CompactDelete
+        );
+    }
+    let entries = registry.config_entries(&topic);
+    let policy = entries
+        .iter()
+        .find(|entry| entry.name == "cleanup.policy")
+        .unwrap();
+    assert_eq!(
+        (policy.value.as_str(), policy.source),
+        ("compact,delete", ConfigSource::TopicOverride)
+    );
+    close(registry);
+
+    let registry = open(dir.path());
+    let topic = registry.get("changelog").unwrap();
+    assert_eq!(
+        topic.log_config.cleanup_policy,
+        crate::storage::CleanupPolicy::CompactDelete
+    );
+    assert_eq!(
+        topic
+            .partition(1)
+            .unwrap()
+            .config()
+            .compaction
+            .min_cleanable_dirty_ratio,
+        0.2
+    );
+    close(registry);
+}

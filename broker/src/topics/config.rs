@@ -16,6 +16,7 @@ pub enum ConfigKind {
     String,
     Int,
     Long,
+    Double,
     List,
 }
 
@@ -26,7 +27,7 @@ pub enum ConfigSource {
     TopicOverride,
     /// The broker's configuration (its file or flags), the default of every topic.
     Broker,
-    /// Fixed by what Tidelog is (`cleanup.policy=delete`, ...): reported, never changed.
+    /// Fixed by what Tidelog is (`compression.type=producer`, ...): reported, never changed.
     Fixed,
 }
 
@@ -54,13 +55,18 @@ pub enum ConfigChange {
 }
 
 /// The alterable settings: Kafka name, broker-wide name, kind, documentation.
-const TOPIC_KEYS: [(&str, &str, ConfigKind, &str); 6] = [
+const TOPIC_KEYS: [(&str, &str, ConfigKind, &str); 11] = [
     ("retention.ms", "log.retention.ms", ConfigKind::Long, "Delete closed segments whose newest record is older than this; -1 keeps them forever."),
     ("retention.bytes", "log.retention.bytes", ConfigKind::Long, "Delete the oldest closed segments while a partition is larger than this; -1: no size limit."),
     ("segment.bytes", "log.segment.bytes", ConfigKind::Int, "Roll a new segment when the active one would grow past this size."),
     ("segment.ms", "log.roll.ms", ConfigKind::Long, "Roll a new segment when the active one's first record is older than this."),
     ("index.interval.bytes", "log.index.interval.bytes", ConfigKind::Int, "Bytes of batches between two entries of the offset and time indexes."),
     (FLUSH_POLICY, "flush", ConfigKind::String, "Tidelog's flush policy: always (durable before acknowledged), interval:<ms> or never. Set at create; an open topic keeps its policy."),
+    ("cleanup.policy", "log.cleanup.policy", ConfigKind::List, "delete: retention deletes closed segments; compact: the cleaner keeps the latest record of every key (keyless records are refused); compact,delete: both."),
+    ("min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio", ConfigKind::Double, "Compact once the closed segments not yet cleaned are at least this share of all closed bytes (0 to 1)."),
+    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", ConfigKind::Long, "A record stays uncompacted at least this long after it was written."),
+    ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms", ConfigKind::Long, "A log whose oldest uncleaned record is older than this is compacted whatever its dirty ratio."),
+    ("delete.retention.ms", "log.cleaner.delete.retention.ms", ConfigKind::Long, "A tombstone is kept this long after the cleaner first sees it (its batch's delete horizon)."),
 ];
 
 /// Tidelog's flush policy has no Kafka name (Kafka's flush.ms/flush.messages are counts and
@@ -69,14 +75,8 @@ pub const FLUSH_POLICY: &str = "tidelog.flush.policy";
 
 /// Settings Tidelog reports with fixed values (clients and tools ask for them); a change to
 /// the same value is accepted, any other refused.
-fn fixed_entries(limits: &Limits) -> [(&'static str, String, ConfigKind, &'static str); 5] {
+fn fixed_entries(limits: &Limits) -> [(&'static str, String, ConfigKind, &'static str); 4] {
     [
-        (
-            "cleanup.policy",
-            "delete".into(),
-            ConfigKind::List,
-            "Only delete: Tidelog has no compaction.",
-        ),
         (
             "compression.type",
             "producer".into(),
@@ -145,6 +145,27 @@ pub fn apply(
                         .map_err(invalid)
                 })
                 .transpose()?;
+        }
+        "cleanup.policy" => {
+            overrides.cleanup_policy = value
+                .map(|v| {
+                    v.parse::<crate::storage::CleanupPolicy>()
+                        .map(|policy| policy.to_string())
+                        .map_err(invalid)
+                })
+                .transpose()?;
+        }
+        "min.cleanable.dirty.ratio" => {
+            overrides.min_cleanable_dirty_ratio = value.map(|v| parse(name, v)).transpose()?;
+        }
+        "min.compaction.lag.ms" => {
+            overrides.min_compaction_lag_ms = value.map(|v| parse(name, v)).transpose()?;
+        }
+        "max.compaction.lag.ms" => {
+            overrides.max_compaction_lag_ms = value.map(|v| parse(name, v)).transpose()?;
+        }
+        "delete.retention.ms" => {
+            overrides.delete_retention_ms = value.map(|v| parse(name, v)).transpose()?;
         }
         other => {
             let fixed = fixed_entries(limits);
@@ -225,6 +246,14 @@ pub fn changed(before: &TopicOverrides, after: &TopicOverrides) -> TopicOverride
         segment_ms: pick(&before.segment_ms, &after.segment_ms),
         flush: pick(&before.flush, &after.flush),
         index_interval_bytes: pick(&before.index_interval_bytes, &after.index_interval_bytes),
+        cleanup_policy: pick(&before.cleanup_policy, &after.cleanup_policy),
+        min_cleanable_dirty_ratio: pick(
+            &before.min_cleanable_dirty_ratio,
+            &after.min_cleanable_dirty_ratio,
+        ),
+        min_compaction_lag_ms: pick(&before.min_compaction_lag_ms, &after.min_compaction_lag_ms),
+        max_compaction_lag_ms: pick(&before.max_compaction_lag_ms, &after.max_compaction_lag_ms),
+        delete_retention_ms: pick(&before.delete_retention_ms, &after.delete_retention_ms),
     }
 }
 
@@ -267,6 +296,31 @@ pub fn topic_entries(
             overrides.flush.is_some(),
             effective.flush.to_string(),
             broker_flush.to_string(),
+        ),
+        (
+            overrides.cleanup_policy.is_some(),
+            effective.cleanup_policy.to_string(),
+            defaults.cleanup_policy.to_string(),
+        ),
+        (
+            overrides.min_cleanable_dirty_ratio.is_some(),
+            effective.compaction.min_cleanable_dirty_ratio.to_string(),
+            defaults.min_cleanable_dirty_ratio.to_string(),
+        ),
+        (
+            overrides.min_compaction_lag_ms.is_some(),
+            effective.compaction.min_compaction_lag_ms.to_string(),
+            defaults.min_compaction_lag_ms.to_string(),
+        ),
+        (
+            overrides.max_compaction_lag_ms.is_some(),
+            effective.compaction.max_compaction_lag_ms.to_string(),
+            defaults.max_compaction_lag_ms.to_string(),
+        ),
+        (
+            overrides.delete_retention_ms.is_some(),
+            effective.compaction.delete_retention_ms.to_string(),
+            defaults.delete_retention_ms.to_string(),
         ),
     ];
     let mut entries: Vec<ConfigEntry> = TOPIC_KEYS
@@ -318,6 +372,11 @@ pub fn broker_entries(
             defaults.segment_ms.to_string(),
             defaults.index_interval_bytes.to_string(),
             broker_flush.to_string(),
+            defaults.cleanup_policy.to_string(),
+            defaults.min_cleanable_dirty_ratio.to_string(),
+            defaults.min_compaction_lag_ms.to_string(),
+            defaults.max_compaction_lag_ms.to_string(),
+            defaults.delete_retention_ms.to_string(),
         ])
         .map(|((_, broker_name, kind, documentation), value)| {
             entry(*broker_name, value, *kind, *documentation)
@@ -392,10 +451,20 @@ mod tests {
             set("segment.ms", "3600000"),
             set("index.interval.bytes", "512"),
             set(FLUSH_POLICY, "interval:250"),
-            set("cleanup.policy", "delete"),
+            set("cleanup.policy", "delete , compact"),
+            set("min.cleanable.dirty.ratio", "0.25"),
+            set("min.compaction.lag.ms", "100"),
+            set("max.compaction.lag.ms", "60000"),
+            set("delete.retention.ms", "0"),
+            set("compression.type", "producer"),
         ] {
             apply(&mut overrides, &change, &limits).unwrap();
         }
+        assert_eq!(overrides.cleanup_policy.as_deref(), Some("compact,delete"));
+        assert_eq!(overrides.min_cleanable_dirty_ratio, Some(0.25));
+        assert_eq!(overrides.min_compaction_lag_ms, Some(100));
+        assert_eq!(overrides.max_compaction_lag_ms, Some(60_000));
+        assert_eq!(overrides.delete_retention_ms, Some(0));
         assert_eq!(overrides.retention_ms, Some(60_000));
         assert_eq!(overrides.retention_bytes, Some(-1));
         assert_eq!(overrides.segment_bytes, Some(1 << 20));
@@ -422,7 +491,11 @@ mod tests {
             set("retention.ms", "soon"),
             set("segment.bytes", "-5"),
             set(FLUSH_POLICY, "sometimes"),
-            set("cleanup.policy", "compact"),
+            set("cleanup.policy", "shred"),
+            set("cleanup.policy", ""),
+            set("min.cleanable.dirty.ratio", "half"),
+            set("delete.retention.ms", "1.5"),
+            set("compression.type", "zstd"),
         ] {
             assert!(
                 matches!(
@@ -490,12 +563,35 @@ mod tests {
             .find(|entry| entry.name == "segment.bytes")
             .unwrap();
         assert_eq!(segment.source, ConfigSource::Broker);
+        let policy = entries
+            .iter()
+            .find(|entry| entry.name == "cleanup.policy")
+            .unwrap();
+        assert!(!policy.read_only);
+        assert_eq!(policy.value, "delete");
+        assert_eq!(policy.kind, ConfigKind::List);
+        assert_eq!(
+            policy.broker_default,
+            Some(("log.cleanup.policy", "delete".to_string()))
+        );
+        let ratio = entries
+            .iter()
+            .find(|entry| entry.name == "min.cleanable.dirty.ratio")
+            .unwrap();
+        assert_eq!(ratio.value, "0.5");
+        assert_eq!(
+            ratio.broker_default,
+            Some(("log.cleaner.min.cleanable.ratio", "0.5".to_string()))
+        );
         assert!(entries
             .iter()
-            .any(|entry| entry.name == "cleanup.policy" && entry.read_only));
+            .any(|entry| entry.name == "compression.type" && entry.read_only));
         let broker = broker_entries(&defaults, crate::storage::FlushPolicy::Always, &limits, 0, false);
         assert!(broker
             .iter()
             .any(|entry| entry.name == "auto.create.topics.enable" && entry.value == "false"));
+        assert!(broker
+            .iter()
+            .any(|entry| entry.name == "log.cleaner.delete.retention.ms" && entry.value == "86400000"));
     }
 }

@@ -230,17 +230,15 @@ impl RebalanceListener for CommitPrinted {
     }
 }
 
-/// Raises each owned partition's entry to the group consumer's position (the offset after the
-/// last record handed out, past any offsets that hold no record), for partitions whose
-/// position is known.
+/// Raises the entry of each partition something was printed from to the group consumer's
+/// position (the offset after the last record handed out, past any offsets that hold no
+/// record). Partitions nothing was printed from keep having nothing to commit.
 fn advance_to_positions(consumer: &GroupConsumer, printed: &Printed) {
     let mut printed = lock(printed);
-    for (topic, partition) in consumer.assignment() {
-        let Some(position) = consumer.position(topic.as_str(), partition) else {
-            continue;
-        };
-        let entry = printed.entry((topic, partition)).or_insert(position);
-        *entry = (*entry).max(position);
+    for (key, entry) in printed.iter_mut() {
+        if let Some(position) = consumer.position(key.0.as_str(), key.1) {
+            *entry = (*entry).max(position);
+        }
     }
 }
 

@@ -269,6 +269,7 @@ mod tests {
     fn contract_command_lines_parse() {
         for line in [
             "tidelog --broker 127.0.0.1:1 topic create t --partitions 3 --retention-ms 10 --retention-bytes 20 --segment-bytes 30",
+            "tidelog topic create c --config cleanup.policy=compact --config min.cleanable.dirty.ratio=0.1 --config delete.retention.ms=0",
             "tidelog topic list",
             "tidelog topic describe t",
             "tidelog topic delete t",

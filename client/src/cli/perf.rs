@@ -33,12 +33,17 @@ pub struct PerfProduceArgs {
     /// Records to send.
     #[arg(long, value_name = "N")]
     records: u64,
-    /// Value size of each record (keyless).
+    /// Value size of each record (keyless unless --keys).
     #[arg(long, value_name = "BYTES")]
     record_size: usize,
     /// Spread records over the first N partitions (default: all).
     #[arg(long, value_name = "N")]
     partitions_used: Option<u32>,
+    /// Key the records with N distinct keys, `key-0000000` to `key-{N-1}`, in turn (record i
+    /// gets key i mod N, so every key gets as many values): a compacted topic's workload. Keyed
+    /// records go to the partition of their key, as the partitioner picks it.
+    #[arg(long, value_name = "N", conflicts_with = "partitions_used")]
+    keys: Option<u32>,
     /// Acknowledgement to wait for. Latency is per record, from `send` to its acknowledgement
     /// (leader) or to its batch being written to the socket (none), sampled on every
     /// --latency-sample-every'th record.
@@ -151,6 +156,10 @@ struct NextRecord {
     records_per_batch: u64,
     partition: usize,
     left_in_batch: u64,
+    /// With `--keys`: the keys, taken in turn, and the record last built with one.
+    keys: Vec<Bytes>,
+    next_key: usize,
+    keyed: Option<ProducerRecord>,
 }
 
 impl NextRecord {
@@ -165,10 +174,34 @@ impl NextRecord {
             records_per_batch,
             partition: 0,
             left_in_batch: records_per_batch,
+            keys: Vec::new(),
+            next_key: 0,
+            keyed: None,
         }
     }
 
+    /// Records keyed with `keys` distinct keys in turn, partitioned by key.
+    fn keyed(topic: &TopicName, value: &Bytes, keys: u32) -> Self {
+        let mut next = Self::new(topic, value, 1, 1);
+        next.records = vec![ProducerRecord::new(topic.clone(), value.clone())];
+        next.keys = (0..keys)
+            .map(|key| Bytes::from(format!("key-{key:07}")))
+            .collect();
+        next
+    }
+
+    /// The next key in turn (`keys` is not empty).
+    fn take_key(&mut self) -> Bytes {
+        let key = self.keys[self.next_key].clone();
+        self.next_key = (self.next_key + 1) % self.keys.len();
+        key
+    }
+
     fn record(&mut self) -> &ProducerRecord {
+        if !self.keys.is_empty() {
+            let key = self.take_key();
+            return self.keyed.insert(self.records[0].clone().key(key));
+        }
         let partition = self.partition;
         self.left_in_batch -= 1;
         if self.left_in_batch == 0 {
@@ -198,6 +231,12 @@ pub async fn produce(client: Client, args: PerfProduceArgs) -> anyhow::Result<()
     }
     if args.records_per_send == 0 {
         anyhow::bail!("--records-per-send must be at least 1");
+    }
+    if args.keys == Some(0) {
+        anyhow::bail!("--keys must be at least 1");
+    }
+    if args.keys.is_some() && args.sync {
+        anyhow::bail!("--keys cannot be used with --sync");
     }
     let config = ProducerConfig::default()
         .acks(args.acks.into())
@@ -229,7 +268,10 @@ pub async fn produce(client: Client, args: PerfProduceArgs) -> anyhow::Result<()
 
     let bar = progress(args.records, "records");
     let start = Instant::now();
-    let mut next = NextRecord::new(&topic, &value, used, records_per_batch);
+    let mut next = match args.keys {
+        Some(keys) => NextRecord::keyed(&topic, &value, keys),
+        None => NextRecord::new(&topic, &value, used, records_per_batch),
+    };
     let mut until_sample = 0u64;
     let mut sent_so_far = 0u64;
     let mut next_progress = 0u64;
@@ -479,4 +521,17 @@ async fn measure_consume(
     let elapsed = start.elapsed();
     bar.finish_and_clear();
     Ok((summary(records, bytes, elapsed, &latency), Vec::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_records_take_the_keys_in_turn() {
+        let mut next = NextRecord::keyed(&TopicName::new("t"), &Bytes::from_static(b"v"), 3);
+        let keys: Vec<Bytes> = (0..7).map(|_| next.take_key()).collect();
+        let expected = [0, 1, 2, 0, 1, 2, 0].map(|key| Bytes::from(format!("key-{key:07}")));
+        assert_eq!(keys, expected);
+    }
 }

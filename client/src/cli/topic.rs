@@ -27,6 +27,12 @@ pub struct CreateArgs {
     /// When to fsync: always, interval:<ms> or never. Default: the broker's.
     #[arg(long, value_name = "POLICY")]
     flush: Option<String>,
+    /// Set a config by its Kafka name, e.g. cleanup.policy=compact (repeatable; applied after
+    /// the flags above): retention.ms, retention.bytes, segment.bytes, segment.ms,
+    /// index.interval.bytes, tidelog.flush.policy, cleanup.policy, min.cleanable.dirty.ratio,
+    /// min.compaction.lag.ms, max.compaction.lag.ms, delete.retention.ms.
+    #[arg(long = "config", value_name = "NAME=VALUE", value_parser = parse_config)]
+    config: Vec<(String, String)>,
 }
 
 pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
@@ -45,6 +51,11 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
     }
     if let Some(flush) = args.flush {
         topic = topic.flush(flush);
+    }
+    for (name, value) in &args.config {
+        topic = topic
+            .config(name, value)
+            .with_context(|| format!("cannot create topic {}", args.name))?;
     }
     client
         .admin()
@@ -115,23 +126,42 @@ pub async fn describe(client: &Client, name: &str) -> anyhow::Result<()> {
         records(&topic)
     );
     println!("Topic id: {}", topic.topic_id());
-    let mut partitions = table(&[
+    // The cleaner column only where the cleaner has something to say: compacted topics, and
+    // partitions with erasures pending or marked uncleanable.
+    let show_cleaner = topic
+        .partitions()
+        .iter()
+        .any(|partition| partition.cleaner().is_some());
+    let mut header = vec![
         "Partition",
         "Leader",
         "Log start offset",
         "Log end offset",
         "Records",
         "Error",
-    ]);
+    ];
+    if show_cleaner {
+        header.push("Cleaner");
+    }
+    let mut partitions = table(&header);
     for partition in topic.partitions() {
-        partitions.add_row(vec![
+        let mut row = vec![
             partition.partition().to_string(),
             partition.leader().to_string(),
             partition.log_start_offset().to_string(),
             partition.high_watermark().to_string(),
             (partition.high_watermark().get() - partition.log_start_offset().get()).to_string(),
             partition.error().map(|e| e.to_string()).unwrap_or_default(),
-        ]);
+        ];
+        if show_cleaner {
+            row.push(
+                partition
+                    .cleaner()
+                    .map(|status| status.to_string())
+                    .unwrap_or_default(),
+            );
+        }
+        partitions.add_row(row);
     }
     right_align(&mut partitions, 0..5);
     println!("{partitions}");
@@ -151,7 +181,9 @@ pub struct AlterArgs {
     #[arg(long, value_name = "N")]
     partitions: Option<u32>,
     /// Set a config by its Kafka name, e.g. retention.ms=3600000 (repeatable): retention.ms,
-    /// retention.bytes, segment.bytes, segment.ms, index.interval.bytes.
+    /// retention.bytes, segment.bytes, segment.ms, index.interval.bytes, cleanup.policy
+    /// (delete, compact or compact,delete), min.cleanable.dirty.ratio, min.compaction.lag.ms,
+    /// max.compaction.lag.ms, delete.retention.ms.
     #[arg(long = "config", value_name = "NAME=VALUE", value_parser = parse_config)]
     config: Vec<(String, String)>,
     /// Drop the topic's own value of a config, so the broker default applies (repeatable).

@@ -353,7 +353,6 @@ impl GroupConsumer {
                 for record in &records {
                     self.mark_consumed(record);
                 }
-                self.skip_removed_offsets();
                 return Ok(records);
             }
             self.check_positioned()?;
@@ -525,22 +524,19 @@ impl GroupConsumer {
         self.dirty = true;
     }
 
-    /// Moves the consumed position of every owned partition with nothing pending up to the
-    /// consumer's position. On a compacted topic offsets after the last record handed out may
-    /// hold no record (removed records, header-only batches); the consumer's position is
-    /// already past them (it moves by whole batches), and everything below it was handed out,
-    /// so a commit may say so. Without this a fully read compacted partition would keep
-    /// committing its last record + 1 and show lag forever.
+    /// Moves the consumed position of every owned partition up to the consumer's position,
+    /// when nothing is pending here and the consumer had nothing more to hand out (an empty
+    /// poll): everything below its positions has been handed out then. On a compacted topic
+    /// offsets after the last record handed out may hold no record (removed records,
+    /// header-only batches); the consumer's position is already past them (it moves by whole
+    /// batches), so a commit may say so. Without this a fully read compacted partition would
+    /// keep committing its last record + 1 and show lag forever. Only when idle, so a busy
+    /// consumer pays nothing for it (the consumer's position scans its buffer).
     fn skip_removed_offsets(&mut self) {
-        let busy: BTreeSet<(&str, PartitionId)> = self
-            .pending
-            .iter()
-            .map(|record| (record.topic.as_str(), record.partition))
-            .collect();
+        if !self.pending.is_empty() {
+            return;
+        }
         for key in &self.owned {
-            if busy.contains(&(key.0.as_str(), key.1)) {
-                continue;
-            }
             let Some(position) = self.consumer.position(key.0.as_str(), key.1) else {
                 continue;
             };
@@ -599,8 +595,11 @@ impl GroupConsumer {
         // Consumer::poll is cancel-safe: a fetch in flight stays queued in it.
         tokio::select! {
             polled = self.consumer.poll(wait) => {
-                self.pending.extend(polled?);
-                self.skip_removed_offsets();
+                let polled = polled?;
+                if polled.is_empty() {
+                    self.skip_removed_offsets();
+                }
+                self.pending.extend(polled);
             }
             changed = self.view_rx.changed() => {
                 if changed.is_err() {

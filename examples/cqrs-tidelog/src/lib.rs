@@ -20,5 +20,7 @@
 
 pub mod bank_account;
 pub mod repository;
+pub mod snapshots;
 
 pub use repository::{RepositoryConfig, TidelogEventRepository};
+pub use snapshots::Snapshots;

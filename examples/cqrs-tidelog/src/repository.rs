@@ -11,8 +11,11 @@
 //! retried with the same event ids, which the broker answers with the original offsets if the
 //! first attempt landed (an exact idempotent retry), never a second copy.
 //!
-//! Snapshots are not supported (`get_snapshot` finds none; `persist` refuses a snapshot update):
-//! use `PersistedEventStore::new_event_store`. Compaction and snapshots come with issue 9.
+//! Snapshots (`PersistedEventStore::new_snapshot_store` or `new_aggregate_store`, with the
+//! matching [`RepositoryConfig::snapshots`]) are Tidelog stream snapshots (`crate::snapshots`):
+//! stored at the offset of the last event they cover in the compacted `<topic>.snapshots`,
+//! and loaded with only the events after them. With the default [`Snapshots::Disabled`]
+//! `get_snapshot` finds none and `persist` refuses a snapshot update.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -26,7 +29,10 @@ use serde_json::Value;
 use tidelog_client::event_store::{
     EventData, EventStore, EventStoreError, Expected, ReadDirection, StreamId, SubscriptionEvent,
 };
+use tidelog_client::snapshots::snapshot_topic_name;
 use tidelog_client::{ErrorCode, NewTopic, Record};
+
+use crate::snapshots::{Snapshots, StoredSnapshot};
 
 /// Header with the event's type (`DomainEvent::event_type`).
 pub const EVENT_TYPE_HEADER: &str = "cqrs-event-type";
@@ -45,6 +51,7 @@ pub struct RepositoryConfig {
     page_records: usize,
     append_attempts_max: u32,
     replay_queue_events: usize,
+    snapshots: Snapshots,
 }
 
 impl RepositoryConfig {
@@ -83,6 +90,12 @@ impl RepositoryConfig {
         self.replay_queue_events = events.max(1);
         self
     }
+
+    /// Which `PersistedEventStore` the repository serves (its snapshots; see [`Snapshots`]).
+    pub fn snapshots(mut self, snapshots: Snapshots) -> Self {
+        self.snapshots = snapshots;
+        self
+    }
 }
 
 impl Default for RepositoryConfig {
@@ -93,6 +106,7 @@ impl Default for RepositoryConfig {
             page_records: Self::PAGE_RECORDS_DEFAULT,
             append_attempts_max: Self::APPEND_ATTEMPTS_MAX_DEFAULT,
             replay_queue_events: Self::REPLAY_QUEUE_EVENTS_DEFAULT,
+            snapshots: Snapshots::Disabled,
         }
     }
 }
@@ -190,6 +204,73 @@ impl TidelogEventRepository {
         }
     }
 
+    /// The events after `last_sequence` by way of the stream's snapshot: one load of the
+    /// snapshot and the events after it, when that snapshot is the one covering `last_sequence`
+    /// (the one `get_snapshot` just returned); otherwise a read of the whole stream.
+    async fn load_after_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let stream = self.stream::<A>(aggregate_id);
+        let loaded = match self.store.load(&stream).await {
+            Ok(loaded) => loaded,
+            Err(error) if is_unknown_topic(&error) => return Ok(Vec::new()),
+            Err(error) => return Err(connection_error(error)),
+        };
+        let covers = loaded
+            .snapshot
+            .as_ref()
+            .and_then(|snapshot| serde_json::from_slice::<StoredSnapshot>(&snapshot.bytes).ok())
+            .is_some_and(|stored| stored.current_sequence == last_sequence);
+        if !covers {
+            // A newer snapshot was saved meanwhile (or none is left): its events do not start
+            // at `last_sequence`.
+            return self.load::<A>(aggregate_id, last_sequence).await;
+        }
+        let mut events = Vec::with_capacity(loaded.events.len());
+        for record in &loaded.events {
+            let event = record_event::<A>(record)?;
+            if event.sequence > last_sequence {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Stores the snapshot of a commit whose events landed at `offsets`: at the offset of the
+    /// last event it covers. The events are the truth: a snapshot that cannot be stored is
+    /// logged, and the next one replaces it.
+    async fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        update: (Value, usize),
+        first_sequence: usize,
+        covered: usize,
+        offsets: &[i64],
+    ) {
+        let (aggregate, current_snapshot) = update;
+        let Some(at_offset) = covered.checked_sub(1).and_then(|last| offsets.get(last)) else {
+            tracing::warn!(%stream, covered, landed = offsets.len(), "snapshot not stored: its events did not all land");
+            return;
+        };
+        let stored = StoredSnapshot {
+            aggregate,
+            current_sequence: first_sequence - 1 + covered,
+            current_snapshot,
+        };
+        let bytes = match serde_json::to_vec(&stored) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(%stream, %error, "snapshot not stored: it does not serialize");
+                return;
+            }
+        };
+        if let Err(error) = self.store.save_snapshot(stream, *at_offset, bytes).await {
+            tracing::warn!(%stream, %error, "snapshot not stored; loads replay the events instead");
+        }
+    }
+
     /// The expectation that makes the append fail if anyone wrote after the aggregate was
     /// loaded: none when it had no events, else exactly its last event's offset, which must
     /// carry the sequence before ours.
@@ -231,14 +312,37 @@ impl PersistedEventRepository for TidelogEventRepository {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.load::<A>(aggregate_id, last_sequence).await
+        if self.config.snapshots == Snapshots::Disabled || last_sequence == 0 {
+            return self.load::<A>(aggregate_id, last_sequence).await;
+        }
+        self.load_after_snapshot::<A>(aggregate_id, last_sequence).await
     }
 
     async fn get_snapshot<A: Aggregate>(
         &self,
-        _aggregate_id: &str,
+        aggregate_id: &str,
     ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        Ok(None)
+        if self.config.snapshots == Snapshots::Disabled {
+            return Ok(None);
+        }
+        let stream = self.stream::<A>(aggregate_id);
+        // The latest snapshot only: one backward lookup in the companion topic's key index.
+        let snapshots = StreamId::new(snapshot_topic_name(&stream.topic), stream.key.clone());
+        let page = match self.store.read(&snapshots, -1, ReadDirection::Backward, 1).await {
+            Ok(page) => page,
+            Err(error) if is_unknown_topic(&error) => return Ok(None),
+            Err(error) => return Err(connection_error(error)),
+        };
+        let Some(value) = page.records.first().and_then(|record| record.value()) else {
+            return Ok(None);
+        };
+        let stored: StoredSnapshot = serde_json::from_slice(value)?;
+        Ok(Some(SerializedSnapshot {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: stored.aggregate,
+            current_sequence: stored.current_sequence,
+            current_snapshot: stored.current_snapshot,
+        }))
     }
 
     async fn persist<A: Aggregate>(
@@ -246,13 +350,22 @@ impl PersistedEventRepository for TidelogEventRepository {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        if snapshot_update.is_some() {
-            return Err(PersistenceError::UnknownError(
-                "snapshots are not supported by the Tidelog repository: use PersistedEventStore::new_event_store".into(),
-            ));
-        }
         let Some(first) = events.first() else {
             return Ok(());
+        };
+        // Checked before anything is appended: a snapshot this repository would mislabel is
+        // refused with the commit.
+        let covered = self.config.snapshots.covered(first.sequence - 1, events.len());
+        let snapshot_update = match snapshot_update {
+            None => None,
+            Some(_) if covered == 0 => {
+                return Err(PersistenceError::UnknownError(
+                    "a snapshot update the repository's RepositoryConfig::snapshots does not expect: give it the \
+                     PersistedEventStore's snapshot setting"
+                        .into(),
+                ))
+            }
+            Some((_, aggregate, current_snapshot)) => Some((aggregate, current_snapshot)),
         };
         let topic = self.topic::<A>();
         self.ensure_topic(&topic).await?;
@@ -262,7 +375,13 @@ impl PersistedEventRepository for TidelogEventRepository {
         let mut attempt = 1;
         loop {
             match self.store.append(&stream, expected, data.clone()).await {
-                Ok(_) => return Ok(()),
+                Ok(appended) => {
+                    if let Some(update) = snapshot_update {
+                        self.save_snapshot(&stream, update, first.sequence, covered, &appended.offsets)
+                            .await;
+                    }
+                    return Ok(());
+                }
                 Err(EventStoreError::WrongExpectedVersion { .. }) => {
                     return Err(PersistenceError::OptimisticLockError)
                 }

@@ -15,7 +15,7 @@ use cqrs_tidelog::bank_account::{
     BankAccount, BankAccountCommand, BankAccountError, BankAccountEvent, BankServices,
 };
 use cqrs_tidelog::repository::SEQUENCE_HEADER;
-use cqrs_tidelog::{RepositoryConfig, TidelogEventRepository};
+use cqrs_tidelog::{RepositoryConfig, Snapshots, TidelogEventRepository};
 use tidelog_client::embedded::EmbeddedBroker;
 use tidelog_client::event_store::{EventStore as TidelogStore, ReadDirection};
 
@@ -326,6 +326,153 @@ async fn replays_one_aggregate_and_the_whole_type() {
             ("b".to_owned(), 1),
             ("b".to_owned(), 2)
         ]
+    );
+    within("shutdown", broker.shutdown())
+        .await
+        .expect("stops cleanly");
+}
+
+/// The latest snapshot of an account in the companion topic, as the repository stored it.
+async fn stored_snapshot(store: &TidelogStore, id: &str) -> Option<(i64, serde_json::Value)> {
+    let stream = TidelogEventRepository::new(store.clone()).stream::<BankAccount>(id);
+    let loaded = within("load", store.load(&stream)).await.expect("loads");
+    loaded.snapshot.map(|snapshot| {
+        (
+            snapshot.at_offset,
+            serde_json::from_slice(&snapshot.bytes).expect("json"),
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_store_keeps_snapshots_at_their_events_and_loads_from_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (broker, store) = within("start", EmbeddedBroker::start(dir.path()))
+        .await
+        .expect("starts");
+    let config = RepositoryConfig::default()
+        .partitions(1)
+        .snapshots(Snapshots::Every(2));
+    let events = || {
+        Store::new_snapshot_store(
+            TidelogEventRepository::with_config(store.clone(), config.clone()),
+            2,
+        )
+    };
+    let cqrs = CqrsFramework::new(events(), vec![], BankServices::default());
+    let open = BankAccountCommand::Open {
+        account_id: "acct-1".into(),
+    };
+    within("open", cqrs.execute("acct-1", open)).await.expect("opens");
+    for amount in [10, 20, 30, 40] {
+        within(
+            "deposit",
+            cqrs.execute("acct-1", BankAccountCommand::Deposit { amount }),
+        )
+        .await
+        .expect("deposits");
+    }
+    // Sequences 1 to 5: snapshots after 2 and 4, the latest covering the 4th event's offset.
+    let stream = TidelogEventRepository::new(store.clone()).stream::<BankAccount>("acct-1");
+    let page = within("read", store.read(&stream, 0, ReadDirection::Forward, 10))
+        .await
+        .expect("reads");
+    let offsets: Vec<i64> = page.records.iter().map(|record| record.offset().get()).collect();
+    assert_eq!(offsets.len(), 5);
+    let (at, stored) = stored_snapshot(&store, "acct-1").await.expect("a snapshot");
+    assert_eq!(at, offsets[3], "stored at the offset of the last event it covers");
+    assert_eq!(stored["current_sequence"], 4);
+    assert_eq!(stored["current_snapshot"], 2);
+    assert_eq!(stored["aggregate"]["balance"], 60);
+    assert_eq!(balance(&events(), "acct-1").await, (true, 100, 5));
+
+    // A load starts from the snapshot and replays only the 5th event: a snapshot forged there
+    // with the account closed stays closed (the Opened event is not replayed), and the 5th
+    // event's balance is applied over it.
+    let snapshot_at = |open: bool| {
+        let snapshot = serde_json::json!({
+            "aggregate": {"open": open, "balance": 60},
+            "current_sequence": 4,
+            "current_snapshot": 2,
+        });
+        serde_json::to_vec(&snapshot).expect("json")
+    };
+    within(
+        "forge",
+        store.save_snapshot(&stream, offsets[3], snapshot_at(false)),
+    )
+    .await
+    .expect("saves");
+    let context = within("load", events().load_aggregate("acct-1"))
+        .await
+        .expect("loads");
+    assert_eq!(
+        (
+            context.aggregate.open,
+            context.aggregate.balance,
+            context.current_sequence,
+            context.current_snapshot
+        ),
+        (false, 100, 5, Some(2)),
+        "loaded from the snapshot, not from the first event"
+    );
+    within(
+        "restore",
+        store.save_snapshot(&stream, offsets[3], snapshot_at(true)),
+    )
+    .await
+    .expect("saves");
+    use cqrs_es::persist::PersistedEventRepository;
+    let repository = TidelogEventRepository::with_config(store.clone(), config.clone());
+    let after = within(
+        "last events",
+        repository.get_last_events::<BankAccount>("acct-1", 4),
+    )
+    .await
+    .expect("reads");
+    assert_eq!(after.iter().map(|event| event.sequence).collect::<Vec<_>>(), [5]);
+    let withdraw = BankAccountCommand::Withdraw { amount: 1 };
+    within("withdraw", cqrs.execute("acct-1", withdraw))
+        .await
+        .expect("withdraws");
+    let (at, stored) = stored_snapshot(&store, "acct-1").await.expect("a snapshot");
+    assert_eq!(
+        (
+            stored["current_sequence"].clone(),
+            stored["current_snapshot"].clone()
+        ),
+        (6.into(), 3.into())
+    );
+    assert!(at > offsets[4], "the newest snapshot at the 6th event");
+    assert_eq!(balance(&events(), "acct-1").await, (true, 99, 6));
+
+    // A snapshot store the repository was not told about: the commit is refused whole.
+    let unaware = Store::new_snapshot_store(
+        TidelogEventRepository::with_config(store.clone(), RepositoryConfig::default().partitions(1)),
+        2,
+    );
+    let cqrs = CqrsFramework::new(unaware, vec![], BankServices::default());
+    let refused = within(
+        "open",
+        cqrs.execute(
+            "acct-2",
+            BankAccountCommand::Open {
+                account_id: "acct-2".into(),
+            },
+        ),
+    )
+    .await;
+    assert!(refused.is_ok(), "no snapshot due after one event: {refused:?}");
+    let refused = within(
+        "deposit",
+        cqrs.execute("acct-2", BankAccountCommand::Deposit { amount: 1 }),
+    )
+    .await;
+    assert!(refused.is_err(), "the snapshot after two events is refused");
+    assert_eq!(
+        balance(&events(), "acct-2").await,
+        (true, 0, 1),
+        "nothing of the refused commit"
     );
     within("shutdown", broker.shutdown())
         .await

@@ -1,6 +1,7 @@
 //! IncrementalAlterConfigs (0-1): SET and DELETE of single topic configs, validated and
-//! applied by the core (`topic_admin::alter_resources`); APPEND and SUBTRACT only make sense for list configs, and the one
-//! Tidelog reports (cleanup.policy) is fixed. Broker settings are read-only at run time.
+//! applied by the core (`topic_admin::alter_resources`). APPEND and SUBTRACT are refused: the
+//! one list config, `cleanup.policy`, has two items, so a SET of the whole list says the same
+//! thing without a read-modify-write. Broker settings are read-only at run time.
 
 use std::collections::HashSet;
 
@@ -74,7 +75,7 @@ fn changes(
             (APPEND | SUBTRACT, _) => {
                 return Err(refused(
                     ErrorCode::InvalidConfig,
-                    format!("APPEND and SUBTRACT need a list config; {name:?} is not one Tidelog can change"),
+                    format!("APPEND and SUBTRACT are not served; SET {name:?} to its whole value (cleanup.policy=compact,delete)"),
                 ))
             }
             (other, _) => {

@@ -92,6 +92,7 @@ pub(crate) fn kind_code(kind: ConfigKind) -> i8 {
         ConfigKind::String => 2,
         ConfigKind::Int => 3,
         ConfigKind::Long => 5,
+        ConfigKind::Double => 6,
         ConfigKind::List => 7,
     }
 }

@@ -42,5 +42,11 @@ fn overrides(config: pb::TopicConfig) -> TopicOverrides {
         segment_ms: config.segment_ms,
         flush: config.flush,
         index_interval_bytes: config.index_interval_bytes,
+        // Checked as at any create: the policy parses, the compaction settings are in range.
+        cleanup_policy: config.cleanup_policy,
+        min_cleanable_dirty_ratio: config.min_cleanable_dirty_ratio,
+        min_compaction_lag_ms: config.min_compaction_lag_ms,
+        max_compaction_lag_ms: config.max_compaction_lag_ms,
+        delete_retention_ms: config.delete_retention_ms,
     }
 }

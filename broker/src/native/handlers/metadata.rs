@@ -64,8 +64,11 @@ fn describe(metadata: TopicMetadata, leader: u32) -> pb::TopicMetadata {
             segment_ms: Some(config.segment_ms),
             flush: Some(config.flush.to_string()),
             index_interval_bytes: Some(config.index_interval_bytes),
-            // Issue 9: the compaction settings, filled in by the compaction config work.
-            ..Default::default()
+            cleanup_policy: Some(config.cleanup_policy.to_string()),
+            min_cleanable_dirty_ratio: Some(config.compaction.min_cleanable_dirty_ratio),
+            min_compaction_lag_ms: Some(config.compaction.min_compaction_lag_ms),
+            max_compaction_lag_ms: Some(config.compaction.max_compaction_lag_ms),
+            delete_retention_ms: Some(config.compaction.delete_retention_ms),
         }),
         partitions: metadata
             .partitions

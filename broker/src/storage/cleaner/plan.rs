@@ -40,6 +40,16 @@ pub(crate) fn first_dirty_offset(segments: &[Arc<Segment>], checkpoint: Option<i
     checkpoint.unwrap_or(start).max(start)
 }
 
+/// Whether compaction is due, whatever erasures say: `stats` without them.
+pub(crate) fn compaction_due(
+    segments: &[Arc<Segment>],
+    checkpoint: Option<i64>,
+    config: &LogConfig,
+    now_ms: i64,
+) -> bool {
+    stats(segments, checkpoint, config, &[], now_ms).due.is_some()
+}
+
 /// The cleaner's view of one partition (see [`CleanerStats`]).
 pub(crate) fn stats(
     segments: &[Arc<Segment>],
@@ -71,9 +81,7 @@ pub(crate) fn stats(
         dirty_bytes as f64 / total as f64
     };
     let compaction = &config.compaction;
-    let due = if let Some(deadline_ms) = erasures.iter().map(|erasure| erasure.deadline_ms).min() {
-        Some(CleanDue::Erasure { deadline_ms })
-    } else if !config.cleanup_policy.compacts() || dirty_bytes == 0 {
+    let compaction_due = if !config.cleanup_policy.compacts() || dirty_bytes == 0 {
         None
     } else if oldest_dirty
         .is_some_and(|newest| now_ms.saturating_sub(newest) > compaction.max_compaction_lag_ms)
@@ -84,6 +92,13 @@ pub(crate) fn stats(
     } else {
         None
     };
+    // Erasures first: they have a deadline.
+    let due = erasures
+        .iter()
+        .map(|erasure| erasure.deadline_ms)
+        .min()
+        .map(|deadline_ms| CleanDue::Erasure { deadline_ms })
+        .or(compaction_due);
     CleanerStats {
         clean_bytes,
         dirty_bytes,

@@ -28,6 +28,8 @@ use super::super::segment::{
 use super::swap::aside_paths;
 use super::IoThrottle;
 
+/// Bytes read at a time by the header-only walk that finds each producer's last batch.
+const HEADER_WALK_CHUNK_BYTES: usize = 16 << 10;
 /// Bytes of output gathered before one write.
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
@@ -331,7 +333,10 @@ fn last_batches(group: &[Arc<Segment>]) -> Result<Vec<i64>, StorageError> {
     let mut last_of_producer: HashMap<i64, i64> = HashMap::new();
     let mut last = None;
     for segment in group {
-        let mut scanner = segment.scanner(FILE_HEADER_BYTES as u64, segment.end(), SCAN_CHUNK_BYTES);
+        // Headers only: small chunks, so large batches are not read twice (small ones come
+        // from the page cache the rewrite then reads them from). Not paced: the rewrite pass
+        // paces the reads that go to the disk.
+        let mut scanner = segment.scanner(FILE_HEADER_BYTES as u64, segment.end(), HEADER_WALK_CHUNK_BYTES);
         // Bounded: every step moves past one batch of a finite range.
         while let Some((_, header)) = segment.next_batch(&mut scanner)? {
             if header.producer_id >= 0 {

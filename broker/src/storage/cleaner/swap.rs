@@ -249,6 +249,13 @@ pub(crate) fn recover_at_open(disk: &dyn Disk, dir: &Path) -> Result<SwapRecover
                     "completing a cleaner swap interrupted by a crash"
                 );
                 roll_forward(disk, dir, &journal)?;
+                // Aside files of other bases (a swap that never committed, or a clean cut
+                // short beside it) are not the journal's: they go.
+                for name in &aside {
+                    let path = dir.join(name);
+                    remove_if_present(disk, &path)?;
+                    outcome.removed.push((*name).clone());
+                }
                 finish(disk, dir)?;
                 outcome.rolled_forward = Some(journal.replaced);
                 return Ok(outcome);

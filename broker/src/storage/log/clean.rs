@@ -18,9 +18,7 @@ use tidelog_proto::batch::{BatchHeader, RecordView};
 use super::super::cleaner::plan::{self, Erasure};
 use super::super::cleaner::rewrite::{self, RewriteContext, Written};
 use super::super::cleaner::swap::{self, CommitError, Journal};
-use super::super::cleaner::{
-    checkpoint, key_map, CleanDue, CleanOptions, CleanOutcome, CleanerStats, IoThrottle,
-};
+use super::super::cleaner::{checkpoint, key_map, CleanOptions, CleanOutcome, CleanerStats, IoThrottle};
 use super::super::disk::Disk;
 use super::super::error::StorageError;
 use super::super::key_index;
@@ -54,17 +52,6 @@ impl CleanerState {
     fn checkpoint(&self) -> Option<i64> {
         let offset = self.checkpoint.load(Ordering::Acquire);
         (offset != NO_CHECKPOINT).then_some(offset)
-    }
-}
-
-/// What the marks say the cleaner must remove.
-// Until the marks land (storage/stream_marks.rs, contract §4): nothing.
-#[derive(Debug, Clone, Default)]
-struct Marks;
-
-impl Marks {
-    fn removes(&self, _key: &[u8], _offset: i64) -> bool {
-        false
     }
 }
 
@@ -105,11 +92,12 @@ impl PartitionLog {
         let span = tracing::info_span!("clean", dir = %inner.dir.display());
         let _span = span.enter();
         let mut outcome = CleanOutcome::default();
+        if !inner.marks_snapshot().pending_erasures().is_empty() {
+            self.purge_erasures(now_ms, throttle, &mut outcome)?;
+        }
         let config = inner.config();
-        let stats = self.cleaner_stats(now_ms);
-        let compaction_due = config.cleanup_policy.compacts()
-            && (matches!(stats.due, Some(CleanDue::MaxLag | CleanDue::DirtyRatio))
-                || (matches!(stats.due, Some(CleanDue::Erasure { .. })) && compaction_due(&stats, &config)));
+        let segments = inner.segments_snapshot();
+        let compaction_due = plan::compaction_due(&segments, inner.cleaner.checkpoint(), &config, now_ms);
         if compaction_due {
             self.compact(now_ms, options, throttle, &mut outcome)?;
         }
@@ -166,7 +154,9 @@ impl PartitionLog {
             .take_while(|segment| segment.base_offset < covered)
             .count();
         let groups = plan::groups(&range[..rewrite_count], config.segment_bytes);
-        let marks = Marks;
+        // Marks win over compaction: what a truncation or erasure removes goes, even the
+        // latest record of its key.
+        let marks = inner.marks_snapshot();
         let context = RewriteContext {
             disk: &*inner.disk,
             dir: &inner.dir,
@@ -228,16 +218,118 @@ impl PartitionLog {
     }
 }
 
-/// Whether compaction itself is due, whatever erasures say.
-fn compaction_due(stats: &CleanerStats, config: &super::super::config::LogConfig) -> bool {
-    stats.dirty_bytes > 0 && stats.dirty_ratio >= config.compaction.min_cleanable_dirty_ratio
+impl PartitionLog {
+    /// The physical purge of pending erasures (issue 9 §3): every segment holding a record
+    /// of an erased key below its erase point is rewritten alone (the active one is rolled
+    /// first, and sealed), applying every mark; an erasure whose key no segment holds any
+    /// more is complete.
+    fn purge_erasures(
+        &self,
+        now_ms: i64,
+        throttle: &dyn IoThrottle,
+        outcome: &mut CleanOutcome,
+    ) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        let marks = inner.marks_snapshot();
+        let pending = marks.pending_erasures();
+        let mut holding = Vec::with_capacity(pending.len());
+        for erasure in &pending {
+            holding.push(inner.segments_holding(&erasure.key, erasure.erase_before)?);
+        }
+        if holding.iter().any(|holding| holding.active) {
+            {
+                let mut writer = inner.lock_writer()?;
+                if !writer.active.is_empty() {
+                    inner.roll(&mut writer)?;
+                }
+            }
+            tracing::info!("rolled the active segment to purge an erased stream");
+            holding.clear();
+            for erasure in &pending {
+                holding.push(inner.segments_holding(&erasure.key, erasure.erase_before)?);
+            }
+        }
+        // Under `interval` and `never` the rolled segment is sealed here, not by the sealer
+        // thread: only sealed segments are rewritten.
+        inner.seal_pending()?;
+        let mut bases: Vec<i64> = holding
+            .iter()
+            .flat_map(|holding| holding.closed.iter().copied())
+            .collect();
+        bases.sort_unstable();
+        bases.dedup();
+        let config = inner.config();
+        let context = RewriteContext {
+            disk: &*inner.disk,
+            dir: &inner.dir,
+            index_interval_bytes: config.index_interval_bytes,
+            decompressed_bytes_max: config.decompressed_bytes_max,
+            // A purge only removes: tombstone horizons are compaction's business.
+            delete_horizon_ms: None,
+            throttle,
+        };
+        for base in bases {
+            let segments = inner.segments_snapshot();
+            let closed = &segments[..segments.len().saturating_sub(1)];
+            let Some(segment) = closed.iter().find(|segment| segment.base_offset == base) else {
+                // Retention or a trim took it meanwhile: its records are gone anyway.
+                continue;
+            };
+            if segment.has_fences() || !segment.is_sealed() {
+                return Err(StorageError::CleanFailed {
+                    reason: format!(
+                        "segment {base} holds records of an erased stream but is damaged (fenced) or unsealed; the erasure cannot complete"
+                    ),
+                    source: None,
+                });
+            }
+            let group = std::slice::from_ref(segment);
+            let mut retain = |_: &BatchHeader, record: &RecordView<'_>| {
+                record.key.is_none_or(|key| !marks.removes(key, record.offset))
+            };
+            outcome.segments_read += 1;
+            let Some(written) = rewrite::write_group(&context, group, &mut retain)? else {
+                continue;
+            };
+            outcome.bytes_read += written.bytes_read;
+            let (before, after, removed) =
+                (written.bytes_before, written.bytes_after, written.records_removed);
+            if inner.swap_in(group, written)? {
+                outcome.segments_written += 1;
+                outcome.bytes_before += before;
+                outcome.bytes_after += after;
+                outcome.records_removed += removed;
+            }
+        }
+        for erasure in &pending {
+            let left = inner.segments_holding(&erasure.key, erasure.erase_before)?;
+            if left.records == 0 {
+                inner.erasure_done(&erasure.key, erasure.erase_before, now_ms)?;
+                outcome.erasures_completed += 1;
+            } else {
+                tracing::warn!(
+                    records = left.records,
+                    segments = left.closed.len(),
+                    "an erasure is not complete yet; the next clean goes on"
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Inner {
     /// Erasures the cleaner still has to carry out.
-    // Until the marks land (storage/stream_marks.rs): no erasures.
     fn pending_erasures(&self) -> Vec<Erasure> {
-        Vec::new()
+        self.marks_snapshot()
+            .pending_erasures()
+            .into_iter()
+            .map(|pending| Erasure {
+                key: pending.key,
+                erase_before: pending.erase_before,
+                deadline_ms: pending.deadline_ms,
+            })
+            .collect()
     }
 
     /// Replaces `group` (consecutive closed segments of the list) by the cleaned segment
@@ -342,8 +434,14 @@ impl Inner {
             *write_lock(&self.segments) = Arc::new(list);
         }
         if let Err(error) = swap::finish(&*self.disk, &self.dir) {
-            // Harmless: the next open repeats the (completed) roll forward.
-            tracing::warn!(%error, "could not remove the cleaner's swap journal");
+            // The swap itself is complete, and the next open repeats its (idempotent) roll
+            // forward. But a journal left behind must never meet a later swap's aside files
+            // (a crash then would roll those forward, committed or not): no more cleaning, or
+            // writing, in this process.
+            self.poison(format!(
+                "could not remove the cleaner's swap journal after the swap at {base_offset}: {error}"
+            ));
+            return Err(error);
         }
         if self.seal_mode == SealMode::Background {
             key_index::enqueue(&segment, &self.index_context());
@@ -371,29 +469,32 @@ fn position_of(segments: &[Arc<Segment>], group: &[Arc<Segment>]) -> Option<usiz
     same.then_some(start)
 }
 
-/// Whether the whole batches in `records` hold a record at or after `offset`. Outside a
-/// cleaned segment every batch holds records for its whole range, so any non-empty batch
-/// does; in a cleaned one a placeholder holds none, and only the batch that straddles
-/// `offset` can hold records below it alone (its records are decoded to tell).
-pub(super) fn holds_record_from(records: &bytes::Bytes, offset: i64, cleaned: bool) -> bool {
+/// Steps one read may take through batches that hold no record at or after the offset read
+/// from (see `PartitionLog::read`); past it the read returns what it gathered.
+pub(super) const READ_STEPS_MAX: usize = 1 << 20;
+
+/// Whether the whole batches in `records` hold a record at or after `offset`, and the offset
+/// after the last of them. Outside a cleaned segment every batch holds records for its whole
+/// range, so any batch does; in a cleaned one a placeholder holds none, and only a batch that
+/// straddles `offset` can hold records below it alone (its records are decoded to tell).
+pub(super) fn progress_in(records: &bytes::Bytes, offset: i64, cleaned: bool) -> (bool, i64) {
+    let mut next = offset;
+    let mut progress = false;
     for batch in tidelog_proto::batch::BatchIter::new(records.clone()) {
         let Ok(batch) = batch else {
-            // Segment::read returned whole, checked batches; a surprise here is not progress.
-            return false;
+            // Segment::read returned whole, checked batches; a surprise here is no progress.
+            break;
         };
         let header = batch.header();
-        if header.record_count == 0 {
+        next = next.max(header.next_offset());
+        if progress || header.record_count == 0 {
             continue;
         }
-        if !cleaned || header.base_offset >= offset {
-            return true;
-        }
-        let has_later = batch
-            .records()
-            .any(|record| record.is_ok_and(|record| record.offset >= offset));
-        if has_later {
-            return true;
-        }
+        progress = !cleaned
+            || header.base_offset >= offset
+            || batch
+                .records()
+                .any(|record| record.is_ok_and(|record| record.offset >= offset));
     }
-    false
+    (progress, next)
 }

@@ -3,7 +3,7 @@
 //! survives a crash and a restart, and never passes the high watermark.
 
 use super::super::sim_disk::{CrashMode, SimDisk};
-use super::super::{FlushPolicy, LogConfig, StorageError, LOG_START_HIGH_WATERMARK};
+use super::super::{CleanupPolicy, FlushPolicy, LogConfig, StorageError, LOG_START_HIGH_WATERMARK};
 use super::{sim_open, simple_batch};
 
 fn small_segments(segment_bytes: u64) -> LogConfig {
@@ -51,6 +51,46 @@ fn a_retention_change_applies_at_the_next_maintenance_pass() {
     .unwrap();
     let outcome = log.run_maintenance(1_000).unwrap();
     assert_eq!(outcome.segments_deleted, before - 1);
+    assert_eq!(log.segment_count(), 1);
+}
+
+#[test]
+fn retention_deletes_nothing_under_compact_alone_but_a_trim_still_removes_segments() {
+    let disk = SimDisk::new();
+    let log = sim_open(&disk, small_segments(4096));
+    fill(&log, 20);
+    let before = log.segment_count();
+    assert!(before > 3);
+    let compact_only = LogConfig {
+        retention_bytes: 1,
+        retention_ms: 1,
+        cleanup_policy: CleanupPolicy::Compact,
+        ..small_segments(4096)
+    };
+    log.alter_config(compact_only.clone()).unwrap();
+    let outcome = log.run_maintenance(1_000_000).unwrap();
+    assert_eq!(
+        outcome.segments_deleted, 0,
+        "compact alone never retains by time or size"
+    );
+    assert_eq!(log.segment_count(), before);
+    assert_eq!(log.log_start_offset(), 0);
+
+    // A trim (DeleteRecords) removes whole segments below it in every policy.
+    log.advance_log_start(55, 0).unwrap();
+    log.run_maintenance(1_000_000).unwrap();
+    let after_trim = log.segment_count();
+    assert!(after_trim < before, "{after_trim} of {before} segments");
+    assert_eq!(log.log_start_offset(), 55);
+
+    // compact,delete retains as delete does.
+    log.alter_config(LogConfig {
+        cleanup_policy: CleanupPolicy::CompactDelete,
+        ..compact_only
+    })
+    .unwrap();
+    let outcome = log.run_maintenance(1_000_000).unwrap();
+    assert_eq!(outcome.segments_deleted, after_trim - 1);
     assert_eq!(log.segment_count(), 1);
 }
 

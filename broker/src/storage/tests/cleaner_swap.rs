@@ -207,7 +207,12 @@ fn a_crash_at_any_step_of_a_clean_leaves_the_old_log_or_the_new_one() {
         let fired = disk.faults_fired() > 0;
         drop(log);
         disk.clear_faults();
-        disk.crash(CrashMode::ForgetUnsynced);
+        // Every other round a torn crash: some unsynced appends and names survive, at random.
+        disk.crash(if after % 2 == 0 {
+            CrashMode::ForgetUnsynced
+        } else {
+            CrashMode::TornAppends(after)
+        });
         let log = sim_open(&disk, config.clone());
         let seen = visible(&log);
         if seen == new {

@@ -4,6 +4,7 @@
 mod admin;
 mod basics;
 mod cleaner;
+mod cleaner_erase;
 mod cleaner_swap;
 mod conditions;
 mod damage;
