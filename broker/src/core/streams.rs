@@ -207,25 +207,6 @@ impl Core {
         .instrument(span)
     }
 
-    /// The stream's partition and extent, as readers see it: an erased stream answers
-    /// `STREAM_ERASED` (what `stream_info` describes instead). For operations that go on to
-    /// read the stream (`core::snapshots`).
-    pub(crate) fn stream_extent(
-        &self,
-        topic: &str,
-        key: Bytes,
-    ) -> impl Future<Output = Result<(u32, StreamInfo), CoreError>> + Send + 'static {
-        let resolved = self.stream_partition(topic, &key);
-        let topic = topic.to_owned();
-        async move {
-            let (partition, log) = resolved?;
-            let info = blocking(move || log.stream_info(&key))
-                .await?
-                .map_err(|error| CoreError::partition_storage(&topic, partition, &error))?;
-            Ok((partition, info))
-        }
-    }
-
     /// Truncates the stream `key` of `topic` before `before` (clamped to the high watermark):
     /// its records below become unreadable and the cleaner removes them.
     pub(crate) fn truncate_stream(
