@@ -41,9 +41,6 @@ const SEEDS: u64 = 40;
 const STEPS: usize = 220;
 /// Keys are long and distinctive, so a scan of the files for their bytes finds nothing else.
 const KEYS: usize = 6;
-/// bugs.md (marks, 18:00): a truncated stream's version survives a crash past the recovered
-/// end. Until that is fixed the model does not pin such a version down.
-const TRUNCATED_VERSION_PAST_END_FIXED: bool = false;
 const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
 const ATTRIBUTE_CONTROL: i16 = 0x20;
 
@@ -111,9 +108,6 @@ struct Model {
     clean_now_max: i64,
     producers: Vec<Producer>,
     next_producer_id: i64,
-    /// Keys whose kept version lay past the end a crash recovered (see
-    /// `TRUNCATED_VERSION_PAST_END_FIXED`): the version is not known exactly.
-    version_unknown: BTreeSet<Vec<u8>>,
     /// Statistics, for the verbose narration and the end-of-run sanity checks.
     cleans: u64,
     records_removed: u64,

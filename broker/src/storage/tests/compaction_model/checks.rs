@@ -264,12 +264,10 @@ pub(super) fn check_marks_and_streams(
             .filter(|record| record.key.as_deref() == Some(&key[..]) && record.offset >= start)
             .map(|record| (record.offset, record.value.clone().unwrap_or_default()))
             .collect();
-        let version = if model.version_unknown.contains(&key) {
-            None
-        } else if marks.truncated_version >= log.log_start_offset() {
-            Some(marks.truncated_version)
+        let version = if marks.truncated_version >= log.log_start_offset() {
+            marks.truncated_version
         } else {
-            Some(-1)
+            -1
         };
         check_stream(
             log,
@@ -283,13 +281,12 @@ pub(super) fn check_marks_and_streams(
 }
 
 /// Every reader-facing answer for `key` against `expected` (its records, offset order) and the
-/// version a truncation kept (-1: none; None: not known), reading in pages of `page` forward
-/// and backward.
+/// version a truncation kept (-1: none), reading in pages of `page` forward and backward.
 pub(super) fn check_stream(
     log: &PartitionLog,
     key: &[u8],
     expected: &[(i64, Vec<u8>)],
-    version: Option<i64>,
+    version: i64,
     page: usize,
     context: &str,
 ) {
@@ -301,16 +298,14 @@ pub(super) fn check_stream(
         .stream_last_offset(key)
         .unwrap_or_else(|error| panic!("{context}: {error}"));
     let records_last = expected.last().map_or(-1, |(offset, _)| *offset);
-    let last = version.map_or(info.last_offset.max(records_last), |version| {
-        records_last.max(version)
-    });
+    let last = records_last.max(version);
     let want = StreamInfo {
         first_offset: expected.first().map_or(-1, |(offset, _)| *offset),
         last_offset: last,
         records: expected.len() as u64,
     };
     assert_eq!(info, want, "{context}: stream_info");
-    if version.is_some() || TRUNCATED_VERSION_PAST_END_FIXED {
+    {
         assert_eq!(
             version_read,
             (last >= 0).then_some(last),

@@ -439,10 +439,6 @@ pub(super) fn truncate(log: &PartitionLog, model: &mut Model, rng: &mut SplitMix
             .unwrap_or(-1);
         marks.truncated_before = clamped;
         marks.truncated_version = previous.truncated_version.max(last_below);
-        if model.version_unknown.contains(&key) {
-            // max(unknown, last_below): only the log knows; take its answer after this.
-            marks.truncated_version = -2;
-        }
     }
     assert_eq!(
         (state.truncated_before, state.erased, state.erase_before),
@@ -450,9 +446,6 @@ pub(super) fn truncate(log: &PartitionLog, model: &mut Model, rng: &mut SplitMix
         "{context}: truncate {} before {before} (high watermark {high_watermark}, was {previous:?})",
         String::from_utf8_lossy(&key)
     );
-    if marks.truncated_version == -2 {
-        marks.truncated_version = log.stream_info(&key).map_or(-1, |info| info.last_offset);
-    }
     model.marks.insert(key, marks);
 }
 
@@ -512,9 +505,6 @@ pub(super) fn erase(log: &PartitionLog, model: &mut Model, rng: &mut SplitMix, n
     );
     if verbose() {
         eprintln!("{context}: erase {}: {state:?}", String::from_utf8_lossy(&key));
-    }
-    if !previous.erased {
-        model.version_unknown.remove(&key);
     }
     // A key with nothing left to remove is complete at once.
     if state.erase_completed_ms != 0 {
@@ -591,11 +581,23 @@ pub(super) fn after_reopen(
     model.synced_offset = recovered;
     // Marks past the recovered end are lowered to it, so offsets reused after the crash are
     // never hidden.
+    // A kept version the crash took is found again: the key's last remaining record below
+    // the lowered truncation point and at or after its erasure point (bugs.md, marks 18:00).
+    let present = present_records(log, context);
     for (key, marks) in model.marks.iter_mut() {
         marks.truncated_before = marks.truncated_before.min(recovered);
         marks.erase_before = marks.erase_before.min(recovered);
         if marks.truncated_version >= recovered {
-            model.version_unknown.insert(key.clone());
+            marks.truncated_version = present
+                .iter()
+                .filter(|(offset, record_key, _)| {
+                    record_key.as_deref() == Some(&key[..])
+                        && *offset < marks.truncated_before
+                        && *offset >= marks.erase_before
+                })
+                .map(|(offset, _, _)| *offset)
+                .next_back()
+                .unwrap_or(-1);
         }
     }
     model.erased_done = std::mem::take(&mut model.erased_done)
