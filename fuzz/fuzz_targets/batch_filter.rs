@@ -50,7 +50,7 @@ fn check(batch: &RecordBatch, options: &FilterOptions, mask: u64) {
         keep
     });
     let Ok(result) = result else { return };
-    // A batch the filter accepted is one the stored-batch check accepts.
+    // The filter accepts exactly what the stored-batch check accepts (control batches too).
     assert!(validate_filtered(batch, DECOMPRESSED_BYTES_MAX).is_ok());
     if batch.header().is_control() {
         assert_eq!(result.outcome, Filtered::Unchanged);

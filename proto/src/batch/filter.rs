@@ -98,7 +98,8 @@ pub struct FilterResult {
 
 /// Filters `batch`'s records through `retain`, called once per record in offset order after
 /// the whole batch has been checked (a malformed batch is an error before `retain` sees any
-/// record). Control batches come back `Unchanged` whatever `retain` says.
+/// record). Control batches come back `Unchanged` whatever `retain` says (once checked). A
+/// batch is accepted exactly when [`validate_filtered`] accepts it.
 ///
 /// # Errors
 /// The batch's CRC does not match, its records are malformed or not in the shape a stored
@@ -110,10 +111,11 @@ pub fn filter_batch(
     mut retain: impl FnMut(&RecordView<'_>) -> bool,
 ) -> Result<FilterResult, BatchError> {
     let header = *batch.header();
+    // Checked like any other first: a damaged control batch is an error, not copied on.
+    let decoded = decode(batch, options.decompressed_bytes_max)?;
     if header.is_control() {
         return Ok(unchanged());
     }
-    let decoded = decode(batch, options.decompressed_bytes_max)?;
     if decoded.records.is_empty() {
         // A placeholder left by an earlier clean: nothing to filter.
         let outcome = if options.keep_empty {

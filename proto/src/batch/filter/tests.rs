@@ -304,6 +304,53 @@ fn control_batches_are_never_filtered() {
     assert!(!called);
 }
 
+/// Found by the batch_filter fuzz target: a control batch used to come back `Unchanged`
+/// unchecked, so a damaged one would have been copied into a cleaned segment.
+#[test]
+fn a_damaged_control_batch_is_an_error() {
+    let batch = stored(&sample(), Compression::None, producer(), CONTROL_BIT);
+    let mut bytes = BytesMut::from(&batch.as_bytes()[..]);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    let result = filter_batch(&parse(bytes.freeze()), &options(None, true), |_| true);
+    assert!(
+        matches!(result, Err(BatchError::CrcMismatch { .. })),
+        "{result:?}"
+    );
+}
+
+/// The fuzz target's input itself (the batch part, CRC fixed up as the target does): a
+/// forged control batch the filter must refuse exactly as the stored-batch check does.
+#[test]
+fn the_fuzzed_control_batch_is_refused_like_the_stored_batch_check_does() {
+    let hex = [
+        "0000000000000000000000970002020202fefdfdfdfdfdf4070202020202ffffffffffffffffffff00ffffffffffff02",
+        "02020202020202000000ff000000000000000000000000000000079700020202020202020202020c020202020202ffff",
+        "ffffffffffffffffffffffffffff020202020202020200000000005c021b969696969696969696969696969696969696",
+        "969696969696960a0a0a0a96969696969696969696969696969696969696969696969696969696969696969696",
+    ]
+    .concat();
+    let raw: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).unwrap())
+        .collect();
+    let (batch, _) = RecordBatch::split_first(&Bytes::from(raw)).unwrap();
+    let mut fixed = BytesMut::from(&batch.as_bytes()[..]);
+    let crc = compute_crc(&fixed);
+    fixed[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    let fixed = parse(fixed.freeze());
+    assert!(fixed.header().is_control());
+    for batch in [&batch, &fixed] {
+        let filtered = filter_batch(batch, &options(Some(HORIZON), true), |_| true);
+        assert_eq!(
+            filtered.is_ok(),
+            validate_filtered(batch, LIMIT).is_ok(),
+            "{filtered:?}"
+        );
+        assert!(filtered.is_err());
+    }
+}
+
 #[test]
 fn idempotent_producer_fields_and_the_last_offset_survive() {
     let batch = stored(&sample(), Compression::Snappy, producer(), 0);
