@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cleaner::{self, Cleaner, CleanerThreads};
 use crate::config::BrokerConfig;
 use crate::core::Core;
 use crate::error::BrokerError;
@@ -97,13 +98,20 @@ impl Broker {
             config.limits.connections_max,
             config.limits.connections_per_address_max,
         ));
+        let cleaner = Arc::new(Cleaner::new(config.cleaner.clone()));
         let core = Arc::new(Core {
             config,
             registry,
             groups,
             producer_ids,
             shutdown,
+            cleaner: Arc::clone(&cleaner),
         });
+        // After the partitions are open; stopped first at shutdown, before they close.
+        let cleaner_threads = {
+            let core = core.clone();
+            cleaner::start(cleaner, Arc::new(move || core.registry.list()))
+        };
         let mut running = Vec::with_capacity(bound.len());
         for (spec, listener, local_addr) in bound {
             let (shutdown_sender, shutdown) = watch::channel(false);
@@ -128,6 +136,7 @@ impl Broker {
             core_shutdown,
             listeners: running,
             background: maintenance::spawn(core.clone()),
+            cleaner_threads: Some(cleaner_threads),
             core,
         };
         let kafka_listen = handle
@@ -234,6 +243,8 @@ pub struct BrokerHandle {
     core_shutdown: watch::Sender<bool>,
     listeners: Vec<RunningListener>,
     background: Vec<JoinHandle<()>>,
+    /// The log cleaner's threads (`None` once stopped).
+    cleaner_threads: Option<CleanerThreads>,
     core: Arc<Core>,
 }
 
@@ -262,7 +273,16 @@ impl BrokerHandle {
     ///
     /// # Errors
     /// A partition that could not be synced or checkpointed; the next start recovers it.
-    pub async fn shutdown(self) -> Result<(), BrokerError> {
+    pub async fn shutdown(mut self) -> Result<(), BrokerError> {
+        // The cleaner first: a clean under way is abandoned (its work aside removed) before
+        // any partition closes. Bounded like the connections' drain.
+        if let Some(threads) = self.cleaner_threads.take() {
+            let bound = std::time::Duration::from_millis(self.core.config.limits.shutdown_drain_ms_max);
+            let stopped = tokio::task::spawn_blocking(move || threads.stop(bound)).await;
+            if let Err(error) = stopped {
+                tracing::error!(%error, "stopping the cleaner threads failed");
+            }
+        }
         // All at once: every listener stops accepting while long polls end, so connections
         // drain.
         let _ = self.core_shutdown.send(true);

@@ -221,6 +221,32 @@ impl Default for CleanerConfig {
     }
 }
 
+/// Most cleaner threads: each holds a key map of `dedupe_buffer_bytes`.
+const CLEANER_THREADS_MAX: usize = 64;
+
+impl CleanerConfig {
+    fn validate(&self) -> Result<(), BrokerError> {
+        let fail = |message: String| Err(BrokerError::Config(message));
+        if self.threads > CLEANER_THREADS_MAX {
+            return fail(format!("cleaner.threads is at most {CLEANER_THREADS_MAX}"));
+        }
+        for (name, value) in [
+            ("cleaner.io_bytes_per_sec_max", self.io_bytes_per_sec_max),
+            ("cleaner.backoff_ms", self.backoff_ms),
+            ("cleaner.erase_deadline_ms", self.erase_deadline_ms),
+        ] {
+            if value == 0 {
+                return fail(format!("{name} must be at least 1"));
+            }
+        }
+        // Room for a few thousand keys at least, or no clean gets anywhere.
+        if self.dedupe_buffer_bytes < 1 << 16 {
+            return fail("cleaner.dedupe_buffer_bytes must be at least 65536".into());
+        }
+        Ok(())
+    }
+}
+
 /// Consumer-group coordinator settings (the `[groups]` section).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -639,6 +665,7 @@ impl BrokerConfig {
         if let Err(message) = self.log.compaction().validate() {
             return fail(format!("[log]: {message}"));
         }
+        self.cleaner.validate()?;
         for (name, value) in [
             ("limits.connections_max", limits.connections_max),
             (
@@ -778,6 +805,23 @@ mod tests {
             let config = BrokerConfig::from_toml(&format!("[log]\n{bad}\n")).unwrap();
             assert!(config.validate().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cleaner_section_bounds_are_checked() {
+        BrokerConfig::default().validate().unwrap();
+        for bad in [
+            "threads = 65",
+            "io_bytes_per_sec_max = 0",
+            "backoff_ms = 0",
+            "erase_deadline_ms = 0",
+            "dedupe_buffer_bytes = 1024",
+        ] {
+            let config = BrokerConfig::from_toml(&format!("[cleaner]\n{bad}\n")).unwrap();
+            assert!(config.validate().is_err(), "{bad}");
+        }
+        let off = BrokerConfig::from_toml("[cleaner]\nthreads = 0\n").unwrap();
+        off.validate().unwrap();
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! thin binary around it. See docs/ARCHITECTURE.md for the map of modules.
 
 mod broker;
+mod cleaner;
 mod clock;
 pub mod config;
 mod core;

@@ -22,12 +22,13 @@ const WIRE_FREE: &[&str] = &[
     "net",
     "metadata.rs",
     "maintenance.rs",
+    "cleaner",
     "resources.rs",
     "clock.rs",
 ];
 
 /// Paths (relative to `broker/src`) that must name no listener.
-const LISTENER_FREE: &[&str] = &["core", "net", "maintenance.rs"];
+const LISTENER_FREE: &[&str] = &["core", "net", "maintenance.rs", "cleaner"];
 
 /// Crates no wire-free module may name at all.
 const FORBIDDEN_CRATES: &[&str] = &["kafka_protocol", "prost"];

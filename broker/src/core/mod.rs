@@ -42,9 +42,20 @@ pub(crate) struct Core {
     /// Idempotent producer ids (InitProducerId).
     pub producer_ids: ProducerIdAllocator,
     pub shutdown: watch::Receiver<bool>,
+    /// The log cleaner's shared state: each partition's status for Metadata, and the nudge an
+    /// erase request gives it.
+    pub cleaner: Arc<crate::cleaner::Cleaner>,
 }
 
 impl Core {
+    /// Wakes the cleaner threads to look for work now (an erasure was just requested) rather
+    /// than at their next `cleaner.backoff_ms` round.
+    // Called by the erase request (core::streams, landing with the stream marks).
+    #[allow(dead_code)]
+    pub(crate) fn wake_cleaner(&self) {
+        self.cleaner.nudge();
+    }
+
     /// An online partition's log, or why it cannot be served: it does not exist, or it is
     /// offline because it could not be opened.
     pub(crate) fn partition(&self, topic: &str, partition: u32) -> Result<Arc<PartitionLog>, CoreError> {

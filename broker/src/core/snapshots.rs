@@ -25,7 +25,7 @@ use crate::clock::now_ms;
 use crate::error::TopicError;
 use crate::metadata::TopicOverrides;
 use crate::net::budget::{ConnectionBudget, Reservation};
-use crate::storage::{AppendConditions, CleanupPolicy, Direction, StreamRead, StreamRecord};
+use crate::storage::{AppendConditions, CleanupPolicy, Direction, StreamInfo, StreamRead, StreamRecord};
 use crate::topics::{validate_topic_name, Topic, TopicSpec};
 
 /// What a stream topic's companion topic is named after: `<topic>.snapshots`.
@@ -124,11 +124,9 @@ impl Core {
                 ),
             ));
         }
-        let (partition, info) = self.stream_info(&input.topic, input.key.clone()).await?;
-        let erased_before = self
-            .partition(&input.topic, partition)?
-            .stream_marks(&input.key)
-            .erase_before;
+        let Extent {
+            info, erased_before, ..
+        } = self.snapshot_extent(&input.topic, &input.key).await?;
         if input.at_offset < erased_before {
             return Err(CoreError::new(
                 ErrorCode::InvalidRequest,
@@ -220,13 +218,13 @@ impl Core {
         let name = self.companion_name(&input.topic)?;
         // The stream's extent first: an erased stream or unknown topic answers here, and a
         // snapshot past the stream's last record is recognised.
-        let (partition, info) = self.stream_info(&input.topic, input.key.clone()).await?;
         // A stream erased and re-opened since: a snapshot from before the erasure holds what
         // was erased, and is never served.
-        let erased_before = self
-            .partition(&input.topic, partition)?
-            .stream_marks(&input.key)
-            .erase_before;
+        let Extent {
+            partition,
+            info,
+            erased_before,
+        } = self.snapshot_extent(&input.topic, &input.key).await?;
         let topic_id = self
             .registry
             .get(&input.topic)
@@ -285,6 +283,39 @@ impl Core {
             snapshot,
             read: output.read,
             reservation,
+        })
+    }
+
+    /// The stream's partition, its extent as readers see it (truncations honoured) and where
+    /// its latest erasure ended, read on the blocking pool.
+    ///
+    /// # Errors
+    /// The stream read's: an unknown topic, an empty key, `STREAM_ERASED` for an erased stream
+    /// (not re-opened), an offline partition.
+    async fn snapshot_extent(&self, topic: &str, key: &Bytes) -> Result<Extent, CoreError> {
+        if key.is_empty() {
+            return Err(CoreError::new(
+                ErrorCode::InvalidRequest,
+                "a stream key must not be empty",
+            ));
+        }
+        let count = self
+            .partition_count(topic)
+            .ok_or_else(|| CoreError::unknown_topic(topic))?;
+        let partition = try_partition_for_key(key, count).ok_or_else(|| CoreError::unknown_topic(topic))?;
+        let log = self.partition(topic, partition)?;
+        let key = key.clone();
+        let read = blocking(move || {
+            let erased_before = log.stream_marks(&key).erase_before;
+            log.stream_info(&key).map(|info| (info, erased_before))
+        })
+        .await?;
+        let (info, erased_before) =
+            read.map_err(|error| CoreError::partition_storage(topic, partition, &error))?;
+        Ok(Extent {
+            partition,
+            info,
+            erased_before,
         })
     }
 
@@ -374,6 +405,14 @@ impl Core {
         });
         Ok((snapshot, reservation))
     }
+}
+
+/// A stream as a save or a load checks it.
+struct Extent {
+    partition: u32,
+    info: StreamInfo,
+    /// The latest erasure's `erase_before` (-1: never erased).
+    erased_before: i64,
 }
 
 /// Whether a snapshot at `at_offset` may be loaded with the stream: not past its version

@@ -26,6 +26,8 @@ pub(crate) struct PartitionMetadata {
     pub error: Option<CoreError>,
     pub log_start_offset: i64,
     pub high_watermark: i64,
+    /// The cleaner's view (compacted topics, pending erasures, uncleanable partitions).
+    pub cleaner: Option<crate::cleaner::CleanerStatus>,
 }
 
 impl Core {
@@ -186,12 +188,17 @@ impl Core {
     /// disk could not be recovered, UNKNOWN_TOPIC_OR_PARTITION otherwise.
     pub(crate) fn metadata(&self, names: &[String]) -> Vec<TopicMetadata> {
         if names.is_empty() {
-            return self.registry.list().into_iter().map(describe).collect();
+            return self
+                .registry
+                .list()
+                .into_iter()
+                .map(|topic| self.describe(topic))
+                .collect();
         }
         names
             .iter()
             .map(|name| match self.registry.get(name) {
-                Some(topic) => describe(topic),
+                Some(topic) => self.describe(topic),
                 None => {
                     let name_bytes_max = self.config.limits.topic_name_bytes_max;
                     let error = match self.registry.unrecoverable_reason(name) {
@@ -217,7 +224,13 @@ impl Core {
     }
 }
 
-fn describe(topic: Arc<Topic>) -> TopicMetadata {
+impl Core {
+    fn describe(&self, topic: Arc<Topic>) -> TopicMetadata {
+        describe(topic, &self.cleaner, crate::clock::now_ms())
+    }
+}
+
+fn describe(topic: Arc<Topic>, cleaner: &crate::cleaner::Cleaner, now_ms: i64) -> TopicMetadata {
     let partitions = topic
         .partitions
         .iter()
@@ -231,12 +244,14 @@ fn describe(topic: Arc<Topic>) -> TopicMetadata {
                     error: None,
                     log_start_offset: log.log_start_offset(),
                     high_watermark: log.high_watermark(),
+                    cleaner: cleaner.status(&topic, partition, log, now_ms),
                 },
                 PartitionSlot::Offline(reason) => PartitionMetadata {
                     partition,
                     error: Some(CoreError::offline_partition(&topic.record.name, index, reason)),
                     log_start_offset: -1,
                     high_watermark: -1,
+                    cleaner: None,
                 },
             }
         })

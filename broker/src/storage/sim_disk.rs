@@ -32,6 +32,10 @@ struct State {
     durable: BTreeMap<PathBuf, Arc<FileData>>,
     /// Writes left before writes fail; `None`: never fail.
     writes_left: Option<u64>,
+    /// Changing operations left before the disk freezes (power is cut: every later write,
+    /// set_len, sync, directory sync, create, remove and rename fails and changes nothing,
+    /// until a crash); `None`: never.
+    changes_left: Option<u64>,
     /// An armed fault and how many operations of its kind it still lets through.
     fault: Option<ArmedFault>,
     /// Faults that fired since the last `inject`.
@@ -164,6 +168,7 @@ impl SimDisk {
         let mut state = lock(&self.shared.state);
         state.generation += 1;
         state.writes_left = None;
+        state.changes_left = None;
         state.fault = None;
         let mut rng = match mode {
             CrashMode::ForgetUnsynced => None,
@@ -208,6 +213,18 @@ impl SimDisk {
     /// The next `count` writes succeed; later ones fail (until a crash).
     pub fn fail_writes_after(&self, count: u64) {
         lock(&self.shared.state).writes_left = Some(count);
+    }
+
+    /// The next `count` changing operations (write, set_len, sync, directory sync, create,
+    /// remove, rename) happen; every later one fails and changes nothing, as if power were cut
+    /// right there. Follow with `crash` to see what survived. Cleared by a crash.
+    pub fn freeze_after(&self, count: u64) {
+        lock(&self.shared.state).changes_left = Some(count);
+    }
+
+    /// Whether a `freeze_after` froze the disk.
+    pub fn is_frozen(&self) -> bool {
+        lock(&self.shared.state).changes_left == Some(0)
     }
 
     /// Arms one fault (replacing any earlier one) and resets the fired count.
@@ -273,6 +290,18 @@ impl SimDisk {
     pub fn file_names(&self, dir: &Path) -> Vec<String> {
         self.list(dir).unwrap_or_default()
     }
+}
+
+/// Counts a changing operation against `freeze_after`; `Err` once the disk is frozen.
+fn freeze_check(shared: &Shared) -> io::Result<()> {
+    let mut state = lock(&shared.state);
+    if let Some(left) = state.changes_left.as_mut() {
+        if *left == 0 {
+            return Err(io::Error::other("simulated power cut: the disk is frozen"));
+        }
+        *left -= 1;
+    }
+    Ok(())
 }
 
 /// Counts an operation of kind `op` against the armed fault; `Err` if it must fail.
@@ -341,6 +370,7 @@ impl SegmentFile for SimFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check()?;
         fault_check(&self.shared, FaultOp::Write)?;
+        freeze_check(&self.shared)?;
         {
             let mut state = lock(&self.shared.state);
             if let Some(left) = state.writes_left.as_mut() {
@@ -364,6 +394,7 @@ impl SegmentFile for SimFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.check()?;
         fault_check(&self.shared, FaultOp::SetLen)?;
+        freeze_check(&self.shared)?;
         let len = usize::try_from(len).map_err(io::Error::other)?;
         lock(&self.data.content).current.resize(len, 0);
         Ok(())
@@ -375,6 +406,7 @@ impl SegmentFile for SimFile {
             return Err(io::Error::other("injected fsync failure"));
         }
         fault_check(&self.shared, FaultOp::Sync)?;
+        freeze_check(&self.shared)?;
         if !self.shared.sync_delay.is_zero() {
             std::thread::sleep(self.shared.sync_delay);
         }
@@ -402,6 +434,9 @@ impl Disk for SimDisk {
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn SegmentFile>> {
         fault_check(&self.shared, FaultOp::Open)?;
+        if create && !lock(&self.shared.state).current.contains_key(path) {
+            freeze_check(&self.shared)?;
+        }
         let mut state = lock(&self.shared.state);
         let data = match state.current.get(path) {
             Some(data) => Arc::clone(data),
@@ -426,6 +461,7 @@ impl Disk for SimDisk {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         fault_check(&self.shared, FaultOp::Remove)?;
+        freeze_check(&self.shared)?;
         let mut state = lock(&self.shared.state);
         match state.current.remove(path) {
             Some(_) => Ok(()),
@@ -438,6 +474,7 @@ impl Disk for SimDisk {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         fault_check(&self.shared, FaultOp::Rename)?;
+        freeze_check(&self.shared)?;
         let mut state = lock(&self.shared.state);
         let data = state
             .current
@@ -449,6 +486,7 @@ impl Disk for SimDisk {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         fault_check(&self.shared, FaultOp::SyncDir)?;
+        freeze_check(&self.shared)?;
         let mut state = lock(&self.shared.state);
         state.durable.retain(|path, _| path.parent() != Some(dir));
         let entries: Vec<(PathBuf, Arc<FileData>)> = state

@@ -85,9 +85,26 @@ fn describe(metadata: TopicMetadata, leader: u32) -> pb::TopicMetadata {
                     leader,
                     log_start_offset: partition.log_start_offset,
                     high_watermark: partition.high_watermark,
-                    cleaner: None,
+                    cleaner: partition.cleaner.map(cleaner_status),
                 }
             })
             .collect(),
+    }
+}
+
+fn cleaner_status(status: crate::cleaner::CleanerStatus) -> pb::CleanerStatus {
+    use crate::cleaner::CleanerState;
+    pb::CleanerStatus {
+        state: match status.state {
+            CleanerState::Idle => "idle",
+            CleanerState::Cleaning => "cleaning",
+            CleanerState::Uncleanable => "uncleanable",
+        }
+        .to_owned(),
+        error: status.error.unwrap_or_default(),
+        dirty_bytes: status.dirty_bytes,
+        dirty_ratio: status.dirty_ratio,
+        last_cleaned_ms: status.last_cleaned_ms,
+        erasures_pending: status.erasures_pending,
     }
 }

@@ -6,6 +6,7 @@ mod basics;
 mod cleaner;
 mod cleaner_erase;
 mod cleaner_swap;
+mod compaction_model;
 mod conditions;
 mod damage;
 mod file_cache;
