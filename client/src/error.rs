@@ -146,6 +146,15 @@ pub enum Error {
     ExpectationFailed {
         failures: Vec<crate::streams::ExpectationFailure>,
     },
+    /// The stream was erased: its reads answer this, and its appends are refused until it is
+    /// re-opened ([`Client::reopen_stream`](crate::Client::reopen_stream)). `key` is the
+    /// stream's key as text (lossy UTF-8); `message` is the broker's.
+    #[error("stream {key:?} of topic {topic} is erased; re-open it to append again")]
+    StreamErased {
+        topic: String,
+        key: String,
+        message: String,
+    },
 }
 
 fn describe_failures(failures: &[crate::streams::ExpectationFailure]) -> String {
@@ -179,6 +188,7 @@ impl Error {
             Error::GroupNotFound { .. } => Some(ErrorCode::GroupIdNotFound),
             Error::GroupMembership { source, .. } => source.code(),
             Error::ExpectationFailed { .. } => Some(ErrorCode::ExpectationFailed),
+            Error::StreamErased { .. } => Some(ErrorCode::StreamErased),
             _ => None,
         }
     }

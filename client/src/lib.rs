@@ -18,7 +18,7 @@
 //!
 //! Architecture invariant: `wire.rs`, `connection.rs` and the request-building parts of
 //! `client.rs`, `admin.rs`, `topic_config.rs`, `cleaner_status.rs`, `producer.rs`, `consumer.rs`,
-//! `stream_read.rs`, `snapshots.rs` and `group/` are the only places that
+//! `stream_read.rs`, `stream_marks.rs`, `snapshots.rs` and `group/` are the only places that
 //! name protobuf types; nothing public does.
 
 mod accumulator;
@@ -38,6 +38,7 @@ pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod snapshots;
+pub mod stream_marks;
 pub mod stream_read;
 pub mod streams;
 pub mod topic_changes;
@@ -58,6 +59,7 @@ pub use group::{
 };
 pub use producer::{DeliveryFuture, Idempotence, Producer, ProducerConfig, ProducerMetrics};
 pub use snapshots::{LoadedPage, SavedSnapshot, Snapshot};
+pub use stream_marks::StreamMarks;
 pub use stream_read::{ReadDirection, ReadStreamOptions, StreamInfo, StreamPage, StreamRecord, WaitResult};
 pub use streams::{AppendConditions, AppendResult, EventData, ExpectationFailure, Expected};
 /// Record-batch compression codecs, for [`ProducerConfig::compression`].

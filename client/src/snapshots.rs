@@ -102,7 +102,7 @@ impl Client {
         let pb::response::Body::SaveSnapshot(response) = body else {
             return Err(wrong_body("save snapshot"));
         };
-        check(topic, response.error, response.message)?;
+        check(topic, key.as_ref(), response.error, response.message)?;
         Ok(SavedSnapshot {
             snapshot_topic: response.snapshot_topic,
             partition: PartitionId::new(response.partition),
@@ -132,7 +132,7 @@ impl Client {
         let pb::response::Body::LoadStream(response) = body else {
             return Err(wrong_body("load stream"));
         };
-        check(topic, response.error, response.message)?;
+        check(topic, key.as_ref(), response.error, response.message)?;
         let partition = PartitionId::new(response.partition);
         Ok(LoadedPage {
             partition,

@@ -105,10 +105,14 @@ pub struct StreamInfo {
     pub partition: PartitionId,
     /// -1 when the stream has no retained record.
     pub first_offset: i64,
-    /// The stream's version: the offset of its last record; -1 when it has none.
+    /// The stream's version: the offset of its last record (a truncated stream keeps the
+    /// version it had); -1 when it has none.
     pub last_offset: i64,
-    /// Records retained.
+    /// Records retained (a truncated stream counts those from its truncation point).
     pub records: u64,
+    /// Its truncation and erasure marks, with the erasure's progress; `None` when it was never
+    /// truncated nor erased. An erased stream is described with no records and these marks.
+    pub marks: Option<crate::stream_marks::StreamMarks>,
 }
 
 /// The answer of [`Client::wait_for_group_offset`].
@@ -153,7 +157,7 @@ impl Client {
         let pb::response::Body::ReadStream(response) = body else {
             return Err(wrong_body("read stream"));
         };
-        check(topic, response.error, response.message)?;
+        check(topic, key.as_ref(), response.error, response.message)?;
         let partition = PartitionId::new(response.partition);
         let records = stream_records(topic, partition, response.records);
         Ok(StreamPage {
@@ -179,12 +183,13 @@ impl Client {
         let pb::response::Body::StreamInfo(response) = body else {
             return Err(wrong_body("stream info"));
         };
-        check(topic, response.error, response.message)?;
+        check(topic, key.as_ref(), response.error, response.message)?;
         Ok(StreamInfo {
             partition: PartitionId::new(response.partition),
             first_offset: response.first_offset,
             last_offset: response.last_offset,
             records: response.records,
+            marks: response.marks.map(crate::stream_marks::from_wire),
         })
     }
 
@@ -270,10 +275,15 @@ fn millis(duration: Duration) -> u32 {
     u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
-/// An answer's error code as the client's error.
-pub(crate) fn check(topic: &str, error: i32, message: String) -> Result<()> {
+/// A stream request's error code as the client's error (`key`: the stream's).
+pub(crate) fn check(topic: &str, key: &[u8], error: i32, message: String) -> Result<()> {
     match wire::error_code(error) {
         None => Ok(()),
+        Some(ErrorCode::StreamErased) => Err(Error::StreamErased {
+            topic: topic.to_owned(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            message,
+        }),
         Some(ErrorCode::UnknownTopicOrPartition) => Err(Error::UnknownTopicOrPartition {
             topic: topic.to_owned(),
             partition: None,

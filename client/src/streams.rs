@@ -161,7 +161,8 @@ impl Client {
     ///
     /// # Errors
     /// [`Error::ExpectationFailed`] with the stream's actual version when it does not (nothing
-    /// was appended); [`Error::Config`] for no events; the errors of any request.
+    /// was appended); [`Error::StreamErased`] when the stream is erased; [`Error::Config`] for
+    /// no events; the errors of any request.
     pub async fn append_stream(
         &self,
         topic: &str,
@@ -200,6 +201,11 @@ impl Client {
         conditions: AppendConditions,
     ) -> Result<AppendResult> {
         let count = records.len();
+        // The stream an erased-stream refusal names: the key, if every record has the same.
+        let conditions_key = records
+            .first()
+            .map(|(key, _)| key.clone())
+            .filter(|first| records.iter().all(|(key, _)| key == first));
         let batch = build_batch(records)?;
         let request = pb::ProduceRequest {
             acks: pb::Acks::Leader as i32,
@@ -237,6 +243,16 @@ impl Client {
                 return Err(Error::ExpectationFailed {
                     failures: answer.failures.into_iter().map(failure).collect(),
                 })
+            }
+            Some(ErrorCode::StreamErased) => {
+                // The erased key is the append's only one or, for several, named in the message.
+                let key =
+                    conditions_key.map_or_else(String::new, |key| String::from_utf8_lossy(&key).into_owned());
+                return Err(Error::StreamErased {
+                    topic: topic.to_owned(),
+                    key,
+                    message: answer.message,
+                });
             }
             Some(ErrorCode::UnknownTopicOrPartition) => {
                 self.invalidate_topic(topic);

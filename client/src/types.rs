@@ -420,6 +420,7 @@ error_codes! {
     BrokerShuttingDown = 1001 => "BROKER_SHUTTING_DOWN",
     TooManyConnections = 1002 => "TOO_MANY_CONNECTIONS",
     ExpectationFailed = 1003 => "EXPECTATION_FAILED",
+    StreamErased = 1004 => "STREAM_ERASED",
 }
 
 impl ErrorCode {

@@ -8,6 +8,11 @@
 //! task as a fetch's preads do: a stream read is usually a few preads per segment, but a closed
 //! segment whose key file is still being (re)built is answered by scanning it, which must not
 //! stall an async worker.
+//!
+//! Per-key truncation and erasure (issue 9 §3) are here too: `truncate_stream`, `erase_stream`
+//! (its deadline `cleaner.erase_deadline_ms` from now) and `reopen_stream` change the stream's
+//! marks in its partition (durably, on the blocking pool), and `stream_info` reports them with
+//! the erasure's progress.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,8 +24,12 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{blocking, partition_log, Core, CoreError, ErrorCode};
+use crate::clock::now_ms;
 use crate::net::budget::{ConnectionBudget, Reservation};
-use crate::storage::{Direction, PartitionLog, StreamInfo, StreamRead, StreamRecord};
+use crate::storage::{
+    Direction, ErasureProgress, PartitionLog, StorageError, StreamInfo, StreamMarkState, StreamRead,
+    StreamRecord,
+};
 
 /// Least memory a read waits for before it reads (or all it may take, if less).
 const GRANT_BYTES_MIN: usize = 64 << 10;
@@ -47,6 +56,27 @@ pub(crate) struct StreamReadInput {
     /// Forward only: how long to wait for a record of the key when none is at or after `from`;
     /// clamped to `limits.stream_wait_ms_max`.
     pub max_wait: Duration,
+}
+
+/// A stream's marks after a truncate, erase or re-open: its partition, the marks, and how much
+/// of an erasure the cleaner has left.
+pub(crate) type MarksAnswer = (u32, StreamMarkState, ErasureProgress);
+
+/// A stream's marks and the progress of its latest erasure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MarksOutput {
+    pub state: StreamMarkState,
+    pub progress: ErasureProgress,
+}
+
+/// What StreamInfo answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamDescription {
+    pub partition: u32,
+    /// An erased stream has none (`StreamInfo::NONE`); a truncated one counts from the point.
+    pub info: StreamInfo,
+    /// `None` when the stream was never truncated nor erased.
+    pub marks: Option<MarksOutput>,
 }
 
 /// A page of a stream.
@@ -135,22 +165,149 @@ impl Core {
         .instrument(span)
     }
 
-    /// What the partition holding `key` retains of its stream. The partition is resolved now;
-    /// the read runs on the blocking pool.
+    /// What the partition holding `key` retains of its stream, and its truncation and erasure
+    /// marks with the erasure's progress. An erased stream is described (no records, its marks)
+    /// rather than refused, so an operator can follow the erasure. The partition is resolved
+    /// now; the read runs on the blocking pool.
     pub(crate) fn stream_info(
         &self,
         topic: &str,
         key: Bytes,
-    ) -> impl Future<Output = Result<(u32, StreamInfo), CoreError>> + Send + 'static {
+    ) -> impl Future<Output = Result<StreamDescription, CoreError>> + Send + 'static {
         let resolved = self.stream_partition(topic, &key);
         let topic = topic.to_owned();
+        let span = tracing::debug_span!("stream_info", %topic);
         async move {
             let (partition, log) = resolved?;
-            let info = blocking(move || log.stream_info(&key))
-                .await?
-                .map_err(|error| CoreError::partition_storage(&topic, partition, &error))?;
-            Ok((partition, info))
+            let described = blocking(move || {
+                let marks = log.stream_marks(&key);
+                let info = match log.stream_info(&key) {
+                    Err(StorageError::StreamErased { .. }) => StreamInfo::NONE,
+                    other => other?,
+                };
+                let marks = if marks == StreamMarkState::NONE {
+                    None
+                } else {
+                    Some(MarksOutput {
+                        state: marks,
+                        progress: log.erasure_progress(&key)?,
+                    })
+                };
+                Ok::<_, StorageError>((info, marks))
+            })
+            .await?;
+            let (info, marks) =
+                described.map_err(|error| CoreError::partition_storage(&topic, partition, &error))?;
+            Ok(StreamDescription {
+                partition,
+                info,
+                marks,
+            })
         }
+        .instrument(span)
+    }
+
+    /// Truncates the stream `key` of `topic` before `before` (clamped to the high watermark):
+    /// its records below become unreadable and the cleaner removes them.
+    pub(crate) fn truncate_stream(
+        &self,
+        topic: &str,
+        key: Bytes,
+        before: i64,
+    ) -> impl Future<Output = Result<MarksAnswer, CoreError>> + Send + 'static {
+        self.change_marks(topic, key, "truncate_stream", move |log, key| {
+            log.truncate_stream(key, before)
+        })
+    }
+
+    /// Erases the stream `key` of `topic`: every record of it written so far goes, by
+    /// `cleaner.erase_deadline_ms` from now, and its appends are refused until re-opened. Its
+    /// snapshots (records of the same key in the companion topic `<topic>.snapshots`, state
+    /// built from the erased records) are erased with it, by the same deadline.
+    pub(crate) fn erase_stream(
+        &self,
+        topic: &str,
+        key: Bytes,
+    ) -> impl Future<Output = Result<MarksAnswer, CoreError>> + Send + 'static {
+        let deadline_after = i64::try_from(self.config.cleaner.erase_deadline_ms).unwrap_or(i64::MAX);
+        let companion = self.snapshot_partition(topic, &key);
+        let cleaner = Arc::clone(&self.cleaner);
+        self.change_marks(topic, key, "erase_stream", move |log, key| {
+            let now = now_ms();
+            let deadline = now.saturating_add(deadline_after);
+            let state = log.erase_stream(key, now, deadline)?;
+            if let Some(companion) = companion {
+                // After the stream's own erasure: a failure here is answered as the erase's,
+                // and erasing again (a no-op for the stream) finishes the job.
+                companion.erase_stream(key, now, deadline)?;
+            }
+            // Idle cleaner threads look now, not at their next backoff round.
+            cleaner.nudge();
+            Ok(state)
+        })
+    }
+
+    /// Lets appends to the erased stream `key` of `topic` in again (its erased records stay
+    /// erased), and saving its snapshots: the companion topic's key is re-opened too.
+    pub(crate) fn reopen_stream(
+        &self,
+        topic: &str,
+        key: Bytes,
+    ) -> impl Future<Output = Result<MarksAnswer, CoreError>> + Send + 'static {
+        let companion = self.snapshot_partition(topic, &key);
+        self.change_marks(topic, key, "reopen_stream", move |log, key| {
+            let state = log.reopen_stream(key)?;
+            if let Some(companion) = companion {
+                companion.reopen_stream(key)?;
+            }
+            Ok(state)
+        })
+    }
+
+    /// The partition of `<topic>.snapshots` holding the snapshots of stream `key`, when the
+    /// companion topic exists and that partition is online.
+    fn snapshot_partition(&self, topic: &str, key: &[u8]) -> Option<Arc<PartitionLog>> {
+        let name = super::snapshots::snapshot_topic_name(topic);
+        let found = self.registry.get(&name)?;
+        let count = u32::try_from(found.partitions.len()).ok()?;
+        let partition = try_partition_for_key(key, count)?;
+        match partition_log(Some(&found), &name, partition) {
+            Ok(log) => Some(log),
+            Err(error) => {
+                tracing::warn!(%error, "the stream's snapshot partition is not online: its snapshots keep their marks as they are");
+                None
+            }
+        }
+    }
+
+    /// One change of a stream's marks, on the blocking pool (it fsyncs the marks file), and
+    /// the marks and progress after it.
+    fn change_marks(
+        &self,
+        topic: &str,
+        key: Bytes,
+        operation: &'static str,
+        change: impl FnOnce(&PartitionLog, &[u8]) -> Result<StreamMarkState, StorageError> + Send + 'static,
+    ) -> impl Future<Output = Result<MarksAnswer, CoreError>> + Send + 'static {
+        let resolved = self.stream_partition(topic, &key);
+        let topic = topic.to_owned();
+        let span = tracing::info_span!("stream_marks", operation, %topic);
+        async move {
+            let (partition, log) = resolved?;
+            let changed = blocking(move || {
+                let state = change(&log, &key)?;
+                let progress = log.erasure_progress(&key)?;
+                Ok::<_, StorageError>((state, progress))
+            })
+            .await?;
+            let (state, progress) = changed.map_err(|error| {
+                let error = CoreError::partition_storage(&topic, partition, &error);
+                tracing::warn!(%error, "stream mark change refused");
+                error
+            })?;
+            Ok((partition, state, progress))
+        }
+        .instrument(span)
     }
 
     /// The partition a stream lives in: Kafka's default partitioner over the topic's partition

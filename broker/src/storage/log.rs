@@ -206,7 +206,7 @@ impl PartitionLog {
         tracing::info!(dir = %dir.display(), ?producer_recovery, "producer state rebuilt");
         // recover() synced the active segment, so everything recovered is durable and visible.
         let next_offset = active.next_offset();
-        let marks = StreamMarks::open(&*disk, dir, next_offset)?;
+        let (marks, marks_lowered) = StreamMarks::open(&*disk, dir, next_offset)?;
         let (high_watermark_tx, _) = watch::channel(next_offset);
         let (durable_tx, _) = watch::channel(Durable {
             offset: next_offset,
@@ -246,6 +246,10 @@ impl PartitionLog {
                 cleaner,
             }),
         };
+        if marks_lowered {
+            // Before any append: offsets a crash freed are assigned again from now on.
+            log.inner.settle_marks()?;
+        }
         log.inner.kick_key_index();
         Ok(log)
     }

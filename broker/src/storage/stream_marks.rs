@@ -62,6 +62,10 @@ const CRC_BYTES: usize = 4;
 /// An entry's fixed fields after its key: two i64, the flags byte, four i64.
 const ENTRY_FIXED_BYTES: usize = 8 + 8 + 1 + 8 * 4;
 const FLAG_ERASED: u8 = 0x01;
+/// In memory only, between `StreamMarks::open` and the log's open: a truncated version lost in
+/// a crash, to be found again from the per-key index. Never written (the log's open replaces
+/// every one before it returns; `encode` writes -1 for one left over).
+pub(crate) const VERSION_TO_FIND: i64 = i64::MIN;
 
 /// What truncations and erasures say about one key (the native StreamMarks, minus progress).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +153,10 @@ impl MarksTable {
 
     pub(crate) fn len(&self) -> usize {
         self.marks.len()
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&Bytes, &mut Mark)> {
+        self.marks.iter_mut()
     }
 }
 
@@ -260,12 +268,17 @@ pub(crate) struct StreamMarks {
 
 impl StreamMarks {
     /// Loads the partition's marks (none without a file), lowering any mark beyond
-    /// `next_offset` (the recovered log end) to it and persisting that before returning.
+    /// `next_offset` (the recovered log end) to it. `true` with them: the log's open must
+    /// settle them (find lost versions again, persist) before it takes appends.
     ///
     /// # Errors
     /// `Corrupt` when the file is damaged (the partition must not open: see the module
     /// comment); I/O errors.
-    pub(crate) fn open(disk: &dyn Disk, dir: &Path, next_offset: i64) -> Result<StreamMarks, StorageError> {
+    pub(crate) fn open(
+        disk: &dyn Disk,
+        dir: &Path,
+        next_offset: i64,
+    ) -> Result<(StreamMarks, bool), StorageError> {
         let path = dir.join(STREAM_MARKS_FILE_NAME);
         let mut table = match read_file(disk, &path)? {
             None => MarksTable::default(),
@@ -291,25 +304,31 @@ impl StreamMarks {
                 state.erase_before = state.erase_before.min(next_offset);
                 lowered += 1;
             }
+            if mark.truncated_version >= next_offset {
+                // Its record was lost with the rest: the log's open finds the version again
+                // from the index (`PartitionLog::open`, `log/marks.rs`), which is not up yet.
+                mark.truncated_version = VERSION_TO_FIND;
+                lowered += 1;
+            }
         }
         if lowered > 0 {
             tracing::error!(
                 dir = %dir.display(),
                 lowered,
                 next_offset,
-                "stream marks lay beyond the recovered log end (a crash lost unsynced appends); lowered them to it"
+                "stream marks lay beyond the recovered log end (a crash lost unsynced appends); lowering them to it"
             );
-            write_file(disk, dir, &encode(&table))?;
         }
         if !table.marks.is_empty() {
             let erased = table.marks.values().filter(|mark| mark.state.erased).count();
             tracing::info!(dir = %dir.display(), marks = table.marks.len(), erased, "stream marks loaded");
         }
-        Ok(StreamMarks {
+        let marks = StreamMarks {
             dir: dir.to_path_buf(),
             current: RwLock::new(MarksSnapshot::new(table)),
             change: Mutex::new(()),
-        })
+        };
+        Ok((marks, lowered > 0))
     }
 
     pub(crate) fn snapshot(&self) -> MarksSnapshot {
@@ -396,7 +415,7 @@ pub(crate) fn encode(table: &MarksTable) -> Vec<u8> {
         bytes.extend_from_slice(key);
         let state = &mark.state;
         bytes.extend_from_slice(&state.truncated_before.to_be_bytes());
-        bytes.extend_from_slice(&mark.truncated_version.to_be_bytes());
+        bytes.extend_from_slice(&mark.truncated_version.max(-1).to_be_bytes());
         bytes.push(if state.erased { FLAG_ERASED } else { 0 });
         for value in [
             state.erase_before,

@@ -18,6 +18,7 @@ mod subscription;
 
 use crate::client::{Client, ClientConfig};
 use crate::error::Error;
+use crate::stream_marks::StreamMarks;
 use crate::stream_read::ReadStreamOptions;
 use crate::types::{PartitionId, Record};
 
@@ -172,6 +173,37 @@ impl EventStore {
     /// An unknown topic; client errors.
     pub async fn info(&self, stream: &StreamId) -> Result<StreamInfo, EventStoreError> {
         Ok(self.client.stream_info(&stream.topic, &stream.key).await?)
+    }
+
+    /// Makes the records of `stream` before `before` unreadable (the broker removes them);
+    /// the stream keeps its version. See [`Client::truncate_stream`].
+    ///
+    /// # Errors
+    /// An erased stream ([`Error::StreamErased`]), an unknown topic; client errors.
+    pub async fn truncate(&self, stream: &StreamId, before: i64) -> Result<StreamMarks, EventStoreError> {
+        Ok(self
+            .client
+            .truncate_stream(&stream.topic, &stream.key, before)
+            .await?)
+    }
+
+    /// Erases every event of `stream` so far: the broker removes them within its erase
+    /// deadline, reads answer [`Error::StreamErased`] and appends are refused until
+    /// [`reopen`](Self::reopen). See [`Client::erase_stream`].
+    ///
+    /// # Errors
+    /// An unknown topic; client errors.
+    pub async fn erase(&self, stream: &StreamId) -> Result<StreamMarks, EventStoreError> {
+        Ok(self.client.erase_stream(&stream.topic, &stream.key).await?)
+    }
+
+    /// Accepts appends to the erased `stream` again; it starts fresh (no version), its erased
+    /// events stay erased. See [`Client::reopen_stream`].
+    ///
+    /// # Errors
+    /// An unknown topic; client errors.
+    pub async fn reopen(&self, stream: &StreamId) -> Result<StreamMarks, EventStoreError> {
+        Ok(self.client.reopen_stream(&stream.topic, &stream.key).await?)
     }
 
     /// Stores `bytes` as the aggregate's state as of `at_offset` (the stream's version the

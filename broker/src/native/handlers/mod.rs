@@ -8,6 +8,7 @@ mod create_topics;
 mod delete_groups;
 mod delete_topics;
 mod describe_groups;
+mod erase_stream;
 mod fetch;
 mod init_producer_id;
 mod list_groups;
@@ -18,9 +19,11 @@ mod offset_commit;
 mod offset_fetch;
 mod produce;
 mod read_stream;
+mod reopen_stream;
 mod save_snapshot;
 mod stream_info;
 mod trim_topic;
+mod truncate_stream;
 mod wait_group_offset;
 
 use std::future::Future;
@@ -107,20 +110,12 @@ pub(crate) fn dispatch(
         Body::ReadStream(request) => read_stream::handle(context, budget, request),
         Body::StreamInfo(request) => stream_info::handle(context, request),
         Body::WaitGroupOffset(request) => wait_group_offset::handle(context, request),
-        // Issue 9: each arm is replaced by its handler as it lands.
         Body::SaveSnapshot(request) => save_snapshot::handle(context, request),
         Body::LoadStream(request) => load_stream::handle(context, budget, request),
-        Body::TruncateStream(_) | Body::EraseStream(_) | Body::ReopenStream(_) => {
-            not_yet_served("stream truncation and erasure")
-        }
+        Body::TruncateStream(request) => truncate_stream::handle(context, request),
+        Body::EraseStream(request) => erase_stream::handle(context, request),
+        Body::ReopenStream(request) => reopen_stream::handle(context, request),
     }
-}
-
-fn not_yet_served(what: &str) -> Outcome {
-    Outcome::Failed(
-        ErrorCode::InvalidRequest,
-        format!("{what}: not served by this broker yet"),
-    )
 }
 
 /// One topic's line in a CreateTopics or DeleteTopics response.

@@ -8,7 +8,9 @@ use bytes::Bytes;
 
 use super::super::error::StorageError;
 use super::super::key_index::locate;
-use super::super::stream_marks::{erased, ErasureProgress, Mark, MarksSnapshot, StreamMarkState};
+use super::super::stream_marks::{
+    erased, ErasureProgress, Mark, MarksSnapshot, StreamMarkState, VERSION_TO_FIND,
+};
 use super::{Inner, PartitionLog};
 
 /// Which segments hold records of a key below an offset (per the per-key index: exact).
@@ -277,6 +279,33 @@ impl Inner {
         self.marks.persist(&*self.disk, &change, &table)?;
         self.marks.publish(&change, table);
         tracing::info!(dir = %self.dir.display(), key = %printable(key), erase_before, "stream erasure complete");
+        Ok(())
+    }
+
+    /// At open, after `StreamMarks::open` lowered marks past the recovered end: a truncated
+    /// version whose record the crash took is found again (the key's last record below its
+    /// lowered point, since its erasure if any, or none), and the marks are persisted.
+    pub(super) fn settle_marks(&self) -> Result<(), StorageError> {
+        let change = self.marks.lock_change();
+        let mut table = self.marks.snapshot().table().clone();
+        let (_, log_start, _) = self.reader_view();
+        for (key, mark) in table.iter_mut() {
+            if mark.truncated_version != VERSION_TO_FIND {
+                continue;
+            }
+            let from = log_start.max(mark.state.erase_before);
+            mark.truncated_version = self
+                .readable_last_offset(key, from, mark.state.truncated_before)?
+                .unwrap_or(-1);
+            tracing::error!(
+                dir = %self.dir.display(),
+                key = %printable(key),
+                version = mark.truncated_version,
+                "a truncated stream's version was lost with unsynced appends; found it again from the index"
+            );
+        }
+        self.marks.persist(&*self.disk, &change, &table)?;
+        self.marks.publish(&change, table);
         Ok(())
     }
 

@@ -477,3 +477,33 @@ fn erasure_progress_counts_the_records_and_segments_the_cleaner_must_rewrite() {
     assert_eq!(state.erase_completed_ms, 40);
     assert_eq!(log.erasures_pending(), 0);
 }
+
+#[test]
+fn a_truncated_version_lost_in_a_crash_is_found_again_from_the_log() {
+    let disk = SimDisk::new();
+    {
+        let log = sim_open(&disk, config(FlushPolicy::Never));
+        put(&log, "a", "synced");
+        put(&log, "b", "synced");
+        log.sync().unwrap();
+        put(&log, "a", "lost");
+        put(&log, "a", "lost");
+        let state = log.truncate_stream(b"a", 4).unwrap();
+        assert_eq!(state.truncated_before, 4);
+        assert_eq!(log.stream_last_offset(b"a").unwrap(), Some(3));
+    }
+    disk.crash(CrashMode::ForgetUnsynced);
+    for round in 0..2 {
+        let log = sim_open(&disk, config(FlushPolicy::Never));
+        assert_eq!(log.high_watermark(), 2, "round {round}");
+        assert_eq!(log.stream_marks(b"a").truncated_before, 2, "round {round}");
+        // The version is the record the crash kept, never an offset past the log's end.
+        assert_eq!(log.stream_last_offset(b"a").unwrap(), Some(0), "round {round}");
+        let info = log.stream_info(b"a").unwrap();
+        assert_eq!((info.first_offset, info.last_offset, info.records), (-1, 0, 0));
+        log.close().unwrap();
+    }
+    let log = sim_open(&disk, config(FlushPolicy::Never));
+    assert_eq!(conditional(&log, "a", Expected::Exact(0)), Ok(2));
+    assert_eq!(offsets(&log, "a").unwrap(), vec![2]);
+}

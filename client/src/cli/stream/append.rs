@@ -1,7 +1,9 @@
 //! `tidelog stream append TOPIC KEY [--expect any|none|exists|OFFSET] [--event-id ID]`: the
 //! lines of stdin become one atomic batch of the stream KEY, appended only if the stream meets
 //! the expectation. Prints `PARTITION<TAB>OFFSET` per line; a failed expectation prints one
-//! line, `conflict: expected X, actual Y`, and exits with status 3.
+//! line, `conflict: expected X, actual Y`, and exits with status 3; an erased stream prints
+//! `erased: stream "KEY" of topic TOPIC is erased; re-open it to append again` and exits with
+//! status 5.
 
 use std::io::{BufRead, Write};
 
@@ -14,6 +16,8 @@ use crate::cli::ExitWith;
 
 /// Exit status of a failed expectation (the contract).
 const CONFLICT_EXIT_CODE: u8 = 3;
+/// Exit status of an append refused because the stream is erased.
+const ERASED_EXIT_CODE: u8 = 5;
 
 /// Bytes of stdin one append takes at most: the broker's default `limits.batch_bytes_max`
 /// (16 MiB). One append is one batch, so it must fit one.
@@ -102,6 +106,11 @@ pub async fn run(client: &Client, args: AppendArgs) -> anyhow::Result<()> {
             }
             .into())
         }
+        Err(error @ Error::StreamErased { .. }) => Err(ExitWith {
+            code: ERASED_EXIT_CODE,
+            line: format!("erased: {error}"),
+        }
+        .into()),
         Err(error) => Err(anyhow::Error::new(error).context(format!(
             "appending to stream {:?} of topic {}",
             args.key, args.topic
