@@ -336,3 +336,105 @@ async fn a_topic_created_again_under_the_name_does_not_get_the_old_topics_snapsh
     assert_eq!(offsets(&loaded), [1]);
     broker.shutdown().await.unwrap();
 }
+
+async fn marks_call(client: &mut RawClient, body: Body) {
+    let answer = client.call_ok(body).await;
+    let error = match &answer {
+        response::Body::EraseStream(erased) => erased.error,
+        response::Body::ReopenStream(reopened) => reopened.error,
+        response::Body::TruncateStream(truncated) => truncated.error,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(error, 0, "{answer:?}");
+}
+
+#[tokio::test]
+async fn an_erased_stream_is_refused_and_its_old_snapshot_never_loads_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), |_| {}).await;
+    let mut client = RawClient::connect(&broker).await;
+    client.create_topic("t", 1).await;
+    produce(
+        &mut client,
+        "t",
+        batch("a", &[(Some("a0"), vec![]), (Some("a1"), vec![])]),
+    )
+    .await;
+    assert_eq!(
+        save(&mut client, "t", "a", 1, "state with personal data")
+            .await
+            .error,
+        0
+    );
+
+    let key = Bytes::from_static(b"a");
+    marks_call(
+        &mut client,
+        Body::EraseStream(pb::EraseStreamRequest {
+            topic: "t".into(),
+            key: key.clone(),
+        }),
+    )
+    .await;
+    let loaded = load(&mut client, "t", "a", 0).await;
+    assert_eq!(loaded.error, ErrorCode::StreamErased as i32, "{loaded:?}");
+    assert!(
+        loaded.snapshot.is_none() && loaded.records.is_empty(),
+        "{loaded:?}"
+    );
+    let saved = save(&mut client, "t", "a", 1, "s").await;
+    assert_eq!(saved.error, ErrorCode::StreamErased as i32, "{saved:?}");
+
+    // Re-opened, with new records: the snapshot from before the erasure covers erased records,
+    // so it is neither loaded nor may one be saved there.
+    marks_call(
+        &mut client,
+        Body::ReopenStream(pb::ReopenStreamRequest {
+            topic: "t".into(),
+            key: key.clone(),
+        }),
+    )
+    .await;
+    produce(
+        &mut client,
+        "t",
+        batch("a", &[(Some("a2"), vec![]), (Some("a3"), vec![])]),
+    )
+    .await;
+    let loaded = load(&mut client, "t", "a", 0).await;
+    assert_eq!(loaded.error, 0, "{loaded:?}");
+    assert!(
+        loaded.snapshot.is_none(),
+        "the erased stream's snapshot: {loaded:?}"
+    );
+    assert_eq!(offsets(&loaded), [2, 3]);
+    let saved = save(&mut client, "t", "a", 1, "s").await;
+    assert_eq!(saved.error, ErrorCode::InvalidRequest as i32, "{saved:?}");
+    assert!(saved.message.contains("erased"), "{saved:?}");
+    assert_eq!(save(&mut client, "t", "a", 2, "fresh").await.error, 0);
+    let loaded = load(&mut client, "t", "a", 0).await;
+    assert_eq!(loaded.snapshot.as_ref().map(|s| s.at_offset), Some(2));
+    assert_eq!(offsets(&loaded), [3]);
+
+    // A truncation keeps the stream's version: a snapshot below the truncation point still
+    // loads (the state the truncated records led to), with the records from the truncation on.
+    produce(
+        &mut client,
+        "t",
+        batch("a", &[(Some("a4"), vec![]), (Some("a5"), vec![])]),
+    )
+    .await;
+    marks_call(
+        &mut client,
+        Body::TruncateStream(pb::TruncateStreamRequest {
+            topic: "t".into(),
+            key,
+            before_offset: 5,
+        }),
+    )
+    .await;
+    let loaded = load(&mut client, "t", "a", 0).await;
+    assert_eq!(loaded.snapshot.as_ref().map(|s| s.at_offset), Some(2));
+    assert_eq!(offsets(&loaded), [5]);
+    broker.shutdown().await.unwrap();
+}

@@ -3,9 +3,14 @@
 //! and `stream info` (its mark lines) after each, appends to an erased stream refused (exit
 //! status 5 from the CLI, INVALID_RECORD with the reason over Kafka) until it is re-opened, a
 //! re-opened stream starting fresh (`--expect none` holds), and all of it across a clean
-//! restart and a SIGKILL.
+//! restart and a SIGKILL. Then the purge: with a cleaner that looks often, an erased stream's
+//! bytes leave every segment and index file of the data directory within a bounded wait,
+//! `stream info` follows the erasure to `status=complete`, and every other record keeps its
+//! offset and value.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -13,6 +18,7 @@ use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tidelog_e2e::cli::{run_cli, CliOutput};
 use tidelog_e2e::kafka_raw::KafkaRaw;
+use tidelog_e2e::wait::poll_until;
 use tidelog_e2e::{BrokerProcess, RawClient, TestDir};
 use tidelog_proto::batch::{NewRecord, RecordBatchBuilder};
 
@@ -229,4 +235,138 @@ fn truncation_and_erasure_hold_for_every_reader_and_writer_across_restarts() {
     broker.kill9();
     broker.restart();
     assert_eq!(read(broker.addr(), "o-2"), [(11, "fresh".to_string())]);
+}
+
+/// Every file under `dir`, recursively (bounded by the directory tree, which the test keeps
+/// small).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// The files under `dir` holding `needle` anywhere in their bytes.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|path| {
+            std::fs::read(path)
+                .map(|bytes| bytes.windows(needle.len()).any(|window| window == needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Bound on the erasure's completion: the test's `erase_deadline_ms` and then some.
+const PURGE_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[test]
+fn an_erased_streams_bytes_leave_every_segment_file_and_other_records_keep_their_offsets() {
+    let dir = TestDir::new("stream-erase-purge");
+    let config = dir.path().join("tidelogd.toml");
+    std::fs::write(
+        &config,
+        "[cleaner]\nbackoff_ms = 100\nerase_deadline_ms = 60000\n",
+    )
+    .expect("config");
+    let broker = BrokerProcess::start(&dir.data_dir(), &["--config", config.to_str().unwrap()]);
+    RawClient::connect_or_panic(broker.addr()).create_topic(TOPIC, 1, None);
+    let addr = broker.addr();
+    // The erased stream's values are unique in the data directory; the others are kept.
+    let secret = "gdpr-secret-5d1c";
+    for round in 0..5 {
+        append(addr, "erase-me", "any", &[&format!("{secret}-{round}")]);
+        append(
+            addr,
+            "keep",
+            "any",
+            &[&format!("kept-{round}"), &format!("kept-{round}b")],
+        );
+    }
+    let kept = read(addr, "keep");
+    assert_eq!(kept.len(), 10);
+    assert!(
+        !files_holding(&dir.data_dir(), secret.as_bytes()).is_empty(),
+        "written to disk"
+    );
+
+    assert_eq!(
+        one_line(addr, &["stream", "erase", TOPIC, "erase-me"]),
+        "erased orders/erase-me before 15"
+    );
+    let erasure = poll_until(PURGE_TIMEOUT, "the erasure to complete", || {
+        let lines = info(addr, "erase-me");
+        let erasure = lines.get(1)?.clone();
+        (field(&erasure, "status") == "complete").then_some(erasure)
+    });
+    assert_eq!(field(&erasure, "erasure"), "erased", "{erasure}");
+    assert_eq!(field(&erasure, "records_remaining"), "0", "{erasure}");
+    assert_eq!(field(&erasure, "segments_remaining"), "0", "{erasure}");
+    let completed: i64 = field(&erasure, "completed_ms").parse().expect("ms");
+    let deadline: i64 = field(&erasure, "deadline_ms").parse().expect("ms");
+    assert!(completed > 0 && completed <= deadline, "{erasure}");
+
+    // Gone from every segment, index and cleaner file: only the marks file names the key.
+    let holding = poll_until(PURGE_TIMEOUT, "the replaced segment files to go", || {
+        let holding = files_holding(&dir.data_dir(), secret.as_bytes());
+        holding.is_empty().then_some(holding)
+    });
+    assert!(holding.is_empty());
+    let naming_the_key: Vec<PathBuf> = files_holding(&dir.data_dir(), b"erase-me")
+        .into_iter()
+        .filter(|path| path.file_name().is_some_and(|name| name != "stream-marks"))
+        .collect();
+    assert!(
+        naming_the_key.is_empty(),
+        "files still naming the erased key: {naming_the_key:?}"
+    );
+
+    // Every other record keeps its offset and value, for stream reads and plain consumers.
+    assert_eq!(read(addr, "keep"), kept);
+    let consumed = run_cli(
+        Some(addr),
+        &[
+            "consume",
+            TOPIC,
+            "--from-beginning",
+            "--print-offset",
+            "--timeout-ms",
+            "1500",
+        ],
+        b"",
+    );
+    consumed.assert_success();
+    assert!(!consumed.stdout.contains(secret), "{consumed}");
+    let offsets: Vec<i64> = consumed
+        .stdout_lines()
+        .iter()
+        .map(|line| {
+            line.split('\t')
+                .nth(1)
+                .expect("an offset")
+                .parse()
+                .expect("a number")
+        })
+        .collect();
+    let kept_offsets: Vec<i64> = kept.iter().map(|(offset, _)| *offset).collect();
+    assert_eq!(
+        offsets, kept_offsets,
+        "a consumer sees exactly the other records, at their offsets"
+    );
+    // Still erased: appends are refused until a re-open.
+    let output = run_cli(Some(addr), &["stream", "append", TOPIC, "erase-me"], b"again\n");
+    assert_eq!(output.status.code(), Some(ERASED_EXIT_CODE), "{output}");
 }

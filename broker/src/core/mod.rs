@@ -50,7 +50,7 @@ pub(crate) struct Core {
 impl Core {
     /// Wakes the cleaner threads to look for work now (an erasure was just requested) rather
     /// than at their next `cleaner.backoff_ms` round.
-    // Called by the erase request (core::streams, landing with the stream marks).
+    // core::streams::erase_stream nudges the cleaner itself, from its blocking task.
     #[allow(dead_code)]
     pub(crate) fn wake_cleaner(&self) {
         self.cleaner.nudge();

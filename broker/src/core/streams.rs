@@ -231,6 +231,7 @@ impl Core {
     ) -> impl Future<Output = Result<MarksAnswer, CoreError>> + Send + 'static {
         let deadline_after = i64::try_from(self.config.cleaner.erase_deadline_ms).unwrap_or(i64::MAX);
         let companion = self.snapshot_partition(topic, &key);
+        let cleaner = Arc::clone(&self.cleaner);
         self.change_marks(topic, key, "erase_stream", move |log, key| {
             let now = now_ms();
             let deadline = now.saturating_add(deadline_after);
@@ -240,6 +241,8 @@ impl Core {
                 // and erasing again (a no-op for the stream) finishes the job.
                 companion.erase_stream(key, now, deadline)?;
             }
+            // Idle cleaner threads look now, not at their next backoff round.
+            cleaner.nudge();
             Ok(state)
         })
     }

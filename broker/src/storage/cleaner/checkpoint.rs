@@ -81,7 +81,6 @@ pub(crate) fn read(disk: &dyn Disk, dir: &Path) -> Result<Option<i64>, StorageEr
     }
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // `clean` writes it (next commit)
 /// Replaces the checkpoint durably: aside, fdatasync, rename, directory sync.
 pub(crate) fn write(disk: &dyn Disk, dir: &Path, first_dirty_offset: i64) -> Result<(), StorageError> {
     let path = dir.join(CLEANER_CHECKPOINT_FILE_NAME);

@@ -382,7 +382,14 @@ impl Inner {
                 return Err(error);
             }
         }
-        // Committed: from here every failure poisons, and the next open rolls forward.
+        // Committed: from here every failure poisons, and the next open rolls forward. A
+        // panic too: the guard poisons the log while it unwinds (a stale journal must never
+        // meet a later swap's aside files, and the list may no longer match the directory).
+        let guard = PoisonOnUnwind {
+            inner: self,
+            base_offset,
+            armed: true,
+        };
         for segment in group {
             segment.keys.mark_replaced();
         }
@@ -443,6 +450,7 @@ impl Inner {
             ));
             return Err(error);
         }
+        guard.disarm();
         if self.seal_mode == SealMode::Background {
             key_index::enqueue(&segment, &self.index_context());
         }
@@ -497,4 +505,28 @@ pub(super) fn progress_in(records: &bytes::Bytes, offset: i64, cleaned: bool) ->
                 .any(|record| record.is_ok_and(|record| record.offset >= offset));
     }
     (progress, next)
+}
+
+/// Poisons the log if dropped while armed: a panic between a swap's commit and its end.
+struct PoisonOnUnwind<'a> {
+    inner: &'a Inner,
+    base_offset: i64,
+    armed: bool,
+}
+
+impl PoisonOnUnwind<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PoisonOnUnwind<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.poison(format!(
+                "the cleaner's swap at {} was interrupted after its commit",
+                self.base_offset
+            ));
+        }
+    }
 }

@@ -72,7 +72,13 @@ impl PartitionLog {
                     continue;
                 }
             };
-            let (progress, next) = super::clean::progress_in(&records, offset, segment.is_cleaned());
+            // Outside a cleaned segment every batch holds records for its whole range: what a
+            // read returns always holds one at or after `offset` (no walk on the hot path).
+            let (progress, next) = if segment.is_cleaned() {
+                super::clean::progress_in(&records, offset, true)
+            } else {
+                (true, from)
+            };
             if gathered.is_none() && progress {
                 outcome.records = records;
                 break;
