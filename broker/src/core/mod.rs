@@ -48,14 +48,6 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// Wakes the cleaner threads to look for work now (an erasure was just requested) rather
-    /// than at their next `cleaner.backoff_ms` round.
-    // core::streams::erase_stream nudges the cleaner itself, from its blocking task.
-    #[allow(dead_code)]
-    pub(crate) fn wake_cleaner(&self) {
-        self.cleaner.nudge();
-    }
-
     /// An online partition's log, or why it cannot be served: it does not exist, or it is
     /// offline because it could not be opened.
     pub(crate) fn partition(&self, topic: &str, partition: u32) -> Result<Arc<PartitionLog>, CoreError> {

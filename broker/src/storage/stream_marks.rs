@@ -176,8 +176,6 @@ pub(crate) struct PendingErasure {
     pub deadline_ms: i64,
 }
 
-// The cleaner (`storage/cleaner/`) is the user of most of these.
-#[allow(dead_code)]
 impl MarksSnapshot {
     fn new(table: MarksTable) -> Self {
         let erased = table.marks.values().filter(|mark| mark.state.erased).count();
@@ -203,10 +201,6 @@ impl MarksSnapshot {
     /// Whether a record of `key` at `offset` must go (below its truncation or erasure point).
     pub(crate) fn removes(&self, key: &[u8], offset: i64) -> bool {
         self.get(key).is_some_and(|mark| offset < mark.state.read_start())
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.table.marks.is_empty()
     }
 
     /// Whether any key is erased (and not re-opened) now.

@@ -185,20 +185,10 @@ impl PartitionLog {
                         .is_some_and(|horizon| now_ms >= horizon))
             };
             outcome.segments_read += group.len();
-            let Some(written) = rewrite::write_group(&context, group, &mut retain)? else {
-                outcome.bytes_read += group.iter().map(|segment| segment.end()).sum::<u64>();
-                continue;
-            };
-            outcome.bytes_read += written.bytes_read;
-            let (before, after, removed) =
-                (written.bytes_before, written.bytes_after, written.records_removed);
-            if inner.swap_in(group, written)? {
-                outcome.segments_written += 1;
-                outcome.bytes_before += before;
-                outcome.bytes_after += after;
-                outcome.records_removed += removed;
-            } else {
-                complete = false;
+            match inner.rewrite_and_swap(&context, group, &mut retain, outcome)? {
+                None => outcome.bytes_read += group.iter().map(|segment| segment.end()).sum::<u64>(),
+                Some(true) => {}
+                Some(false) => complete = false,
             }
         }
         if complete {
@@ -288,18 +278,7 @@ impl PartitionLog {
                 record.key.is_none_or(|key| !marks.removes(key, record.offset))
             };
             outcome.segments_read += 1;
-            let Some(written) = rewrite::write_group(&context, group, &mut retain)? else {
-                continue;
-            };
-            outcome.bytes_read += written.bytes_read;
-            let (before, after, removed) =
-                (written.bytes_before, written.bytes_after, written.records_removed);
-            if inner.swap_in(group, written)? {
-                outcome.segments_written += 1;
-                outcome.bytes_before += before;
-                outcome.bytes_after += after;
-                outcome.records_removed += removed;
-            }
+            inner.rewrite_and_swap(&context, group, &mut retain, outcome)?;
         }
         for erasure in &pending {
             let left = inner.segments_holding(&erasure.key, erasure.erase_before)?;
@@ -330,6 +309,31 @@ impl Inner {
                 deadline_ms: pending.deadline_ms,
             })
             .collect()
+    }
+
+    /// Rewrites `group` through `retain` and swaps the result in, counting what it did in
+    /// `outcome`. `None`: the group needed no rewrite; `Some(false)`: the list changed
+    /// meanwhile and nothing was swapped (see [`Self::swap_in`]).
+    fn rewrite_and_swap(
+        &self,
+        context: &RewriteContext<'_>,
+        group: &[Arc<Segment>],
+        retain: &mut rewrite::Retain<'_>,
+        outcome: &mut CleanOutcome,
+    ) -> Result<Option<bool>, StorageError> {
+        let Some(written) = rewrite::write_group(context, group, retain)? else {
+            return Ok(None);
+        };
+        outcome.bytes_read += written.bytes_read;
+        let (before, after, removed) = (written.bytes_before, written.bytes_after, written.records_removed);
+        let swapped = self.swap_in(group, written)?;
+        if swapped {
+            outcome.segments_written += 1;
+            outcome.bytes_before += before;
+            outcome.bytes_after += after;
+            outcome.records_removed += removed;
+        }
+        Ok(Some(swapped))
     }
 
     /// Replaces `group` (consecutive closed segments of the list) by the cleaned segment

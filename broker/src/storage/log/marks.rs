@@ -202,19 +202,19 @@ impl PartitionLog {
     }
 
     /// The marks now, for the cleaner (see [`Inner::marks_snapshot`]).
-    #[allow(dead_code)] // the cleaner's
+    #[cfg(test)]
     pub(crate) fn marks_snapshot(&self) -> MarksSnapshot {
         self.inner.marks_snapshot()
     }
 
     /// See [`Inner::segments_holding`].
-    #[allow(dead_code)] // the cleaner's
+    #[cfg(test)]
     pub(crate) fn segments_holding(&self, key: &[u8], before: i64) -> Result<SegmentsHolding, StorageError> {
         self.inner.segments_holding(key, before)
     }
 
     /// See [`Inner::erasure_done`].
-    #[allow(dead_code)] // the cleaner's
+    #[cfg(test)]
     pub(crate) fn erasure_done(
         &self,
         key: &[u8],
@@ -225,7 +225,6 @@ impl PartitionLog {
     }
 }
 
-#[allow(dead_code)] // the cleaner uses what the log itself does not
 impl Inner {
     pub(crate) fn marks_snapshot(&self) -> MarksSnapshot {
         self.marks.snapshot()
