@@ -14,32 +14,7 @@
 'use strict'
 
 const { Kafka, Partitioners, logLevel } = require('kafkajs')
-
-function parseArgs(argv) {
-  const [command, ...rest] = argv
-  const options = {}
-  for (let i = 0; i < rest.length; i++) {
-    const name = rest[i]
-    if (!name.startsWith('--')) throw new Error(`unexpected argument ${name}`)
-    const next = rest[i + 1]
-    if (next === undefined || next.startsWith('--')) {
-      options[name.slice(2)] = true
-    } else {
-      options[name.slice(2)] = next
-      i++
-    }
-  }
-  return { command, options }
-}
-
-function emit(event, fields = {}) {
-  process.stdout.write(JSON.stringify({ event, ...fields }) + '\n')
-}
-
-const stderrLogCreator = () => ({ namespace, label, log }) => {
-  const { message, ...extra } = log
-  process.stderr.write(`[kafkajs ${label} ${namespace}] ${message} ${JSON.stringify(extra)}\n`)
-}
+const { parseArgs, emit, stderrLogCreator } = require('./common')
 
 async function append(options) {
   const kafka = new Kafka({

@@ -22,32 +22,10 @@
 'use strict'
 
 const { Kafka, Partitioners, CompressionTypes, CompressionCodecs, logLevel } = require('kafkajs')
+const { parseArgs, required, emit, stderrLogCreator } = require('./common')
 const SnappyCodec = require('kafkajs-snappy')
 
 CompressionCodecs[CompressionTypes.Snappy] = SnappyCodec
-
-function parseArgs(argv) {
-  const [command, ...rest] = argv
-  const options = {}
-  for (let i = 0; i < rest.length; i++) {
-    const name = rest[i]
-    if (!name.startsWith('--')) throw new Error(`unexpected argument ${name}`)
-    const next = rest[i + 1]
-    if (next === undefined || next.startsWith('--')) {
-      options[name.slice(2)] = true
-    } else {
-      options[name.slice(2)] = next
-      i++
-    }
-  }
-  return { command, options }
-}
-
-function required(options, name) {
-  const value = options[name]
-  if (value === undefined || value === true) throw new Error(`--${name} is required`)
-  return value
-}
 
 // `0:5,1:7` -> Map{0 => 5, 1 => 7}
 function partitionMap(text) {
@@ -59,16 +37,6 @@ function partitionMap(text) {
     map.set(partition, offset)
   }
   return map
-}
-
-function emit(event, fields = {}) {
-  process.stdout.write(JSON.stringify({ event, ...fields }) + '\n')
-}
-
-// kafkajs logs to stdout by default; stdout is for results, so its log goes to stderr.
-const stderrLogCreator = () => ({ namespace, label, log }) => {
-  const { message, ...extra } = log
-  process.stderr.write(`[kafkajs ${label} ${namespace}] ${message} ${JSON.stringify(extra)}\n`)
 }
 
 function client(options) {
