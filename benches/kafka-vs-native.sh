@@ -38,7 +38,8 @@
 #                      1), each a share of the records, for more generator headroom
 #
 # Per run it records the wall-clock rate (the tool's summary line), the tool's CPU (user+sys,
-# bash `time`) and the broker's (utime+stime from /proc/PID/stat around the run), so the
+# bash `time`) and the broker's (its threads' nanoseconds from /proc/PID/task/*/schedstat
+# around the run; utime+stime ticks from /proc/PID/stat if a thread ended meanwhile), so the
 # table shows how much of the 2 cores each side used and the broker's CPU per record. The
 # last column compares the listeners without the tools: records per broker CPU second,
 # Kafka over native (1.00: the Kafka listener costs the broker what the native one does).
@@ -172,6 +173,32 @@ broker_cpu_ticks() { # utime + stime of the broker (fields 14 and 15; the name h
   awk '{ print $14 + $15 }' "/proc/$broker_pid/stat"
 }
 
+# broker_threads_cpu FILE: "tid nanoseconds" of every live broker thread (schedstat's first
+# field), to FILE: /proc/PID/stat counts in 10 ms ticks, a few percent of a 100 B run.
+broker_threads_cpu() {
+  local task ns
+  for task in /proc/"$broker_pid"/task/*; do
+    # A thread ending under us has no schedstat any more: leave it out (then it counts as
+    # ended, and the ticks are used).
+    ns=$(cut -d' ' -f1 "$task/schedstat" 2>/dev/null) || continue
+    [ -n "$ns" ] && echo "${task##*/} $ns"
+  done >"$1" || true
+}
+
+# broker_cpu_s BEFORE AFTER TICKS_BEFORE TICKS_AFTER: the broker's CPU seconds between two
+# samples, from the per-thread nanoseconds; from the ticks if a thread ended in between (its
+# nanoseconds went with it).
+broker_cpu_s() {
+  awk -v tb="$3" -v ta="$4" -v t="$ticks" '
+    FNR == NR { before[$1] = $2; next }
+    { after[$1] = $2 }
+    END {
+      for (tid in before) if (!(tid in after)) { printf "%.3f", (ta - tb) / t; exit }
+      for (tid in after) sum += after[tid] - (tid in before ? before[tid] : 0)
+      printf "%.3f", sum / 1e9
+    }' "$1" "$2"
+}
+
 settle_page_cache() {
   sync
   if [ -w /proc/sys/vm/drop_caches ]; then
@@ -186,6 +213,7 @@ measure() {
   shift 2
   local before after summary times throttle_before throttle_after
   throttle_before=$(cgroup_throttle)
+  broker_threads_cpu "$work/threads-before"
   before=$(broker_cpu_ticks)
   times="$work/times"
   summary=$( { TIMEFORMAT='%R %U %S'; time $tool_cpus "$@" 2>"$work/tool.err" | tail -n 1; } 2>"$times" ) || {
@@ -193,12 +221,15 @@ measure() {
     return 1
   }
   after=$(broker_cpu_ticks)
+  broker_threads_cpu "$work/threads-after"
   throttle_after=$(cgroup_throttle)
-  awk -v label="$label" -v summary="$summary" -v b="$before" -v a="$after" -v t="$ticks" -v n="$records" \
+  local broker_s
+  broker_s=$(broker_cpu_s "$work/threads-before" "$work/threads-after" "$before" "$after")
+  awk -v label="$label" -v summary="$summary" -v broker_s="$broker_s" \
     -v tb="$throttle_before" -v ta="$throttle_after" \
     '{ split(tb, x, " "); split(ta, y, " "); periods = y[1] - x[1]
        printf "%s %s wall_s=%.3f tool_cpu_s=%.3f broker_cpu_s=%.3f throttled=%.2f\n", label, summary, $1, $2 + $3,
-         (a - b) / t, (periods > 0 ? (y[2] - x[2]) / periods : 0) }' "$times"
+         broker_s, (periods > 0 ? (y[2] - x[2]) / periods : 0) }' "$times"
 }
 
 # Two generators at once, each with half the records; prints the aggregate like `measure`.
