@@ -10,6 +10,8 @@
 # size either way. Prints one line per run and a table of medians with the ratio Kafka/native.
 #
 # Usage: benches/kafka-vs-native.sh [RUNS] [RECORDS_1K] [RECORDS_100B]   (defaults 3 1000000 3000000)
+#   The issue 7 §4 run, broker-bound (as root, on a quiet machine; see docs/benchmarks.md):
+#   NO_BUILD=1 CAP=0.4 CAP_100B=0.1 PARTITIONS=1 benches/kafka-vs-native.sh 3
 #   PARTITIONS="1 8"   partition counts to measure (default "1 8")
 #   FLUSH=always       broker flush policy (default never: the listener's own cost shows most)
 #   TWO=1              also run two Kafka generators at once (half the records each, one
@@ -23,9 +25,23 @@
 #   NO_BUILD=1         use the binaries already built
 #   PIN=1              pin the broker to CPU 0 and every tool to CPU 1 (taskset), so neither
 #                      side takes the other's core: a tool at 1.00 core is the bottleneck
+#   CAP=FRACTION       run the broker in a CPU-capped cgroup (e.g. CAP=0.25: a quarter of one
+#                      core, whatever its threads), so the broker, not a generator, is the limit:
+#                      with both tools well below a core and the broker at its cap (the table's
+#                      "throttled" column: the share of the cgroup's periods in which the broker
+#                      used up its quota), the records/s ratio measures the listeners on equal
+#                      CPU. Tools stay unpinned (both cores) unless PIN=1. cgroup v1's cpu
+#                      controller (cpu.cfs_quota_us) or v2's (cpu.max); fails if neither works.
+#   CAP_100B=FRACTION  the cap for the 100 B rounds (default: CAP), when a generator needs a
+#                      lower broker rate to stay below a core at 100 B
+#   CAP_PERIOD_US=N    the cgroup's period (default 20000: the quota comes in 20 ms slices, so
+#                      a capped broker stalls for at most 20 ms at a time)
+#   INSTANCES=N        kafka-load runs N librdkafka clients on threads in one process (default
+#                      1), each a share of the records, for more generator headroom
 #
 # Per run it records the wall-clock rate (the tool's summary line), the tool's CPU (user+sys,
-# bash `time`) and the broker's (utime+stime from /proc/PID/stat around the run), so the
+# bash `time`) and the broker's (its threads' nanoseconds from /proc/PID/task/*/schedstat
+# around the run; utime+stime ticks from /proc/PID/stat if a thread ended meanwhile), so the
 # table shows how much of the 2 cores each side used and the broker's CPU per record. The
 # last column compares the listeners without the tools: records per broker CPU second,
 # Kafka over native (1.00: the Kafka listener costs the broker what the native one does).
@@ -55,6 +71,17 @@ if [ -n "${PIN:-}" ]; then
   broker_cpus="taskset -c 0"
   tool_cpus="taskset -c 1"
 fi
+cap=${CAP:-}
+cap_100=${CAP_100B:-$cap}
+cap_period_us=${CAP_PERIOD_US:-20000}
+instances=${INSTANCES:-1}
+if [ -z "$cap" ] && [ -n "${CAP_100B:-}" ]; then
+  echo "CAP_100B needs CAP" >&2
+  exit 2
+fi
+# The capped broker's cgroup: its directory and which interface (v1 or v2) it speaks.
+cgroup=
+cgroup_version=
 
 if [ -z "${NO_BUILD:-}" ]; then
   nice -n 10 cargo build --release --bins -p tidelog-broker -p tidelog-client >&2
@@ -68,11 +95,76 @@ stop_broker() {
     broker_pid=
   fi
 }
-trap 'stop_broker; rm -rf "$work"' EXIT
+remove_cgroup() { # only once its process has gone: a cgroup with members cannot be removed
+  if [ -n "$cgroup" ]; then
+    rmdir "$cgroup" 2>/dev/null || echo "could not remove the cgroup $cgroup" >&2
+    cgroup=
+  fi
+}
+trap 'stop_broker; remove_cgroup; rm -rf "$work"' EXIT
+
+# make_cgroup: a fresh cgroup with a cpu controller, from /proc/self/mountinfo: cgroup v1's
+# cpu hierarchy (an fstype "cgroup" mount whose options name cpu), else a v2 hierarchy with
+# cpu among its controllers. Sets cgroup and cgroup_version, or fails the run.
+make_cgroup() {
+  local v1 v2
+  v1=$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") break
+              if ($(i + 1) == "cgroup" && ("," $(i + 3) ",") ~ /,cpu,/) { print $5; exit } }' /proc/self/mountinfo)
+  v2=$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") break
+              if ($(i + 1) == "cgroup2") { print $5; exit } }' /proc/self/mountinfo)
+  if [ -n "$v1" ] && [ -w "$v1/cgroup.procs" ]; then
+    cgroup="$v1/kafka-vs-native-$$"
+    cgroup_version=1
+    mkdir "$cgroup"
+    echo "$cap_period_us" >"$cgroup/cpu.cfs_period_us"
+  elif [ -n "$v2" ] && grep -qw cpu "$v2/cgroup.controllers" 2>/dev/null; then
+    # A v2 child gets the cpu controller only if its parent hands it down.
+    grep -qw cpu "$v2/cgroup.subtree_control" || echo +cpu >"$v2/cgroup.subtree_control"
+    cgroup="$v2/kafka-vs-native-$$"
+    cgroup_version=2
+    mkdir "$cgroup"
+  else
+    echo "CAP=$cap: no writable cgroup cpu controller (v1 cpu.cfs_quota_us or v2 cpu.max) in /proc/self/mountinfo" >&2
+    exit 2
+  fi
+}
+
+# set_cap FRACTION: the broker's quota, FRACTION of one core per period.
+set_cap() {
+  local quota
+  quota=$(awk -v f="$1" -v p="$cap_period_us" 'BEGIN { q = int(f * p + 0.5); if (q < 1000 || f <= 0) exit 1; print q }') || {
+    echo "cap $1 is below the kernel's 1 ms quota per $cap_period_us us period" >&2
+    exit 2
+  }
+  if [ "$cgroup_version" = 1 ]; then
+    echo "$quota" >"$cgroup/cpu.cfs_quota_us"
+  else
+    echo "$quota $cap_period_us" >"$cgroup/cpu.max"
+  fi
+}
+
+# cgroup_throttle: "periods throttled" so far (cpu.stat, the same two counters in v1 and v2).
+cgroup_throttle() {
+  if [ -n "$cgroup" ]; then
+    awk '$1 == "nr_periods" { p = $2 } $1 == "nr_throttled" { t = $2 } END { print p + 0, t + 0 }' "$cgroup/cpu.stat"
+  else
+    echo "0 0"
+  fi
+}
+
+if [ -n "$cap" ]; then
+  make_cgroup
+  set_cap "$cap"
+fi
 
 $broker_cpus "$bin/tidelogd" --data-dir "$work/data" --listen "$native" --flush "$flush" \
   --kafka-listen "$kafka" --kafka-advertised "$kafka" 2>"$work/broker.log" &
 broker_pid=$!
+if [ -n "$cgroup" ]; then
+  # cgroup.procs moves the whole process, every thread it has and will have.
+  echo "$broker_pid" >"$cgroup/cgroup.procs" || { echo "cannot put the broker into $cgroup" >&2; exit 2; }
+  grep -qx "$broker_pid" "$cgroup/cgroup.procs" || { echo "the broker is not in $cgroup" >&2; exit 2; }
+fi
 for _ in $(seq 1 100); do
   "$bin/tidelog" --broker "$native" topic list >/dev/null 2>&1 && break
   sleep 0.1
@@ -83,6 +175,32 @@ broker_cpu_ticks() { # utime + stime of the broker (fields 14 and 15; the name h
   awk '{ print $14 + $15 }' "/proc/$broker_pid/stat"
 }
 
+# broker_threads_cpu FILE: "tid nanoseconds" of every live broker thread (schedstat's first
+# field), to FILE: /proc/PID/stat counts in 10 ms ticks, a few percent of a 100 B run.
+broker_threads_cpu() {
+  local task ns
+  for task in /proc/"$broker_pid"/task/*; do
+    # A thread ending under us has no schedstat any more: leave it out (then it counts as
+    # ended, and the ticks are used).
+    ns=$(cut -d' ' -f1 "$task/schedstat" 2>/dev/null) || continue
+    [ -n "$ns" ] && echo "${task##*/} $ns"
+  done >"$1" || true
+}
+
+# broker_cpu_s BEFORE AFTER TICKS_BEFORE TICKS_AFTER: the broker's CPU seconds between two
+# samples, from the per-thread nanoseconds; from the ticks if a thread ended in between (its
+# nanoseconds went with it).
+broker_cpu_s() {
+  awk -v tb="$3" -v ta="$4" -v t="$ticks" '
+    FNR == NR { before[$1] = $2; next }
+    { after[$1] = $2 }
+    END {
+      for (tid in before) if (!(tid in after)) { printf "%.3f", (ta - tb) / t; exit }
+      for (tid in after) sum += after[tid] - (tid in before ? before[tid] : 0)
+      printf "%.3f", sum / 1e9
+    }' "$1" "$2"
+}
+
 settle_page_cache() {
   sync
   if [ -w /proc/sys/vm/drop_caches ]; then
@@ -90,11 +208,14 @@ settle_page_cache() {
   fi
 }
 
-# measure LABEL RECORDS CMD...: runs CMD, prints "LABEL <summary> tool_cpu_s=U broker_cpu_s=B wall_s=W".
+# measure LABEL RECORDS CMD...: runs CMD, prints "LABEL <summary> wall_s=W tool_cpu_s=U
+# broker_cpu_s=B throttled=T" (T: the share of the cgroup's periods the broker was throttled in).
 measure() {
   local label=$1 records=$2
   shift 2
-  local before after summary times
+  local before after summary times throttle_before throttle_after
+  throttle_before=$(cgroup_throttle)
+  broker_threads_cpu "$work/threads-before"
   before=$(broker_cpu_ticks)
   times="$work/times"
   summary=$( { TIMEFORMAT='%R %U %S'; time $tool_cpus "$@" 2>"$work/tool.err" | tail -n 1; } 2>"$times" ) || {
@@ -102,8 +223,15 @@ measure() {
     return 1
   }
   after=$(broker_cpu_ticks)
-  awk -v label="$label" -v summary="$summary" -v b="$before" -v a="$after" -v t="$ticks" -v n="$records" \
-    '{ printf "%s %s wall_s=%.3f tool_cpu_s=%.3f broker_cpu_s=%.3f\n", label, summary, $1, $2 + $3, (a - b) / t }' "$times"
+  broker_threads_cpu "$work/threads-after"
+  throttle_after=$(cgroup_throttle)
+  local broker_s
+  broker_s=$(broker_cpu_s "$work/threads-before" "$work/threads-after" "$before" "$after")
+  awk -v label="$label" -v summary="$summary" -v broker_s="$broker_s" \
+    -v tb="$throttle_before" -v ta="$throttle_after" \
+    '{ split(tb, x, " "); split(ta, y, " "); periods = y[1] - x[1]
+       printf "%s %s wall_s=%.3f tool_cpu_s=%.3f broker_cpu_s=%.3f throttled=%.2f\n", label, summary, $1, $2 + $3,
+         broker_s, (periods > 0 ? (y[2] - x[2]) / periods : 0) }' "$times"
 }
 
 # Two generators at once, each with half the records; prints the aggregate like `measure`.
@@ -126,7 +254,9 @@ measure_two() {
 
 results="$work/results"
 : >"$results"
-echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, pinned=${PIN:-no}, uptime: $(uptime)" >&2
+caps=none
+[ -n "$cap" ] && caps="$cap of a core (100 B: $cap_100), period ${cap_period_us} us, cgroup v$cgroup_version"
+echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, pinned=${PIN:-no}, broker cap: $caps, kafka-load instances: $instances, uptime: $(uptime)" >&2
 round=0
 for run in $(seq 1 "$runs"); do
   for partitions in $partitions_list; do
@@ -135,6 +265,9 @@ for run in $(seq 1 "$runs"); do
       [ "$size" = 100 ] && records=$records_100
       key="p$partitions-s$size"
       round=$((round + 1))
+      if [ -n "$cap" ]; then
+        if [ "$size" = 100 ]; then set_cap "$cap_100"; else set_cap "$cap"; fi
+      fi
       tn="n-$key-$run"
       tk="k-$key-$run"
       "$bin/tidelog" --broker "$native" topic create "$tn" --partitions "$partitions" >/dev/null
@@ -146,7 +279,7 @@ for run in $(seq 1 "$runs"); do
       }
       produce_kafka() {
         measure "produce kafka $key" "$records" "$load" --bootstrap "$kafka" produce "$tk" \
-          --records "$records" --record-size "$size"
+          --records "$records" --record-size "$size" --instances "$instances"
       }
       consume_native() {
         measure "consume native $key" "$records" "$bin/tidelog" --broker "$native" perf consume "$tn" \
@@ -154,7 +287,7 @@ for run in $(seq 1 "$runs"); do
       }
       consume_kafka() {
         measure "consume kafka $key" "$records" "$load" --bootstrap "$kafka" consume "$tn" \
-          --records "$records"
+          --records "$records" --instances "$instances"
       }
       # The page cache is settled once before both produces: dropping it between them would
       # evict the topic the consumes read (they must read from memory, as in perf-matrix.sh).
@@ -184,16 +317,25 @@ done
 echo "# done $(date -u '+%T') UTC, uptime: $(uptime)" >&2
 
 # The table: per workload the median records/s of each listener, the median of the per-round
-# ratios, and CPU (cores used = CPU seconds / wall seconds; broker CPU per record).
+# ratios, and CPU (cores used = CPU seconds / measured seconds; broker CPU per record).
 echo
 echo "Medians of $runs rounds, flush=$flush, pinned=${PIN:-no}. kafka/native: records/s through each listener"
-echo "(each tool's own rate). Cores: CPU seconds over wall seconds of the tool and of the broker; a"
+echo "(each tool's own rate). Cores: CPU seconds of the tool and of the broker over the measured"
+echo "seconds (records / rate; the tool's start-up CPU included, so its figure errs high); a"
 echo "tool near 1.00 core (or near 2.00 with the broker) is the limit, not the listener. Broker"
 echo "capacity: records per broker CPU second, Kafka over native, the comparison no tool limits."
 echo
-echo "| workload | partitions | record | native records/s | kafka records/s | kafka/native | native: tool, broker cores | kafka: tool, broker cores | broker ns/record native, kafka | broker capacity kafka/native |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
-awk '
+if [ -n "$cap" ]; then
+  echo "Broker capped at $caps: broker cores at the cap say the broker was the limit. Throttled:"
+  echo "the share of the periods the broker was runnable in that it spent its whole quota."
+  echo
+  echo "| workload | partitions | record | native records/s | kafka records/s | kafka/native | native: tool, broker cores | kafka: tool, broker cores | broker ns/record native, kafka | broker capacity kafka/native | broker throttled native, kafka |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+else
+  echo "| workload | partitions | record | native records/s | kafka records/s | kafka/native | native: tool, broker cores | kafka: tool, broker cores | broker ns/record native, kafka | broker capacity kafka/native |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+fi
+awk -v capped="$cap" '
   function field(name,   i, kv) {
     for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
     return ""
@@ -205,11 +347,15 @@ awk '
   }
   $2 == "native" || $2 == "kafka" {
     k = $1 " " $3; side = $2; seen[k] = 1
-    rate = field("records_per_s"); wall = field("wall_s")
+    # Cores over the measured seconds (records / rate): kafka-load starts its clock after
+    # librdkafka has started (about 0.5 s), so over wall seconds it would look idle. Start-up
+    # CPU stays in the tool figure, which so errs high.
+    rate = field("records_per_s"); measured = field("records") / rate
     rates[k, side] = rates[k, side] " " rate
-    tool[k, side] = tool[k, side] " " field("tool_cpu_s") / wall
-    broker[k, side] = broker[k, side] " " field("broker_cpu_s") / wall
+    tool[k, side] = tool[k, side] " " field("tool_cpu_s") / measured
+    broker[k, side] = broker[k, side] " " field("broker_cpu_s") / measured
     per[k, side] = per[k, side] " " field("broker_cpu_s") * 1e9 / field("records")
+    throttled[k, side] = throttled[k, side] " " field("throttled")
     count[k, side]++
     last[k, side] = rate
     if (side == "kafka") kafka_rates[k, count[k, side]] = rate
@@ -221,10 +367,12 @@ awk '
       for (i = 1; i <= count[k, "kafka"]; i++) ratios = ratios " " kafka_rates[k, i] / native_rates[k, i]
       split(k, parts, " "); split(parts[2], ps, "-")
       pn = median(per[k, "native"]); pk = median(per[k, "kafka"])
-      printf "| %s | %s | %s B | %.0f | %.0f | %.2f | %.2f, %.2f | %.2f, %.2f | %.0f, %.0f | %s |\n", parts[1], substr(ps[1], 2), substr(ps[2], 2),
+      printf "| %s | %s | %s B | %.0f | %.0f | %.2f | %.2f, %.2f | %.2f, %.2f | %.0f, %.0f | %s |", parts[1], substr(ps[1], 2), substr(ps[2], 2),
         median(rates[k, "native"]), median(rates[k, "kafka"]), median(ratios),
         median(tool[k, "native"]), median(broker[k, "native"]), median(tool[k, "kafka"]), median(broker[k, "kafka"]),
         pn, pk, (pk > 0 ? sprintf("%.2f", pn / pk) : "-")
+      if (capped != "") printf " %.2f, %.2f |", median(throttled[k, "native"]), median(throttled[k, "kafka"])
+      printf "\n"
     }
   }' "$results" | sort
 if [ -n "${TWO:-}" ]; then

@@ -43,9 +43,12 @@ impl Driver {
         }
     }
 
-    /// Runs a command that must succeed (exit 0, no `error` event).
+    /// Runs a command that must succeed (exit 0, no `error` event). A group leader that
+    /// assigned without the topic's metadata fails it first: that is why such a run times out
+    /// when it does.
     pub fn run_ok(&self, bootstrap: SocketAddr, command: &str, args: &[&str]) -> ScriptRun {
         let run = self.run(bootstrap, command, args);
+        check_assigned_with_metadata(*self, &run);
         run.assert_success();
         assert!(
             run.events_named("error").is_empty(),
@@ -62,6 +65,17 @@ impl Driver {
             Driver::Confluent { .. } | Driver::KafkaPython => &["gzip", "snappy", "lz4", "zstd"],
         }
     }
+}
+
+/// A group's leader must never assign without the subscribed topic's metadata. kafka-python
+/// reports each time it does as an `assignor_warning` (tests/clients/python/kafka_python.py).
+/// Such an assignment gives every member nothing, and the metadata-triggered rejoin that
+/// follows is one kafka-python can lose, stranding a member.
+fn check_assigned_with_metadata(driver: Driver, run: &ScriptRun) {
+    assert!(
+        run.events_named("assignor_warning").is_empty(),
+        "{driver:?}: the group's leader assigned partitions without the topic's metadata:\n{run}"
+    );
 }
 
 /// One record a produce run reported.
@@ -598,8 +612,9 @@ pub fn topic_lifecycle(driver: Driver, bootstrap: SocketAddr, topic: &str, group
 }
 
 /// The group part alone: a topic of 3 partitions with records from acks=all, a group of two
-/// with manual commits, then a restarted consumer resuming exactly at the commits. For group
-/// protocols the full [`topic_lifecycle`] already covers otherwise (KIP-848).
+/// with manual commits, then a restarted consumer resuming exactly at the commits. The group
+/// forms moments after the topic is created. Used for group protocols the full
+/// [`topic_lifecycle`] already covers otherwise (KIP-848), and for that race.
 pub fn group_lifecycle(driver: Driver, bootstrap: SocketAddr, topic: &str, group: &str) {
     const PARTITIONS: u32 = 3;
     create_topic(driver, bootstrap, topic, PARTITIONS);

@@ -1,7 +1,10 @@
 //! kafka-python 3.0.12 (tests/clients/python/kafka_python.py) against the real `tidelogd`'s
-//! Kafka listener: the cluster it sees, and a topic's whole life (tidelog_e2e::kafka_scenario).
+//! Kafka listener: the cluster it sees, a topic's whole life, and a group formed right after
+//! its topic (tidelog_e2e::kafka_scenario).
 
-use tidelog_e2e::kafka_scenario::{check_cluster, create_and_delete_topic, topic_lifecycle, Driver};
+use tidelog_e2e::kafka_scenario::{
+    check_cluster, create_and_delete_topic, group_lifecycle, topic_lifecycle, Driver,
+};
 use tidelog_e2e::{BrokerProcess, TestDir};
 
 #[test]
@@ -28,4 +31,24 @@ fn kafka_python_creates_a_topic_of_three_partitions_and_deletes_it() {
     let dir = TestDir::new("kafka_python_create_delete");
     let broker = BrokerProcess::start_with_kafka(&dir.data_dir(), &[]);
     create_and_delete_topic(Driver::KafkaPython, broker.kafka_addr(), "kafka-python-created");
+}
+
+/// A group that forms right after its topic is created. Its leader must assign the topic's
+/// partitions at the first rebalance, not nothing. kafka-python asks for a new subscription's
+/// metadata only after 100 ms, and a Tidelog group forms sooner (there is no initial rebalance
+/// delay). An empty first assignment is followed by a rejoin when the metadata arrives, and
+/// kafka-python can lose that rejoin: the member stops heartbeating, its session times out and
+/// it spins. That was the lifecycle test's intermittent failure. The driver now fetches the
+/// topic's metadata after subscribing (kafka_python.py `subscribe`). Each member must still
+/// own partitions, consume everything and resume exactly at the commits.
+#[test]
+fn kafka_python_group_formed_right_after_create_topic_assigns_with_the_topic_metadata() {
+    let dir = TestDir::new("kafka_python_fresh_group");
+    let broker = BrokerProcess::start_with_kafka(&dir.data_dir(), &[]);
+    group_lifecycle(
+        Driver::KafkaPython,
+        broker.kafka_addr(),
+        "python-fresh",
+        "python-fresh-group",
+    );
 }

@@ -2,10 +2,13 @@
 //! named), through one `BaseConsumer` with a manual assignment: no group coordination in the
 //! measurement, as `tidelog perf consume` without `--group`.
 
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use hdrhistogram::Histogram;
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -47,9 +50,28 @@ pub struct ConsumeArgs {
     /// `check.crcs`: librdkafka's default is off; `tidelog perf consume` checks them.
     #[arg(long)]
     check_crcs: bool,
+    /// Consumers (each its own librdkafka client, connection and threads) reading at once
+    /// from threads of this process, each a share of --records from its own stretch of the
+    /// partitions: consumer i starts at offset (the records of consumers before it) / (the
+    /// partitions read) of every partition. One librdkafka consumer hands out one record per
+    /// poll, which limits it at 100 B before a broker does.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    instances: u64,
+}
+
+/// What one consumer read, and when its first and last record arrived.
+struct Read {
+    records: u64,
+    bytes: u64,
+    first: Option<Instant>,
+    last: Instant,
+    latency: Histogram<u64>,
 }
 
 pub fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<String> {
+    if args.instances == 0 || args.instances > args.records.max(1) {
+        bail!("--instances must be between 1 and --records");
+    }
     // A group id is needed for an assignment; nothing is committed and no group is joined.
     let mut config = common.config();
     config
@@ -98,19 +120,100 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<String> {
     });
     config.set("max.partition.fetch.bytes", partition_fetch_max_bytes.to_string());
     common.apply_properties(&mut config)?;
+
+    // Every consumer is created before any is assigned (assigning starts its fetches); the
+    // clock runs from the first record any of them got to the last record of the last one.
+    let shares = crate::report::shares(args.records, args.instances);
+    let start_line = Barrier::new(shares.len());
+    let (config, read, start_line) = (&config, &read, &start_line);
+    let results: Vec<anyhow::Result<Read>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = shares
+            .iter()
+            .scan(0u64, |before, &records| {
+                let first_offset = *before / read.len() as u64;
+                *before += records;
+                Some((first_offset, records))
+            })
+            .map(|(first_offset, records)| {
+                scope.spawn(move || {
+                    // A failed start must still reach the start line, or the others wait.
+                    let consumer = start(config, args, read, first_offset);
+                    start_line.wait();
+                    read_records(&consumer?, args, records)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a consumer thread panicked")))
+            })
+            .collect()
+    });
+    let mut total = Read {
+        records: 0,
+        bytes: 0,
+        first: None,
+        last: Instant::now(),
+        latency: histogram()?,
+    };
+    let mut last = None::<Instant>;
+    for result in results {
+        let one = result?;
+        total.records += one.records;
+        total.bytes += one.bytes;
+        total.first = match (total.first, one.first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        last = Some(last.map_or(one.last, |last| last.max(one.last)));
+        total
+            .latency
+            .add(&one.latency)
+            .context("cannot merge the latency histograms")?;
+    }
+    let elapsed = match (total.first, last) {
+        (Some(first), Some(last)) => last.saturating_duration_since(first),
+        _ => Duration::ZERO,
+    };
+    Ok(summary(total.records, total.bytes, elapsed, &total.latency))
+}
+
+/// One consumer assigned `read` from `first_offset` of each partition (0: the beginning).
+fn start(
+    config: &ClientConfig,
+    args: &ConsumeArgs,
+    read: &[i32],
+    first_offset: u64,
+) -> anyhow::Result<BaseConsumer<LoadContext>> {
     let consumer: BaseConsumer<LoadContext> = config
         .create_with_context(LoadContext::new()?)
         .context("cannot create the librdkafka consumer")?;
+    let offset = if first_offset == 0 {
+        Offset::Beginning
+    } else {
+        Offset::Offset(i64::try_from(first_offset).context("offset out of range")?)
+    };
     let mut assignment = TopicPartitionList::new();
-    for partition in &read {
+    for partition in read {
         assignment
-            .add_partition_offset(&args.topic, *partition, Offset::Beginning)
+            .add_partition_offset(&args.topic, *partition, offset)
             .context("cannot build the assignment")?;
     }
     consumer
         .assign(&assignment)
         .context("cannot assign the partitions")?;
+    Ok(consumer)
+}
 
+/// Polls `wanted` records out of `consumer`.
+fn read_records(
+    consumer: &BaseConsumer<LoadContext>,
+    args: &ConsumeArgs,
+    wanted: u64,
+) -> anyhow::Result<Read> {
     // Polls without a record allowed in a row before giving up (each waits POLL_WAIT): no
     // clock is read per record.
     let idle_polls_max = args.timeout_ms.div_ceil(POLL_WAIT.as_millis() as u64).max(1);
@@ -123,7 +226,7 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<String> {
     // throughput; `tidelog perf consume` starts in a few milliseconds.
     let mut start = None;
     let mut until_sample = 0u64;
-    while records < args.records {
+    while records < wanted {
         // One poll in LATENCY_SAMPLE_EVERY is timed: two clock reads per record were a tenth
         // of the generator's CPU at 1 KiB.
         let timed = if until_sample == 0 {
@@ -151,14 +254,18 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<String> {
                 idle_polls += 1;
                 if idle_polls >= idle_polls_max {
                     bail!(
-                        "only {records} of {} records arrived; none for {} ms",
-                        args.records,
+                        "only {records} of {wanted} records arrived; none for {} ms",
                         args.timeout_ms
                     );
                 }
             }
         }
     }
-    let elapsed = start.map_or(Duration::ZERO, |start| start.elapsed());
-    Ok(summary(records, bytes, elapsed, &latency))
+    Ok(Read {
+        records,
+        bytes,
+        first: start,
+        last: Instant::now(),
+        latency,
+    })
 }

@@ -9,15 +9,17 @@
 //! when the queue is full.
 
 use std::sync::atomic::Ordering;
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
 use crate::context::{Common, LoadContext};
-use crate::report::{payload, summary};
+use crate::report::{histogram, payload, summary};
 use crate::Compression;
 
 /// How long metadata, and the final flush, may take before the run fails.
@@ -80,6 +82,18 @@ pub struct ProduceArgs {
     /// Measure latency on one record in this many.
     #[arg(long, default_value_t = 64, value_name = "N")]
     latency_sample_every: u64,
+    /// Producers (each its own librdkafka client, connection and threads) sending at once
+    /// from threads of this process, each a share of --records: one librdkafka producer's
+    /// application thread fills batches slower than a broker can take them at 100 B.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    instances: u64,
+}
+
+/// One producer, started and warmed up, waiting for the clock.
+struct Ready {
+    producer: ThreadedProducer<LoadContext>,
+    used: i32,
+    records: u64,
 }
 
 pub fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<String> {
@@ -89,6 +103,56 @@ pub fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<String> {
     if args.idempotence && args.acks != Acks::All {
         bail!("--idempotence true needs --acks all (librdkafka's rule); pass --idempotence false");
     }
+    if args.instances == 0 || args.instances > args.records.max(1) {
+        bail!("--instances must be between 1 and --records");
+    }
+    // Every producer is created and warmed up before any starts sending, and the clock runs
+    // from the common start to the last producer's final flush: the rate is the aggregate.
+    let shares = crate::report::shares(args.records, args.instances);
+    let start_line = Barrier::new(shares.len());
+    let results: Vec<anyhow::Result<(Duration, Histogram<u64>)>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = shares
+            .iter()
+            .map(|&records| {
+                let start_line = &start_line;
+                scope.spawn(move || {
+                    // A failed start must still reach the start line, or the others wait
+                    // forever; it reports its error after.
+                    let ready = prepare(common, args, records);
+                    start_line.wait();
+                    let ready = ready?;
+                    let start = Instant::now();
+                    let latency = send_all(&ready, args)?;
+                    Ok((start.elapsed(), latency))
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a producer thread panicked")))
+            })
+            .collect()
+    });
+    let mut elapsed = Duration::ZERO;
+    let mut latency = histogram()?;
+    for result in results {
+        let (took, one) = result?;
+        elapsed = elapsed.max(took);
+        latency.add(&one).context("cannot merge the latency histograms")?;
+    }
+    Ok(summary(
+        args.records,
+        args.records * args.record_size as u64,
+        elapsed,
+        &latency,
+    ))
+}
+
+/// Creates one producer for `records` of the records and sends its warm-up record.
+fn prepare(common: &Common, args: &ProduceArgs, records: u64) -> anyhow::Result<Ready> {
     let acks = match args.acks {
         Acks::Zero => "0",
         Acks::One => "1",
@@ -139,7 +203,7 @@ pub fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<String> {
     // One warm-up record, acknowledged before the clock starts and not counted: librdkafka
     // takes about half a second to get its idempotent producer id (a timer in its idempotence
     // state machine), which is client start-up, not the listener's throughput. The topic so
-    // holds one record more than --records.
+    // holds one record more than --records per instance.
     producer
         .send(
             BaseRecord::<(), [u8], usize>::with_opaque_to(&args.topic, 0)
@@ -155,14 +219,25 @@ pub fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<String> {
         bail!("the warm-up record failed");
     }
     producer.context().delivered.store(0, Ordering::Relaxed);
+    Ok(Ready {
+        producer,
+        used,
+        records,
+    })
+}
+
+/// Sends the producer's records, waits until every one is acknowledged, and returns the
+/// sampled delivery latencies.
+fn send_all(ready: &Ready, args: &ProduceArgs) -> anyhow::Result<Histogram<u64>> {
+    let (producer, used) = (&ready.producer, ready.used);
+    let value = payload(args.record_size);
     // Fill one partition's batch before moving to the next, so batches leave full.
     let records_per_batch = (args.batch_size / (args.record_size + 16).max(1)).max(1) as u64;
     let context = producer.context();
-    let start = Instant::now();
     let mut partition = 0i32;
     let mut left_in_batch = records_per_batch;
     let mut until_sample = 0u64;
-    for sent in 0..args.records {
+    for sent in 0..ready.records {
         let stamp = if until_sample == 0 {
             until_sample = args.latency_sample_every;
             context.stamp()
@@ -195,28 +270,23 @@ pub fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<String> {
     producer
         .flush(FLUSH_TIMEOUT)
         .context("not every record was acknowledged in time")?;
-    let elapsed = start.elapsed();
 
     let delivered = context.delivered.load(Ordering::Relaxed);
     let failed = context.failed.load(Ordering::Relaxed);
-    if failed > 0 || delivered != args.records {
+    if failed > 0 || delivered != ready.records {
         let first = context.first_failure.lock().ok().and_then(|first| first.clone());
         bail!(
             "{delivered} of {} records delivered, {failed} failed (first: {})",
-            args.records,
+            ready.records,
             first.as_deref().unwrap_or("none")
         );
     }
     let latency = context
         .latency_us
         .lock()
-        .map_err(|_| anyhow::anyhow!("the latency histogram was poisoned"))?;
-    Ok(summary(
-        args.records,
-        args.records * args.record_size as u64,
-        elapsed,
-        &latency,
-    ))
+        .map_err(|_| anyhow::anyhow!("the latency histogram was poisoned"))?
+        .clone();
+    Ok(latency)
 }
 
 fn context_failed(producer: &ThreadedProducer<LoadContext>) -> u64 {

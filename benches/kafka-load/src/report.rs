@@ -31,3 +31,11 @@ pub fn summary(records: u64, bytes: u64, elapsed: Duration, latency: &Histogram<
 pub fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| b'a' + (i % 26) as u8).collect()
 }
+
+/// `total` split into `parts` shares differing by at most one, the larger first.
+pub fn shares(total: u64, parts: u64) -> Vec<u64> {
+    let parts = parts.max(1);
+    (0..parts)
+        .map(|part| total / parts + u64::from(part < total % parts))
+        .collect()
+}

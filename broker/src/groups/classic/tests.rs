@@ -573,3 +573,89 @@ fn protocol_metadata_and_assignments_are_bounded() {
     ));
     assert_eq!(harness.state(), ClassicState::CompletingRebalance);
 }
+
+/// Every call a member removed from the group could still make is refused with
+/// UNKNOWN_MEMBER_ID, the answer that makes a client rejoin: heartbeat, SyncGroup, JoinGroup
+/// under its old id, an offset commit and LeaveGroup.
+fn assert_unknown_everywhere(harness: &mut Harness, member_id: &str, generation: i32, label: &str) {
+    let unknown = |result: Result<(), GroupError>, call: &str| {
+        assert!(
+            matches!(result, Err(GroupError::UnknownMember { .. })),
+            "{label}: {call} of a removed member answered {result:?}"
+        );
+    };
+    unknown(harness.heartbeat(member_id, generation), "heartbeat");
+    let mut effects = Effects::default();
+    let sync = SyncRequest {
+        group_id: GROUP.into(),
+        member_id: member_id.into(),
+        instance_id: None,
+        generation,
+        protocol_type: Some("consumer".into()),
+        protocol_name: None,
+        assignments: Vec::new(),
+    };
+    let synced = harness.coordinator.classic_sync(harness.now, sync, &mut effects);
+    unknown(synced.map(drop), "SyncGroup");
+    let joined = harness
+        .coordinator
+        .classic_join(harness.now, join_request(member_id, None), &mut effects);
+    unknown(joined.map(drop), "JoinGroup");
+    assert!(
+        effects.deliveries.is_empty() && !effects.persist,
+        "{label}: refusals change nothing"
+    );
+    let partitions = vec![CommitPartition {
+        topic: "t".into(),
+        partition: 0,
+        offset: 5,
+        metadata: String::new(),
+    }];
+    let committed = harness
+        .coordinator
+        .check_commit_classic(GROUP, &member(member_id), generation, &partitions, &|_: &str| {
+            Some(1)
+        })
+        .and_then(|checks| checks.into_iter().collect::<Result<Vec<()>, _>>());
+    unknown(committed.map(drop), "OffsetCommit");
+    let left = harness
+        .coordinator
+        .classic_leave(harness.now, GROUP, &[member(member_id)], &mut effects)
+        .and_then(|mut outcomes| outcomes.remove(0));
+    unknown(left.map(drop), "LeaveGroup");
+}
+
+/// The kafka-python failure's shape: the leader of a stable pair falls silent (its client
+/// lost the answer to a rebalance). Its session expires and the other member carries on
+/// alone. In every state the group then passes through, including after it is gone, the
+/// silent member is told it is unknown, so the client rejoins on its next request.
+#[test]
+fn a_member_expired_for_its_session_is_unknown_in_every_later_state() {
+    let mut harness = Harness::new();
+    let (leader, follower, generation) = harness.stable_pair();
+    for _ in 0..4 {
+        harness.advance(u64::from(SESSION_MS / 4));
+        let beat = harness.heartbeat(&follower, generation);
+        assert!(
+            matches!(beat, Ok(()) | Err(GroupError::RebalanceInProgress(_))),
+            "the follower stays: {beat:?}"
+        );
+    }
+    assert_eq!(harness.state(), ClassicState::PreparingRebalance);
+    assert_unknown_everywhere(&mut harness, &leader, generation, "preparing");
+    let rejoined = harness.join_now(join_request(&follower, None));
+    assert_eq!(rejoined.leader_id, follower, "the remaining member leads");
+    assert_eq!(rejoined.members.len(), 1);
+    assert_eq!(harness.state(), ClassicState::CompletingRebalance);
+    assert_unknown_everywhere(&mut harness, &leader, generation, "completing");
+    let mut synced = harness.sync(&follower, rejoined.generation, &[(&follower, b"all")]);
+    assert_eq!(
+        answered(&mut synced).expect("answered").expect("ok").assignment,
+        b"all"
+    );
+    assert_eq!(harness.state(), ClassicState::Stable);
+    assert_unknown_everywhere(&mut harness, &leader, generation, "stable");
+    assert!(harness.leave(&[member(&follower)])[0].is_ok());
+    assert_eq!(harness.state(), ClassicState::Empty);
+    assert_unknown_everywhere(&mut harness, &leader, generation, "emptied");
+}
