@@ -75,6 +75,9 @@ cap=${CAP:-}
 cap_100=${CAP_100B:-$cap}
 cap_period_us=${CAP_PERIOD_US:-20000}
 instances=${INSTANCES:-1}
+# Passed only when asked for, so a kafka-load built before --instances existed still runs.
+instances_flag=()
+[ "$instances" != 1 ] && instances_flag=(--instances "$instances")
 if [ -z "$cap" ] && [ -n "${CAP_100B:-}" ]; then
   echo "CAP_100B needs CAP" >&2
   exit 2
@@ -279,7 +282,7 @@ for run in $(seq 1 "$runs"); do
       }
       produce_kafka() {
         measure "produce kafka $key" "$records" "$load" --bootstrap "$kafka" produce "$tk" \
-          --records "$records" --record-size "$size" --instances "$instances"
+          --records "$records" --record-size "$size" "${instances_flag[@]}"
       }
       consume_native() {
         measure "consume native $key" "$records" "$bin/tidelog" --broker "$native" perf consume "$tn" \
@@ -287,12 +290,13 @@ for run in $(seq 1 "$runs"); do
       }
       consume_kafka() {
         measure "consume kafka $key" "$records" "$load" --bootstrap "$kafka" consume "$tn" \
-          --records "$records" --instances "$instances"
+          --records "$records" "${instances_flag[@]}"
       }
       # The page cache is settled once before both produces: dropping it between them would
       # evict the topic the consumes read (they must read from memory, as in perf-matrix.sh).
       settle_page_cache
-      if [ $((round % 2)) = 1 ]; then
+      # By run and by size: with the round count alone every 1 KiB round went native-first.
+      if [ $(((run + round) % 2)) = 1 ]; then
         produce_native; produce_kafka; consume_native; consume_kafka
       else
         produce_kafka; produce_native; consume_kafka; consume_native
