@@ -36,8 +36,11 @@
 #                      lower broker rate to stay below a core at 100 B
 #   CAP_PERIOD_US=N    the cgroup's period (default 20000: the quota comes in 20 ms slices, so
 #                      a capped broker stalls for at most 20 ms at a time)
-#   INSTANCES=N        kafka-load runs N librdkafka clients on threads in one process (default
-#                      1), each a share of the records, for more generator headroom
+#   INSTANCES=N        kafka-load produce runs N librdkafka producers on threads of one
+#                      process (default 1), each a share of the records: one producer sends
+#                      one request at a time. Consume keeps one client: several split a
+#                      partition by offsets, and each prefetches past its stretch (about 10%
+#                      more broker work at 4 clients)
 #
 # Per run it records the wall-clock rate (the tool's summary line), the tool's CPU (user+sys,
 # bash `time`) and the broker's (its threads' nanoseconds from /proc/PID/task/*/schedstat
@@ -259,7 +262,7 @@ results="$work/results"
 : >"$results"
 caps=none
 [ -n "$cap" ] && caps="$cap of a core (100 B: $cap_100), period ${cap_period_us} us, cgroup v$cgroup_version"
-echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, pinned=${PIN:-no}, broker cap: $caps, kafka-load instances: $instances, uptime: $(uptime)" >&2
+echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, pinned=${PIN:-no}, broker cap: $caps, kafka-load producers: $instances, uptime: $(uptime)" >&2
 round=0
 for run in $(seq 1 "$runs"); do
   for partitions in $partitions_list; do
@@ -290,7 +293,7 @@ for run in $(seq 1 "$runs"); do
       }
       consume_kafka() {
         measure "consume kafka $key" "$records" "$load" --bootstrap "$kafka" consume "$tn" \
-          --records "$records" "${instances_flag[@]}"
+          --records "$records"
       }
       # The page cache is settled once before both produces: dropping it between them would
       # evict the topic the consumes read (they must read from memory, as in perf-matrix.sh).
