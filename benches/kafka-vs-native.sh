@@ -11,7 +11,7 @@
 #
 # Usage: benches/kafka-vs-native.sh [RUNS] [RECORDS_1K] [RECORDS_100B]   (defaults 3 1000000 3000000)
 #   The issue 7 §4 run, broker-bound (as root, on a quiet machine; see docs/benchmarks.md):
-#   CAP=0.4 CAP_100B=0.1 INSTANCES=2 PARTITIONS=1 benches/kafka-vs-native.sh 3
+#   CAP=0.4 CAP_100B=0.1 INSTANCES=2 INSTANCES_100B=4 PARTITIONS=1 benches/kafka-vs-native.sh 3
 #   PARTITIONS="1 8"   partition counts to measure (default "1 8")
 #   FLUSH=always       broker flush policy (default never: the listener's own cost shows most)
 #   TWO=1              also run two Kafka generators at once (half the records each, one
@@ -41,6 +41,9 @@
 #                      one request at a time. Consume keeps one client: several split a
 #                      partition by offsets, and each prefetches past its stretch (about 10%
 #                      more broker work at 4 clients)
+#   INSTANCES_100B=N   the producers for the 100 B rounds (default: INSTANCES): at 100 B one
+#                      librdkafka producer builds batches slower than a capped broker takes
+#                      them; at 1 KiB four of them take more than a core
 #
 # Per run it records the wall-clock rate (the tool's summary line), the tool's CPU (user+sys,
 # bash `time`) and the broker's (its threads' nanoseconds from /proc/PID/task/*/schedstat
@@ -78,9 +81,7 @@ cap=${CAP:-}
 cap_100=${CAP_100B:-$cap}
 cap_period_us=${CAP_PERIOD_US:-20000}
 instances=${INSTANCES:-1}
-# Passed only when asked for, so a kafka-load built before --instances existed still runs.
-instances_flag=()
-[ "$instances" != 1 ] && instances_flag=(--instances "$instances")
+instances_100=${INSTANCES_100B:-$instances}
 if [ -z "$cap" ] && [ -n "${CAP_100B:-}" ]; then
   echo "CAP_100B needs CAP" >&2
   exit 2
@@ -262,7 +263,7 @@ results="$work/results"
 : >"$results"
 caps=none
 [ -n "$cap" ] && caps="$cap of a core (100 B: $cap_100), period ${cap_period_us} us, cgroup v$cgroup_version"
-echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, pinned=${PIN:-no}, broker cap: $caps, kafka-load producers: $instances, uptime: $(uptime)" >&2
+echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, pinned=${PIN:-no}, broker cap: $caps, kafka-load producers: $instances (100 B: $instances_100), uptime: $(uptime)" >&2
 round=0
 for run in $(seq 1 "$runs"); do
   for partitions in $partitions_list; do
@@ -283,6 +284,11 @@ for run in $(seq 1 "$runs"); do
         measure "produce native $key" "$records" "$bin/tidelog" --broker "$native" perf produce "$tn" \
           --records "$records" --record-size "$size"
       }
+      # Passed only when asked for, so a kafka-load built before --instances existed still runs.
+      producers=$instances
+      [ "$size" = 100 ] && producers=$instances_100
+      instances_flag=()
+      [ "$producers" != 1 ] && instances_flag=(--instances "$producers")
       produce_kafka() {
         measure "produce kafka $key" "$records" "$load" --bootstrap "$kafka" produce "$tk" \
           --records "$records" --record-size "$size" "${instances_flag[@]}"
