@@ -4,7 +4,7 @@
 //! (GB/s) that copy and the `Vec` regrowth are measurable. The bytes are identical to the
 //! builder's: a test below checks it on arbitrary records.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use tidelog_proto::batch::{
     compute_crc, ProducerStamp, BASE_SEQUENCE_OFFSET, BASE_TIMESTAMP_OFFSET, BATCH_HEADER_BYTES,
     BATCH_LENGTH_OFFSET, CRC_OFFSET, LAST_OFFSET_DELTA_OFFSET, LOG_OVERHEAD_BYTES, MAGIC_OFFSET, MAGIC_V2,
@@ -17,7 +17,10 @@ use crate::types::Header;
 /// An open batch being filled by the producer.
 #[derive(Debug)]
 pub(crate) struct BatchWriter {
-    buf: BytesMut,
+    /// A `Vec` rather than a `BytesMut`: its appends inline into `push` (a copy of constant
+    /// size becomes a few moves), where `BytesMut`'s stayed calls; it becomes `Bytes` without
+    /// a copy.
+    buf: Vec<u8>,
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
@@ -33,11 +36,13 @@ pub(crate) struct RecordParts<'a> {
 }
 
 impl BatchWriter {
-    /// A batch whose buffer starts with room for `capacity_bytes` (header included).
+    /// A batch whose buffer starts with room for `capacity_bytes` (header included), plus
+    /// the slack `push` needs for its fixed-size copies: a batch filled to `capacity_bytes`
+    /// never regrows its buffer.
     pub fn with_capacity(capacity_bytes: usize) -> Self {
-        let mut buf = BytesMut::with_capacity(capacity_bytes.max(BATCH_HEADER_BYTES));
+        let mut buf = Vec::with_capacity(capacity_bytes.max(BATCH_HEADER_BYTES) + VARINTS_BYTES_MAX);
         // The header is filled in by `finish`, once the counts and timestamps are known.
-        buf.put_bytes(0, BATCH_HEADER_BYTES);
+        buf.resize(BATCH_HEADER_BYTES, 0);
         Self {
             buf,
             count: 0,
@@ -102,7 +107,8 @@ impl BatchWriter {
         }
         let timestamp_delta = self.timestamp_delta(record.timestamp);
         let out = &mut self.buf;
-        out.reserve(size.total);
+        // Room for the varints' whole-array copies too (see `Varints::copy_into`).
+        out.reserve(size.total + VARINTS_BYTES_MAX);
         // Length, attributes, timestamp delta, offset delta and the key's length: at most
         // 5 + 1 + 10 + 5 + 5 bytes.
         let mut head = Varints::default();
@@ -112,12 +118,12 @@ impl BatchWriter {
         head.put(zigzag32(self.count));
         head.put(nullable_prefix(record.key));
         if let Some(key) = record.key {
-            out.extend_from_slice(head.bytes());
+            head.copy_into(out);
             out.extend_from_slice(key);
             head = Varints::default();
         }
         head.put(nullable_prefix(record.value));
-        out.extend_from_slice(head.bytes());
+        head.copy_into(out);
         if let Some(value) = record.value {
             out.extend_from_slice(value);
         }
@@ -169,7 +175,7 @@ impl BatchWriter {
         put_at(header, RECORD_COUNT_OFFSET, &self.count.to_be_bytes());
         let crc = compute_crc(&self.buf);
         put_at(&mut self.buf, CRC_OFFSET, &crc.to_be_bytes());
-        self.buf.freeze()
+        Bytes::from(self.buf)
     }
 }
 
@@ -203,12 +209,12 @@ fn varint_len(v: u64) -> usize {
     }
 }
 
-fn put_varint(out: &mut BytesMut, mut v: u64) {
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
-        out.put_u8((v as u8) | 0x80);
+        out.push((v as u8) | 0x80);
         v >>= 7;
     }
-    out.put_u8(v as u8);
+    out.push(v as u8);
 }
 
 /// Bytes a record adds to a batch: `total` includes the leading length varint of `body`.
@@ -224,9 +230,11 @@ pub(crate) struct RecordSize {
 /// byte, one more 32-bit varint).
 #[derive(Default)]
 struct Varints {
-    bytes: [u8; 26],
+    bytes: [u8; VARINTS_BYTES_MAX],
     len: usize,
 }
+
+const VARINTS_BYTES_MAX: usize = 26;
 
 impl Varints {
     fn push(&mut self, byte: u8) {
@@ -242,8 +250,13 @@ impl Varints {
         self.push(v as u8);
     }
 
-    fn bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
+    /// Appends the gathered bytes as one copy of the whole array, then cuts `out` back to
+    /// them: a copy of constant size is a few vector moves, where a copy of `len` bytes was a
+    /// call to `memcpy` per record. The bytes beyond `len` never stay in `out`.
+    fn copy_into(&self, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.extend_from_slice(&self.bytes);
+        out.truncate(at + self.len);
     }
 }
 
@@ -262,7 +275,7 @@ fn nullable_len(bytes: Option<&[u8]>) -> usize {
     }
 }
 
-fn put_nullable(out: &mut BytesMut, bytes: Option<&[u8]>) {
+fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         None => put_varint(out, zigzag32(-1)),
         Some(bytes) => {

@@ -44,6 +44,7 @@ pub mod streams;
 pub mod topic_changes;
 mod topic_config;
 pub mod types;
+mod wall_clock;
 
 pub use admin::{
     Admin, CleanerState, CleanerStatus, NewTopic, PartitionDescription, PartitionOffset, TopicConfig,

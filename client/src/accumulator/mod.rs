@@ -350,7 +350,12 @@ impl Accumulator {
         let mut new_batch = false;
         if topic.open[slot].is_none() {
             let record_bytes = BATCH_HEADER_BYTES + reserved_bytes;
-            let capacity = topic.capacity_hint[slot]
+            // Headroom over the last batch's size: a batch that ended up a few bytes larger
+            // than the one before it (a longer varint here and there) regrew its whole buffer,
+            // a copy of up to a MiB, once per batch or so.
+            let hint = topic.capacity_hint[slot];
+            let capacity = hint
+                .saturating_add(hint / 8)
                 .clamp(
                     BATCH_CAPACITY_MIN_BYTES,
                     self.limits.batch_size_bytes.max(BATCH_CAPACITY_MIN_BYTES),

@@ -21,7 +21,7 @@
 use std::borrow::Borrow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 mod sender;
 
@@ -38,6 +38,7 @@ use crate::accumulator::{Accumulator, Appended, BatchLimits, ProducerIdentity, R
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::types::{Acks, ErrorCode, Offset, PartitionId, ProducerRecord};
+use crate::wall_clock::now_ms;
 
 /// Per-record bytes reserved beyond key, value and headers: the record's framing in the
 /// batch (length, attributes, deltas, lengths), rounded up.
@@ -399,6 +400,8 @@ impl Producer {
     /// [`Error::Config`] for inconsistent limits.
     pub fn new(client: Client, config: ProducerConfig) -> Result<Producer> {
         config.validate(client.config().max_frame_bytes_value())?;
+        // Calibrates the records' clock now (once per process, milliseconds), not on a send.
+        now_ms();
         let limits = BatchLimits {
             batch_size_bytes: config.batch_size_bytes,
             linger: config.linger,
@@ -805,19 +808,6 @@ fn record_reservation(record: &ProducerRecord) -> usize {
         + record.value.as_ref().map_or(0, |v| v.len())
         + headers
         + RECORD_OVERHEAD_BYTES
-}
-
-/// The wall clock in milliseconds since the epoch: a record's default timestamp, read once
-/// per record as Kafka's producer does.
-fn now_ms() -> i64 {
-    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME) {
-        Ok(now) => now.tv_sec() * 1000 + now.tv_nsec() / 1_000_000,
-        // CLOCK_REALTIME always exists; should it fail, std reads the same clock.
-        Err(_) => SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-    }
 }
 
 /// The partition a record without an explicit partition would go to, for callers that want
