@@ -535,3 +535,44 @@ fn cli_perf_produce_writes_the_records_and_perf_consume_reports_them() {
         assert!(value.is_finite() && value >= 0.0, "{key}={value} in {last:?}");
     }
 }
+
+#[test]
+fn cli_perf_produce_sync_writes_every_record_round_robin_and_reports_each_latency() {
+    let (_dir, broker) = start_broker("cli-perf-sync");
+    let addr = Some(broker.addr());
+    run_cli(addr, &["topic", "create", "sync", "--partitions", "2"], b"").assert_success();
+    let produced = run_cli(
+        addr,
+        &[
+            "perf",
+            "produce",
+            "sync",
+            "--records",
+            "300",
+            "--record-size",
+            "64",
+            "--acks",
+            "leader",
+            "--linger-ms",
+            "0",
+            "--sync",
+        ],
+        b"",
+    );
+    produced.assert_success();
+    let mut client = RawClient::connect_or_panic(broker.addr());
+    for partition in 0..2 {
+        let (records, high_watermark) = read_partition(&mut client, "sync", partition, 0);
+        assert_eq!(high_watermark, 150, "partition {partition}: one record in two");
+        assert_eq!(records.len(), 150, "partition {partition}");
+    }
+    let last = produced.stdout.lines().last().unwrap_or_default();
+    let fields: BTreeMap<&str, &str> = last
+        .split_whitespace()
+        .filter_map(|field| field.split_once('='))
+        .collect();
+    assert_eq!(fields.get("records"), Some(&"300"), "summary line: {last:?}");
+    let p50: f64 = fields["p50_ms"].parse().expect("p50_ms is a number");
+    let p99: f64 = fields["p99_ms"].parse().expect("p99_ms is a number");
+    assert!(p50 > 0.0 && p50 <= p99, "summary line: {last:?}");
+}

@@ -20,7 +20,7 @@ use tidelog_proto::BatchError;
 use super::{expectations, Core, CoreError, ErrorCode};
 use crate::clock::now_ms;
 use crate::config::Limits;
-use crate::storage::{AppendConditions, AppendOutcome, FlushPolicy, PartitionLog, StorageError};
+use crate::storage::{AppendConditions, AppendOutcome, FlushPolicy, PartitionLog, StorageError, SyncOn};
 
 /// How much acknowledgement the producer waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,12 +231,26 @@ impl Appended {
             return None;
         }
         let deadline = self.timeout;
+        // A lone partition's sync may run on this task's own thread (the common case of one
+        // producer waiting for each record: no hand-off to a pool thread and back). With
+        // several, their syncs must overlap, so each runs on the blocking pool.
+        let landed = self
+            .topics
+            .iter()
+            .flat_map(|(_, partitions)| partitions)
+            .filter(|(_, result)| result.is_ok())
+            .count();
+        let sync_on = if landed == 1 {
+            SyncOn::CallerThread
+        } else {
+            SyncOn::BlockingPool
+        };
         Some(Box::pin(async move {
             let topics = join_all(self.topics.into_iter().map(|(name, partitions)| async move {
                 let partitions = join_all(
                     partitions
                         .into_iter()
-                        .map(|(index, result)| await_durable(&name, index, result, deadline)),
+                        .map(|(index, result)| await_durable(&name, index, result, deadline, sync_on)),
                 )
                 .await;
                 ProducedTopic { name, partitions }
@@ -453,6 +467,7 @@ async fn await_durable(
     partition: u32,
     result: Result<Landed, CoreError>,
     deadline: Duration,
+    sync_on: SyncOn,
 ) -> ProducedPartition {
     let landed = match result {
         Ok(landed) => landed,
@@ -463,7 +478,10 @@ async fn await_durable(
             }
         }
     };
-    let durable = tokio::time::timeout(deadline, landed.log.wait_durable(landed.last_offset + 1)).await;
+    // In place, a sync this wait leads ends before the deadline is looked at: the answer is
+    // then its outcome, never a timeout over data already durable.
+    let waiting = landed.log.wait_durable_on(landed.last_offset + 1, sync_on);
+    let durable = tokio::time::timeout(deadline, waiting).await;
     let result = match durable {
         Ok(Ok(())) => Ok(Produced {
             base_offset: landed.base_offset,

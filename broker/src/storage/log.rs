@@ -36,6 +36,7 @@ mod streams;
 
 pub(crate) use admin::LOG_START_FILE_NAME;
 pub use admin::LOG_START_HIGH_WATERMARK;
+pub use durability::SyncOn;
 #[allow(unused_imports)] // the cleaner's
 pub(crate) use marks::SegmentsHolding;
 

@@ -40,7 +40,9 @@ pub use key_index::{
     fnv1a_fmix64, Direction, KeyHash, StreamInfo, StreamRead, StreamRecord, KEYS_FORMAT_VERSION,
     KEY_INDEX_ACTIVE_BYTES_MAX_DEFAULT,
 };
-pub use log::{AppendOutcome, MaintenanceOutcome, PartitionLog, ReadOutcome, LOG_START_HIGH_WATERMARK};
+pub use log::{
+    AppendOutcome, MaintenanceOutcome, PartitionLog, ReadOutcome, SyncOn, LOG_START_HIGH_WATERMARK,
+};
 pub use producer_snapshot::ProducerStateRecovery;
 pub use producer_state::{
     ProducerLimits, PRODUCERS_PER_PARTITION_MAX_DEFAULT, PRODUCER_BATCHES_RETAINED, PRODUCER_IDLE_MS_DEFAULT,

@@ -1,5 +1,6 @@
 //! Durability: group commit (one fdatasync for every appender waiting, led by whoever finds
-//! none in progress, on the blocking pool), preallocation of the active segment after a
+//! none in progress, on the blocking pool or, for a lone waiter, on its own thread once that
+//! thread has handed its async work to another), preallocation of the active segment after a
 //! commit, and publishing the durable offset and high watermark. A child of `log`.
 
 use std::sync::atomic::Ordering;
@@ -10,6 +11,22 @@ use super::super::error::StorageError;
 use super::super::segment::Segment;
 use super::{error_chain, Inner, PartitionLog};
 
+/// Where a group commit's leader runs the fdatasync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOn {
+    /// A task on the blocking pool, which the leader awaits: its caller's future (and any
+    /// other future polled with it) goes on being polled meanwhile. Two cross-thread wake-ups
+    /// per sync: the worker wakes a pool thread, which wakes a worker back.
+    BlockingPool,
+    /// The leader's own thread, through `tokio::task::block_in_place`: the worker's other
+    /// tasks move to another thread before the sync starts, so no async work waits for it,
+    /// and the thread that took the request goes straight from its append to the fdatasync
+    /// (no wake-up of a pool thread). Only the leader's own task waits, so use it only where
+    /// nothing else is polled with this future. A current-thread runtime cannot hand its
+    /// tasks over; there the sync runs on the blocking pool.
+    CallerThread,
+}
+
 impl PartitionLog {
     /// Under [`FlushPolicy::Always`], resolves once everything below `next_offset` is
     /// fdatasync'ed and visible. Concurrent waiters share one fdatasync (group commit), run on
@@ -18,9 +35,20 @@ impl PartitionLog {
     /// # Errors
     /// `Poisoned` if an fsync failed, `Io` if this call's fsync failed.
     pub async fn wait_durable(&self, next_offset: i64) -> Result<(), StorageError> {
+        self.wait_durable_on(next_offset, SyncOn::BlockingPool).await
+    }
+
+    /// [`wait_durable`](Self::wait_durable), with the group commit led (if this call leads
+    /// it) where `sync_on` says. With [`SyncOn::CallerThread`] a timeout around this future
+    /// cannot fire during a sync this call leads: it answers once that sync is done.
+    ///
+    /// # Errors
+    /// As [`wait_durable`](Self::wait_durable).
+    pub async fn wait_durable_on(&self, next_offset: i64, sync_on: SyncOn) -> Result<(), StorageError> {
         if self.inner.config().flush != FlushPolicy::Always {
             return Ok(());
         }
+        let in_place = sync_on == SyncOn::CallerThread && can_block_in_place();
         // An offset past everything written can never become durable: wait for what exists.
         let target = next_offset.min(self.inner.written_next_offset());
         loop {
@@ -32,6 +60,14 @@ impl PartitionLog {
             if !self.inner.sync_in_progress.swap(true, Ordering::AcqRel) {
                 // Leader: sync for everyone written so far. The blocking task finishes and
                 // wakes the others even if this future is dropped.
+                if in_place {
+                    // The worker's core (its queue and its other tasks) moves to another
+                    // thread first, so this blocks no async work but the leader's own.
+                    match tokio::task::block_in_place(|| self.inner.group_commit()) {
+                        Ok(()) => continue,
+                        Err(error) => return Err(error),
+                    }
+                }
                 let inner = Arc::clone(&self.inner);
                 match tokio::task::spawn_blocking(move || inner.group_commit()).await {
                     Ok(Ok(())) => continue,
@@ -50,6 +86,13 @@ impl PartitionLog {
             }
         }
     }
+}
+
+/// `block_in_place` panics on a current-thread runtime (its only worker cannot hand its tasks
+/// to another thread) and outside any runtime; only a multi-thread runtime may block in place.
+fn can_block_in_place() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 impl Inner {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::sim_disk::SimDisk;
-use super::super::{FlushPolicy, PartitionLog};
+use super::super::{FlushPolicy, PartitionLog, SyncOn};
 use super::{config, read_all, sim_open, simple_batch};
 
 const APPENDERS: usize = 8;
@@ -97,4 +97,116 @@ async fn a_failed_fsync_poisons_the_log() {
         log.append(&[simple_batch(1, 0, 1)], 0),
         Err(super::super::StorageError::Poisoned { .. })
     ));
+}
+
+/// Polls (yielding, never sleeping) until the disk has seen a blocking operation begin: a
+/// sync's start, since the log was opened before recording began. Bounded by `within`.
+async fn until_a_sync_starts(disk: &SimDisk, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if !disk.blocking_threads().is_empty() {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_sync_in_place_hands_the_workers_other_tasks_to_another_thread() {
+    // One worker: if the in-place sync held it, no other task could run until the sync ends.
+    let disk = SimDisk::with_sync_delay(Duration::from_millis(1500));
+    let log = Arc::new(sim_open(&disk, config(FlushPolicy::Always)));
+    let outcome = log.append(&[simple_batch(1, 0, 1)], 0).unwrap();
+    disk.record_blocking_threads();
+    let leader = {
+        let log = Arc::clone(&log);
+        tokio::spawn(async move {
+            log.wait_durable_on(outcome.last_offset + 1, SyncOn::CallerThread)
+                .await
+        })
+    };
+    let other = {
+        let disk = disk.clone();
+        tokio::spawn(async move { until_a_sync_starts(&disk, Duration::from_secs(10)).await })
+    };
+    assert!(other.await.unwrap(), "the sync never started");
+    assert!(
+        !leader.is_finished(),
+        "another task ran only after the in-place sync had ended"
+    );
+    leader.await.unwrap().expect("durable");
+    assert_eq!(log.high_watermark(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_waiter_syncs_on_its_own_thread_and_others_on_the_pool() {
+    let disk = SimDisk::new();
+    let log = Arc::new(sim_open(&disk, config(FlushPolicy::Always)));
+    for (round, sync_on) in [SyncOn::CallerThread, SyncOn::BlockingPool]
+        .into_iter()
+        .enumerate()
+    {
+        let outcome = log.append(&[simple_batch(1, 0, 1)], 0).unwrap();
+        disk.record_blocking_threads();
+        let log = Arc::clone(&log);
+        let (waiter, result) = tokio::spawn(async move {
+            let waiter = std::thread::current().id();
+            (
+                waiter,
+                log.wait_durable_on(outcome.last_offset + 1, sync_on).await,
+            )
+        })
+        .await
+        .unwrap();
+        result.expect("durable");
+        let syncs = disk.blocking_threads();
+        assert!(!syncs.is_empty(), "round {round}: no sync ran");
+        let on_waiter = syncs.iter().filter(|thread| **thread == waiter).count();
+        match sync_on {
+            SyncOn::CallerThread => assert_eq!(on_waiter, syncs.len(), "{sync_on:?}: {syncs:?}"),
+            SyncOn::BlockingPool => assert_eq!(on_waiter, 0, "{sync_on:?}: {syncs:?}"),
+        }
+    }
+    assert_eq!(log.high_watermark(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_in_place_fails_the_leader_and_every_follower() {
+    let disk = SimDisk::with_sync_delay(Duration::from_millis(300));
+    let log = Arc::new(sim_open(&disk, config(FlushPolicy::Always)));
+    let outcome = log.append(&[simple_batch(1, 0, 1)], 0).unwrap();
+    disk.fail_syncs(true);
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                log.wait_durable_on(outcome.last_offset + 1, SyncOn::CallerThread)
+                    .await
+            })
+        })
+        .collect();
+    for waiter in waiters {
+        let result = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("every waiter is answered")
+            .unwrap();
+        assert!(result.is_err(), "a waiter was told a failed sync succeeded");
+    }
+    assert_eq!(log.high_watermark(), 0, "data whose fsync failed is never shown");
+}
+
+#[tokio::test]
+async fn on_a_current_thread_runtime_an_in_place_sync_runs_on_the_pool() {
+    let disk = SimDisk::new();
+    let log = sim_open(&disk, config(FlushPolicy::Always));
+    let outcome = log.append(&[simple_batch(1, 0, 1)], 0).unwrap();
+    disk.record_blocking_threads();
+    log.wait_durable_on(outcome.last_offset + 1, SyncOn::CallerThread)
+        .await
+        .expect("durable");
+    let syncs = disk.blocking_threads();
+    let here = std::thread::current().id();
+    assert!(!syncs.is_empty());
+    assert!(syncs.iter().all(|thread| *thread != here), "{syncs:?}");
 }
