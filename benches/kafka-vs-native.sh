@@ -11,7 +11,7 @@
 #
 # Usage: benches/kafka-vs-native.sh [RUNS] [RECORDS_1K] [RECORDS_100B]   (defaults 3 1000000 3000000)
 #   The issue 7 §4 run, broker-bound (as root, on a quiet machine; see docs/benchmarks.md):
-#   NO_BUILD=1 CAP=0.4 CAP_100B=0.1 PARTITIONS=1 benches/kafka-vs-native.sh 3
+#   CAP=0.4 CAP_100B=0.1 INSTANCES=2 INSTANCES_100B=4 PARTITIONS=1 benches/kafka-vs-native.sh 3
 #   PARTITIONS="1 8"   partition counts to measure (default "1 8")
 #   FLUSH=always       broker flush policy (default never: the listener's own cost shows most)
 #   TWO=1              also run two Kafka generators at once (half the records each, one
@@ -36,8 +36,14 @@
 #                      lower broker rate to stay below a core at 100 B
 #   CAP_PERIOD_US=N    the cgroup's period (default 20000: the quota comes in 20 ms slices, so
 #                      a capped broker stalls for at most 20 ms at a time)
-#   INSTANCES=N        kafka-load runs N librdkafka clients on threads in one process (default
-#                      1), each a share of the records, for more generator headroom
+#   INSTANCES=N        kafka-load produce runs N librdkafka producers on threads of one
+#                      process (default 1), each a share of the records: one producer sends
+#                      one request at a time. Consume keeps one client: several split a
+#                      partition by offsets, and each prefetches past its stretch (about 10%
+#                      more broker work at 4 clients)
+#   INSTANCES_100B=N   the producers for the 100 B rounds (default: INSTANCES): at 100 B one
+#                      librdkafka producer builds batches slower than a capped broker takes
+#                      them; at 1 KiB four of them take more than a core
 #
 # Per run it records the wall-clock rate (the tool's summary line), the tool's CPU (user+sys,
 # bash `time`) and the broker's (its threads' nanoseconds from /proc/PID/task/*/schedstat
@@ -75,6 +81,7 @@ cap=${CAP:-}
 cap_100=${CAP_100B:-$cap}
 cap_period_us=${CAP_PERIOD_US:-20000}
 instances=${INSTANCES:-1}
+instances_100=${INSTANCES_100B:-$instances}
 if [ -z "$cap" ] && [ -n "${CAP_100B:-}" ]; then
   echo "CAP_100B needs CAP" >&2
   exit 2
@@ -256,7 +263,7 @@ results="$work/results"
 : >"$results"
 caps=none
 [ -n "$cap" ] && caps="$cap of a core (100 B: $cap_100), period ${cap_period_us} us, cgroup v$cgroup_version"
-echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, pinned=${PIN:-no}, broker cap: $caps, kafka-load instances: $instances, uptime: $(uptime)" >&2
+echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, pinned=${PIN:-no}, broker cap: $caps, kafka-load producers: $instances (100 B: $instances_100), uptime: $(uptime)" >&2
 round=0
 for run in $(seq 1 "$runs"); do
   for partitions in $partitions_list; do
@@ -277,9 +284,14 @@ for run in $(seq 1 "$runs"); do
         measure "produce native $key" "$records" "$bin/tidelog" --broker "$native" perf produce "$tn" \
           --records "$records" --record-size "$size"
       }
+      # Passed only when asked for, so a kafka-load built before --instances existed still runs.
+      producers=$instances
+      [ "$size" = 100 ] && producers=$instances_100
+      instances_flag=()
+      [ "$producers" != 1 ] && instances_flag=(--instances "$producers")
       produce_kafka() {
         measure "produce kafka $key" "$records" "$load" --bootstrap "$kafka" produce "$tk" \
-          --records "$records" --record-size "$size" --instances "$instances"
+          --records "$records" --record-size "$size" "${instances_flag[@]}"
       }
       consume_native() {
         measure "consume native $key" "$records" "$bin/tidelog" --broker "$native" perf consume "$tn" \
@@ -287,12 +299,13 @@ for run in $(seq 1 "$runs"); do
       }
       consume_kafka() {
         measure "consume kafka $key" "$records" "$load" --bootstrap "$kafka" consume "$tn" \
-          --records "$records" --instances "$instances"
+          --records "$records"
       }
       # The page cache is settled once before both produces: dropping it between them would
       # evict the topic the consumes read (they must read from memory, as in perf-matrix.sh).
       settle_page_cache
-      if [ $((round % 2)) = 1 ]; then
+      # By run and by size: with the round count alone every 1 KiB round went native-first.
+      if [ $(((run + round) % 2)) = 1 ]; then
         produce_native; produce_kafka; consume_native; consume_kafka
       else
         produce_kafka; produce_native; consume_kafka; consume_native

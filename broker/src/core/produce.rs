@@ -125,6 +125,8 @@ struct Landed {
     base_offset: i64,
     last_offset: i64,
     duplicate: bool,
+    /// The request's bytes for this partition.
+    bytes: usize,
 }
 
 /// One partition's append: done, or validated and waiting to run on a blocking thread
@@ -133,6 +135,12 @@ enum Step {
     Done(Result<Landed, CoreError>),
     Roll(Arc<PartitionLog>, Vec<RecordBatch>, AppendConditions),
 }
+
+/// A lone partition's produce of more bytes than this syncs on the blocking pool all the
+/// same: its copy and sync dwarf the hand-off, and moving the worker to another thread for
+/// it would spread large request buffers over more threads' allocator arenas (RSS; see
+/// hostile_clients' `large_appends_to_many_partitions_leave_no_large_buffer_behind`).
+const SYNC_IN_PLACE_BYTES_MAX: usize = 64 << 10;
 
 /// The deferred part of a produce: the response once every partition is durable.
 pub(crate) type Durable = Pin<Box<dyn Future<Output = ProduceOutput> + Send>>;
@@ -234,13 +242,13 @@ impl Appended {
         // A lone partition's sync may run on this task's own thread (the common case of one
         // producer waiting for each record: no hand-off to a pool thread and back). With
         // several, their syncs must overlap, so each runs on the blocking pool.
-        let landed = self
+        let mut landed = self
             .topics
             .iter()
             .flat_map(|(_, partitions)| partitions)
-            .filter(|(_, result)| result.is_ok())
-            .count();
-        let sync_on = if landed == 1 {
+            .filter_map(|(_, result)| result.as_ref().ok());
+        let lone = landed.next().filter(|_| landed.next().is_none());
+        let sync_on = if lone.is_some_and(|landed| landed.bytes <= SYNC_IN_PLACE_BYTES_MAX) {
             SyncOn::CallerThread
         } else {
             SyncOn::BlockingPool
@@ -307,6 +315,7 @@ fn append(
     now: i64,
 ) -> Step {
     let decompressed_bytes_max = limits.batch_decompressed_bytes_max;
+    let bytes = records.len();
     let (batches, has_headers) =
         match validate_batches(records, limits.batch_bytes_max, decompressed_bytes_max) {
             Ok(validated) => validated,
@@ -323,7 +332,7 @@ fn append(
         log.append_conditional_without_roll(&batches, &conditions, now)
     };
     match appended {
-        Ok(Some(outcome)) => Step::Done(Ok(landed(log, outcome))),
+        Ok(Some(outcome)) => Step::Done(Ok(landed(log, outcome, bytes))),
         Ok(None) => Step::Roll(log.clone(), batches, conditions),
         Err(error) => Step::Done(Err(append_error(topic, partition, error))),
     }
@@ -339,9 +348,10 @@ async fn append_blocking(
     now: i64,
 ) -> Result<Landed, CoreError> {
     let appending = Arc::clone(&log);
+    let bytes = batches.iter().map(RecordBatch::len).sum();
     match tokio::task::spawn_blocking(move || appending.append_conditional(&batches, &conditions, now)).await
     {
-        Ok(Ok(outcome)) => Ok(landed(&log, outcome)),
+        Ok(Ok(outcome)) => Ok(landed(&log, outcome, bytes)),
         Ok(Err(error)) => Err(append_error(topic, partition, error)),
         Err(join_error) => {
             tracing::error!(%join_error, "append task failed");
@@ -350,7 +360,7 @@ async fn append_blocking(
     }
 }
 
-fn landed(log: &Arc<PartitionLog>, outcome: AppendOutcome) -> Landed {
+fn landed(log: &Arc<PartitionLog>, outcome: AppendOutcome, bytes: usize) -> Landed {
     if outcome.duplicate {
         // A retry of batches already appended: answer with their original offsets (after
         // waiting, like any append, until they are durable).
@@ -365,6 +375,7 @@ fn landed(log: &Arc<PartitionLog>, outcome: AppendOutcome) -> Landed {
         base_offset: outcome.base_offset,
         last_offset: outcome.last_offset,
         duplicate: outcome.duplicate,
+        bytes,
     }
 }
 

@@ -10,39 +10,28 @@
 //! Memory and time: frames are read by `net::read` (charged to the broker's budget before
 //! they are read, bounded by the idle, size-prefix and frame-completion timeouts); a
 //! frame's charge travels with its request until it is answered, and a response is charged
-//! until the writer has sent it. A socket that accepts no byte of a pending response for
+//! until it is written (by the writer task, or by the answering task itself when the writer is
+//! idle: `socket`). A socket that accepts no byte of a pending response for
 //! `write_stall_timeout_ms` is cut.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::VecDeque;
-
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 use tidelog_proto::pb::{self, ErrorCode};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::handlers::{self, Outcome};
-use super::response::{encode_response, FrameChunks};
+use super::response::encode_response;
+use super::socket::{write_responses, Outgoing, Socket};
 use crate::net::budget::{ConnectionBudget, Reservation};
 use crate::net::read::{FrameReader, ReadError, ReaderParts};
-use crate::net::write::write_all_chunks;
 use crate::net::ListenerContext;
-
-/// A framed response on its way to the socket, with the memory it holds until written.
-struct Outgoing {
-    chunks: FrameChunks,
-    reservation: Reservation,
-}
-
-/// Bytes of queued responses the writer gathers into one vectored write.
-const WRITE_COALESCE_BYTES: usize = 4 << 20;
 
 /// What a connection's reader needs from its surroundings.
 struct Reader<'a> {
@@ -51,8 +40,8 @@ struct Reader<'a> {
     responses: &'a mpsc::Sender<Outgoing>,
     in_flight: &'a Arc<Semaphore>,
     budget: &'a ConnectionBudget,
-    /// Told by the writer when it gave up on the socket (failed or stalled).
-    writer_gone: &'a Notify,
+    /// The write half; its `gone` is told when the socket was given up on.
+    socket: &'a Arc<Socket>,
 }
 
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<ListenerContext>) {
@@ -65,10 +54,9 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<List
         let (reader, writer) = stream.into_split();
         let limits = &context.limits;
         let (responses, queued) = mpsc::channel(limits.response_queue_depth);
-        let writer_gone = Arc::new(Notify::new());
         let write_stall = Duration::from_millis(limits.write_stall_timeout_ms);
-        let writer =
-            tokio::spawn(write_responses(writer, queued, write_stall, writer_gone.clone()).in_current_span());
+        let socket = Socket::new(writer, write_stall);
+        let writer = tokio::spawn(write_responses(Arc::clone(&socket), queued).in_current_span());
         let in_flight = Arc::new(Semaphore::new(limits.in_flight_requests_per_connection_max));
         let budget = context.memory.connection();
         let surroundings = Reader {
@@ -77,7 +65,7 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<List
             responses: &responses,
             in_flight: &in_flight,
             budget: &budget,
-            writer_gone: &writer_gone,
+            socket: &socket,
         };
         match read_requests(reader, &surroundings).await {
             Ok(()) => tracing::debug!("client closed the connection"),
@@ -104,7 +92,7 @@ async fn read_requests(reader: OwnedReadHalf, surroundings: &Reader<'_>) -> Resu
             limits,
             budget: surroundings.budget,
             in_flight: surroundings.in_flight,
-            writer_gone: surroundings.writer_gone,
+            writer_gone: &surroundings.socket.gone,
             shutdown: surroundings.context.shutdown.clone(),
         },
     );
@@ -117,6 +105,7 @@ async fn read_requests(reader: OwnedReadHalf, surroundings: &Reader<'_>) -> Resu
                 let response = error_response(0, ErrorCode::InvalidRequest, reason.clone());
                 let replier = Replier {
                     responses: surroundings.responses.clone(),
+                    socket: Arc::clone(surroundings.socket),
                     budget: surroundings.budget.clone(),
                     frame_bytes_max: limits.frame_bytes_max,
                 };
@@ -128,10 +117,12 @@ async fn read_requests(reader: OwnedReadHalf, surroundings: &Reader<'_>) -> Resu
     }
 }
 
-/// Where responses go: the writer's queue, charged to the connection's budget.
+/// Where responses go: straight to the socket when the writer is idle, else the writer's
+/// queue, charged to the connection's budget until written.
 #[derive(Clone)]
 struct Replier {
     responses: mpsc::Sender<Outgoing>,
+    socket: Arc<Socket>,
     budget: ConnectionBudget,
     frame_bytes_max: usize,
 }
@@ -147,6 +138,7 @@ async fn start_request(
     let context = surroundings.context;
     let replier = Replier {
         responses: surroundings.responses.clone(),
+        socket: Arc::clone(surroundings.socket),
         budget: surroundings.budget.clone(),
         frame_bytes_max: context.limits.frame_bytes_max,
     };
@@ -306,6 +298,10 @@ impl Replier {
             // The bytes exist already; charging them makes further reads wait.
             reservation.merge(self.budget.charge(frame_bytes - reservation.bytes()));
         }
+        // Written here (the reservation is dropped once the bytes are in the socket), or queued.
+        let Err(frame) = self.socket.try_write_now(frame, &self.responses).await else {
+            return;
+        };
         // The writer is gone only when the client's socket failed; nothing left to tell it.
         let _ = self
             .responses
@@ -332,54 +328,4 @@ pub(super) fn refuse(stream: TcpStream, code: ErrorCode, message: String) {
     };
     let _ = std::io::Write::write(&mut &stream, &frame);
     let _ = stream.shutdown(std::net::Shutdown::Write);
-}
-
-/// Writes queued response frames, gathering whatever is already queued into one vectored
-/// write. A socket that takes no byte for `write_stall` is given up on: the reader is told,
-/// and the remaining responses (and their memory) are dropped.
-async fn write_responses(
-    mut writer: OwnedWriteHalf,
-    mut queued: mpsc::Receiver<Outgoing>,
-    write_stall: Duration,
-    gone: Arc<Notify>,
-) {
-    let mut pending: VecDeque<Bytes> = VecDeque::new();
-    let mut held: Vec<Reservation> = Vec::new();
-    while let Some(frame) = queued.recv().await {
-        let mut gathered: usize = frame.chunks.iter().map(Bytes::len).sum();
-        pending.extend(frame.chunks);
-        held.push(frame.reservation);
-        while gathered < WRITE_COALESCE_BYTES {
-            match queued.try_recv() {
-                Ok(more) => {
-                    gathered += more.chunks.iter().map(Bytes::len).sum::<usize>();
-                    pending.extend(more.chunks);
-                    held.push(more.reservation);
-                }
-                Err(_) => break,
-            }
-        }
-        let written = write_all_chunks(&mut writer, &mut pending, write_stall).await;
-        // Written (or failed): either way the bytes are no longer needed.
-        held.clear();
-        if let Err(error) = written {
-            if error.kind() == std::io::ErrorKind::TimedOut {
-                tracing::warn!(
-                    stall_ms = write_stall.as_millis() as u64,
-                    "client stopped reading its responses; cutting the connection"
-                );
-            } else {
-                tracing::debug!(%error, "write failed; dropping the remaining responses");
-            }
-            pending.clear();
-            // Close our half now: the socket goes once the reader (told next) lets go of its
-            // half, not only when the last request still under way has finished.
-            drop(writer);
-            gone.notify_one();
-            // Keep receiving so senders never block on a dead connection.
-            while queued.recv().await.is_some() {}
-            return;
-        }
-    }
-    let _ = writer.shutdown().await;
 }

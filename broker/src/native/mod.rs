@@ -9,6 +9,7 @@ mod connection;
 pub(crate) mod error;
 mod handlers;
 mod response;
+mod socket;
 
 use std::sync::Arc;
 
