@@ -228,6 +228,8 @@ struct Shared {
     records_failed: AtomicU64,
     /// The idempotent producer's id and epoch, fetched before the first batch opens.
     identity: OnceCell<ProducerIdentity>,
+    /// `config.max_record_bytes()`, worked out once rather than per record.
+    max_record_bytes: usize,
 }
 
 impl Shared {
@@ -417,6 +419,7 @@ impl Producer {
             records_delivered: AtomicU64::new(0),
             records_failed: AtomicU64::new(0),
             identity: OnceCell::new(),
+            max_record_bytes: config.max_record_bytes(),
             config,
         });
         let sender = tokio::spawn(run_sender(shared.clone()));
@@ -479,7 +482,7 @@ impl Producer {
             return Err(Error::ProducerClosed);
         }
         let reserved = record_reservation(record);
-        let max = shared.config.max_record_bytes();
+        let max = shared.max_record_bytes;
         if reserved > max {
             return Err(Error::RecordTooLarge { size: reserved, max });
         }
@@ -534,7 +537,7 @@ impl Producer {
         R: Borrow<ProducerRecord>,
     {
         let shared = &self.inner.shared;
-        let max = shared.config.max_record_bytes();
+        let max = shared.max_record_bytes;
         let mut records = records.into_iter();
         loop {
             if shared.closing.load(Ordering::Acquire) {
