@@ -276,6 +276,12 @@ pub struct GroupsConfig {
     /// Classic groups: the longest a rebalance may wait for members to rejoin (and then for
     /// the leader's assignment); a client asking for longer gets this.
     pub rebalance_timeout_ms_max: u32,
+    /// Classic groups: how long a group that had no members waits after its first JoinGroup
+    /// before completing its first rebalance, so members starting together join one
+    /// generation, and each has fetched its topics' metadata before its leader assigns
+    /// (Kafka's `group.initial.rebalance.delay.ms`). Each new member joining in that wait
+    /// extends it by this much again, never past the rebalance timeout; 0 turns it off.
+    pub initial_rebalance_delay_ms: u32,
     /// Classic groups: the most a member's protocol metadata (all protocols together), and
     /// separately its assignment, may take; the broker keeps and persists both.
     pub classic_member_bytes_max: usize,
@@ -304,6 +310,7 @@ impl Default for GroupsConfig {
             committed_partitions_per_group_max: 100_000,
             offset_metadata_bytes_max: 4_096,
             rebalance_timeout_ms_max: 300_000,
+            initial_rebalance_delay_ms: 3_000,
             classic_member_bytes_max: 1_048_576,
             offset_waiters_max: 10_000,
             offset_wait_ms_max: 300_000,

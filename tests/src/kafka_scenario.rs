@@ -70,7 +70,9 @@ impl Driver {
 /// A group's leader must never assign without the subscribed topic's metadata. kafka-python
 /// reports each time it does as an `assignor_warning` (tests/clients/python/kafka_python.py).
 /// Such an assignment gives every member nothing, and the metadata-triggered rejoin that
-/// follows is one kafka-python can lose, stranding a member.
+/// follows is one kafka-python can lose, stranding a member. The broker's initial rebalance
+/// delay (`groups.initial_rebalance_delay_ms`) is what gives a new group's leader time to
+/// fetch the metadata.
 fn check_assigned_with_metadata(driver: Driver, run: &ScriptRun) {
     assert!(
         run.events_named("assignor_warning").is_empty(),

@@ -33,14 +33,14 @@ fn kafka_python_creates_a_topic_of_three_partitions_and_deletes_it() {
     create_and_delete_topic(Driver::KafkaPython, broker.kafka_addr(), "kafka-python-created");
 }
 
-/// A group that forms right after its topic is created. Its leader must assign the topic's
-/// partitions at the first rebalance, not nothing. kafka-python asks for a new subscription's
-/// metadata only after 100 ms, and a Tidelog group forms sooner (there is no initial rebalance
-/// delay). An empty first assignment is followed by a rejoin when the metadata arrives, and
-/// kafka-python can lose that rejoin: the member stops heartbeating, its session times out and
-/// it spins. That was the lifecycle test's intermittent failure. The driver now fetches the
-/// topic's metadata after subscribing (kafka_python.py `subscribe`). Each member must still
-/// own partitions, consume everything and resume exactly at the commits.
+/// A group that forms right after its topic is created, with the driver an unchanged
+/// application. Its leader must assign the topic's partitions at the first rebalance, not
+/// nothing. kafka-python asks for a new subscription's metadata only after 100 ms. Without
+/// the broker's initial rebalance delay the group formed sooner, assigned nothing, and
+/// rejoined when the metadata arrived. kafka-python can lose that rejoin: the member stops
+/// heartbeating, its session times out and it spins. That was the lifecycle test's
+/// intermittent failure. Each member must still own partitions, consume everything and
+/// resume exactly at the commits.
 #[test]
 fn kafka_python_group_formed_right_after_create_topic_assigns_with_the_topic_metadata() {
     let dir = TestDir::new("kafka_python_fresh_group");

@@ -7,7 +7,9 @@
 //!   |  last member     |    +------ member joins, leaves or expires -----+  v
 //!   +--- leaves -------+------------- member joins, leaves or expires --- Stable
 //! ```
-//! (Dead is a group that no longer exists.) Plain synchronous code over plain data, as the
+//! (Dead is a group that no longer exists.) An Empty group's first join phase is held open
+//! for `groups.initial_rebalance_delay_ms` even once everyone has joined (Kafka's initial
+//! rebalance delay, [`InitialDelay`]). Plain synchronous code over plain data, as the
 //! rest of `groups`: time is a parameter and nothing here does I/O. A JoinGroup or SyncGroup
 //! that must wait for other members is answered through a oneshot channel kept with the
 //! member; a call that completes other members' waits returns those answers as
@@ -104,7 +106,21 @@ pub struct ClassicGroup {
     /// PreparingRebalance: when the join completes without the members still missing.
     /// CompletingRebalance: when members that have not sent SyncGroup are removed.
     deadline: Option<Instant>,
+    /// A new group's first join phase, held open (`groups.initial_rebalance_delay_ms`).
+    initial_delay: Option<InitialDelay>,
     next_seq: u64,
+}
+
+/// Kafka's initial rebalance delay: the first join phase of a group that had no members
+/// waits a step, and another step each time new members joined during the last one, never
+/// past the rebalance deadline. Members starting together then join one generation, and a
+/// leader has had time to fetch its topics' metadata before it assigns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InitialDelay {
+    step: Duration,
+    cap: Instant,
+    /// A new member joined during the current step.
+    extend: bool,
 }
 
 impl ClassicGroup {
@@ -119,6 +135,7 @@ impl ClassicGroup {
             members: BTreeMap::new(),
             pending: BTreeMap::new(),
             deadline: None,
+            initial_delay: None,
             next_seq: 0,
         }
     }
@@ -180,13 +197,13 @@ impl ClassicGroup {
             self.check_room(config, &request.group_id)?;
             let member_id = self.new_member_id()?;
             self.add_member(now, member_id, request, sender);
-            self.membership_changed(now, effects);
+            self.member_added(config, now, effects);
             return Ok(receiver);
         }
         if self.pending.remove(&request.member_id).is_some() {
             let member_id = request.member_id.clone();
             self.add_member(now, member_id, request, sender);
-            self.membership_changed(now, effects);
+            self.member_added(config, now, effects);
             return Ok(receiver);
         }
         if known {
@@ -353,7 +370,11 @@ impl ClassicGroup {
         if self.deadline.is_some_and(|deadline| deadline <= now) {
             changed = true;
             match self.state {
-                ClassicState::PreparingRebalance => self.try_complete_join(now, true, effects),
+                ClassicState::PreparingRebalance => {
+                    if !self.extend_initial_delay(now) {
+                        self.try_complete_join(now, true, effects);
+                    }
+                }
                 ClassicState::CompletingRebalance => {
                     let unsynced: Vec<String> = self
                         .members

@@ -91,29 +91,6 @@ def consumer_for(args, member):
         heartbeat_interval_ms=500, fetch_max_wait_ms=500, allow_auto_create_topics=False)
 
 
-def subscribe(consumer, topic):
-    """Subscribes to `topic`, then fetches the topic's metadata before the first poll sends a
-    JoinGroup, as an application that checks its topic exists does.
-
-    Without this step a kafka-python group can lose a member. kafka-python asks for a newly
-    subscribed topic's metadata only after retry_backoff_ms (100 ms). A Tidelog group forms
-    faster than that, because Tidelog has no initial rebalance delay (Kafka waits
-    group.initial.rebalance.delay.ms, 3 s by default). So the leader assigns nothing ("No
-    partition metadata"), then rejoins when the metadata arrives and its metadata snapshot
-    changes. kafka-python's need_rejoin() turns False as soon as that rejoin's assignment is
-    computed, before its SyncGroup answer is collected. If poll()'s timeout ends in that window,
-    the answer is never collected. The member's heartbeats stay off, its session times out, and
-    its poll loop spins (time_to_next_poll() is 0). This is kafka-python 3.0.12, and its master
-    branch as of 2026-08. Kafka's Java client fixed the same case in KAFKA-9815 (a
-    metadata-triggered rejoin sets rejoinNeeded).
-
-    Fetching the metadata after subscribing puts the partitions in the coordinator's metadata
-    snapshot, so the first assignment uses them and no metadata-triggered rejoin follows."""
-    consumer.subscribe([topic])
-    if not consumer.partitions_for_topic(topic):
-        raise RuntimeError(f"no partitions in the metadata of {topic}")
-
-
 def poll_into(topic, progress, member, consumer):
     batches = consumer.poll(timeout_ms=50)
     progress.assigned(member, [tp.partition for tp in consumer.assignment() if tp.topic == topic])
@@ -132,7 +109,7 @@ def group(args):
 
     def open_member(member):
         consumer = consumer_for(args, member)
-        subscribe(consumer, args.topic)
+        consumer.subscribe([args.topic])
         return consumer
 
     common.run_group(args, common.GroupProgress(args), open_member,
@@ -153,7 +130,7 @@ def consume(args):
             start[tp.partition] = offset or 0
             common.emit("committed_before", partition=tp.partition, offset=start[tp.partition])
         last = {}
-        subscribe(consumer, args.topic)
+        consumer.subscribe([args.topic])
         while any(start.get(p, 0) < high and last.get(p) != high - 1 for p, high in args.end.items()):
             deadline.check("the consumer to reach --end")
             for _, messages in sorted(consumer.poll(timeout_ms=100).items()):
@@ -194,9 +171,15 @@ def delete_topic(args):
 
 class AssignorWarnings(logging.Handler):
     """kafka-python's assignors warn, and assign nothing, for a subscribed topic whose
-    metadata the leader lacks. Each warning becomes an `assignor_warning` event. The tests
-    require none (tidelog_e2e::kafka_scenario), because such an assignment leads to the lost
-    rejoin described in `subscribe`."""
+    metadata the leader lacks. Each warning becomes an `assignor_warning` event, and the tests
+    require none (tidelog_e2e::kafka_scenario). The leader rejoins when the metadata arrives,
+    and kafka-python (3.0.12; its master as of 2026-08) can lose that metadata-triggered
+    rejoin: need_rejoin() turns False once the new assignment is computed, so if poll()'s
+    timeout ends before the SyncGroup answer, the answer is never collected, heartbeats stay
+    off, the session expires and the poll loop spins. Kafka's Java client fixed the same case
+    in KAFKA-9815. The broker's initial rebalance delay (groups.initial_rebalance_delay_ms,
+    Kafka's group.initial.rebalance.delay.ms) gives a new group's leader time to fetch the
+    metadata first; an unchanged application relies on it, as it does against Kafka."""
 
     def emit(self, record):
         common.emit("assignor_warning", logger=record.name, message=record.getMessage())

@@ -6,12 +6,51 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::{
-    millis, ClassicGroup, ClassicMember, ClassicState, Delivery, Effects, JoinResponse, JoinedMember,
-    SyncResponse, SyncResult,
+    millis, ClassicGroup, ClassicMember, ClassicState, Delivery, Effects, InitialDelay, JoinResponse,
+    JoinedMember, SyncResponse, SyncResult,
 };
+use crate::config::GroupsConfig;
 use crate::error::GroupError;
 
 impl ClassicGroup {
+    /// A new member joined. A group that had none holds its first join phase open for
+    /// `groups.initial_rebalance_delay_ms` (Kafka's `group.initial.rebalance.delay.ms`);
+    /// during that wait a newcomer extends it; otherwise the membership changed.
+    pub(super) fn member_added(&mut self, config: &GroupsConfig, now: Instant, effects: &mut Effects) {
+        if self.state == ClassicState::Empty && config.initial_rebalance_delay_ms > 0 {
+            let step = millis(config.initial_rebalance_delay_ms);
+            let cap = now + self.rebalance_timeout();
+            self.state = ClassicState::PreparingRebalance;
+            self.deadline = Some((now + step).min(cap));
+            self.initial_delay = Some(InitialDelay {
+                step,
+                cap,
+                extend: false,
+            });
+            return;
+        }
+        if let Some(initial) = self.initial_delay.as_mut() {
+            initial.extend = true;
+        }
+        self.membership_changed(now, effects);
+    }
+
+    /// At the end of a step of the initial delay: true if new members joined during it and
+    /// the rebalance deadline leaves room for another step, which starts; false when the
+    /// delay is over (or there was none) and the join phase is to complete.
+    pub(super) fn extend_initial_delay(&mut self, now: Instant) -> bool {
+        let Some(initial) = self.initial_delay.as_mut() else {
+            return false;
+        };
+        if initial.extend && now < initial.cap && !self.members.is_empty() {
+            initial.extend = false;
+            self.deadline = Some((now + initial.step).min(initial.cap));
+            return true;
+        }
+        self.initial_delay = None;
+        false
+    }
+
     pub(super) fn membership_changed(&mut self, now: Instant, effects: &mut Effects) {
         if self.state == ClassicState::PreparingRebalance {
             self.try_complete_join(now, false, effects);
@@ -42,9 +81,10 @@ impl ClassicGroup {
     /// the generation advances, and every member hears the result (the leader with all
     /// members' metadata).
     pub(super) fn try_complete_join(&mut self, now: Instant, force: bool, effects: &mut Effects) {
-        if self.state != ClassicState::PreparingRebalance {
+        if self.state != ClassicState::PreparingRebalance || (self.initial_delay.is_some() && !force) {
             return;
         }
+        self.initial_delay = None;
         let all_joined = self.members.values().all(ClassicMember::awaiting_join) && self.pending.is_empty();
         if !all_joined && !force {
             return;

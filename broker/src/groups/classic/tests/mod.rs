@@ -66,10 +66,21 @@ fn answered<T>(receiver: &mut oneshot::Receiver<Result<T, GroupError>>) -> Optio
     }
 }
 
+mod initial_delay;
+
 impl Harness {
+    /// A coordinator whose new groups rebalance at once (no initial rebalance delay), so a
+    /// first join is answered without moving the clock.
     fn new() -> Self {
+        Self::with_initial_delay(0)
+    }
+
+    fn with_initial_delay(initial_rebalance_delay_ms: u32) -> Self {
         Self {
-            coordinator: Coordinator::new(GroupsConfig::default()),
+            coordinator: Coordinator::new(GroupsConfig {
+                initial_rebalance_delay_ms,
+                ..GroupsConfig::default()
+            }),
             now: Instant::now(),
         }
     }
@@ -546,6 +557,7 @@ fn protocol_metadata_and_assignments_are_bounded() {
     let mut harness = Harness::new();
     harness.coordinator = Coordinator::new(GroupsConfig {
         classic_member_bytes_max: 64,
+        initial_rebalance_delay_ms: 0,
         ..GroupsConfig::default()
     });
     let mut request = join_request("", None);
