@@ -14,7 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::context::{Common, LoadContext};
-use crate::report::{histogram, summary};
+use crate::report::{histogram, join_all, summary};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// One poll waits at most this long, so the no-progress timeout is checked in time.
@@ -143,14 +143,7 @@ pub fn run(common: &Common, args: &ConsumeArgs) -> anyhow::Result<String> {
                 })
             })
             .collect();
-        threads
-            .into_iter()
-            .map(|thread| {
-                thread
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a consumer thread panicked")))
-            })
-            .collect()
+        join_all(threads, "consumer")
     });
     let mut total = Read {
         records: 0,

@@ -19,7 +19,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
 use crate::context::{Common, LoadContext};
-use crate::report::{histogram, payload, summary};
+use crate::report::{histogram, join_all, payload, summary};
 use crate::Compression;
 
 /// How long metadata, and the final flush, may take before the run fails.
@@ -127,14 +127,7 @@ pub fn run(common: &Common, args: &ProduceArgs) -> anyhow::Result<String> {
                 })
             })
             .collect();
-        threads
-            .into_iter()
-            .map(|thread| {
-                thread
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a producer thread panicked")))
-            })
-            .collect()
+        join_all(threads, "producer")
     });
     let mut elapsed = Duration::ZERO;
     let mut latency = histogram()?;

@@ -39,3 +39,18 @@ pub fn shares(total: u64, parts: u64) -> Vec<u64> {
         .map(|part| total / parts + u64::from(part < total % parts))
         .collect()
 }
+
+/// Joins scoped threads in order, a panicked one counting as that instance's error.
+pub fn join_all<T>(
+    threads: Vec<std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>>,
+    what: &str,
+) -> Vec<anyhow::Result<T>> {
+    threads
+        .into_iter()
+        .map(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a {what} thread panicked")))
+        })
+        .collect()
+}
