@@ -36,26 +36,8 @@ fn batch(key: &str, records: &[Spec<'_>]) -> Bytes {
 }
 
 async fn produce(client: &mut RawClient, topic: &str, records: Bytes) {
-    let body = Body::Produce(pb::ProduceRequest {
-        acks: pb::Acks::Leader as i32,
-        timeout_ms: 10_000,
-        topics: vec![pb::produce_request::Topic {
-            name: topic.into(),
-            // Built from the default so fields later added to the request keep their defaults.
-            #[allow(clippy::needless_update)]
-            partitions: vec![pb::produce_request::Partition {
-                partition: 0,
-                records,
-                ..Default::default()
-            }],
-        }],
-    });
-    match client.call_ok(body).await {
-        response::Body::Produce(produced) => {
-            assert_eq!(produced.topics[0].partitions[0].error, 0, "{produced:?}");
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    let answer = common::produce_partition(client, topic, records).await;
+    assert_eq!(answer.error, 0, "{answer:?}");
 }
 
 async fn save(

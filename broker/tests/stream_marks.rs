@@ -28,23 +28,7 @@ fn batch(records: &[(Option<&str>, &str)]) -> Bytes {
 
 /// One partition's produce answer.
 async fn produce(client: &mut RawClient, topic: &str, records: Bytes) -> pb::produce_response::Partition {
-    let body = Body::Produce(pb::ProduceRequest {
-        acks: pb::Acks::Leader as i32,
-        timeout_ms: 10_000,
-        topics: vec![pb::produce_request::Topic {
-            name: topic.into(),
-            #[allow(clippy::needless_update)]
-            partitions: vec![pb::produce_request::Partition {
-                partition: 0,
-                records,
-                ..Default::default()
-            }],
-        }],
-    });
-    match client.call_ok(body).await {
-        response::Body::Produce(mut produced) => produced.topics.remove(0).partitions.remove(0),
-        other => panic!("unexpected {other:?}"),
-    }
+    common::produce_partition(client, topic, records).await
 }
 
 fn key(key: &str) -> Bytes {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 use tidelog_broker::{Broker, BrokerConfig, BrokerHandle};
 use tidelog_proto::frame::{decode_frame, encode_frame};
@@ -135,4 +135,31 @@ pub async fn start_broker(dir: &Path, adjust: impl FnOnce(&mut BrokerConfig)) ->
     config.kafka.listen = Some("127.0.0.1:0".parse().unwrap());
     adjust(&mut config);
     Broker::start(config).await.unwrap()
+}
+
+/// Produces `records` to partition 0 of `topic` (acks = leader) and returns that partition's
+/// answer.
+pub async fn produce_partition(
+    client: &mut RawClient,
+    topic: &str,
+    records: Bytes,
+) -> pb::produce_response::Partition {
+    let body = Body::Produce(pb::ProduceRequest {
+        acks: pb::Acks::Leader as i32,
+        timeout_ms: 10_000,
+        topics: vec![pb::produce_request::Topic {
+            name: topic.into(),
+            // Built from the default so fields later added to the request keep their defaults.
+            #[allow(clippy::needless_update)]
+            partitions: vec![pb::produce_request::Partition {
+                partition: 0,
+                records,
+                ..Default::default()
+            }],
+        }],
+    });
+    match client.call_ok(body).await {
+        response::Body::Produce(mut produced) => produced.topics.remove(0).partitions.remove(0),
+        other => panic!("unexpected {other:?}"),
+    }
 }
