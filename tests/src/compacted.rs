@@ -91,3 +91,13 @@ pub fn read_compacted(client: &mut RawClient, topic: &str, partition: u32, from:
     }
     panic!("reading {topic}/{partition} did not reach the high watermark");
 }
+
+/// A broker config file in `dir` whose segments roll every 4 KiB and whose cleaner looks for
+/// work every 100 ms, so a test's few KiB of records get cleaned within its timeout.
+pub fn fast_cleaner_config(dir: &crate::TestDir) -> std::path::PathBuf {
+    let path = dir.path().join("tidelogd.toml");
+    let text =
+        "[log]\nsegment_bytes = 4096\n\n[limits]\nbatch_bytes_max = 2048\n\n[cleaner]\nbackoff_ms = 100\n";
+    std::fs::write(&path, text).expect("writing the broker config");
+    path
+}

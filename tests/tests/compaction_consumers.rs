@@ -5,11 +5,10 @@
 //! they were produced at, and `tidelog consume --group` commits the partition's end.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tidelog_e2e::cli::run_cli_with_timeout;
-use tidelog_e2e::compacted::{read_compacted, CompactedRead};
+use tidelog_e2e::compacted::{fast_cleaner_config as config, read_compacted, CompactedRead};
 use tidelog_e2e::groups::{committed_offsets, parse_offset_line};
 use tidelog_e2e::records::keyed_batch;
 use tidelog_e2e::{poll_until, BrokerProcess, RawClient, TestDir};
@@ -19,15 +18,6 @@ const CLEAN_TIMEOUT: Duration = Duration::from_secs(120);
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 const KEYS: [&str; 5] = ["k0", "k1", "k2", "k3", "k4"];
 const FENCE: &str = "fence";
-
-/// A broker whose segments roll every 4 KiB and whose cleaner looks for work every 100 ms.
-fn config(dir: &TestDir) -> PathBuf {
-    let path = dir.path().join("tidelogd.toml");
-    let text =
-        "[log]\nsegment_bytes = 4096\n\n[limits]\nbatch_bytes_max = 2048\n\n[cleaner]\nbackoff_ms = 100\n";
-    std::fs::write(&path, text).expect("writing the broker config");
-    path
-}
 
 fn create_compacted(client: &mut RawClient, topic: &str) {
     client.create_topic(

@@ -13,11 +13,10 @@
 //! value, so every value and tombstone lies where the cleaner may clean it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tidelog_e2e::compacted::{read_compacted, CompactedRead};
+use tidelog_e2e::compacted::{fast_cleaner_config as config, read_compacted, CompactedRead};
 use tidelog_e2e::kafka_clients::{run_node, ScriptRun};
 use tidelog_e2e::records::now_ms;
 use tidelog_e2e::{poll_until, BrokerProcess, RawClient, TestDir};
@@ -28,15 +27,6 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(200);
 const CLEAN_TIMEOUT: Duration = Duration::from_secs(120);
 const KEYS: [&str; 5] = ["k0", "k1", "k2", "k3", "k4"];
 const FENCE: &str = "fence";
-
-/// A broker whose segments roll every 4 KiB and whose cleaner looks for work every 100 ms.
-fn config(dir: &TestDir) -> PathBuf {
-    let path = dir.path().join("tidelogd.toml");
-    let text =
-        "[log]\nsegment_bytes = 4096\n\n[limits]\nbatch_bytes_max = 2048\n\n[cleaner]\nbackoff_ms = 100\n";
-    std::fs::write(&path, text).expect("writing the broker config");
-    path
-}
 
 fn start(dir: &TestDir) -> BrokerProcess {
     let config = config(dir);
