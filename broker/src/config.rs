@@ -393,6 +393,8 @@ pub struct LogDefaults {
     pub partitions: u32,
     /// Zeros kept ahead of an active segment's data under `flush = always` (broker-wide).
     pub preallocate_bytes: u64,
+    /// Preallocation is extended only after group commits of at most this many bytes.
+    pub preallocate_sync_bytes_max: u64,
     /// `log.cleanup.policy`: "delete", "compact" or "compact,delete".
     #[serde(deserialize_with = "deserialize_cleanup_policy")]
     pub cleanup_policy: CleanupPolicy,
@@ -429,6 +431,7 @@ impl Default for LogDefaults {
             index_interval_bytes: log.index_interval_bytes,
             partitions: 1,
             preallocate_bytes: log.preallocate_bytes,
+            preallocate_sync_bytes_max: log.preallocate_sync_bytes_max,
             cleanup_policy: log.cleanup_policy,
             min_cleanable_dirty_ratio: log.compaction.min_cleanable_dirty_ratio,
             min_compaction_lag_ms: log.compaction.min_compaction_lag_ms,

@@ -400,6 +400,7 @@ impl TopicRegistry {
                 .unwrap_or(self.defaults.index_interval_bytes),
             flush,
             preallocate_bytes: self.defaults.preallocate_bytes,
+            preallocate_sync_bytes_max: self.defaults.preallocate_sync_bytes_max,
             producer_limits: crate::storage::ProducerLimits {
                 producers_max: self.limits.producers_per_partition_max,
                 producer_idle_ms: self.limits.producer_state_expiry_ms,

@@ -476,7 +476,7 @@ impl PartitionLog {
         if self.inner.seal_mode == SealMode::Deferred {
             self.inner.key_index_now(false)?;
         }
-        self.inner.sync_active(true)
+        self.inner.sync_active(true).map(|_synced_bytes| ())
     }
 
     /// Clean shutdown: sync, then write a checksummed clean-shutdown checkpoint so the next

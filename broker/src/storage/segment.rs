@@ -141,6 +141,9 @@ pub(crate) struct Segment {
     /// Length of the data file as the writer left it: at least `end`, more while zeros are
     /// preallocated past it (writer and sync leader only, under the writer lock).
     file_bytes: AtomicU64,
+    /// Data end the last fdatasync of this file covered (the sync leader's record; recovered
+    /// data counts as synced), so a group commit knows how many bytes it wrote out.
+    synced_end: AtomicU64,
     /// Set at open, never changed: see `SegmentState::fences`.
     fences: Vec<Fence>,
     /// The per-key index of this segment (`key_index`): its table or `.keys` file.
@@ -248,6 +251,7 @@ impl Segment {
             sealed: AtomicBool::new(state.sealed),
             cleaned: state.cleaned,
             file_bytes: AtomicU64::new(state.end),
+            synced_end: AtomicU64::new(state.end),
             fences: state.fences,
             keys: SegmentKeys::unindexed(),
         }
@@ -297,6 +301,12 @@ impl Segment {
             self.set_file_bytes(at);
         }
         Ok(target > file_bytes)
+    }
+
+    /// Records that an fdatasync covered the data up to `end` and returns how many data bytes
+    /// it wrote out that no earlier sync of this file had (0 if a later sync already passed).
+    pub fn mark_synced(&self, end: u64) -> u64 {
+        end.saturating_sub(self.synced_end.fetch_max(end, Ordering::AcqRel))
     }
 
     /// Cuts preallocated zeros off the data file (before it is sealed or checkpointed, so a

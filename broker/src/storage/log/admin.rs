@@ -44,6 +44,7 @@ impl PartitionLog {
         let current = inner.config();
         if config.flush != current.flush
             || config.preallocate_bytes != current.preallocate_bytes
+            || config.preallocate_sync_bytes_max != current.preallocate_sync_bytes_max
             || config.key_hash != current.key_hash
         {
             return Err(StorageError::InvalidConfig(

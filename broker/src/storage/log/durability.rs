@@ -116,22 +116,27 @@ impl Inner {
     }
 
     /// Syncs the active segment up to what is written now and publishes it as durable.
-    pub(super) fn sync_active(&self, indexes: bool) -> Result<(), StorageError> {
-        let (active, target) = {
+    /// Returns the data bytes this sync wrote out that no earlier sync of the segment had.
+    pub(super) fn sync_active(&self, indexes: bool) -> Result<u64, StorageError> {
+        let (active, target, end) = {
             let writer = self.lock_writer()?;
             if indexes {
                 writer.active.flush_index_entries()?;
             }
-            (Arc::clone(&writer.active), writer.active.next_offset())
+            (
+                Arc::clone(&writer.active),
+                writer.active.next_offset(),
+                writer.active.end(),
+            )
         };
         if !indexes && self.durable_tx.borrow().offset >= target {
-            return Ok(());
+            return Ok(0);
         }
         // If a roll happens meanwhile, it syncs this segment itself; syncing it again is
         // harmless and `target` lies within it.
         self.sync_segment(&active, indexes)?;
         self.publish_durable(target);
-        Ok(())
+        Ok(active.mark_synced(end))
     }
 
     /// One group commit, on a blocking thread. Always clears the in-progress flag and wakes
@@ -146,22 +151,31 @@ impl Inner {
         }
         let _finish = Finish(self);
         self.check_failure()?;
-        self.sync_active(false)?;
-        self.extend_preallocation()
+        let synced_bytes = self.sync_active(false)?;
+        self.extend_preallocation(synced_bytes)
     }
 
     /// Keeps zeros ahead of the active segment's data (under `Always`), synced, so the next
     /// appends overwrite allocated blocks and their fdatasync commits no new file length. Runs
     /// in the group-commit leader's slot after its waiters were woken, so it never overlaps a
     /// data sync; zeros are written under the writer lock, so never over data.
-    pub(super) fn extend_preallocation(&self) -> Result<(), StorageError> {
-        if self.config().flush != FlushPolicy::Always || self.config().preallocate_bytes == 0 {
+    ///
+    /// Only after a small commit (`synced_bytes` at most `preallocate_sync_bytes_max`): the
+    /// zeros save each later sync one metadata commit, tens of microseconds, which matters to
+    /// a sync of a few KiB; a stream whose syncs carry hundreds of KiB would pay for them with
+    /// twice the bytes written and a second fdatasync per chunk, and gain nothing it can see.
+    pub(super) fn extend_preallocation(&self, synced_bytes: u64) -> Result<(), StorageError> {
+        let config = self.config();
+        if config.flush != FlushPolicy::Always
+            || config.preallocate_bytes == 0
+            || synced_bytes > config.preallocate_sync_bytes_max
+        {
             return Ok(());
         }
         let active = {
             let writer = self.lock_writer()?;
             let active = Arc::clone(&writer.active);
-            match active.preallocate(self.config().preallocate_bytes, self.config().segment_bytes) {
+            match active.preallocate(config.preallocate_bytes, config.segment_bytes) {
                 Ok(true) => active,
                 Ok(false) => return Ok(()),
                 Err(error) => {

@@ -2,7 +2,8 @@
 //! appends overwrite instead of growing the file; an idle or nearly empty partition keeps
 //! files of exactly its data; reads, sizes, retention and the checkpoint use the data end,
 //! never the file length; a sealed segment and a cleanly closed log end exactly at their data;
-//! and a crash with zeros past the data recovers every synced batch.
+//! a crash with zeros past the data recovers every synced batch; and only small syncs extend
+//! the zeros (a stream of large syncs would pay twice the bytes for nothing).
 
 use std::sync::Arc;
 
@@ -162,4 +163,48 @@ fn power_loss_with_zeros_past_the_data_keeps_every_acknowledged_batch() {
     let next = log.high_watermark();
     let outcome = log.append(&[simple_batch(1, 100, 10)], 0).unwrap();
     assert_eq!(outcome.base_offset, next);
+}
+
+#[test]
+fn a_stream_of_large_syncs_writes_no_zeros_and_small_syncs_bring_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime();
+    let config = LogConfig {
+        preallocate_sync_bytes_max: 8 << 10,
+        ..preallocating(FlushPolicy::Always)
+    };
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    let data_file = os_path(dir.path(), 0, "log");
+    let mut expected = Vec::new();
+    // Each sync writes out about 20 KiB, past the 8 KiB threshold: no zeros, ever.
+    for index in 0..6 {
+        let batch = simple_batch(20, index * 20, 1000);
+        let outcome = log.append(std::slice::from_ref(&batch), 0).expect("append");
+        runtime
+            .block_on(log.wait_durable(outcome.last_offset + 1))
+            .expect("durable");
+        expected.extend_from_slice(&stored(&batch, outcome.base_offset));
+        let end = log.segments_for_test()[0].end();
+        assert_eq!(
+            file_len(&data_file),
+            end,
+            "sync {index} of about 20 KiB preallocated"
+        );
+    }
+    // The stream turns to syncs of about 1 KiB: the zeros come back after the first.
+    for index in 0..2 {
+        let batch = simple_batch(1, 1000 + index, 1000);
+        let outcome = log.append(std::slice::from_ref(&batch), 0).expect("append");
+        runtime
+            .block_on(log.wait_durable(outcome.last_offset + 1))
+            .expect("durable");
+        expected.extend_from_slice(&stored(&batch, outcome.base_offset));
+    }
+    let end = log.segments_for_test()[0].end();
+    assert!(
+        file_len(&data_file) > end,
+        "no zeros ahead after small syncs: file {} bytes, data ends at {end}",
+        file_len(&data_file)
+    );
+    assert_eq!(&read_all(&log, 1 << 20)[..], &expected[..]);
 }
