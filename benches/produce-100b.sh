@@ -3,7 +3,8 @@
 # (1 MiB batches, linger 5 ms, acks=leader, idempotence on, at most 5 batches in flight per
 # partition); the broker at its default flush policy (always: fdatasync before every
 # acknowledgement) unless FLUSH says otherwise. Each run writes a fresh topic; the median run
-# by records/s is printed last, after every run's summary line and the machine's load.
+# by records/s is printed last, after every run's summary line, the machine's load and the CPU
+# ticks the hypervisor stole during the run.
 #
 # Usage: benches/produce-100b.sh [RUNS] [RECORDS]   (defaults 5 and 5000000)
 #        FLUSH=never benches/produce-100b.sh         (any tidelogd --flush value)
@@ -35,6 +36,12 @@ stop_broker() {
 }
 trap 'stop_broker; rm -rf "$work"' EXIT
 
+# CPU time the hypervisor gave to others (the 8th value of /proc/stat's cpu line, in clock
+# ticks over all cores): a run that lost many was measured on a busy host, not a quiet one.
+steal_ticks() {
+  awk '$1 == "cpu" { print $9 }' /proc/stat
+}
+
 if [ -z "${NO_BUILD:-}" ]; then
   cargo build --release --bins >&2
 fi
@@ -65,8 +72,9 @@ for run in $(seq 1 "$runs"); do
   if [ -w /proc/sys/vm/drop_caches ]; then
     echo 3 >/proc/sys/vm/drop_caches
   fi
+  steal_before=$(steal_ticks)
   line=$("$bin/tidelog" --broker "$broker" perf produce "$topic" --records "$records" --record-size 100 "${perf_args[@]}" 2>/dev/null | tail -n 1)
-  echo "run $run: $line (load $(cut -d' ' -f1 /proc/loadavg))"
+  echo "run $run: $line (load $(cut -d' ' -f1 /proc/loadavg), steal $(($(steal_ticks) - steal_before)) ticks)"
   echo "$line" >>"$results"
 done
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
