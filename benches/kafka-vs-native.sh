@@ -4,10 +4,12 @@
 # and consume of 1 KiB and 100 B records through both: `tidelog perf` on the native listener,
 # `kafka-load` (librdkafka, benches/kafka-load) on the Kafka one, with the same settings (1 MiB
 # batches, idempotent, 5 batches in flight, 64 MiB buffer; fetch responses of about 8 MiB),
-# except linger: perf produce's is 5 ms, kafka-load's 1000 ms, because librdkafka's broker
-# thread busy-waits whenever a batch waits longer than linger.ms for an in-flight slot (4.2x
-# its CPU per record; see benches/kafka-load/src/produce.rs). At full load batches close on
-# size either way. Prints one line per run and a table of medians with the ratio Kafka/native.
+# except linger: perf produce's is 5 ms, kafka-load's here 100 ms (KAFKA_LINGER_MS). At full
+# load batches close on size either way; linger only sets when librdkafka's broker thread
+# wakes. Shorter, it busy-waits whenever a batch waits longer than linger.ms for an in-flight
+# slot (see benches/kafka-load/src/produce.rs); at kafka-load's own default of 1000 ms it
+# left a capped broker idle between 1 KiB batches (docs/benchmarks.md, k11). Prints one line
+# per run and a table of medians with the ratio Kafka/native.
 #
 # Usage: benches/kafka-vs-native.sh [RUNS] [RECORDS_1K] [RECORDS_100B]   (defaults 3 1000000 3000000)
 #   The issue 7 §4 run, broker-bound (as root, on a quiet machine; see docs/benchmarks.md):
@@ -34,6 +36,7 @@
 #                      controller (cpu.cfs_quota_us) or v2's (cpu.max); fails if neither works.
 #   CAP_100B=FRACTION  the cap for the 100 B rounds (default: CAP), when a generator needs a
 #                      lower broker rate to stay below a core at 100 B
+#   KAFKA_LINGER_MS=N  kafka-load's linger.ms for produce (default 100)
 #   CAP_PERIOD_US=N    the cgroup's period (default 20000: the quota comes in 20 ms slices, so
 #                      a capped broker stalls for at most 20 ms at a time)
 #   INSTANCES=N        kafka-load produce runs N librdkafka producers on threads of one
@@ -81,6 +84,7 @@ cap=${CAP:-}
 cap_100=${CAP_100B:-$cap}
 cap_period_us=${CAP_PERIOD_US:-20000}
 instances=${INSTANCES:-1}
+kafka_linger_ms=${KAFKA_LINGER_MS:-100}
 instances_100=${INSTANCES_100B:-$instances}
 if [ -z "$cap" ] && [ -n "${CAP_100B:-}" ]; then
   echo "CAP_100B needs CAP" >&2
@@ -263,7 +267,7 @@ results="$work/results"
 : >"$results"
 caps=none
 [ -n "$cap" ] && caps="$cap of a core (100 B: $cap_100), period ${cap_period_us} us, cgroup v$cgroup_version"
-echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, pinned=${PIN:-no}, broker cap: $caps, kafka-load producers: $instances (100 B: $instances_100), uptime: $(uptime)" >&2
+echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, pinned=${PIN:-no}, broker cap: $caps, kafka-load producers: $instances (100 B: $instances_100), linger ${kafka_linger_ms} ms, uptime: $(uptime)" >&2
 round=0
 for run in $(seq 1 "$runs"); do
   for partitions in $partitions_list; do
@@ -291,7 +295,7 @@ for run in $(seq 1 "$runs"); do
       [ "$producers" != 1 ] && instances_flag=(--instances "$producers")
       produce_kafka() {
         measure "produce kafka $key" "$records" "$load" --bootstrap "$kafka" produce "$tk" \
-          --records "$records" --record-size "$size" "${instances_flag[@]}"
+          --records "$records" --record-size "$size" --linger-ms "$kafka_linger_ms" "${instances_flag[@]}"
       }
       consume_native() {
         measure "consume native $key" "$records" "$bin/tidelog" --broker "$native" perf consume "$tn" \
@@ -314,7 +318,7 @@ for run in $(seq 1 "$runs"); do
         "$bin/tidelog" --broker "$native" topic create "$tk-two" --partitions "$partitions" >/dev/null
         settle_page_cache
         measure_two "produce kafka-two $key" "$records" "$load" --bootstrap "$kafka" produce "$tk-two" \
-          --record-size "$size" | tee -a "$results" >&2
+          --record-size "$size" --linger-ms "$kafka_linger_ms" | tee -a "$results" >&2
         measure_two "consume kafka-two $key" "$records" "$load" --bootstrap "$kafka" consume "$tn" \
           | tee -a "$results" >&2
         "$bin/tidelog" --broker "$native" topic delete "$tk-two" >/dev/null
