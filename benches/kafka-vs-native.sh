@@ -37,6 +37,7 @@
 #   CAP_100B=FRACTION  the cap for the 100 B rounds (default: CAP), when a generator needs a
 #                      lower broker rate to stay below a core at 100 B
 #   KAFKA_LINGER_MS=N  kafka-load's linger.ms for produce (default 100)
+#   SIZES="1024"       record sizes of the rounds (default "1024 100")
 #   CAP_PERIOD_US=N    the cgroup's period (default 20000: the quota comes in 20 ms slices, so
 #                      a capped broker stalls for at most 20 ms at a time)
 #   INSTANCES=N        kafka-load produce runs N librdkafka producers on threads of one
@@ -85,6 +86,7 @@ cap_100=${CAP_100B:-$cap}
 cap_period_us=${CAP_PERIOD_US:-20000}
 instances=${INSTANCES:-1}
 kafka_linger_ms=${KAFKA_LINGER_MS:-100}
+sizes=${SIZES:-1024 100}
 instances_100=${INSTANCES_100B:-$instances}
 if [ -z "$cap" ] && [ -n "${CAP_100B:-}" ]; then
   echo "CAP_100B needs CAP" >&2
@@ -271,7 +273,7 @@ echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, pi
 round=0
 for run in $(seq 1 "$runs"); do
   for partitions in $partitions_list; do
-    for size in 1024 100; do
+    for size in $sizes; do
       records=$records_1k
       [ "$size" = 100 ] && records=$records_100
       key="p$partitions-s$size"

@@ -13,6 +13,14 @@ use tidelog_broker::config::KafkaListenerConfig;
 use tidelog_broker::{Broker, BrokerConfig, FlushPolicy};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// jemalloc, not the system allocator: glibc hands a freed 1 MiB request buffer back to the
+/// kernel, so every produce request faulted its frame and its append copy into fresh pages
+/// (1.8 page faults per 4 KiB stored, 17 to 20% of the broker's CPU, more on a VM whose
+/// freed pages go back to the host); jemalloc keeps freed extents for reuse and returns
+/// them only after they sit idle (its decay, 10 s by default).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The Tidelog broker daemon.
 #[derive(Debug, Parser)]
 #[command(name = "tidelogd", version, about)]
