@@ -55,10 +55,10 @@
 # table shows how much of the 2 cores each side used and the broker's CPU per record. The
 # last column compares the listeners without the tools: records per broker CPU second,
 # Kafka over native (1.00: the Kafka listener costs the broker what the native one does).
-# Each round's two produce runs write fresh topics after one `sync` and, as root, dropping the
-# page cache (see docs/benchmarks.md: fresh page-cache pages are slow on our VMs); both consume
-# runs of a round read the topic the native producer just wrote, from memory, so both
-# listeners serve the same bytes.
+# Each of a round's two produce runs writes a fresh topic after its own `sync` and, as root,
+# dropping the page cache (see docs/benchmarks.md: fresh page-cache pages are slow on our VMs);
+# both consume runs of a round read the topic the native producer wrote, read back into the
+# page cache first, so both listeners serve the same bytes from memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -214,6 +214,11 @@ broker_cpu_s() {
     }' "$1" "$2"
 }
 
+# cache_topic NAME: reads a topic's files once, so the consumes that follow read from memory.
+cache_topic() {
+  cat "$work/data/topics/$1"/*/* >/dev/null 2>&1 || true
+}
+
 settle_page_cache() {
   sync
   if [ -w /proc/sys/vm/drop_caches ]; then
@@ -273,7 +278,9 @@ echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD), flush=$flush, pi
 round=0
 for run in $(seq 1 "$runs"); do
   for partitions in $partitions_list; do
+    size_index=0
     for size in $sizes; do
+      size_index=$((size_index + 1))
       records=$records_1k
       [ "$size" = 100 ] && records=$records_100
       key="p$partitions-s$size"
@@ -307,14 +314,20 @@ for run in $(seq 1 "$runs"); do
         measure "consume kafka $key" "$records" "$load" --bootstrap "$kafka" consume "$tn" \
           --records "$records"
       }
-      # The page cache is settled once before both produces: dropping it between them would
-      # evict the topic the consumes read (they must read from memory, as in perf-matrix.sh).
-      settle_page_cache
-      # By run and by size: with the round count alone every 1 KiB round went native-first.
-      if [ $(((run + round) % 2)) = 1 ]; then
-        produce_native; produce_kafka; consume_native; consume_kafka
+      # The page cache is settled before each produce: once per round made the second
+      # producer of every round write into pages the first had left in the cache, so it
+      # needed fresh memory and paid twice the broker CPU per record at 1 KiB (k11, 1.6 us
+      # against 0.8 us, whichever listener went second). The consumes must read from memory
+      # (as in perf-matrix.sh), so the native topic is read back into the page cache after
+      # both produces.
+      # By run and by size, so each workload alternates from run to run whatever the sizes
+      # (the round count alone, with two sizes, sent every 1 KiB round native-first).
+      if [ $(((run + size_index) % 2)) = 1 ]; then
+        settle_page_cache; produce_native; settle_page_cache; produce_kafka
+        cache_topic "$tn"; consume_native; consume_kafka
       else
-        produce_kafka; produce_native; consume_kafka; consume_native
+        settle_page_cache; produce_kafka; settle_page_cache; produce_native
+        cache_topic "$tn"; consume_kafka; consume_native
       fi | tee -a "$results" >&2
       if [ -n "${TWO:-}" ]; then
         "$bin/tidelog" --broker "$native" topic create "$tk-two" --partitions "$partitions" >/dev/null
