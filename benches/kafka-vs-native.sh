@@ -13,7 +13,7 @@
 #
 # Usage: benches/kafka-vs-native.sh [RUNS] [RECORDS_1K] [RECORDS_100B]   (defaults 3 1000000 3000000)
 #   The issue 7 §4 run, broker-bound (as root, on a quiet machine; see docs/benchmarks.md):
-#   CAP=0.4 CAP_100B=0.1 INSTANCES=2 INSTANCES_100B=4 PARTITIONS=1 benches/kafka-vs-native.sh 3
+#   CAP=0.3 CAP_100B=0.1 INSTANCES=2 INSTANCES_100B=4 PARTITIONS=1 benches/kafka-vs-native.sh 5
 #   PARTITIONS="1 8"   partition counts to measure (default "1 8")
 #   FLUSH=always       broker flush policy (default never: the listener's own cost shows most)
 #   TWO=1              also run two Kafka generators at once (half the records each, one
