@@ -9,7 +9,7 @@
 # Usage: benches/durable-latency.sh [RECORDS] [RUNS]   (defaults 10000 and 3)
 # TIDELOG_LATENCY_BROKER_ARGS adds arguments to tidelogd (e.g. "--config off.toml" with
 # `[log] preallocate_bytes = 0` for an A/B of preallocation).
-# Needs release binaries: cargo build --release --bins
+# Needs release binaries: cargo build --release --bins (BIN=DIR: binaries from another build)
 # The disk measured is the one holding $TMPDIR (or /tmp): the broker's data dir and the bare
 # files are created there. Each measurement runs RUNS times, interleaved (a, b, c, a, b, c, ...)
 # so that load from other processes hits all three alike; the median run (by p99) is reported.
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 records=${1:-10000}
 runs=${2:-3}
-bin=target/release
+bin=${BIN:-target/release}
 port=${TIDELOG_LATENCY_PORT:-7398}
 broker="127.0.0.1:$port"
 work=$(mktemp -d)
