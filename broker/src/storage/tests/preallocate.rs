@@ -37,14 +37,24 @@ fn runtime() -> tokio::runtime::Runtime {
 fn append_durably(log: &PartitionLog, runtime: &tokio::runtime::Runtime, count: usize) -> Vec<u8> {
     let mut expected = Vec::new();
     for index in 0..count {
-        let batch = simple_batch(1, index as i64, 1000);
-        let outcome = log.append(std::slice::from_ref(&batch), 0).expect("append");
-        runtime
-            .block_on(log.wait_durable(outcome.last_offset + 1))
-            .expect("durable");
-        expected.extend_from_slice(&stored(&batch, outcome.base_offset));
+        append_batch_durably(log, runtime, &simple_batch(1, index as i64, 1000), &mut expected);
     }
     expected
+}
+
+/// Appends one batch, awaits it until durable and adds the bytes the log must hold for it to
+/// `expected`.
+fn append_batch_durably(
+    log: &PartitionLog,
+    runtime: &tokio::runtime::Runtime,
+    batch: &tidelog_proto::batch::RecordBatch,
+    expected: &mut Vec<u8>,
+) {
+    let outcome = log.append(std::slice::from_ref(batch), 0).expect("append");
+    runtime
+        .block_on(log.wait_durable(outcome.last_offset + 1))
+        .expect("durable");
+    expected.extend_from_slice(&stored(batch, outcome.base_offset));
 }
 
 #[test]
@@ -178,12 +188,7 @@ fn a_stream_of_large_syncs_writes_no_zeros_and_small_syncs_bring_them_back() {
     let mut expected = Vec::new();
     // Each sync writes out about 20 KiB, past the 8 KiB threshold: no zeros, ever.
     for index in 0..6 {
-        let batch = simple_batch(20, index * 20, 1000);
-        let outcome = log.append(std::slice::from_ref(&batch), 0).expect("append");
-        runtime
-            .block_on(log.wait_durable(outcome.last_offset + 1))
-            .expect("durable");
-        expected.extend_from_slice(&stored(&batch, outcome.base_offset));
+        append_batch_durably(&log, &runtime, &simple_batch(20, index * 20, 1000), &mut expected);
         let end = log.segments_for_test()[0].end();
         assert_eq!(
             file_len(&data_file),
@@ -193,12 +198,12 @@ fn a_stream_of_large_syncs_writes_no_zeros_and_small_syncs_bring_them_back() {
     }
     // The stream turns to syncs of about 1 KiB: the zeros come back after the first.
     for index in 0..2 {
-        let batch = simple_batch(1, 1000 + index, 1000);
-        let outcome = log.append(std::slice::from_ref(&batch), 0).expect("append");
-        runtime
-            .block_on(log.wait_durable(outcome.last_offset + 1))
-            .expect("durable");
-        expected.extend_from_slice(&stored(&batch, outcome.base_offset));
+        append_batch_durably(
+            &log,
+            &runtime,
+            &simple_batch(1, 1000 + index, 1000),
+            &mut expected,
+        );
     }
     let end = log.segments_for_test()[0].end();
     assert!(
